@@ -1,0 +1,68 @@
+"""edgelstm: LSTM/GRU models from PyTorch training to verified edge inference with ONNX Runtime.
+
+The public API is imported lazily so ``import edgelstm`` (and ``edgelstm --help``) stays fast:
+torch, onnxruntime and aeon load only when a function that needs them is called.
+
+Example:
+    >>> import edgelstm
+    >>> result = edgelstm.train(task="classify", dataset="JapaneseVowels", out="runs/jv")  # doctest: +SKIP
+    >>> result.metrics["accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; the contents of `__all__` are guarded by a test.
+_EXPORTS: dict[str, str] = {
+    "EdgeLSTMError": "edgelstm.errors",
+    "InvalidInputError": "edgelstm.errors",
+    "CheckFailedError": "edgelstm.errors",
+    "MissingDependencyError": "edgelstm.errors",
+    "ProviderUnavailableError": "edgelstm.errors",
+    "ModelConfig": "edgelstm.config",
+    "TrainConfig": "edgelstm.config",
+    "TRAIN_PRESETS": "edgelstm.config",
+    "RunRecord": "edgelstm.config",
+    "build_model": "edgelstm.models",
+    "train": "edgelstm.training",
+    "TrainResult": "edgelstm.training",
+    "load_checkpoint": "edgelstm.checkpoint",
+    "Checkpoint": "edgelstm.checkpoint",
+    "list_datasets": "edgelstm.data.datasets",
+    "load_dataset": "edgelstm.data.datasets",
+    "load_training_data": "edgelstm.data.readers",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from edgelstm.checkpoint import Checkpoint, load_checkpoint
+    from edgelstm.config import TRAIN_PRESETS, ModelConfig, RunRecord, TrainConfig
+    from edgelstm.data.datasets import list_datasets, load_dataset
+    from edgelstm.data.readers import load_training_data
+    from edgelstm.errors import (
+        CheckFailedError,
+        EdgeLSTMError,
+        InvalidInputError,
+        MissingDependencyError,
+        ProviderUnavailableError,
+    )
+    from edgelstm.models import build_model
+    from edgelstm.training import TrainResult, train
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgelstm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

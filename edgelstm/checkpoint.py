@@ -1,0 +1,104 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``metrics.json``, no pickle.
+
+A checkpoint holds everything later stages need: the architecture to rebuild the model,
+normalization statistics and labels to reproduce inputs and interpret outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgelstm.config import RunRecord, from_dict, to_dict
+from edgelstm.errors import CheckpointError
+from edgelstm.fileio import atomic_folder
+
+if TYPE_CHECKING:
+    from edgelstm.models import SequenceModel
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the record, the model in eval mode and its test metrics."""
+
+    path: Path
+    record: RunRecord
+    model: SequenceModel
+    metrics: dict[str, Any]
+
+
+def save_checkpoint(
+    out: Path,
+    record: RunRecord,
+    model: SequenceModel,
+    metrics: dict[str, Any],
+    *,
+    overwrite: bool = False,
+) -> None:
+    """Write the checkpoint folder atomically (a failure leaves no partial folder)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_folder(Path(out), overwrite=overwrite) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(record), indent=2) + "\n")
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def read_run_record(run_dir: Path) -> RunRecord:
+    """Read and validate ``config.json`` of a checkpoint folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"checkpoint folder {run_dir} does not exist; train one with `edgelstm train --out`"
+        )
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; {run_dir} is not an edgelstm checkpoint folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); retrain or restore it") from None
+    return from_dict(RunRecord, data, where=str(path))
+
+
+def load_checkpoint(run_dir: Path) -> Checkpoint:
+    """Load a checkpoint folder written by :func:`save_checkpoint`.
+
+    Example:
+        >>> ckpt = load_checkpoint(Path("runs/jv"))  # doctest: +SKIP
+        >>> ckpt.record.class_labels  # doctest: +SKIP
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from edgelstm.models import build_model
+
+    run_dir = Path(run_dir)
+    record = read_run_record(run_dir)
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete, retrain it")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} cannot be read ({exc}); retrain or restore it") from None
+    model = build_model(record.model)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    model.eval()
+    metrics_path = run_dir / METRICS_FILE
+    metrics: dict[str, Any] = {}
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    return Checkpoint(path=run_dir, record=record, model=model, metrics=metrics)

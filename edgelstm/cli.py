@@ -1,0 +1,224 @@
+"""The ``edgelstm`` command line: parse, call one library function, print.
+
+Errors from the library (:class:`edgelstm.errors.EdgeLSTMError`) are caught once, in
+:func:`main`, and become one ``error:`` line on stderr with exit code 2 (bad input) or 1
+(a check failed). ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgelstm import __version__
+from edgelstm.errors import EdgeLSTMError, InvalidInputError
+
+app = typer.Typer(
+    name="edgelstm",
+    help="Train LSTM/GRU models and take them to fast, verified edge inference with ONNX Runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+_state = {"debug": False}
+
+
+class TaskChoice(str, Enum):
+    classify = "classify"
+    forecast = "forecast"
+    anomaly = "anomaly"
+
+
+class ArchChoice(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+
+
+class PoolingChoice(str, Enum):
+    last = "last"
+    mean = "mean"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgelstm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one error line.")
+    ] = False,
+    version: Annotated[
+        Optional[bool],  # noqa: UP045 - typer needs Optional on Python 3.10
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def train(
+    task: Annotated[
+        Optional[TaskChoice], typer.Option(help="What the model learns.", show_default=False)  # noqa: UP045
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Checkpoint folder to write (config.json, model.safetensors, metrics.json)."),
+    ] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="Built-in dataset name (see --list-datasets).")  # noqa: UP045
+    ] = None,
+    data: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Training data: .npz (X, y[, lengths]), .npy, .csv or .ts."),
+    ] = None,
+    test: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Test data in the same layout; default: hold out 20 % of --data."),
+    ] = None,
+    target: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="forecast: columns to predict, names or 0-based indices (a,b or 0,2)."),
+    ] = None,
+    arch: Annotated[ArchChoice, typer.Option(help="Recurrent cell.")] = ArchChoice.lstm,
+    layers: Annotated[int, typer.Option(min=1, help="Stacked recurrent layers.")] = 2,
+    hidden: Annotated[int, typer.Option(min=1, help="Hidden size per layer.")] = 128,
+    bidirectional: Annotated[
+        bool, typer.Option(help="Read sequences both ways (not for anomaly or streaming).")
+    ] = False,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Dropout.")] = 0.1,
+    pooling: Annotated[
+        PoolingChoice, typer.Option(help="classify: last step or mean over time.")
+    ] = PoolingChoice.last,
+    epochs: Annotated[
+        Optional[int], typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")  # noqa: UP045
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size.")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate.")] = None,  # noqa: UP045
+    lookback: Annotated[
+        Optional[int], typer.Option(min=2, help="forecast/anomaly: input window length.")  # noqa: UP045
+    ] = None,
+    horizon: Annotated[
+        Optional[int], typer.Option(min=1, help="forecast: steps predicted per window.")  # noqa: UP045
+    ] = None,
+    season: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="forecast: season length of the seasonal-naive baseline."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the test metrics as JSON on stdout.")
+    ] = False,
+    list_datasets: Annotated[
+        bool, typer.Option("--list-datasets", help="List the built-in datasets and exit.")
+    ] = False,
+) -> None:
+    """Train an LSTM/GRU on a built-in dataset or your data and write a checkpoint folder."""
+    from edgelstm.console import (
+        print_dataset_table,
+        print_train_result,
+        stderr_console,
+        stdout_console,
+        training_progress,
+    )
+
+    if list_datasets:
+        from edgelstm.data.datasets import dataset_table_rows
+
+        rows = dataset_table_rows()
+        if json_output:
+            typer.echo(json.dumps(rows, indent=2))
+        else:
+            print_dataset_table(rows, stdout_console())
+        return
+    if task is None:
+        raise InvalidInputError("--task is required (classify, forecast or anomaly)")
+    if out is None:
+        raise InvalidInputError("--out RUN_DIR is required: the checkpoint folder to write")
+    from edgelstm.training import train as train_model
+
+    err = stderr_console()
+    with training_progress(err) as progress:
+        result = train_model(
+            task.value,
+            out=out,
+            dataset=dataset,
+            data=data,
+            test=test,
+            target=target,
+            arch=arch.value,
+            layers=layers,
+            hidden=hidden,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            pooling=pooling.value,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            lookback=lookback,
+            horizon=horizon,
+            season=season,
+            seed=seed,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if json_output:
+        typer.echo(json.dumps(result.metrics, indent=2))
+    else:
+        print_train_result(result, stdout_console())
+
+
+@app.command()
+def providers(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    probe: Annotated[
+        bool,
+        typer.Option(help="Start a tiny session on each provider to prove it really runs."),
+    ] = False,
+) -> None:
+    """List ONNX Runtime execution providers, what `auto` picks, and the CPU/GPU they run on."""
+    from edgelstm.console import stdout_console
+    from edgelstm.runtimes.providers import print_provider_report, provider_report
+
+    report = provider_report(probe=probe)
+    if json_output:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        print_provider_report(report, stdout_console())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgeLSTMError as exc:
+        if _state["debug"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Frozen dataclass configs: the architecture, the training run and the checkpoint record.
+
+Everything a later stage (export, run, benchmark) needs to rebuild the model, reproduce its
+inputs and interpret its outputs is in :class:`RunRecord`, written as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from edgelstm.errors import CheckpointError, InvalidInputError
+
+Task = Literal["classify", "forecast", "anomaly"]
+Arch = Literal["lstm", "gru"]
+Pooling = Literal["last", "mean"]
+TASKS: tuple[str, ...] = get_args(Task)
+ARCHS: tuple[str, ...] = get_args(Arch)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a recurrent model; inputs are always ``[batch, time, features]``.
+
+    Example:
+        >>> ModelConfig(task="classify", input_size=12, num_classes=9).arch
+        'lstm'
+    """
+
+    task: Task
+    input_size: int
+    arch: Arch = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 2
+    bidirectional: bool = False
+    dropout: float = 0.1
+    #: classify: how the per-step features become one vector per sequence.
+    pooling: Pooling = "last"
+    #: classify: number of classes.
+    num_classes: int = 0
+    #: forecast: number of future steps predicted at once.
+    horizon: int = 0
+    #: forecast: indices of the input features that are predicted.
+    target_indices: tuple[int, ...] = ()
+    #: forecast: normalise each input window by its own mean/std and undo it on the output,
+    #: which lets a small model follow trends it never saw in training (RevIN-style).
+    window_norm: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.task not in TASKS:
+            problems.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.arch not in ARCHS:
+            problems.append(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.input_size < 1:
+            problems.append(f"input_size must be >= 1, got {self.input_size}")
+        if self.hidden_size < 1:
+            problems.append(f"hidden size must be >= 1, got {self.hidden_size}")
+        if self.num_layers < 1:
+            problems.append(f"layers must be >= 1, got {self.num_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.task == "classify" and self.num_classes < 2:
+            problems.append(f"classify needs at least 2 classes, got {self.num_classes}")
+        if self.task == "forecast":
+            if self.horizon < 1:
+                problems.append(f"forecast horizon must be >= 1, got {self.horizon}")
+            if not self.target_indices:
+                problems.append("forecast needs at least one target feature")
+            bad = [i for i in self.target_indices if not 0 <= i < self.input_size]
+            if bad:
+                problems.append(f"target indices {bad} are outside 0..{self.input_size - 1}")
+        if self.task == "anomaly" and self.bidirectional:
+            problems.append(
+                "anomaly models predict the next step, so they cannot be bidirectional "
+                "(the backward direction would see the answer); drop --bidirectional"
+            )
+        if problems:
+            raise InvalidInputError("; ".join(problems))
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Named presets live in :data:`TRAIN_PRESETS`."""
+
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    #: stop after this many epochs without a better validation score.
+    patience: int = 15
+    #: fraction of the training data held out for early stopping (stratified for classify).
+    val_fraction: float = 0.15
+    seed: int = 0
+    grad_clip: float = 1.0
+    #: std of Gaussian noise added to normalised training inputs; a cheap regulariser that
+    #: matters on small datasets (a few hundred sequences).
+    input_noise: float = 0.0
+    #: classify: after early stopping, retrain on training + validation data (see fit_model).
+    refit: bool = True
+    min_refit_epochs: int = 30
+    #: forecast/anomaly: length of the input windows cut from a series.
+    lookback: int = 48
+    #: forecast: steps predicted per window.
+    horizon: int = 12
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.learning_rate <= 0:
+            problems.append(f"learning rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.val_fraction < 0.9:
+            problems.append(f"validation fraction must be in [0, 0.9), got {self.val_fraction}")
+        if self.lookback < 2:
+            problems.append(f"lookback must be >= 2, got {self.lookback}")
+        if self.horizon < 1:
+            problems.append(f"horizon must be >= 1, got {self.horizon}")
+        if problems:
+            raise InvalidInputError("; ".join(problems))
+
+
+#: Named presets: ``default`` meets the documented quality targets; ``smoke`` is for tests.
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "default": TrainConfig(),
+    "smoke": TrainConfig(epochs=2, patience=2, batch_size=16, min_refit_epochs=2),
+}
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-feature statistics computed on training data only."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where the training data came from, so a run can be reproduced."""
+
+    name: str
+    source: str
+    train_size: int
+    test_size: int
+    #: classify data of variable length is trained padded + packed (lengths known).
+    variable_length: bool = False
+    #: forecast/anomaly: the series split point used for the test set.
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Contents of a checkpoint's ``config.json``."""
+
+    model: ModelConfig
+    train: TrainConfig
+    dataset: DatasetInfo
+    feature_names: tuple[str, ...]
+    normalization: Normalization
+    class_labels: tuple[str, ...] = ()
+    target_names: tuple[str, ...] = ()
+    anomaly_threshold: float | None = None
+    edgelstm_version: str = ""
+    torch_version: str = ""
+    schema: str = "edgelstm.checkpoint/1"
+
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(obj)
+
+
+def from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
+    """Rebuild a config dataclass from :func:`to_dict` output, naming the bad key on failure."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown keys {unknown}; was it written by a newer edgelstm?")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return from_dict(hint, value, where=where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise CheckpointError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_hint, *_rest) = get_args(hint)
+        return tuple(_convert(item_hint, v, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value

@@ -1,0 +1,91 @@
+"""Terminal output: logs and progress on stderr, results on stdout, never mixed."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edgelstm.training import ProgressCallback, TrainResult
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def stdout_console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@contextlib.contextmanager
+def training_progress(console: Console, enabled: bool = True) -> Iterator[ProgressCallback | None]:
+    """A progress bar with loss and the validation metric, as a training callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[shown]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(epoch: int, total: int, loss: float, shown: str) -> None:
+            phase = "refit" if shown.startswith("refit") else "train"
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total, loss=loss, shown=shown)
+            bar.update(tasks[phase], completed=epoch, total=total, loss=loss, shown=shown)
+
+        yield update
+
+
+def _format_metric(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_train_result(result: TrainResult, console: Console) -> None:
+    """The end-of-training summary: where the checkpoint is and the test metrics."""
+    from rich.table import Table
+
+    record = result.record
+    table = Table(title=f"test metrics — {record.dataset.name} ({record.model.task})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(key, _format_metric(value))
+    console.print(table)
+    epochs = f"{result.epochs_run} epochs, best at {result.best_epoch}"
+    console.print(
+        f"checkpoint: {result.out}  ({record.model.arch.upper()} {record.model.num_layers}x"
+        f"{record.model.hidden_size}, {epochs}, {result.seconds:.1f} s)"
+    )
+
+
+def print_dataset_table(rows: list[dict[str, str]], console: Console) -> None:
+    """Built-in datasets with task, sizes and source."""
+    from rich.table import Table
+
+    table = Table(title="built-in datasets (bundled with aeon; no network needed)")
+    for column in ("name", "task", "domain", "train", "test", "length", "features", "source"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(row.get(c, "") for c in ("name", "task", "domain", "train", "test",
+                                                 "length", "features", "source")))
+    console.print(table)

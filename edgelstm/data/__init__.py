@@ -1,0 +1,1 @@
+"""Data readers, built-in datasets and the in-memory shapes training consumes."""

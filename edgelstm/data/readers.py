@@ -1,0 +1,739 @@
+"""Read user training data from CSV, NumPy and UEA/UCR ``.ts`` files into typed objects.
+
+Every reader turns a bad file into one :class:`~edgelstm.errors.InvalidInputError` whose message
+names the file, the place in it (1-based rows and columns as an editor shows them, or a NumPy
+index for arrays) and what to do next. Training on silently wrong data is the failure we guard
+against, so NaN/Inf, ragged rows and ambiguous headers are refused rather than repaired.
+
+Example::
+
+    from pathlib import Path
+    from edgelstm.data.readers import load_training_data
+
+    data = load_training_data(Path("sensors.csv"), task="forecast", target="temp")
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edgelstm.data.types import SequenceSet, Series, WindowSet
+from edgelstm.errors import InvalidInputError, MissingDependencyError
+
+__all__ = [
+    "ANOMALY_LABEL_COLUMNS",
+    "SUPPORTED_EXTENSIONS",
+    "TASKS",
+    "TIME_COLUMNS",
+    "load_training_data",
+    "read_arrays",
+    "read_csv_series",
+    "read_ts",
+    "resolve_targets",
+    "sequence_set_from_aeon",
+]
+
+#: Tasks :func:`load_training_data` understands.
+TASKS: tuple[str, ...] = ("classify", "forecast", "anomaly")
+#: File extensions :func:`load_training_data` dispatches on.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".npy", ".npz", ".ts")
+#: CSV header names (case-insensitive) treated as the time index and dropped.
+TIME_COLUMNS: frozenset[str] = frozenset({"timestamp", "time", "date", "datetime"})
+#: CSV header names (case-insensitive) read as per-step anomaly labels instead of a feature.
+ANOMALY_LABEL_COLUMNS: frozenset[str] = frozenset({"is_anomaly", "anomaly", "label"})
+
+_NAN_ADVICE = "NaN/Inf or missing values in training data are refused: fill or drop them first"
+_INSTALL_DATA = "pip install 'edgelstm[data]'"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by the readers
+
+
+def _require_file(path: Path) -> None:
+    """Fail early with a plain message; open() errors would otherwise surface as tracebacks."""
+    if not path.exists():
+        raise InvalidInputError(f"{path}: file not found; check the path and try again")
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: is not a file (a directory?); give the path of a file")
+
+
+def _parse_float(cell: str) -> float | None:
+    """``float(cell)`` or None when the cell is not a number (NaN/Inf still parse)."""
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _default_names(count: int) -> tuple[str, ...]:
+    return tuple(f"f{i}" for i in range(count))
+
+
+def _check_finite(values: np.ndarray, path: Path, what: str, prefix: tuple[int, ...] = ()) -> None:
+    """Refuse NaN/Inf, naming the first offending NumPy index so the user can find it.
+
+    ``prefix`` is prepended to the index when ``values`` is a slice (``X[i]``) of ``what``.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad = tuple(int(i) for i in np.argwhere(~finite)[0])
+    index = ", ".join(str(i) for i in (*prefix, *bad))
+    count = int((~finite).sum())
+    raise InvalidInputError(
+        f"{path}: {what}[{index}] is {values[bad].item()!r} ({count} NaN/Inf value(s) in {what}); "
+        f"{_NAN_ADVICE}"
+    )
+
+
+def _check_numeric(values: np.ndarray, path: Path, what: str) -> None:
+    """Refuse strings, bools, complex and structured arrays: they are not model inputs."""
+    if values.dtype.kind not in "iuf":
+        raise InvalidInputError(
+            f"{path}: array {what!r} has dtype {values.dtype}, expected numbers (float or int); "
+            f"convert it, e.g. np.asarray({what}, dtype=np.float32)"
+        )
+
+
+def _as_float32(
+    values: np.ndarray, path: Path, what: str, prefix: tuple[int, ...] = ()
+) -> np.ndarray:
+    """Numeric array → finite float32; anything else (strings, bool, complex) is refused."""
+    _check_numeric(values, path, what)
+    # Check before the cast too: a float64 1e300 would turn into Inf and blame the user's
+    # value for a problem the cast created; report both cases at the original index.
+    _check_finite(values.astype(np.float64, copy=False), path, what, prefix)
+    with np.errstate(over="ignore"):  # overflow is reported below, with its index
+        out = np.ascontiguousarray(values, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        index = ", ".join(str(i) for i in (*prefix, *bad))
+        raise InvalidInputError(
+            f"{path}: {what}[{index}] = {values[bad].item()!r} is outside the float32 range "
+            "(about ±3.4e38); rescale the data"
+        )
+    return out
+
+
+def _binary_labels(values: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Per-step anomaly labels as int64 0/1; anything else is refused with its index."""
+    if not (
+        np.issubdtype(values.dtype, np.integer)
+        or np.issubdtype(values.dtype, np.floating)
+        or values.dtype == np.bool_
+    ):
+        raise InvalidInputError(
+            f"{path}: anomaly labels {what!r} have dtype {values.dtype}; expected 0/1 numbers"
+        )
+    bad = ~np.isin(values, (0, 1))
+    if bad.any():
+        index = int(np.argwhere(bad)[0][0])
+        raise InvalidInputError(
+            f"{path}: anomaly labels {what}[{index}] = {values[index].item()!r}; labels must be 0 "
+            "(normal) or 1 (anomaly)"
+        )
+    return values.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line number, cells)`` for non-blank rows; line numbers are 1-based like editors."""
+    try:
+        # utf-8-sig drops the byte-order mark Excel writes, which would else glue onto the
+        # first header name.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            for cells in reader:
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line (often a trailing newline): not data
+                yield reader.line_num, [c.strip() for c in cells]
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV"
+        ) from exc
+    except csv.Error as exc:
+        raise InvalidInputError(f"{path}: is not a readable CSV file ({exc})") from exc
+
+
+def _read_header(path: Path, line: int, cells: list[str]) -> tuple[str, ...] | None:
+    """Return header names when the first row is a header, None when it is already data.
+
+    A header is a row of names only. A row mixing names and numbers (``1.0,temp,3``) is
+    refused: guessing would either lose a data row or turn a data row into column names.
+    """
+    kinds = [_parse_float(c) is not None for c in cells]
+    if all(kinds):
+        return None
+    if any(kinds):
+        numeric = [f"column {j + 1} ({cells[j]!r})" for j, k in enumerate(kinds) if k]
+        raise InvalidInputError(
+            f"{path}: row {line} mixes names and numbers ({', '.join(numeric[:3])} look like "
+            "numbers); a header row must be all names, and a data row all numbers. Rename those "
+            "columns (e.g. 'sensor_1' instead of '1') or remove the row"
+        )
+    names = tuple(cells)
+    for j, name in enumerate(names):
+        if not name:
+            raise InvalidInputError(
+                f"{path}: column {j + 1} has no name in the header row (row {line}); name it or "
+                "remove the column (an unnamed first column is often a pandas index: save with "
+                "index=False)"
+            )
+    seen: dict[str, int] = {}
+    for j, name in enumerate(names):
+        if name in seen:
+            raise InvalidInputError(
+                f"{path}: columns {seen[name] + 1} and {j + 1} are both named {name!r}; "
+                "column names must be unique"
+            )
+        seen[name] = j
+    return names
+
+
+def _bad_cell_message(path: Path, line: int, column: str, cell: str) -> str:
+    if not cell:
+        return f"{path}: row {line}, {column} is empty; {_NAN_ADVICE}"
+    value = _parse_float(cell)
+    if value is None:
+        return (
+            f"{path}: row {line}, {column}: {cell!r} is not a number; every data cell must be "
+            "numeric (time stamps only in a column named timestamp/time/date/datetime)"
+        )
+    if math.isnan(value) or math.isinf(value):
+        return f"{path}: row {line}, {column} is {cell!r}; {_NAN_ADVICE}"
+    return f"{path}: row {line}, {column}: {cell!r} is outside the float32 range (about ±3.4e38)"
+
+
+def read_csv_series(path: Path) -> Series:
+    """Read one multivariate series from a CSV file: rows are time steps, columns features.
+
+    The first row is a header when any of its cells is not a number; header names become
+    feature names (otherwise ``f0, f1, ...``). Columns named ``timestamp``/``time``/``date``/
+    ``datetime`` are dropped (the model sees steps, not clock times); a column named
+    ``is_anomaly``/``anomaly``/``label`` becomes :attr:`Series.labels` (0/1 per step).
+
+    Example::
+
+        series = read_csv_series(Path("machine.csv"))  # header: timestamp,temp,rpm,is_anomaly
+        series.values.shape  # (steps, 2); series.labels.shape == (steps,)
+    """
+    _require_file(path)
+    rows = _csv_rows(path)
+    first = next(rows, None)
+    if first is None:
+        raise InvalidInputError(f"{path}: the file is empty; it needs one row per time step")
+    first_line, first_cells = first
+    header = _read_header(path, first_line, first_cells)
+    width = len(first_cells)
+    names = header if header is not None else _default_names(width)
+
+    label_cols = [j for j, n in enumerate(names) if header and n.lower() in ANOMALY_LABEL_COLUMNS]
+    if len(label_cols) > 1:
+        listed = ", ".join(repr(names[j]) for j in label_cols)
+        raise InvalidInputError(
+            f"{path}: several label columns ({listed}); keep exactly one anomaly label column"
+        )
+    skipped = {j for j, n in enumerate(names) if header and n.lower() in TIME_COLUMNS}
+    skipped.update(label_cols)
+    feature_cols = [j for j in range(width) if j not in skipped]
+    if not feature_cols:
+        raise InvalidInputError(
+            f"{path}: no feature columns left after removing the time and label columns "
+            f"({', '.join(names)}); add at least one numeric feature column"
+        )
+
+    def column(j: int) -> str:
+        return f"column {names[j]!r}" if header else f"column {j + 1}"
+
+    data_rows: list[list[float]] = []
+    data_lines: list[int] = []
+    labels: list[float] = []
+    pending: list[tuple[int, list[str]]] = [] if header is not None else [first]
+    for line, cells in itertools.chain(pending, rows):  # stream: files can be large
+        if len(cells) != width:
+            raise InvalidInputError(
+                f"{path}: row {line} has {len(cells)} columns, expected {width} (as in row "
+                f"{first_line}); fix the row or check the delimiter (comma expected)"
+            )
+        try:
+            # Fast path: the usual all-good row costs one comprehension.
+            row = [float(cells[j]) for j in feature_cols]
+        except ValueError:
+            row = []
+        if len(row) != len(feature_cols) or not all(math.isfinite(v) for v in row):
+            for j in feature_cols:
+                value = _parse_float(cells[j])
+                if value is None or not math.isfinite(value):
+                    raise InvalidInputError(_bad_cell_message(path, line, column(j), cells[j]))
+        data_rows.append(row)
+        data_lines.append(line)
+        if label_cols:
+            j = label_cols[0]
+            label = _parse_float(cells[j])
+            if label not in (0.0, 1.0):
+                raise InvalidInputError(
+                    f"{path}: row {line}, {column(j)}: {cells[j]!r} is not a valid label; anomaly "
+                    "labels must be 0 (normal) or 1 (anomaly)"
+                )
+            labels.append(1.0 if label == 1.0 else 0.0)
+
+    if not data_rows:
+        raise InvalidInputError(
+            f"{path}: has a header row but no data rows; add one row per time step"
+        )
+    with np.errstate(over="ignore"):  # overflow is reported below, with its row
+        values = np.asarray(data_rows, dtype=np.float32)
+    overflow = ~np.isfinite(values)  # finite float64 beyond ±3.4e38 becomes Inf in float32
+    if overflow.any():
+        i, k = (int(v) for v in np.argwhere(overflow)[0])
+        j = feature_cols[k]
+        raise InvalidInputError(
+            f"{path}: row {data_lines[i]}, {column(j)}: {data_rows[i][k]!r} is outside the "
+            "float32 range (about ±3.4e38); rescale the data"
+        )
+    return Series(
+        values=values,
+        feature_names=tuple(names[j] for j in feature_cols),
+        labels=np.asarray(labels, dtype=np.int64) if label_cols else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Load a ``.npy`` (as ``{"X": array}``) or ``.npz`` file into a dict of arrays.
+
+    Pickle is never allowed: an object array in a file someone sent you could run arbitrary
+    code when loaded, so such files are refused with an explanation.
+
+    Example::
+
+        arrays = read_arrays(Path("train.npz"))  # {"X": ..., "y": ..., "lengths": ...}
+    """
+    _require_file(path)
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise InvalidInputError(f"{path}: expected a .npy or .npz file, got {path.suffix!r}")
+    try:
+        # We own the file handle: np.load(path) leaks it when the zip is corrupt.
+        with path.open("rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return {"X": loaded}
+            with loaded as archive:
+                arrays = {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InvalidInputError(
+                f"{path}: holds an object (pickled) array; object arrays are refused for safety "
+                "because loading them can run code. Save plain numeric arrays, e.g. "
+                "np.savez(path, X=np.asarray(X, dtype=np.float32), y=np.asarray(y))"
+            ) from exc
+        raise InvalidInputError(
+            f"{path}: is not a valid NumPy file ({exc}); it may be truncated or corrupt: "
+            "save it again with np.save / np.savez"
+        ) from exc
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise InvalidInputError(
+            f"{path}: could not be read as a NumPy file ({type(exc).__name__}: {exc}); it may be "
+            "truncated or corrupt: save it again with np.save / np.savez"
+        ) from exc
+    if not arrays:
+        raise InvalidInputError(f"{path}: the .npz archive holds no arrays; expected at least X")
+    return arrays
+
+
+# --------------------------------------------------------------------------------------------
+# UEA/UCR .ts
+
+
+def read_ts(path: Path) -> SequenceSet:
+    """Read a UEA/UCR ``.ts`` file (the classification archive format) into a SequenceSet.
+
+    Equal- and variable-length files both give one float32 ``[time, channels]`` array per
+    sequence; labels are the class strings from the file (None when the file has none).
+    Parsing is delegated to aeon, an optional dependency (``pip install 'edgelstm[data]'``).
+
+    Example::
+
+        train = read_ts(Path("JapaneseVowels_TRAIN.ts"))
+        len(train), train.num_features  # (270, 12)
+    """
+    _require_file(path)
+    try:
+        from aeon.datasets import load_from_ts_file
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading .ts files needs aeon, which is not installed: {_INSTALL_DATA}"
+        ) from exc
+    try:
+        X, y = load_from_ts_file(str(path))
+    except (ValueError, OSError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(
+            f"{path}: could not be parsed as a .ts file ({exc}); check its @-header lines "
+            "against the data (see https://www.aeon-toolkit.org for the format)"
+        ) from exc
+    return sequence_set_from_aeon(X, y, path)
+
+
+def sequence_set_from_aeon(X: object, y: object, path: Path) -> SequenceSet:
+    """Convert aeon's ``(X, y)`` into a :class:`SequenceSet` of float32 ``[time, channels]``.
+
+    aeon gives an array ``[n, channels, time]`` for equal-length data and a list of
+    ``[channels, time_i]`` arrays for variable-length data; both become one array per
+    sequence. ``path`` only names the source in error messages.
+    """
+    raw: list[np.ndarray] = (
+        [np.asarray(x) for x in X] if isinstance(X, list) else list(np.asarray(X))
+    )
+    if not raw or all(x.size == 0 for x in raw):
+        raise InvalidInputError(
+            f"{path}: no series found; a .ts file needs its @-header lines followed by "
+            "@data and one series per line"
+        )
+    sequences: list[np.ndarray] = []
+    channels = raw[0].shape[0] if raw[0].ndim == 2 else 1
+    for i, x in enumerate(raw):
+        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        if x2.shape[0] != channels:
+            raise InvalidInputError(
+                f"{path}: series {i + 1} has {x2.shape[0]} channels, expected {channels}"
+            )
+        if x2.shape[1] == 0:
+            raise InvalidInputError(f"{path}: series {i + 1} is empty")
+        seq = np.ascontiguousarray(x2.T, dtype=np.float32)
+        finite = np.isfinite(seq)
+        if not finite.all():
+            t, c = (int(v) for v in np.argwhere(~finite)[0])
+            raise InvalidInputError(
+                f"{path}: series {i + 1}, channel {c}, time step {t + 1} is missing or NaN/Inf "
+                f"('?' in the file); {_NAN_ADVICE}"
+            )
+        sequences.append(seq)
+    labels_arr = np.asarray(y)
+    labels: np.ndarray | None = None
+    if labels_arr.size:
+        if labels_arr.shape[0] != len(sequences):
+            raise InvalidInputError(
+                f"{path}: {labels_arr.shape[0]} labels for {len(sequences)} series; every series "
+                "line must end with ':<class label>'"
+            )
+        labels = labels_arr.astype(str)
+    return SequenceSet(
+        sequences=tuple(sequences),
+        labels=labels,
+        feature_names=tuple(f"dim_{c}" for c in range(channels)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# targets
+
+
+def resolve_targets(
+    feature_names: tuple[str, ...], target: str | None, *, source: Path | None = None
+) -> tuple[int, ...]:
+    """Turn ``--target`` (comma-separated column names or 0-based indices) into indices.
+
+    None means every feature is a target. Names win over indices, so a column literally named
+    ``"0"`` is found by name; names then match case-insensitively when that is unambiguous.
+    ``source`` (the data file) prefixes error messages.
+
+    Example::
+
+        resolve_targets(("temp", "rpm", "load"), "load,0")  # (2, 0)
+    """
+    if target is None:
+        return tuple(range(len(feature_names)))
+    where = f"{source}: " if source is not None else ""
+    available = ", ".join(f"{i}={n!r}" for i, n in enumerate(feature_names))
+    tokens = [t.strip() for t in target.split(",")]
+    if not target.strip() or any(not t for t in tokens):
+        raise InvalidInputError(
+            f"{where}--target {target!r} has an empty entry; give comma-separated column names or "
+            f"0-based indices from: {available}"
+        )
+    lowered = [n.lower() for n in feature_names]
+    indices: list[int] = []
+    for token in tokens:
+        if token in feature_names:
+            index = feature_names.index(token)
+        elif lowered.count(token.lower()) == 1:
+            index = lowered.index(token.lower())
+        elif token.isascii() and token.isdigit() and int(token) < len(feature_names):
+            index = int(token)
+        else:
+            raise InvalidInputError(
+                f"{where}--target {token!r} is not a column of the data; available columns: "
+                f"{available}"
+            )
+        if index in indices:
+            raise InvalidInputError(
+                f"{where}--target names column {feature_names[index]!r} twice; list each "
+                "target once"
+            )
+        indices.append(index)
+    return tuple(indices)
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch
+
+
+def load_training_data(
+    path: Path, task: str, target: str | None = None
+) -> SequenceSet | Series | WindowSet:
+    """Load a training (or test) file for ``task``, choosing the reader from the extension.
+
+    - ``classify``: ``.ts``, or ``.npz`` with ``X`` ``[n, T, F]`` (or ``[n, T]``), ``y`` ``[n]``
+      and optional ``lengths`` ``[n]`` → :class:`SequenceSet`.
+    - ``forecast``: ``.csv``, ``.npy``, or ``.npz`` with only ``X`` ``[T, F]`` → :class:`Series`;
+      ``.npz`` with ``X`` ``[n, L, F]`` and ``y`` ``[n]``/``[n, H]``/``[n, H, Ft]`` →
+      :class:`WindowSet`. ``target`` picks the predicted columns (names or 0-based indices).
+    - ``anomaly``: ``.csv`` (optional label column), ``.npy``/``.npz`` ``X`` ``[T, F]`` with
+      optional 0/1 ``y`` ``[T]`` → :class:`Series`.
+
+    An ``.npz`` may also hold ``feature_names`` (strings, one per feature), used for names
+    instead of ``f0, f1, ...``, and, for windows, ``target_indices``.
+
+    Example::
+
+        train = load_training_data(Path("train.npz"), task="classify")
+    """
+    if task not in TASKS:
+        raise InvalidInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    if target is not None and task != "forecast":
+        raise InvalidInputError(
+            f"--target applies only to --task forecast (it picks the predicted columns); "
+            f"remove it for --task {task}"
+        )
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise InvalidInputError(
+            f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; supported: "
+            f"{', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    _require_file(path)
+    if task == "classify":
+        return _load_classify(path, suffix)
+    if suffix == ".ts":
+        raise InvalidInputError(
+            f"{path}: .ts files hold labelled sequences for --task classify; for --task {task} "
+            "give a .csv, .npy or .npz series"
+        )
+    if task == "forecast":
+        return _load_forecast(path, suffix, target)
+    return _load_anomaly(path, suffix)
+
+
+def _feature_names(arrays: dict[str, np.ndarray], count: int, path: Path) -> tuple[str, ...]:
+    names = arrays.get("feature_names")
+    if names is None:
+        return _default_names(count)
+    if names.ndim != 1 or names.shape[0] != count or names.dtype.kind not in "US":
+        raise InvalidInputError(
+            f"{path}: 'feature_names' must be {count} strings (one per feature), got "
+            f"shape {names.shape} dtype {names.dtype}"
+        )
+    result = tuple(str(n) for n in names)
+    if len(set(result)) != len(result):
+        raise InvalidInputError(f"{path}: 'feature_names' has duplicates; names must be unique")
+    return result
+
+
+def _get_x(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    if "X" not in arrays:
+        raise InvalidInputError(
+            f"{path}: no array named 'X' (found: {', '.join(sorted(arrays))}); save the inputs "
+            "as X, e.g. np.savez(path, X=X, y=y)"
+        )
+    X = arrays["X"]
+    if X.size == 0:
+        raise InvalidInputError(f"{path}: X is empty (shape {X.shape}); it needs data")
+    return X
+
+
+def _load_classify(path: Path, suffix: str) -> SequenceSet:
+    needs_labels = (
+        f"{path}: classification needs labels; use an .npz with arrays X [sequences, time, "
+        "features] and y [sequences] (np.savez(path, X=X, y=y)), or a .ts file"
+    )
+    if suffix == ".ts":
+        data = read_ts(path)
+        if data.labels is None:
+            raise InvalidInputError(
+                needs_labels.replace("use an", "this .ts file has none; use an")
+            )
+        return data
+    if suffix in (".csv", ".npy"):
+        raise InvalidInputError(needs_labels)
+    arrays = read_arrays(path)
+    if "y" not in arrays:
+        raise InvalidInputError(needs_labels)
+    X = _get_x(arrays, path)
+    if X.ndim == 2:
+        X = X[:, :, None]  # [n, T] is univariate: one feature per step
+    if X.ndim != 3:
+        raise InvalidInputError(
+            f"{path}: X has shape {X.shape}; classification expects [sequences, time, features] "
+            "(or [sequences, time] for one feature)"
+        )
+    n, steps, features = X.shape
+    y = arrays["y"]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n:
+        raise InvalidInputError(
+            f"{path}: y has shape {y.shape} but X holds {n} sequences; y needs one label per "
+            f"sequence, shape [{n}]"
+        )
+    if y.dtype.kind not in "iubUS" and not (y.dtype.kind == "f" and np.isfinite(y).all()):
+        raise InvalidInputError(
+            f"{path}: y has dtype {y.dtype} (or NaN); labels must be integers or strings"
+        )
+    lengths = arrays.get("lengths")
+    if lengths is None:
+        values = _as_float32(X, path, "X")
+        sequences = tuple(values[i] for i in range(n))
+    else:
+        lengths = _check_lengths(lengths, n, steps, path)
+        _check_numeric(X, path, "X")
+        # Only the valid part of each sequence is checked: padding past `lengths` may be
+        # anything (NaN padding is common) because it is never read.
+        sequences = tuple(_as_float32(X[i, : lengths[i]], path, "X", (i,)) for i in range(n))
+    return SequenceSet(
+        sequences=sequences, labels=y, feature_names=_feature_names(arrays, features, path)
+    )
+
+
+def _check_lengths(lengths: np.ndarray, n: int, steps: int, path: Path) -> np.ndarray:
+    if lengths.ndim != 1 or lengths.shape[0] != n:
+        raise InvalidInputError(
+            f"{path}: lengths has shape {lengths.shape}; expected [{n}], one per sequence"
+        )
+    if lengths.dtype.kind not in "iu":
+        raise InvalidInputError(
+            f"{path}: lengths has dtype {lengths.dtype}; expected integers (np.int64)"
+        )
+    bad = (lengths < 1) | (lengths > steps)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise InvalidInputError(
+            f"{path}: lengths[{i}] = {int(lengths[i])} is out of range; each length must be "
+            f"between 1 and the time axis of X ({steps})"
+        )
+    return lengths.astype(np.int64)
+
+
+def _series_from_x(
+    X: np.ndarray, arrays: dict[str, np.ndarray], path: Path, task: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        hint = (
+            "; pre-cut windows [n, lookback, features] need targets y in an .npz"
+            if task == "forecast" and X.ndim == 3
+            else ""
+        )
+        raise InvalidInputError(
+            f"{path}: X has shape {X.shape}; a series must be [time, features] or [time]{hint}"
+        )
+    values = _as_float32(X, path, "X")
+    return values, _feature_names(arrays, values.shape[1], path)
+
+
+def _load_forecast(path: Path, suffix: str, target: str | None) -> Series | WindowSet:
+    if suffix == ".csv":
+        series = read_csv_series(path)
+        # Validate now so a typo fails before training starts, not after.
+        resolve_targets(series.feature_names, target, source=path)
+        return series
+    arrays = read_arrays(path)
+    X = _get_x(arrays, path)
+    if "y" not in arrays:
+        values, names = _series_from_x(X, arrays, path, "forecast")
+        resolve_targets(names, target, source=path)
+        return Series(values=values, feature_names=names)
+    if X.ndim != 3:
+        raise InvalidInputError(
+            f"{path}: with y present, X must be pre-cut windows [n, lookback, features], got "
+            f"shape {X.shape}; for one long series save X alone ([time, features]) and let "
+            "edgelstm cut the windows"
+        )
+    n, _, features = X.shape
+    inputs = _as_float32(X, path, "X")
+    y = arrays["y"]
+    if y.shape[:1] != (n,) or y.ndim > 3:
+        raise InvalidInputError(
+            f"{path}: y has shape {y.shape}; expected [{n}], [{n}, horizon] or "
+            f"[{n}, horizon, targets] to match the {n} windows in X"
+        )
+    # [n] is one step of one target, [n, H] is H steps of one target.
+    y3 = y.reshape(n, 1, 1) if y.ndim == 1 else (y[:, :, None] if y.ndim == 2 else y)
+    targets = _as_float32(y3, path, "y")
+    names = _feature_names(arrays, features, path)
+    n_targets = targets.shape[2]
+    if target is not None:
+        indices = resolve_targets(names, target, source=path)
+        source = f"--target {target!r}"
+    elif "target_indices" in arrays:
+        raw = arrays["target_indices"]
+        if raw.dtype.kind not in "iu" or raw.ndim != 1:
+            raise InvalidInputError(
+                f"{path}: target_indices must be a 1-D integer array, got shape {raw.shape} "
+                f"dtype {raw.dtype}"
+            )
+        if ((raw < 0) | (raw >= features)).any() or len(set(raw.tolist())) != raw.size:
+            raise InvalidInputError(
+                f"{path}: target_indices {raw.tolist()} must be distinct feature indices in "
+                f"0..{features - 1}"
+            )
+        indices = tuple(int(i) for i in raw)
+        source = "target_indices"
+    elif n_targets == features:
+        indices = tuple(range(features))
+        source = ""
+    else:
+        raise InvalidInputError(
+            f"{path}: y has {n_targets} target(s) per step but X has {features} features; say "
+            "which features y holds with --target (names or 0-based indices, e.g. --target 0) "
+            "or save an int array 'target_indices' in the .npz"
+        )
+    if len(indices) != n_targets:
+        raise InvalidInputError(
+            f"{path}: {source} names {len(indices)} column(s) but y has {n_targets} target(s) "
+            "per step; they must match"
+        )
+    return WindowSet(inputs=inputs, targets=targets, feature_names=names, target_indices=indices)
+
+
+def _load_anomaly(path: Path, suffix: str) -> Series:
+    if suffix == ".csv":
+        return read_csv_series(path)
+    arrays = read_arrays(path)
+    X = _get_x(arrays, path)
+    values, names = _series_from_x(X, arrays, path, "anomaly")
+    labels = arrays.get("y")
+    if labels is not None:
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.shape != (values.shape[0],):
+            raise InvalidInputError(
+                f"{path}: y has shape {labels.shape}; anomaly labels need one 0/1 entry per time "
+                f"step, shape [{values.shape[0]}]"
+            )
+        labels = _binary_labels(labels, path, "y")
+    return Series(values=values, feature_names=names, labels=labels)

@@ -1,0 +1,71 @@
+"""In-memory shapes of training data, independent of the file they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SequenceSet:
+    """Labelled sequences for classification; lengths may differ between sequences.
+
+    ``sequences[i]`` is float32 ``[time_i, features]``; ``labels`` has one entry per sequence
+    (any dtype; classification turns them into string class labels).
+    """
+
+    sequences: tuple[np.ndarray, ...]
+    labels: np.ndarray | None
+    feature_names: tuple[str, ...]
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([s.shape[0] for s in self.sequences], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One multivariate series, float32 ``[time, features]``, for forecasting or anomaly detection.
+
+    ``labels`` (anomaly only) marks anomalous time steps with 1, one entry per step.
+    """
+
+    values: np.ndarray
+    feature_names: tuple[str, ...]
+    labels: np.ndarray | None = None
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+
+@dataclass(frozen=True)
+class WindowSet:
+    """Pre-cut forecasting windows: inputs float32 ``[n, lookback, features]`` and
+    targets float32 ``[n, horizon, targets]``; ``target_indices`` name the predicted inputs."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    feature_names: tuple[str, ...]
+    target_indices: tuple[int, ...]
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+
+TrainingData = SequenceSet | Series | WindowSet

@@ -1,0 +1,44 @@
+"""One exception hierarchy for everything edgelstm reports to a user.
+
+The CLI catches :class:`EdgeLSTMError` once, prints ``error: <message>`` and exits with
+:attr:`EdgeLSTMError.exit_code`. Library users catch the same classes.
+"""
+
+from __future__ import annotations
+
+
+class EdgeLSTMError(Exception):
+    """Base class. The message says what is wrong and what to do next."""
+
+    #: Exit code the CLI uses: 2 = bad usage or bad input, 1 = a check failed.
+    exit_code: int = 2
+
+
+class InvalidInputError(EdgeLSTMError):
+    """A file, array or option the user gave cannot be used as it is."""
+
+
+class DatasetNotFoundError(InvalidInputError):
+    """A named built-in dataset does not exist."""
+
+
+class OutputExistsError(InvalidInputError):
+    """The output path exists and ``overwrite`` was not given."""
+
+
+class MissingDependencyError(EdgeLSTMError):
+    """An optional dependency (an extra) is not installed."""
+
+
+class CheckpointError(InvalidInputError):
+    """A checkpoint folder is missing files or holds inconsistent content."""
+
+
+class ProviderUnavailableError(EdgeLSTMError):
+    """A requested ONNX Runtime execution provider cannot be used here."""
+
+
+class CheckFailedError(EdgeLSTMError):
+    """A verification ran and failed (tolerance, accuracy gate, partial quantization)."""
+
+    exit_code = 1

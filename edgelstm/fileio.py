@@ -1,0 +1,97 @@
+"""Atomic file and folder writes: a crash or a failed check never leaves a half-written output.
+
+Every output goes to a temporary sibling first (same filesystem, so the final ``os.replace``
+is atomic) and only takes the requested name once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgelstm.errors import InvalidInputError, OutputExistsError
+
+
+def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> None:
+    """Refuse an existing output unless ``overwrite``; refuse a missing parent folder.
+
+    A folder counts as existing only when it is non-empty (an empty folder holds nothing to lose).
+    """
+    if path.is_dir():
+        if kind == "file":
+            raise InvalidInputError(f"output {path} is a folder; give a file path")
+        if any(path.iterdir()) and not overwrite:
+            raise OutputExistsError(
+                f"output folder {path} exists and is not empty; "
+                "pass --overwrite to replace it or choose another --out"
+            )
+    elif path.exists():
+        if kind == "folder":
+            raise InvalidInputError(f"output {path} is a file; give a folder path")
+        if not overwrite:
+            raise OutputExistsError(
+                f"output file {path} exists; pass --overwrite to replace it or choose another --out"
+            )
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise InvalidInputError(
+            f"cannot write {path}: folder {parent} does not exist; create it first"
+        )
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    check_output_path(path, overwrite=overwrite, kind="file")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str, *, overwrite: bool = False) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = False) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n", overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; it replaces ``path`` only if the block succeeds.
+
+    With ``overwrite`` an existing folder is swapped out after the new one is complete, so a
+    failure while building the new content leaves the old content untouched.
+    """
+    path = Path(path)
+    check_output_path(path, overwrite=overwrite, kind="folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old.rmdir()
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

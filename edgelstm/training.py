@@ -1,0 +1,492 @@
+"""Training: data → prepared splits → early-stopped training → test metrics → checkpoint folder.
+
+``train`` is the library twin of ``edgelstm train``; it takes the same parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgelstm import __version__
+from edgelstm.checkpoint import save_checkpoint
+from edgelstm.config import (
+    TRAIN_PRESETS,
+    DatasetInfo,
+    ModelConfig,
+    Normalization,
+    RunRecord,
+    TrainConfig,
+)
+from edgelstm.data.types import SequenceSet, Series, WindowSet
+from edgelstm.errors import InvalidInputError
+from edgelstm.fileio import check_output_path
+from edgelstm.models import SequenceModel, build_model
+from edgelstm.tasks import (
+    PreparedData,
+    Split,
+    anomaly_metrics,
+    anomaly_scores,
+    choose_threshold,
+    classify_metrics,
+    forecast_metrics,
+    prepare_anomaly,
+    prepare_classify,
+    prepare_forecast,
+    seasonal_naive,
+)
+
+#: Share of the training data held out as the test split when no test data is given.
+DEFAULT_TEST_FRACTION = 0.2
+#: Dataset-specific defaults, so `edgelstm train --dataset NAME` meets its quality target.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "Airline": {"lookback": 36, "horizon": 12, "season": 12},
+    "KDD-TSAD_135": {"lookback": 64},
+}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished training run produced."""
+
+    out: Path
+    record: RunRecord
+    metrics: dict[str, Any]
+    epochs_run: int
+    best_epoch: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _LoadedData:
+    train: SequenceSet | Series | WindowSet
+    test: SequenceSet | Series | WindowSet | None
+    name: str
+    source: str
+    test_start: int | None
+    defaults: dict[str, Any]
+
+
+ProgressCallback = Callable[[int, int, float, str], None]
+
+
+def train(
+    task: str,
+    *,
+    out: Path | str,
+    dataset: str | None = None,
+    data: Path | str | None = None,
+    test: Path | str | None = None,
+    target: str | None = None,
+    arch: str = "lstm",
+    layers: int = 2,
+    hidden: int = 128,
+    bidirectional: bool = False,
+    dropout: float = 0.1,
+    pooling: str = "last",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    lookback: int | None = None,
+    horizon: int | None = None,
+    season: int | None = None,
+    seed: int = 0,
+    preset: str = "default",
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train an LSTM/GRU on a built-in dataset or your files and write a checkpoint folder.
+
+    Exactly one of ``dataset`` (see :func:`edgelstm.data.datasets.list_datasets`) or ``data``
+    (``.npz``/``.npy``/``.csv``/``.ts``) is required. The checkpoint at ``out`` holds
+    ``config.json``, ``model.safetensors`` and ``metrics.json``; it is written atomically.
+
+    Example:
+        >>> result = train("classify", dataset="JapaneseVowels", out="runs/jv")  # doctest: +SKIP
+        >>> result.metrics["accuracy"] >= 0.97  # doctest: +SKIP
+        True
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    if task not in ("classify", "forecast", "anomaly"):
+        raise InvalidInputError(f"unknown task {task!r}; choose classify, forecast or anomaly")
+    # Refuse an existing output before spending minutes on training.
+    check_output_path(out, overwrite=overwrite, kind="folder")
+    if preset not in TRAIN_PRESETS:
+        raise InvalidInputError(f"unknown preset {preset!r}; choose {', '.join(TRAIN_PRESETS)}")
+    loaded = _load(task, dataset, data, test, target)
+    defaults = loaded.defaults
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "lookback": lookback if lookback is not None else defaults.get("lookback"),
+        "horizon": horizon if horizon is not None else defaults.get("horizon"),
+        "seed": seed,
+    }
+    config = replace(TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    season = season if season is not None else int(defaults.get("season", 1))
+    if season < 1:
+        raise InvalidInputError(f"--season must be >= 1, got {season}")
+
+    rng = np.random.default_rng(config.seed)
+    prepared = _prepare(task, loaded, config, target, rng)
+    model_config = ModelConfig(
+        task=task,  # type: ignore[arg-type]
+        input_size=prepared.num_features,
+        arch=arch,  # type: ignore[arg-type]
+        hidden_size=hidden,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        dropout=dropout,
+        pooling=pooling,  # type: ignore[arg-type]
+        num_classes=len(prepared.class_labels),
+        horizon=int(prepared.test.y.shape[1]) if task == "forecast" and prepared.test.y is not None else 0,
+        target_indices=prepared.target_indices,
+    )
+    torch.manual_seed(config.seed)
+    model = build_model(model_config)
+    fit = fit_model(model, prepared, config, progress=progress)
+    model.eval()
+    metrics, threshold = evaluate(model, prepared, season=season)
+    metrics["best_epoch"] = fit.best_epoch
+    metrics["epochs_run"] = fit.epochs_run
+    metrics["refit_epochs"] = fit.refit_epochs
+    record = RunRecord(
+        model=model_config,
+        train=config,
+        dataset=DatasetInfo(
+            name=loaded.name,
+            source=loaded.source,
+            train_size=len(prepared.train) + len(prepared.val),
+            test_size=len(prepared.test) if task != "anomaly" else int(prepared.test.x.shape[1]),
+            variable_length=bool(prepared.details.get("variable_length", False)),
+            details={**prepared.details, "season": season},
+        ),
+        feature_names=prepared.feature_names,
+        normalization=prepared.normalization,
+        class_labels=prepared.class_labels,
+        target_names=tuple(prepared.feature_names[i] for i in prepared.target_indices),
+        anomaly_threshold=threshold,
+        edgelstm_version=__version__,
+        torch_version=torch.__version__,
+    )
+    save_checkpoint(out, record, model, metrics, overwrite=overwrite)
+    return TrainResult(
+        out=out,
+        record=record,
+        metrics=metrics,
+        epochs_run=fit.epochs_run,
+        best_epoch=fit.best_epoch,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _load(
+    task: str,
+    dataset: str | None,
+    data: Path | str | None,
+    test: Path | str | None,
+    target: str | None,
+) -> _LoadedData:
+    if (dataset is None) == (data is None):
+        raise InvalidInputError("give exactly one of --dataset NAME or --data FILE")
+    if dataset is not None:
+        from edgelstm.data.datasets import load_dataset
+
+        if test is not None:
+            raise InvalidInputError("--test applies to --data; built-in datasets bring their own")
+        split = load_dataset(dataset)
+        if split.spec.task != task:
+            raise InvalidInputError(
+                f"dataset {split.spec.name} is a {split.spec.task} dataset, not {task}; "
+                f"use --task {split.spec.task}"
+            )
+        return _LoadedData(
+            train=split.train,
+            test=split.test,
+            name=split.spec.name,
+            source=split.spec.source,
+            test_start=split.test_start,
+            defaults=DATASET_DEFAULTS.get(split.spec.name, {}),
+        )
+    from edgelstm.data.readers import load_training_data
+
+    assert data is not None
+    train_data = load_training_data(Path(data), task, target)
+    test_data = load_training_data(Path(test), task, target) if test is not None else None
+    if test_data is not None and type(test_data) is not type(train_data):
+        raise InvalidInputError(
+            f"--test {test} holds {type(test_data).__name__} data but --data {data} holds "
+            f"{type(train_data).__name__}; give both in the same layout"
+        )
+    return _LoadedData(
+        train=train_data,
+        test=test_data,
+        name=Path(data).name,
+        source=str(Path(data).resolve()) + (f" + {Path(test).resolve()}" if test else ""),
+        test_start=None,
+        defaults={},
+    )
+
+
+def _prepare(
+    task: str,
+    loaded: _LoadedData,
+    config: TrainConfig,
+    target: str | None,
+    rng: np.random.Generator,
+) -> PreparedData:
+    train_data, test_data = loaded.train, loaded.test
+    if task == "classify":
+        assert isinstance(train_data, SequenceSet)
+        assert test_data is None or isinstance(test_data, SequenceSet)
+        return prepare_classify(
+            train_data,
+            test_data,
+            val_fraction=config.val_fraction,
+            test_fraction=DEFAULT_TEST_FRACTION,
+            rng=rng,
+        )
+    if task == "forecast":
+        assert isinstance(train_data, Series | WindowSet)
+        assert test_data is None or isinstance(test_data, Series | WindowSet)
+        if isinstance(train_data, WindowSet):
+            targets = train_data.target_indices
+        else:
+            from edgelstm.data.readers import resolve_targets
+
+            targets = resolve_targets(train_data.feature_names, target)
+        return prepare_forecast(
+            train_data,
+            test_data,
+            targets=targets,
+            lookback=config.lookback,
+            horizon=config.horizon,
+            val_fraction=config.val_fraction,
+            test_fraction=DEFAULT_TEST_FRACTION,
+            test_start=loaded.test_start,
+        )
+    assert isinstance(train_data, Series)
+    assert test_data is None or isinstance(test_data, Series)
+    return prepare_anomaly(
+        train_data,
+        test_data,
+        lookback=config.lookback,
+        val_fraction=config.val_fraction,
+        test_start=loaded.test_start,
+    )
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    epochs_run: int
+    best_epoch: int
+    best_val: float
+    refit_epochs: int = 0
+
+
+def _loss(
+    model: SequenceModel, split: Split, idx: np.ndarray, input_noise: float = 0.0
+) -> torch.Tensor:
+    task = model.config.task
+    x = torch.from_numpy(split.x[idx])
+    clean = x
+    if input_noise > 0:
+        x = x + input_noise * torch.randn_like(x)
+    if task == "classify":
+        assert split.lengths is not None and split.y is not None
+        lengths = torch.from_numpy(split.lengths[idx])
+        # Trim padding beyond the longest sequence of this batch: less work, same result.
+        x = x[:, : int(lengths.max())]
+        logits = model(x, lengths)
+        return nn.functional.cross_entropy(logits, torch.from_numpy(split.y[idx]))
+    if task == "forecast":
+        assert split.y is not None
+        return nn.functional.mse_loss(model(x), torch.from_numpy(split.y[idx]))
+    pred = model(x)
+    return nn.functional.mse_loss(pred[:, :-1], clean[:, 1:])
+
+
+def _validation_score(model: SequenceModel, split: Split) -> tuple[float, str]:
+    """Lower is better; the string is what the progress bar shows."""
+    with torch.no_grad():
+        if model.config.task == "classify":
+            logits = predict(model, split)
+            assert split.y is not None
+            loss = float(
+                nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.y))
+            )
+            acc = float(np.mean(np.argmax(logits, axis=-1) == split.y))
+            # Loss, not accuracy, decides: small validation sets reach 100 % accuracy early and
+            # then cannot tell a confident model from a lucky one.
+            return loss, f"val acc {acc:.3f}"
+        if model.config.task == "forecast":
+            assert split.y is not None
+            err = float(np.mean(np.abs(predict(model, split) - split.y)))
+            return err, f"val mae {err:.4f}"
+        pred = predict(model, split)
+        err = float(np.mean((pred[:, :-1] - split.x[:, 1:]) ** 2))
+        return err, f"val mse {err:.4f}"
+
+
+def _merge(a: Split, b: Split) -> Split:
+    """Concatenate two padded classification splits (pads to the longer time axis)."""
+    steps = max(a.x.shape[1], b.x.shape[1])
+
+    def padded(x: np.ndarray) -> np.ndarray:
+        return np.pad(x, ((0, 0), (0, steps - x.shape[1]), (0, 0)))
+
+    assert a.y is not None and b.y is not None and a.lengths is not None and b.lengths is not None
+    return Split(
+        x=np.concatenate([padded(a.x), padded(b.x)]),
+        y=np.concatenate([a.y, b.y]),
+        lengths=np.concatenate([a.lengths, b.lengths]),
+    )
+
+
+def _train_epochs(
+    model: SequenceModel,
+    split: Split,
+    config: TrainConfig,
+    epochs: int,
+    on_epoch: Callable[[int, float], bool],
+) -> int:
+    """Adam + cosine schedule + gradient clipping; ``on_epoch(epoch, mean_loss)`` → stop?"""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    n = len(split)
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = rng.permutation(n)
+        total, batches = 0.0, 0
+        for start in range(0, n, config.batch_size):
+            optimizer.zero_grad()
+            loss = _loss(model, split, order[start : start + config.batch_size], config.input_noise)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        scheduler.step()
+        model.eval()
+        if on_epoch(epoch, total / max(batches, 1)):
+            break
+    return epoch
+
+
+def fit_model(
+    model: SequenceModel,
+    prepared: PreparedData,
+    config: TrainConfig,
+    *,
+    progress: ProgressCallback | None = None,
+) -> FitSummary:
+    """Early-stopped training on the validation split, then (classify) a refit on all of it.
+
+    Phase 1 trains on the training split and keeps the weights with the best validation score,
+    stopping after ``patience`` epochs without improvement. For classification the held-out
+    sequences are too valuable to leave out (a few hundred in total), so with ``refit`` the
+    model is retrained from the same initialisation on training + validation data for the
+    epoch count phase 1 found (at least ``min_refit_epochs``, so the schedule can settle).
+    """
+    initial_state = copy.deepcopy(model.state_dict())
+    best_val, best_epoch, best_state = float("inf"), 0, copy.deepcopy(model.state_dict())
+
+    def watch(epoch: int, loss: float) -> bool:
+        nonlocal best_val, best_epoch, best_state
+        val, shown = _validation_score(model, prepared.val)
+        if val < best_val:
+            best_val, best_epoch = val, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if progress is not None:
+            progress(epoch, config.epochs, loss, shown)
+        return epoch - best_epoch >= config.patience
+
+    epochs_run = _train_epochs(model, prepared.train, config, config.epochs, watch)
+    refit_epochs = 0
+    if config.refit and prepared.task == "classify" and len(prepared.val) > 0:
+        refit_epochs = min(config.epochs, max(best_epoch, config.min_refit_epochs))
+        model.load_state_dict(initial_state)
+
+        def report(epoch: int, loss: float) -> bool:
+            if progress is not None:
+                progress(epoch, refit_epochs, loss, "refit on train+val")
+            return False
+
+        _train_epochs(model, _merge(prepared.train, prepared.val), config, refit_epochs, report)
+    else:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitSummary(
+        epochs_run=epochs_run, best_epoch=best_epoch, best_val=best_val, refit_epochs=refit_epochs
+    )
+
+
+def predict(model: SequenceModel, split: Split, batch_size: int = 256) -> np.ndarray:
+    """Run ``model`` over a split in eval mode; returns numpy outputs."""
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            sl = slice(start, start + batch_size)
+            x = torch.from_numpy(split.x[sl])
+            lengths = None
+            if split.lengths is not None:
+                lengths = torch.from_numpy(split.lengths[sl])
+                x = x[:, : int(lengths.max())]
+            outputs.append(model(x, lengths).numpy())
+    return np.concatenate(outputs, axis=0)
+
+
+def _denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:
+    mean = np.asarray([norm.mean[i] for i in indices], dtype=np.float64)
+    std = np.asarray([norm.std[i] for i in indices], dtype=np.float64)
+    return values.astype(np.float64) * std + mean
+
+
+def evaluate(
+    model: SequenceModel, prepared: PreparedData, *, season: int = 1
+) -> tuple[dict[str, Any], float | None]:
+    """Test metrics in original units, and the anomaly threshold (None for other tasks)."""
+    task = prepared.task
+    test = prepared.test
+    if task == "classify":
+        assert test.y is not None
+        return classify_metrics(test.y, predict(model, test)), None
+    if task == "forecast":
+        assert test.y is not None
+        idx = prepared.target_indices
+        y_true = _denormalize(test.y, prepared.normalization, idx)
+        y_pred = _denormalize(predict(model, test), prepared.normalization, idx)
+        windows = _denormalize(test.x[:, :, list(idx)], prepared.normalization, idx)
+        baseline = seasonal_naive(windows, y_true.shape[1], season)
+        result: dict[str, Any] = forecast_metrics(y_true, y_pred, baseline)
+        result["test_windows"] = len(test)
+        result["season"] = season
+        return result, None
+    assert prepared.reference is not None
+    reference = prepared.reference.x[0]
+    ref_scores = anomaly_scores(reference, predict(model, prepared.reference)[0])
+    # The first steps have almost no context; they would set the threshold on warm-up noise.
+    warmup = min(prepared.details.get("lookback", 1), len(ref_scores) // 4)
+    threshold = choose_threshold(ref_scores[warmup:])
+    series = test.x[0]
+    scores = anomaly_scores(series, predict(model, test)[0])[prepared.test_start :]
+    labels = None if test.y is None else np.asarray(test.y)[prepared.test_start :]
+    result = anomaly_metrics(labels, scores, threshold)
+    result["top_score_index"] += prepared.test_start
+    result["evaluated_steps"] = len(scores)
+    return result, threshold

@@ -1,0 +1,1 @@
+"""Export room: PyTorch to ONNX export, validation, quantization and audits."""

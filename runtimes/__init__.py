@@ -1,0 +1,1 @@
+"""Runtime room: ONNX Runtime execution providers, sessions and streaming state."""

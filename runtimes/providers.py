@@ -1,0 +1,719 @@
+"""ONNX Runtime execution providers: the registry, name resolution, ``auto`` policy and report.
+
+One place knows every provider edgelstm can name: its short name (``cuda``), ONNX Runtime's
+name (``CUDAExecutionProvider``), which install provides it, and whether it can run the
+``DynamicQuantizeLSTM`` kernel that makes INT8 LSTMs fast (only the CPU provider can).
+``edgelstm providers`` prints :func:`provider_report`.
+
+onnxruntime is imported lazily, inside functions: importing this module costs nothing, and a
+missing install surfaces as :class:`~edgelstm.errors.MissingDependencyError` with the extra to
+install.
+
+Example::
+
+    >>> from edgelstm.runtimes.providers import resolve_provider, choose_auto
+    >>> resolve_provider("CUDA").ep_name
+    'CUDAExecutionProvider'
+    >>> choose_auto(["CUDAExecutionProvider", "CPUExecutionProvider"], precision="int8",
+    ...             has_dynamic_quant_lstm=True)
+    'cpu'
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any
+
+from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.hardware import CpuInfo, GpuInfo, cpu_info, gpu_info
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+__all__ = [
+    "PROVIDERS",
+    "REPORT_SCHEMA",
+    "ProbeResult",
+    "ProviderReport",
+    "ProviderSpec",
+    "available_providers",
+    "choose_auto",
+    "explain_auto",
+    "import_onnxruntime",
+    "installed_onnxruntime_distributions",
+    "print_provider_report",
+    "probe_provider",
+    "provider_report",
+    "render_provider_report",
+    "resolve_provider",
+]
+
+#: ``schema`` value of :meth:`ProviderReport.to_json`; bump on incompatible changes.
+REPORT_SCHEMA = "edgelstm.providers/1"
+
+#: Precisions :func:`choose_auto` understands (the ones ``edgelstm quantize`` produces).
+PRECISIONS = ("fp32", "fp16", "int8")
+
+_INSTALL_HINT = "pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]' for CUDA)"
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What edgelstm knows about one ONNX Runtime execution provider.
+
+    ``accelerator`` marks providers that run on a GPU/NPU rather than host cores;
+    ``dynamic_quant_lstm`` marks providers with a ``DynamicQuantizeLSTM`` kernel (only CPU:
+    elsewhere an INT8 LSTM graph fails to load or falls back node by node to the CPU).
+    ``registered`` is False for names ONNX Runtime reports that this registry does not know.
+    """
+
+    name: str
+    ep_name: str
+    description: str
+    install: str
+    accelerator: bool = False
+    dynamic_quant_lstm: bool = False
+    registered: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict with stable keys."""
+        return {
+            "name": self.name,
+            "ep_name": self.ep_name,
+            "description": self.description,
+            "install": self.install,
+            "accelerator": self.accelerator,
+            "dynamic_quant_lstm": self.dynamic_quant_lstm,
+            "registered": self.registered,
+        }
+
+
+def _spec(
+    name: str, ep: str, description: str, install: str, *, accelerator: bool = False
+) -> ProviderSpec:
+    return ProviderSpec(name, ep, description, install, accelerator, dynamic_quant_lstm=False)
+
+
+_REGISTRY: tuple[ProviderSpec, ...] = (
+    ProviderSpec(
+        "cpu",
+        "CPUExecutionProvider",
+        "host CPU (MLAS kernels); the only provider with DynamicQuantizeLSTM (INT8 LSTM)",
+        "pip install 'edgelstm[cpu]' (the onnxruntime wheel); built into every build",
+        accelerator=False,
+        dynamic_quant_lstm=True,
+    ),
+    _spec(
+        "cuda",
+        "CUDAExecutionProvider",
+        "NVIDIA GPU through CUDA/cuDNN",
+        "pip install 'edgelstm[gpu]' (onnxruntime-gpu, instead of onnxruntime) + NVIDIA driver, "
+        "CUDA 12/13 and cuDNN 9 matching the onnxruntime-gpu build",
+        accelerator=True,
+    ),
+    _spec(
+        "tensorrt",
+        "TensorrtExecutionProvider",
+        "NVIDIA GPU through TensorRT engines (slow first build, parse limits)",
+        "pip install 'edgelstm[gpu]' + TensorRT libraries matching the onnxruntime-gpu build",
+        accelerator=True,
+    ),
+    _spec(
+        "openvino",
+        "OpenVINOExecutionProvider",
+        "Intel CPU, integrated GPU or NPU through OpenVINO",
+        "pip install onnxruntime-openvino (instead of onnxruntime)",
+        accelerator=True,
+    ),
+    _spec(
+        "directml",
+        "DmlExecutionProvider",
+        "any DirectX 12 GPU on Windows through DirectML",
+        "pip install onnxruntime-directml (Windows, instead of onnxruntime)",
+        accelerator=True,
+    ),
+    _spec(
+        "coreml",
+        "CoreMLExecutionProvider",
+        "Apple GPU / Neural Engine through Core ML",
+        "macOS: included in the standard onnxruntime wheel",
+        accelerator=True,
+    ),
+    _spec(
+        "rocm",
+        "ROCMExecutionProvider",
+        "AMD GPU through ROCm (absent from current ONNX Runtime releases; use migraphx)",
+        "older AMD ROCm builds of onnxruntime only",
+        accelerator=True,
+    ),
+    _spec(
+        "migraphx",
+        "MIGraphXExecutionProvider",
+        "AMD GPU through MIGraphX",
+        "AMD's ROCm build of onnxruntime (see AMD's ROCm install docs)",
+        accelerator=True,
+    ),
+    _spec(
+        "qnn",
+        "QNNExecutionProvider",
+        "Qualcomm Snapdragon NPU (HTP) through the QNN SDK",
+        "pip install onnxruntime-qnn (Windows on ARM); Android packages",
+        accelerator=True,
+    ),
+    _spec(
+        "xnnpack",
+        "XnnpackExecutionProvider",
+        "ARM/x86 CPU kernels from XNNPACK (mobile, float only)",
+        "ONNX Runtime Android/iOS packages, or a source build with --use_xnnpack",
+    ),
+    _spec(
+        "webgpu",
+        "WebGpuExecutionProvider",
+        "GPU through WebGPU (browsers; native Dawn builds)",
+        "onnxruntime-web in browsers, or a source build with --use_webgpu",
+        accelerator=True,
+    ),
+    _spec(
+        "dnnl",
+        "DnnlExecutionProvider",
+        "Intel oneDNN CPU kernels",
+        "a source build with --use_dnnl",
+    ),
+    _spec(
+        "acl",
+        "ACLExecutionProvider",
+        "Arm Compute Library CPU kernels (Cortex-A, Neoverse)",
+        "a source build with --use_acl",
+    ),
+    _spec(
+        "armnn",
+        "ArmNNExecutionProvider",
+        "Arm NN (Cortex-A CPUs, Mali GPUs)",
+        "a source build with --use_armnn (older releases)",
+        accelerator=True,
+    ),
+    _spec(
+        "cann",
+        "CANNExecutionProvider",
+        "Huawei Ascend NPU through CANN",
+        "pip install onnxruntime-cann + the Ascend CANN toolkit",
+        accelerator=True,
+    ),
+    _spec(
+        "nnapi",
+        "NnapiExecutionProvider",
+        "Android Neural Networks API (phone GPU/DSP/NPU)",
+        "the onnxruntime-android package (Android only)",
+        accelerator=True,
+    ),
+    _spec(
+        "vitisai",
+        "VitisAIExecutionProvider",
+        "AMD Ryzen AI NPU / Xilinx FPGAs through Vitis AI",
+        "the onnxruntime build shipped with AMD's Ryzen AI software",
+        accelerator=True,
+    ),
+    _spec(
+        "azure",
+        "AzureExecutionProvider",
+        "calls a remote Azure endpoint; not a local device (never chosen by auto)",
+        "included in the standard onnxruntime wheel",
+    ),
+)
+
+#: Short name → :class:`ProviderSpec`, in preference/display order. Read-only.
+PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({s.name: s for s in _REGISTRY})
+
+# Extra spellings people type; resolved case-insensitively like everything else.
+_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"trt": "tensorrt", "dml": "directml", "onednn": "dnnl", "ov": "openvino"}
+)
+_BY_EP: Mapping[str, ProviderSpec] = MappingProxyType({s.ep_name.lower(): s for s in _REGISTRY})
+_SUFFIX = "executionprovider"
+
+
+def _generic_spec(ep_name: str) -> ProviderSpec:
+    """Spec for an ONNX Runtime provider name this registry does not know."""
+    short = ep_name[: -len(_SUFFIX)] if ep_name.lower().endswith(_SUFFIX) else ep_name
+    return ProviderSpec(
+        name=short.lower(),
+        ep_name=ep_name,
+        description="reported by ONNX Runtime; not in edgelstm's registry",
+        install="see https://onnxruntime.ai/docs/execution-providers/",
+        registered=False,
+    )
+
+
+# --------------------------------------------------------------------------- import
+
+
+def installed_onnxruntime_distributions() -> list[tuple[str, str]]:
+    """``(distribution, version)`` for every installed wheel that ships ``import onnxruntime``.
+
+    onnxruntime, onnxruntime-gpu, onnxruntime-openvino, onnxruntime-directml, ... all install
+    the same ``onnxruntime`` package folder, so with two installed the last one wins file by
+    file and the result can be a CPU build that claims to be GPU (or a broken mix). Companion
+    wheels with their own import package (onnxruntime-genai, onnxruntime-extensions) are not
+    counted. Sorted by name; an empty list when none is installed.
+    """
+    import importlib.metadata  # ~30 ms (email parsing); only the report and errors need it
+
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        raw_name = dist.metadata["Name"] or ""
+        name = raw_name.lower().replace("_", "-")
+        if not name.startswith("onnxruntime") or name in found:
+            continue
+        files = dist.files
+        if files:
+            ships = any(f.parts and f.parts[0] == "onnxruntime" for f in files)
+        else:  # no RECORD: fall back to the naming convention
+            ships = name == "onnxruntime" or not name.startswith(
+                ("onnxruntime-genai", "onnxruntime-extensions", "onnxruntime-tools")
+            )
+        if ships:
+            found[name] = dist.version
+    return sorted(found.items())
+
+
+def _conflict_warning(dists: Sequence[tuple[str, str]]) -> str | None:
+    if len(dists) < 2:
+        return None
+    listed = ", ".join(f"{n} {v}" for n, v in dists)
+    names = " ".join(n for n, _ in dists)
+    return (
+        f"{len(dists)} onnxruntime distributions are installed ({listed}); they ship the same "
+        "`onnxruntime` package and overwrite each other's files. Keep exactly one: "
+        f"pip uninstall -y {names} && pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]')"
+    )
+
+
+def import_onnxruntime() -> ModuleType:
+    """Import and return ``onnxruntime``, or raise :class:`MissingDependencyError` with the fix.
+
+    Example::
+
+        >>> ort = import_onnxruntime()
+        >>> "CPUExecutionProvider" in ort.get_available_providers()
+        True
+    """
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError as exc:
+        dists = installed_onnxruntime_distributions()
+        if not dists:
+            message = f"onnxruntime is not installed: {_INSTALL_HINT}"
+        else:
+            listed = ", ".join(f"{n} {v}" for n, v in dists)
+            message = f"onnxruntime is installed ({listed}) but failed to import: {exc}"
+            conflict = _conflict_warning(dists)
+            message += f". {conflict}" if conflict else f". Reinstall it: {_INSTALL_HINT}"
+        raise MissingDependencyError(message) from exc
+
+
+# --------------------------------------------------------------------------- names
+
+
+def resolve_provider(name: str) -> ProviderSpec:
+    """Look up a provider by short name, alias or ONNX Runtime name, case-insensitively.
+
+    ``"cuda"``, ``"CUDA"`` and ``"CUDAExecutionProvider"`` give the same spec. A full
+    ``...ExecutionProvider`` name outside the registry is accepted when the installed
+    onnxruntime knows it (``get_all_providers()``), as a generic spec.
+
+    Raises:
+        InvalidInputError: unknown name; the message lists the valid names and the closest one.
+
+    Example::
+
+        >>> resolve_provider("trt").ep_name
+        'TensorrtExecutionProvider'
+    """
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in PROVIDERS:
+        return PROVIDERS[key]
+    for candidate in (key, key + _SUFFIX):
+        if candidate in _BY_EP:
+            return _BY_EP[candidate]
+    if key.endswith(_SUFFIX):
+        try:
+            all_eps = list(import_onnxruntime().get_all_providers())
+        except MissingDependencyError:
+            all_eps = []
+        for ep in all_eps:
+            if str(ep).lower() == key:
+                return _generic_spec(str(ep))
+    import difflib
+
+    choices = [*PROVIDERS, *_ALIASES, *_BY_EP]
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        match = close[0]
+        suggestion = _BY_EP[match].name if match in _BY_EP else _ALIASES.get(match, match)
+        hint = f"; did you mean {suggestion!r}?"
+    raise InvalidInputError(
+        f"unknown execution provider {name!r}{hint} Valid names: {', '.join(PROVIDERS)} "
+        "(or ONNX Runtime's full names, e.g. CUDAExecutionProvider)"
+    )
+
+
+def _spec_for_ep(ep_name: str) -> ProviderSpec:
+    return _BY_EP.get(ep_name.lower()) or _generic_spec(ep_name)
+
+
+def available_providers() -> list[ProviderSpec]:
+    """Specs for the providers compiled into the installed onnxruntime, in its priority order.
+
+    "Available" means built in, not usable: onnxruntime-gpu lists CUDA even when the CUDA or
+    cuDNN libraries are missing, and a session asked for it then quietly runs on CPU. Use
+    :func:`probe_provider` to find out.
+
+    Example::
+
+        >>> "cpu" in [p.name for p in available_providers()]
+        True
+    """
+    ort = import_onnxruntime()
+    return [_spec_for_ep(str(ep)) for ep in ort.get_available_providers()]
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def explain_auto(
+    available: Sequence[str],
+    *,
+    precision: str = "fp32",
+    has_dynamic_quant_lstm: bool = False,
+    streaming: bool = False,
+) -> tuple[str, str]:
+    """:func:`choose_auto` plus the one-line reason for the choice (for logs and reports)."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(
+            f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}"
+        )
+    names = {_short_name(a) for a in available}
+    if has_dynamic_quant_lstm:
+        return "cpu", "DynamicQuantizeLSTM has only a CPU kernel"
+    if precision == "int8":
+        return "cpu", "edgelstm's INT8 graphs target the CPU provider's INT8 kernels"
+    if streaming:
+        return "cpu", "per-call overhead dominates one frame (53 µs CPU vs 174-268 µs CUDA)"
+    if "cuda" in names:
+        return "cuda", f"{precision} on an NVIDIA GPU; benchmark batch 1 against cpu"
+    reason = (
+        "no CUDA provider; FP16 on CPU runs the LSTM in FP32 between Casts"
+        if precision == "fp16"
+        else "no CUDA provider installed"
+    )
+    return "cpu", reason
+
+
+def choose_auto(
+    available: Sequence[str],
+    *,
+    precision: str = "fp32",
+    has_dynamic_quant_lstm: bool = False,
+    streaming: bool = False,
+) -> str:
+    """The short provider name ``--provider auto`` means, as a pure function of its inputs.
+
+    ``available`` holds ONNX Runtime or short provider names (``get_available_providers()``).
+    The policy, in order:
+
+    1. A graph with ``DynamicQuantizeLSTM``, or any INT8 model → ``cpu``: the INT8 LSTM
+       kernel exists only there (measured: 0.24 ms vs 0.54 ms FP32 on one CPU core).
+    2. ``streaming`` (one frame per call) → ``cpu``: per-call overhead dominates; measured on
+       an H200 host, a frame took 53 µs on ONNX Runtime CPU vs 174-268 µs on ONNX Runtime CUDA.
+    3. fp32/fp16 → ``cuda`` when available, else ``cpu``. TensorRT is never picked
+       automatically: engines take minutes to build and reject some graphs; ask for it.
+       FP16 on the CPU provider runs the LSTM in FP32 between Casts (smaller file, no speed).
+
+    This is a guess from availability, not a measurement. At batch 1 the CPU also won whole
+    sequences (0.81 ms vs 2.3-3.3 ms plain ``run`` on ONNX Runtime CUDA, 0.84 ms with IO
+    binding and CUDA graphs); CUDA only wins at large batches (batch 64: 2.3 ms vs 3.7 ms on 16
+    CPU threads). ``edgelstm benchmark`` measures the real answer for a given model and host.
+
+    Example::
+
+        >>> choose_auto(["CUDAExecutionProvider", "CPUExecutionProvider"])
+        'cuda'
+        >>> choose_auto(["CPUExecutionProvider"], precision="fp16")
+        'cpu'
+    """
+    return explain_auto(
+        available,
+        precision=precision,
+        has_dynamic_quant_lstm=has_dynamic_quant_lstm,
+        streaming=streaming,
+    )[0]
+
+
+def _short_name(name: str) -> str:
+    try:
+        return resolve_provider(name).name
+    except InvalidInputError:
+        return name.strip().lower()
+
+
+# --------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Whether a session asked for ``provider`` actually placed a node on it."""
+
+    provider: str
+    usable: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict with stable keys."""
+        return {"provider": self.provider, "usable": self.usable, "detail": self.detail}
+
+
+def probe_provider(name: str) -> ProbeResult:
+    """Create a session for a one-node model on ``name`` and check it was really used.
+
+    Catches the silent fallback: ONNX Runtime asked for CUDA on a machine without the CUDA
+    libraries logs a warning and runs everything on CPU. Never raises for a provider that
+    fails; the reason goes into :attr:`ProbeResult.detail`. TensorRT probes can take seconds.
+
+    Example::
+
+        >>> probe_provider("cpu").usable
+        True
+    """
+    spec = resolve_provider(name)
+    ort = import_onnxruntime()
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "edgelstm_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 8)  # loadable by older onnxruntime too
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the fallback warning is what we report, not print
+    if spec.ep_name not in [str(p) for p in ort.get_available_providers()]:
+        return ProbeResult(
+            spec.name, False, f"not built into this onnxruntime; install: {spec.install}"
+        )
+    providers = [spec.ep_name] if spec.name == "cpu" else [spec.ep_name, "CPUExecutionProvider"]
+    try:
+        with warnings.catch_warnings():
+            # The fallback warning is exactly what this probe reports; don't print it too.
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(
+                model.SerializeToString(), sess_options=options, providers=providers
+            )
+    except Exception as exc:  # each provider fails in its own way; report, don't crash
+        return ProbeResult(spec.name, False, f"session creation failed: {exc}".strip())
+    used = [str(p) for p in session.get_providers()]
+    if used and used[0] == spec.ep_name:
+        return ProbeResult(spec.name, True, f"session providers: {', '.join(used)}")
+    return ProbeResult(
+        spec.name,
+        False,
+        f"asked for {spec.ep_name}, got {', '.join(used) or 'nothing'} (silent fallback); "
+        f"install: {spec.install}",
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    """Everything ``edgelstm providers`` shows: install, providers, auto choices, hardware."""
+
+    onnxruntime_version: str
+    onnxruntime_device: str
+    distributions: tuple[tuple[str, str], ...]
+    providers: tuple[ProviderSpec, ...]
+    auto: Mapping[str, str]
+    auto_reasons: Mapping[str, str]
+    cpu: CpuInfo
+    gpus: tuple[GpuInfo, ...]
+    probes: tuple[ProbeResult, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict; keys are stable under schema ``edgelstm.providers/1``.
+
+        ``auto`` maps ``fp32``, ``fp16``, ``int8`` (an INT8 graph with ``DynamicQuantizeLSTM``)
+        and ``streaming`` (fp32, one frame per call) to a short provider name.
+        """
+        return {
+            "schema": REPORT_SCHEMA,
+            "onnxruntime": {
+                "version": self.onnxruntime_version,
+                "device": self.onnxruntime_device,
+                "distributions": [{"name": n, "version": v} for n, v in self.distributions],
+            },
+            "providers": [p.to_json() for p in self.providers],
+            "auto": dict(self.auto),
+            "auto_reasons": dict(self.auto_reasons),
+            "probes": [p.to_json() for p in self.probes],
+            "cpu": self.cpu.to_json(),
+            "gpus": [g.to_json() for g in self.gpus],
+            "warnings": list(self.warnings),
+        }
+
+
+def _hardware_warnings(providers: Iterable[ProviderSpec], gpus: Sequence[GpuInfo]) -> list[str]:
+    names = {p.name for p in providers}
+    warnings: list[str] = []
+    if gpus and "cuda" not in names:
+        warnings.append(
+            f"nvidia-smi sees {len(gpus)} GPU(s) ({gpus[0].name}) but this onnxruntime has no "
+            "CUDAExecutionProvider: pip uninstall -y onnxruntime && pip install 'edgelstm[gpu]'"
+        )
+    if "cuda" in names and not gpus:
+        warnings.append(
+            "CUDAExecutionProvider is built in but nvidia-smi found no GPU: sessions asking for "
+            "cuda will fall back to CPU (check the driver, or run with probe to confirm)"
+        )
+    return warnings
+
+
+def provider_report(*, probe: bool = False) -> ProviderReport:
+    """Collect the provider report for this machine.
+
+    With ``probe=True`` every available provider except CPU and Azure gets a one-node session
+    (:func:`probe_provider`), and the ``auto`` choices only count providers that passed.
+
+    Raises:
+        MissingDependencyError: onnxruntime is not installed (the message names the extra).
+
+    Example::
+
+        >>> report = provider_report()
+        >>> report.to_json()["schema"]
+        'edgelstm.providers/1'
+    """
+    ort = import_onnxruntime()
+    dists = installed_onnxruntime_distributions()
+    providers = tuple(available_providers())
+    gpus = tuple(gpu_info())
+    warnings: list[str] = []
+    conflict = _conflict_warning(dists)
+    if conflict:
+        warnings.append(conflict)
+    warnings.extend(_hardware_warnings(providers, gpus))
+
+    probes: tuple[ProbeResult, ...] = ()
+    usable = [p.ep_name for p in providers]
+    if probe:
+        probes = tuple(
+            probe_provider(p.ep_name) for p in providers if p.name not in {"cpu", "azure"}
+        )
+        failed = {r.provider for r in probes if not r.usable}
+        usable = [p.ep_name for p in providers if p.name not in failed]
+        warnings.extend(f"{r.provider}: {r.detail}" for r in probes if not r.usable)
+
+    cases: dict[str, dict[str, Any]] = {
+        "fp32": {"precision": "fp32"},
+        "fp16": {"precision": "fp16"},
+        "int8": {"precision": "int8", "has_dynamic_quant_lstm": True},
+        "streaming": {"precision": "fp32", "streaming": True},
+    }
+    explained = {key: explain_auto(usable, **kwargs) for key, kwargs in cases.items()}
+    return ProviderReport(
+        onnxruntime_version=str(ort.__version__),
+        onnxruntime_device=str(ort.get_device()),
+        distributions=tuple(dists),
+        providers=providers,
+        auto=MappingProxyType({k: v[0] for k, v in explained.items()}),
+        auto_reasons=MappingProxyType({k: v[1] for k, v in explained.items()}),
+        cpu=cpu_info(),
+        gpus=gpus,
+        probes=probes,
+        warnings=tuple(warnings),
+    )
+
+
+def render_provider_report(report: ProviderReport) -> list[RenderableType]:
+    """Rich renderables for the report, in print order (header, providers, auto, hardware)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    dists = ", ".join(f"{n} {v}" for n, v in report.distributions) or "unknown distribution"
+    items: list[RenderableType] = [
+        Text.assemble(
+            ("onnxruntime ", "bold"),
+            f"{report.onnxruntime_version} ({dists}; device {report.onnxruntime_device})",
+        )
+    ]
+
+    probes = {p.provider: p for p in report.probes}
+    table = Table(title="Execution providers (ONNX Runtime priority order)", title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("ONNX Runtime name")
+    table.add_column("kind")
+    table.add_column("INT8 LSTM")
+    table.add_column("notes")
+    for spec in report.providers:
+        probe = probes.get(spec.name)
+        note = spec.description
+        if probe is not None:
+            note += f" [probe: {'ok' if probe.usable else 'FAILED'}]"
+        table.add_row(
+            spec.name,
+            spec.ep_name,
+            "accelerator" if spec.accelerator else "host",
+            "yes" if spec.dynamic_quant_lstm else "no",
+            note,
+        )
+    items.append(table)
+
+    auto = Table(title="--provider auto", title_justify="left")
+    auto.add_column("model")
+    auto.add_column("provider", style="bold")
+    auto.add_column("why")
+    for key, choice in report.auto.items():
+        auto.add_row(key, choice, report.auto_reasons.get(key, ""))
+    items.append(auto)
+
+    cpu = report.cpu
+    isa = [
+        n
+        for n in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "neon", "asimddp", "i8mm")
+        if getattr(cpu, n)
+    ]
+    hw = Table(title="Hardware", title_justify="left", show_header=False)
+    hw.add_column("what", style="bold")
+    hw.add_column("value")
+    cores = f"{cpu.logical_cores} logical"
+    if cpu.physical_cores is not None:
+        cores += f", {cpu.physical_cores} physical"
+    if cpu.usable_cores is not None and cpu.usable_cores != cpu.logical_cores:
+        cores += f", {cpu.usable_cores} usable by this process"
+    hw.add_row("CPU", f"{cpu.model} ({cpu.architecture}; {cores})")
+    hw.add_row("INT8 ISA", ", ".join(isa) if cpu.flags_known else "unknown")
+    hw.add_row("INT8 note", cpu.to_json()["int8_note"])
+    for gpu in report.gpus:
+        mem = f"{gpu.memory_mib} MiB" if gpu.memory_mib is not None else "memory unknown"
+        driver = f"driver {gpu.driver_version or '?'}, CUDA {gpu.cuda_version or '?'}"
+        hw.add_row(f"GPU {gpu.index}", f"{gpu.name} ({mem}; {driver})")
+    if not report.gpus:
+        hw.add_row("GPU", "none found by nvidia-smi")
+    items.append(hw)
+
+    items.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
+    return items
+
+
+def print_provider_report(report: ProviderReport, console: Console) -> None:
+    """Print :func:`render_provider_report` to ``console`` (the CLI passes its own)."""
+    for item in render_provider_report(report):
+        console.print(item)
