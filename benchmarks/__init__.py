@@ -1,1 +1,2 @@
-"""Benchmark room: quality and speed measurements whose results are committed under benchmarks/results/."""
+"""Benchmark room: quality and speed measurements; results are committed under
+benchmarks/results/."""

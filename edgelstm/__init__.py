@@ -5,8 +5,8 @@ torch, onnxruntime and aeon load only when a function that needs them is called.
 
 Example:
     >>> import edgelstm
-    >>> result = edgelstm.train(task="classify", dataset="JapaneseVowels", out="runs/jv")  # doctest: +SKIP
-    >>> result.metrics["accuracy"]  # doctest: +SKIP
+    >>> result = edgelstm.train("classify", dataset="JapaneseVowels", out="runs/jv")
+    >>> result.metrics["accuracy"]
 """
 
 from __future__ import annotations
@@ -37,7 +37,26 @@ _EXPORTS: dict[str, str] = {
     "load_training_data": "edgelstm.data.readers",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "TRAIN_PRESETS",
+    "CheckFailedError",
+    "Checkpoint",
+    "EdgeLSTMError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "ModelConfig",
+    "ProviderUnavailableError",
+    "RunRecord",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "build_model",
+    "list_datasets",
+    "load_checkpoint",
+    "load_dataset",
+    "load_training_data",
+    "train",
+]
 
 if TYPE_CHECKING:
     from edgelstm.checkpoint import Checkpoint, load_checkpoint

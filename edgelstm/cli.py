@@ -72,7 +72,9 @@ def train(
     ] = None,
     out: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="Checkpoint folder to write (config.json, model.safetensors, metrics.json)."),
+        typer.Option(
+            help="Checkpoint folder to write (config.json, model.safetensors, metrics.json)."
+        ),
     ] = None,
     dataset: Annotated[
         Optional[str], typer.Option(help="Built-in dataset name (see --list-datasets).")  # noqa: UP045
@@ -197,25 +199,58 @@ def providers(
         print_provider_report(report, stdout_console())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code."""
+def _framework_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+    """(usage errors, exits, aborts) of click and of the click copy newer typers vendor."""
     import click
 
+    usage: list[type[BaseException]] = [click.ClickException]
+    exits: list[type[BaseException]] = [click.exceptions.Exit]
+    aborts: list[type[BaseException]] = [click.exceptions.Abort, KeyboardInterrupt]
     try:
-        app(args=argv, standalone_mode=False)
+        from typer import exceptions as typer_exceptions
+        from typer._click import exceptions as vendored  # typer >= 0.20 ships its own click
+
+        usage.append(vendored.ClickException)
+        exits.append(typer_exceptions.Exit)
+        aborts.append(typer_exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
+def _usage_message(exc: BaseException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    where = ctx.command_path if ctx is not None else "edgelstm"
+    return f"error: {message} (see '{where} --help')"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the console script exits with it)."""
+    usage, exits, aborts = _framework_exceptions()
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="edgelstm")
     except EdgeLSTMError as exc:
         if _state["debug"]:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except exits as exc:
+        return int(getattr(exc, "exit_code", 0))
+    except aborts:
         print("interrupted", file=sys.stderr)
         return 130
+    except usage as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message(), file=sys.stderr)  # type: ignore[attr-defined]
+            return 2
+        print(_usage_message(exc), file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+    if isinstance(code, int) and code != 0:
+        # typer turns Ctrl-C into a return value of 130 when not in standalone mode.
+        if code == 130:
+            print("interrupted", file=sys.stderr)
+        return code
     return 0
 
 

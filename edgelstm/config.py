@@ -95,6 +95,8 @@ class TrainConfig:
 
     epochs: int = 60
     batch_size: int = 32
+    #: smaller datasets get smaller batches so that an epoch has at least this many updates.
+    min_batches_per_epoch: int = 6
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     #: stop after this many epochs without a better validation score.
@@ -108,7 +110,7 @@ class TrainConfig:
     input_noise: float = 0.0
     #: classify: after early stopping, retrain on training + validation data (see fit_model).
     refit: bool = True
-    min_refit_epochs: int = 30
+    min_refit_epochs: int = 40
     #: forecast/anomaly: length of the input windows cut from a series.
     lookback: int = 48
     #: forecast: steps predicted per window.
@@ -120,6 +122,14 @@ class TrainConfig:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.weight_decay < 0:
+            problems.append(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.patience < 1:
+            problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.grad_clip <= 0:
+            problems.append(f"grad clip (gradient norm limit) must be > 0, got {self.grad_clip}")
+        if self.min_batches_per_epoch < 1:
+            problems.append(f"min batches per epoch must be >= 1, got {self.min_batches_per_epoch}")
         if self.learning_rate <= 0:
             problems.append(f"learning rate must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.val_fraction < 0.9:
@@ -194,7 +204,9 @@ def from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise CheckpointError(f"{where}: unknown keys {unknown}; was it written by a newer edgelstm?")
+        raise CheckpointError(
+            f"{where}: unknown keys {unknown}; was it written by a newer edgelstm?"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
@@ -214,5 +226,20 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         (item_hint, *_rest) = get_args(hint)
         return tuple(_convert(item_hint, v, where) for v in value)
     if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if value is None and type(None) in get_args(hint):
+            return None
+        if len(options) == 1:
+            return _convert(options[0], value, where)
         return value
+    if hint is bool and not isinstance(value, bool):
+        raise CheckpointError(f"{where}: expected true/false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise CheckpointError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CheckpointError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise CheckpointError(f"{where}: expected a string, got {value!r}")
     return value

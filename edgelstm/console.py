@@ -26,30 +26,39 @@ def stdout_console() -> Console:
 
 @contextlib.contextmanager
 def training_progress(console: Console, enabled: bool = True) -> Iterator[ProgressCallback | None]:
-    """A progress bar with loss and the validation metric, as a training callback."""
+    """A progress bar with loss and the validation metric, as a training callback.
+
+    The bar starts at the first epoch, so a run that fails while loading data prints only
+    its error line.
+    """
     if not enabled:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}  {task.fields[shown]}"),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
+    )
+    tasks: dict[str, Any] = {}
 
-        def update(epoch: int, total: int, loss: float, shown: str) -> None:
-            phase = "refit" if shown.startswith("refit") else "train"
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total, loss=loss, shown=shown)
-            bar.update(tasks[phase], completed=epoch, total=total, loss=loss, shown=shown)
+    def update(epoch: int, total: int, loss: float, shown: str) -> None:
+        if not tasks:
+            bar.start()
+        phase = "refit" if shown.startswith("refit") else "train"
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total, loss=loss, shown=shown)
+        bar.update(tasks[phase], completed=epoch, total=total, loss=loss, shown=shown)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _format_metric(value: Any) -> str:
@@ -86,6 +95,10 @@ def print_dataset_table(rows: list[dict[str, str]], console: Console) -> None:
     for column in ("name", "task", "domain", "train", "test", "length", "features", "source"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*(row.get(c, "") for c in ("name", "task", "domain", "train", "test",
-                                                 "length", "features", "source")))
+        table.add_row(
+            *(
+                row.get(c, "")
+                for c in ("name", "task", "domain", "train", "test", "length", "features", "source")
+            )
+        )
     console.print(table)

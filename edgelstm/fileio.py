@@ -19,7 +19,7 @@ from edgelstm.errors import InvalidInputError, OutputExistsError
 
 
 def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> None:
-    """Refuse an existing output unless ``overwrite``; refuse a missing parent folder.
+    """Refuse an existing output unless ``overwrite``, or a parent path that is a file.
 
     A folder counts as existing only when it is non-empty (an empty folder holds nothing to lose).
     """
@@ -38,11 +38,18 @@ def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> Non
             raise OutputExistsError(
                 f"output file {path} exists; pass --overwrite to replace it or choose another --out"
             )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidInputError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+
+
+def _make_parent(path: Path) -> Path:
+    # Missing parent folders are created (`--out runs/jv` on a fresh clone should just work).
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise InvalidInputError(
-            f"cannot write {path}: folder {parent} does not exist; create it first"
-        )
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
 
 
 @contextlib.contextmanager
@@ -50,7 +57,8 @@ def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds."""
     path = Path(path)
     check_output_path(path, overwrite=overwrite, kind="file")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    parent = _make_parent(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -68,7 +76,9 @@ def write_text_atomic(path: Path, text: str, *, overwrite: bool = False) -> None
 
 def write_json_atomic(path: Path, payload: Any, *, overwrite: bool = False) -> None:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n", overwrite=overwrite)
+    write_text_atomic(
+        path, json.dumps(payload, indent=2, sort_keys=False) + "\n", overwrite=overwrite
+    )
 
 
 @contextlib.contextmanager
@@ -80,7 +90,7 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     check_output_path(path, overwrite=overwrite, kind="folder")
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = _make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     try:
         yield tmp

@@ -50,9 +50,7 @@ class SequenceModel(nn.Module):
             scale = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
             x = (x - loc) / scale
         if lengths is not None:
-            packed = pack_padded_sequence(
-                x, lengths.cpu(), batch_first=True, enforce_sorted=False
-            )
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             packed_out, _ = self.rnn(packed)
             out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
         else:
@@ -66,7 +64,7 @@ class SequenceModel(nn.Module):
             return y  # type: ignore[no-any-return]
         y = y.reshape(x.shape[0], cfg.horizon, len(cfg.target_indices))
         if cfg.window_norm:
-            idx = self.target_index
+            idx = list(cfg.target_indices)
             y = y * scale[:, :, idx] + loc[:, :, idx]
         return y  # type: ignore[no-any-return]
 

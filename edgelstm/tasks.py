@@ -82,11 +82,8 @@ def _stratified_holdout(
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         rng.shuffle(idx)
-        k = int(round(len(idx) * fraction))
-        if len(idx) > 1:
-            k = min(max(k, 1), len(idx) - 1)
-        else:
-            k = 0
+        k = round(len(idx) * fraction)
+        k = min(max(k, 1), len(idx) - 1) if len(idx) > 1 else 0
         holdout.extend(idx[:k].tolist())
     hold = np.array(sorted(holdout), dtype=np.int64)
     keep = np.setdiff1d(np.arange(len(labels)), hold)
@@ -205,7 +202,7 @@ def prepare_forecast(
         raise InvalidInputError("forecast test data must be a series like the training data")
     if test is None:
         full = train.values
-        start = int(round(len(full) * (1 - test_fraction))) if test_start is None else test_start
+        start = round(len(full) * (1 - test_fraction)) if test_start is None else test_start
         train_values = full[:start]
     elif test_start is None:
         # A separate test file continues the training series.
@@ -227,7 +224,7 @@ def prepare_forecast(
             "--lookback/--horizon or more data"
         )
     norm = fit_normalization(train_values)
-    n_val = max(1, int(round(n_train * val_fraction)))
+    n_val = max(1, round(n_train * val_fraction))
     train_norm = normalize(train_values, norm)
     full_norm = normalize(full, norm)
     test_origins = range(max(start - lookback, 0), len(full) - needed + 1)
@@ -256,7 +253,7 @@ def _prepare_forecast_windows(
         raise InvalidInputError("forecast test data must be windows (X, y) like the training data")
     n = len(train)
     if test is None:
-        n_test = max(1, int(round(n * test_fraction)))
+        n_test = max(1, round(n * test_fraction))
         test = WindowSet(
             train.inputs[n - n_test :],
             train.targets[n - n_test :],
@@ -277,7 +274,7 @@ def _prepare_forecast_windows(
     tnorm = Normalization(
         mean=tuple(norm.mean[i] for i in tgt), std=tuple(norm.std[i] for i in tgt)
     )
-    n_val = max(1, int(round(n * val_fraction)))
+    n_val = max(1, round(n * val_fraction))
 
     def split(ws: WindowSet, sl: slice) -> Split:
         return Split(x=normalize(ws.inputs[sl], norm), y=normalize(ws.targets[sl], tnorm))
@@ -307,7 +304,7 @@ def prepare_anomaly(
     Validation is the chronologically last part of the training series.
     """
     values = train.values
-    n_val_steps = max(lookback + 1, int(round(len(values) * val_fraction)))
+    n_val_steps = max(lookback + 1, round(len(values) * val_fraction))
     if len(values) - n_val_steps < 2 * lookback:
         raise InvalidInputError(
             f"the training series has {len(values)} steps; anomaly training with lookback "
@@ -350,8 +347,9 @@ def anomaly_scores(x: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     ``x`` and ``predictions`` are ``[T, F]`` in normalised units; ``predictions[t]`` predicts
     ``x[t + 1]``.
     """
-    err = np.mean((predictions[:-1] - x[1:]) ** 2, axis=-1)
-    return np.concatenate([[0.0], err]).astype(np.float64)
+    scores = np.zeros(x.shape[0], dtype=np.float64)
+    scores[1:] = np.mean((predictions[:-1] - x[1:]) ** 2, axis=-1)
+    return scores
 
 
 def choose_threshold(reference_scores: np.ndarray) -> float:
@@ -377,7 +375,8 @@ def seasonal_naive(windows: np.ndarray, horizon: int, season: int) -> np.ndarray
     for h in range(1, horizon + 1):
         back = season * math.ceil(h / season)
         steps.append(windows[:, lookback - 1 + h - back])
-    return np.stack(steps, axis=1)
+    forecast: np.ndarray = np.stack(steps, axis=1)
+    return forecast
 
 
 def forecast_metrics(
@@ -394,7 +393,9 @@ def forecast_metrics(
     }
 
 
-def anomaly_metrics(labels: np.ndarray | None, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+def anomaly_metrics(
+    labels: np.ndarray | None, scores: np.ndarray, threshold: float
+) -> dict[str, Any]:
     """AUROC, F1 of the threshold verdicts, and whether the top score lies in a labelled region."""
     flagged = scores > threshold
     result: dict[str, Any] = {

@@ -124,7 +124,7 @@ def train(
         raise InvalidInputError(f"unknown preset {preset!r}; choose {', '.join(TRAIN_PRESETS)}")
     loaded = _load(task, dataset, data, test, target)
     defaults = loaded.defaults
-    overrides = {
+    overrides: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
@@ -149,7 +149,9 @@ def train(
         dropout=dropout,
         pooling=pooling,  # type: ignore[arg-type]
         num_classes=len(prepared.class_labels),
-        horizon=int(prepared.test.y.shape[1]) if task == "forecast" and prepared.test.y is not None else 0,
+        horizon=int(prepared.test.y.shape[1])
+        if task == "forecast" and prepared.test.y is not None
+        else 0,
         target_indices=prepared.target_indices,
     )
     torch.manual_seed(config.seed)
@@ -353,6 +355,18 @@ def _merge(a: Split, b: Split) -> Split:
     )
 
 
+def effective_batch_size(config: TrainConfig, num_examples: int) -> int:
+    """``config.batch_size``, shrunk on small datasets so an epoch has enough updates.
+
+    With a few dozen examples (BasicMotions: 34 training sequences; Airline: 62 windows) a
+    batch of 32 gives one or two optimiser steps per epoch and training stalls; at least
+    ``min_batches_per_epoch`` batches (of at least 8 examples) fixes that.
+    """
+    if num_examples >= config.min_batches_per_epoch * config.batch_size:
+        return config.batch_size
+    return max(min(8, config.batch_size), num_examples // config.min_batches_per_epoch)
+
+
 def _train_epochs(
     model: SequenceModel,
     split: Split,
@@ -363,6 +377,7 @@ def _train_epochs(
     """Adam + cosine schedule + gradient clipping; ``on_epoch(epoch, mean_loss)`` → stop?"""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    batch_size = effective_batch_size(config, len(split))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -373,9 +388,9 @@ def _train_epochs(
         model.train()
         order = rng.permutation(n)
         total, batches = 0.0, 0
-        for start in range(0, n, config.batch_size):
+        for start in range(0, n, batch_size):
             optimizer.zero_grad()
-            loss = _loss(model, split, order[start : start + config.batch_size], config.input_noise)
+            loss = _loss(model, split, order[start : start + batch_size], config.input_noise)
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()

@@ -1,0 +1,146 @@
+"""Shared fixtures: tiny real data files on disk, tiny model options and an in-process CLI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+if TYPE_CHECKING:
+    from edgelstm.training import TrainResult
+
+# Tiny models train in well under a second on one thread, but two OpenMP threads fighting
+# over two busy cores made the same run ~60x slower here; set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+#: Model options that keep every training run tiny (CLI spelling).
+TINY = ["--hidden", "8", "--layers", "1", "--epochs", "2"]
+#: Window options for forecast/anomaly runs on the ~200-step fixture series.
+WINDOW = ["--lookback", "16", "--horizon", "4"]
+#: The same, as keyword arguments of :func:`edgelstm.training.train`.
+TINY_KW: dict[str, Any] = {"hidden": 8, "layers": 1, "epochs": 2}
+WINDOW_KW: dict[str, Any] = {"lookback": 16, "horizon": 4}
+
+
+def single_thread() -> None:
+    """Keep torch on one thread even if something imported it before this conftest."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# data files
+
+
+def write_classify_npz(
+    path: Path, *, n: int = 60, steps: int = 20, features: int = 3, seed: int = 0, offset: float = 0
+) -> Path:
+    """Two classes separable by the sign of the mean; variable lengths via ``lengths``."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = 0.5 * rng.normal(size=(n, steps, features)) + np.where(y == 1, 1.0, -1.0)[:, None, None]
+    X = (X + offset).astype(np.float32)
+    lengths = rng.integers(steps // 2, steps + 1, size=n).astype(np.int64)
+    np.savez(path, X=X, y=y, lengths=lengths)
+    return path
+
+
+def write_forecast_csv(path: Path, *, steps: int = 200, seed: int = 0, offset: float = 0) -> Path:
+    """A noisy sine and a cosine, with a header row."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    values = np.stack(
+        [np.sin(t / 5) + 0.05 * rng.normal(size=steps) + offset, np.cos(t / 7) + offset], axis=1
+    )
+    np.savetxt(path, values, delimiter=",", header="load,temp", comments="", fmt="%.6f")
+    return path
+
+
+def write_anomaly_csv(path: Path, *, steps: int = 200, seed: int = 0) -> Path:
+    """A noisy sine with a labelled spike region (steps 150..157), label column is_anomaly."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    values = np.sin(t / 4) + 0.02 * rng.normal(size=steps)
+    labels = np.zeros(steps, dtype=np.int64)
+    labels[150:158] = 1
+    values[150:158] += 4.0
+    lines = ["value,is_anomaly"] + [f"{v:.6f},{k}" for v, k in zip(values, labels, strict=True)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def classify_npz(data_dir: Path) -> Path:
+    """60 sequences, 2 classes (mean sign), 3 features, lengths 10..20. Do not modify."""
+    return write_classify_npz(data_dir / "classify.npz")
+
+
+@pytest.fixture(scope="session")
+def forecast_csv(data_dir: Path) -> Path:
+    """200 rows x 2 columns (load, temp) with a header. Do not modify."""
+    return write_forecast_csv(data_dir / "forecast.csv")
+
+
+@pytest.fixture(scope="session")
+def anomaly_csv(data_dir: Path) -> Path:
+    """200 rows: a sine with a spike at 150..157, labels in is_anomaly. Do not modify."""
+    return write_anomaly_csv(data_dir / "anomaly.csv")
+
+
+# --------------------------------------------------------------------------------------------
+# a shared trained checkpoint
+
+
+@pytest.fixture(scope="session")
+def trained_classify(tmp_path_factory: pytest.TempPathFactory, classify_npz: Path) -> TrainResult:
+    """One tiny classify run through the Python API, shared read-only between tests."""
+    single_thread()
+    from edgelstm.training import train
+
+    out = tmp_path_factory.mktemp("runs") / "classify"
+    return train("classify", data=classify_npz, out=out, seed=0, **TINY_KW)
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI, in process
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        """Non-blank stderr lines."""
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+CliRunner = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[CliRunner]:
+    """``cli("train", "--task", ...)`` runs ``edgelstm.cli.main`` and captures its output."""
+    single_thread()
+    from edgelstm.cli import main
+
+    def invoke(*argv: str | Path) -> CliResult:
+        capsys.readouterr()  # drop whatever earlier code printed
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return CliResult(code=code, out=captured.out, err=captured.err)
+
+    yield invoke

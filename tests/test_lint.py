@@ -1,0 +1,55 @@
+"""ruff and mypy are part of the test suite, so style and types cannot silently rot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = ["edgelstm", "exporters", "runtimes", "benchmarks", "tests"]
+
+
+def _run(args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.skipif(
+    shutil.which("ruff") is None, reason="ruff not installed (pip install -e .[dev])"
+)
+def test_ruff_check_and_format() -> None:
+    check = _run(["ruff", "check", *SOURCES])
+    assert check.returncode == 0, check.stdout + check.stderr
+    fmt = _run(["ruff", "format", "--check", *SOURCES])
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_mypy_strict(tmp_path: Path) -> None:
+    pytest.importorskip("mypy", reason="mypy not installed (pip install -e .[dev])")
+    # mypy cannot follow setuptools' package-dir mapping, so lay the installed shape out as
+    # links: edgelstm/ with exporters/, runtimes/ and benchmarks/ inside it.
+    package = tmp_path / "edgelstm"
+    package.mkdir()
+    for entry in (REPO / "edgelstm").iterdir():
+        (package / entry.name).symlink_to(entry)
+    for room in ("exporters", "runtimes", "benchmarks"):
+        (package / room).symlink_to(REPO / room)
+    cache = REPO / ".mypy_cache"
+    result = _run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(REPO / "pyproject.toml"),
+            "--cache-dir",
+            str(cache),
+            "-p",
+            "edgelstm",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,271 @@
+"""The Python training API: checkpoint layout, metrics, determinism, round trips, normalisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    TINY_KW,
+    WINDOW_KW,
+    single_thread,
+    write_classify_npz,
+    write_forecast_csv,
+)
+
+from edgelstm.checkpoint import load_checkpoint
+from edgelstm.config import RunRecord, from_dict
+from edgelstm.data.readers import read_csv_series
+from edgelstm.errors import InvalidInputError
+from edgelstm.training import TrainResult, train
+
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json"}
+CLASSIFY_KEYS = {"accuracy", "macro_f1"}
+FORECAST_KEYS = {"mae", "rmse", "smape", "baseline_mae", "baseline_rmse", "baseline_smape"}
+ANOMALY_KEYS = {"threshold", "auroc", "f1", "top_score_in_anomaly"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    single_thread()
+
+
+def _train(task: str, data: Path, out: Path, **kwargs: Any) -> TrainResult:
+    options: dict[str, Any] = {**TINY_KW, **(WINDOW_KW if task != "classify" else {})}
+    if task == "anomaly":
+        options.pop("horizon")
+    options.update(kwargs)
+    return train(task, data=data, out=out, **options)
+
+
+def _data_for(task: str, request: pytest.FixtureRequest) -> Path:
+    name = {"classify": "classify_npz", "forecast": "forecast_csv", "anomaly": "anomaly_csv"}
+    path: Path = request.getfixturevalue(name[task])
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# layout and metrics
+
+
+@pytest.mark.parametrize(
+    ("task", "keys"),
+    [("classify", CLASSIFY_KEYS), ("forecast", FORECAST_KEYS), ("anomaly", ANOMALY_KEYS)],
+)
+def test_train_writes_checkpoint_with_task_metrics(
+    task: str, keys: set[str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    out = tmp_path / "run"
+    result = _train(task, _data_for(task, request), out)
+
+    assert result.out == out
+    assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
+    assert keys <= set(result.metrics), f"missing {keys - set(result.metrics)}"
+    # metrics.json is exactly what the API returned, config.json is the record.
+    assert json.loads((out / "metrics.json").read_text()) == result.metrics
+    record = from_dict(RunRecord, json.loads((out / "config.json").read_text()))
+    assert record == result.record
+    assert record.model.task == task
+    assert record.model.hidden_size == 8
+    assert record.model.num_layers == 1
+    # Nothing else (temporary folders) is left next to the checkpoint.
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_classify_metrics_are_fractions(trained_classify: TrainResult) -> None:
+    for key in CLASSIFY_KEYS:
+        assert 0.0 <= trained_classify.metrics[key] <= 1.0
+    assert trained_classify.record.class_labels == ("0", "1")
+    assert trained_classify.record.feature_names == ("f0", "f1", "f2")
+    assert trained_classify.record.dataset.variable_length is True
+
+
+def test_forecast_metrics_are_consistent(tmp_path: Path, forecast_csv: Path) -> None:
+    metrics = _train("forecast", forecast_csv, tmp_path / "run", target="load").metrics
+    for prefix in ("", "baseline_"):
+        assert metrics[f"{prefix}mae"] >= 0
+        # RMSE >= MAE holds for any set of errors.
+        assert metrics[f"{prefix}rmse"] >= metrics[f"{prefix}mae"]
+        assert 0 <= metrics[f"{prefix}smape"] <= 200
+
+
+def test_forecast_target_column_is_recorded(tmp_path: Path, forecast_csv: Path) -> None:
+    result = _train("forecast", forecast_csv, tmp_path / "run", target="temp")
+    assert result.record.target_names == ("temp",)
+    assert result.record.model.target_indices == (1,)
+    assert result.record.model.horizon == 4
+
+
+def test_anomaly_threshold_is_recorded(tmp_path: Path, anomaly_csv: Path) -> None:
+    result = _train("anomaly", anomaly_csv, tmp_path / "run")
+    assert result.record.anomaly_threshold == result.metrics["threshold"]
+    assert result.record.anomaly_threshold is not None
+    assert result.record.anomaly_threshold > 0
+    assert 0.0 <= result.metrics["auroc"] <= 1.0
+    assert isinstance(result.metrics["top_score_in_anomaly"], bool)
+    # The label column is a label, not an input feature.
+    assert result.record.feature_names == ("value",)
+
+
+def test_anomaly_without_labels_has_no_label_metrics(tmp_path: Path, anomaly_csv: Path) -> None:
+    unlabelled = tmp_path / "unlabelled.csv"
+    rows = anomaly_csv.read_text().splitlines()
+    unlabelled.write_text("\n".join(r.split(",")[0] for r in rows) + "\n")
+    metrics = _train("anomaly", unlabelled, tmp_path / "run").metrics
+    assert "threshold" in metrics
+    assert not {"auroc", "f1", "top_score_in_anomaly"} & set(metrics)
+
+
+def test_progress_callback_sees_every_epoch(tmp_path: Path, forecast_csv: Path) -> None:
+    calls: list[tuple[int, int, float, str]] = []
+    _train(
+        "forecast",
+        forecast_csv,
+        tmp_path / "run",
+        progress=lambda *args: calls.append(args),
+    )
+    assert [c[0] for c in calls] == [1, 2]
+    assert all(c[1] == 2 and np.isfinite(c[2]) for c in calls)
+
+
+# --------------------------------------------------------------------------------------------
+# determinism
+
+
+def test_same_seed_gives_identical_weights(tmp_path: Path, classify_npz: Path) -> None:
+    a = _train("classify", classify_npz, tmp_path / "a", seed=3)
+    b = _train("classify", classify_npz, tmp_path / "b", seed=3)
+    c = _train("classify", classify_npz, tmp_path / "c", seed=4)
+    weights = {name: (tmp_path / name / "model.safetensors").read_bytes() for name in "abc"}
+    assert weights["a"] == weights["b"]
+    assert a.metrics == b.metrics
+    assert weights["a"] != weights["c"]
+    state_a = load_checkpoint(tmp_path / "a").model.state_dict()
+    state_c = load_checkpoint(tmp_path / "c").model.state_dict()
+    assert any(not torch.equal(state_a[k], state_c[k]) for k in state_a)
+    assert c.record.train.seed == 4
+
+
+# --------------------------------------------------------------------------------------------
+# architectures
+
+
+@pytest.mark.parametrize(("arch", "bidirectional"), [("gru", False), ("lstm", True), ("gru", True)])
+def test_classify_architectures(
+    arch: str, bidirectional: bool, tmp_path: Path, classify_npz: Path
+) -> None:
+    result = _train(
+        "classify", classify_npz, tmp_path / "run", arch=arch, bidirectional=bidirectional
+    )
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.record.model.arch == arch
+    assert ckpt.record.model.bidirectional is bidirectional
+    rnn_type = torch.nn.GRU if arch == "gru" else torch.nn.LSTM
+    assert isinstance(ckpt.model.rnn, rnn_type)
+    assert ("rnn.weight_ih_l0_reverse" in ckpt.model.state_dict()) is bidirectional
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+
+
+def test_anomaly_bidirectional_is_refused(tmp_path: Path, anomaly_csv: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(InvalidInputError, match="bidirectional"):
+        _train("anomaly", anomaly_csv, out, bidirectional=True)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_task_and_preset_are_refused(tmp_path: Path, classify_npz: Path) -> None:
+    with pytest.raises(InvalidInputError, match="unknown task 'regress'"):
+        train("regress", data=classify_npz, out=tmp_path / "a")
+    with pytest.raises(InvalidInputError, match="unknown preset 'huge'"):
+        train("classify", data=classify_npz, out=tmp_path / "b", preset="huge")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoint round trip
+
+
+@pytest.mark.parametrize("task", ["classify", "forecast", "anomaly"])
+def test_load_checkpoint_predicts_like_the_trained_model(
+    task: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgelstm.training as training
+
+    captured: dict[str, Any] = {}
+    real_save = training.save_checkpoint  # type: ignore[attr-defined]
+
+    def capture(out: Path, record: RunRecord, model: Any, *args: Any, **kwargs: Any) -> None:
+        captured["model"] = model
+        real_save(out, record, model, *args, **kwargs)
+
+    monkeypatch.setattr(training, "save_checkpoint", capture)
+    result = _train(task, _data_for(task, request), tmp_path / "run")
+    trained = captured["model"]
+    ckpt = load_checkpoint(tmp_path / "run")
+
+    assert ckpt.record == result.record
+    assert ckpt.metrics == result.metrics
+    assert not ckpt.model.training
+    features = result.record.model.input_size
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(5, 16, features)).astype("f4"))
+    lengths = torch.tensor([16, 9, 3, 12, 16]) if task == "classify" else None
+    trained.eval()
+    with torch.no_grad():
+        expected = trained(x, lengths)
+        actual = ckpt.model(x, lengths)
+    assert actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# normalisation comes from training data only
+
+
+def _stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+
+
+def test_forecast_normalization_uses_train_file_not_test_file(tmp_path: Path) -> None:
+    train_csv = write_forecast_csv(tmp_path / "train.csv", seed=1)
+    test_csv = write_forecast_csv(tmp_path / "test.csv", steps=60, seed=2, offset=100.0)
+    result = train(
+        "forecast", data=train_csv, test=test_csv, out=tmp_path / "run", **TINY_KW, **WINDOW_KW
+    )
+    mean, std = _stats(read_csv_series(train_csv).values)
+    norm = load_checkpoint(tmp_path / "run").record.normalization
+    np.testing.assert_allclose(norm.mean, mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(norm.std, std, rtol=1e-9, atol=1e-12)
+    assert result.record.normalization == norm
+    assert max(abs(v) for v in norm.mean) < 1.0  # the test file sits at 100
+
+
+def test_forecast_normalization_excludes_held_out_tail(tmp_path: Path) -> None:
+    # One file: the last 20 % is the test split; make it wildly different.
+    path = tmp_path / "series.csv"
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(200, 2))
+    values[160:] += 1000.0
+    np.savetxt(path, values, delimiter=",", header="a,b", comments="", fmt="%.6f")
+    result = train("forecast", data=path, out=tmp_path / "run", **TINY_KW, **WINDOW_KW)
+    mean, std = _stats(read_csv_series(path).values[:160])
+    np.testing.assert_allclose(result.record.normalization.mean, mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(result.record.normalization.std, std, rtol=1e-9, atol=1e-12)
+
+
+def test_classify_normalization_uses_training_sequences(tmp_path: Path) -> None:
+    train_npz = write_classify_npz(tmp_path / "train.npz", seed=1)
+    test_npz = write_classify_npz(tmp_path / "test.npz", n=20, seed=2, offset=50.0)
+    result = train("classify", data=train_npz, test=test_npz, out=tmp_path / "run", **TINY_KW)
+    with np.load(train_npz) as arrays:
+        steps = np.concatenate([x[:n] for x, n in zip(arrays["X"], arrays["lengths"], strict=True)])
+    mean, std = _stats(steps)
+    norm = result.record.normalization
+    # Stats come from the training part without the validation hold-out: close, not equal.
+    np.testing.assert_allclose(norm.mean, mean, atol=0.3)
+    np.testing.assert_allclose(norm.std, std, rtol=0.2)
+    assert result.record.dataset.test_size == 20
