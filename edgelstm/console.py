@@ -88,17 +88,15 @@ def print_train_result(result: TrainResult, console: Console) -> None:
 
 
 def print_dataset_table(rows: list[dict[str, str]], console: Console) -> None:
-    """Built-in datasets with task, sizes and source."""
+    """Built-in datasets with task and sizes, then where each comes from."""
     from rich.table import Table
 
+    columns = ("name", "task", "domain", "train", "test", "length", "features")
     table = Table(title="built-in datasets (bundled with aeon; no network needed)")
-    for column in ("name", "task", "domain", "train", "test", "length", "features", "source"):
-        table.add_column(column)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("name", "task"))
     for row in rows:
-        table.add_row(
-            *(
-                row.get(c, "")
-                for c in ("name", "task", "domain", "train", "test", "length", "features", "source")
-            )
-        )
+        table.add_row(*(row.get(c, "") for c in columns))
     console.print(table)
+    for row in rows:
+        console.print(f"  {row['name']}: {row.get('source', '')}", highlight=False)
