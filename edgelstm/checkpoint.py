@@ -90,7 +90,11 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} cannot be read ({exc}); retrain or restore it") from None
     model = build_model(record.model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch between config.json and the weights
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: {first}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match {CONFIG_FILE}: missing {sorted(missing)}, "

@@ -269,3 +269,19 @@ def test_classify_normalization_uses_training_sequences(tmp_path: Path) -> None:
     np.testing.assert_allclose(norm.mean, mean, atol=0.3)
     np.testing.assert_allclose(norm.std, std, rtol=0.2)
     assert result.record.dataset.test_size == 20
+
+
+def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(
+    tmp_path: Path, trained_classify: TrainResult
+) -> None:
+    import shutil
+
+    from edgelstm.errors import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_classify.out, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["model"]["hidden_size"] += 4
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"does not match config\.json"):
+        load_checkpoint(broken)
