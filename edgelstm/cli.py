@@ -99,8 +99,12 @@ def train(
     ] = False,
     dropout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Dropout.")] = 0.1,
     pooling: Annotated[
-        PoolingChoice, typer.Option(help="classify: last step or mean over time.")
-    ] = PoolingChoice.last,
+        Optional[PoolingChoice],  # noqa: UP045
+        typer.Option(
+            help="classify: last step or mean over time [default: last; mean for BasicMotions]",
+            show_default=False,
+        ),
+    ] = None,
     epochs: Annotated[
         Optional[int], typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")  # noqa: UP045
     ] = None,
@@ -163,7 +167,7 @@ def train(
             hidden=hidden,
             bidirectional=bidirectional,
             dropout=dropout,
-            pooling=pooling.value,
+            pooling=pooling.value if pooling else None,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=lr,

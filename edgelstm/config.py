@@ -108,9 +108,11 @@ class TrainConfig:
     #: std of Gaussian noise added to normalised training inputs; a cheap regulariser that
     #: matters on small datasets (a few hundred sequences).
     input_noise: float = 0.0
-    #: classify: after early stopping, retrain on training + validation data (see fit_model).
+    #: classify/forecast: after early stopping, retrain on training + validation data for at
+    #: least this many epochs and optimiser updates (see fit_model).
     refit: bool = True
     min_refit_epochs: int = 40
+    min_refit_steps: int = 300
     #: forecast/anomaly: length of the input windows cut from a series.
     lookback: int = 48
     #: forecast: steps predicted per window.
@@ -145,7 +147,9 @@ class TrainConfig:
 #: Named presets: ``default`` meets the documented quality targets; ``smoke`` is for tests.
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(),
-    "smoke": TrainConfig(epochs=2, patience=2, batch_size=16, min_refit_epochs=2),
+    "smoke": TrainConfig(
+        epochs=2, patience=2, batch_size=16, min_refit_epochs=2, min_refit_steps=2
+    ),
 }
 
 

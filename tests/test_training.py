@@ -128,7 +128,11 @@ def test_progress_callback_sees_every_epoch(tmp_path: Path, forecast_csv: Path) 
         tmp_path / "run",
         progress=lambda *args: calls.append(args),
     )
-    assert [c[0] for c in calls] == [1, 2]
+    # Forecast runs train with early stopping, then refit on train + validation data.
+    training = [c for c in calls if not c[3].startswith("refit")]
+    refit = [c for c in calls if c[3].startswith("refit")]
+    assert [c[0] for c in training] == [1, 2]
+    assert [c[0] for c in refit] == [1, 2]
     assert all(c[1] == 2 and np.isfinite(c[2]) for c in calls)
 
 
@@ -285,3 +289,12 @@ def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"does not match config\.json"):
         load_checkpoint(broken)
+
+
+def test_dataset_defaults_apply_unless_overridden(tmp_path: Path) -> None:
+    pytest.importorskip("aeon", reason="built-in datasets need aeon (pip install 'edgelstm[data]')")
+    tiny: dict[str, Any] = {"hidden": 4, "layers": 1, "epochs": 1}
+    default = train("classify", dataset="BasicMotions", out=tmp_path / "a", **tiny)
+    assert default.record.model.pooling == "mean"
+    chosen = train("classify", dataset="BasicMotions", out=tmp_path / "b", pooling="last", **tiny)
+    assert chosen.record.model.pooling == "last"
