@@ -37,48 +37,67 @@ class SequenceModel(nn.Module):
             self.head = nn.Linear(width, config.num_classes)
         elif config.task == "forecast":
             self.head = nn.Linear(width, config.horizon * len(config.target_indices))
-            self.register_buffer(
-                "target_index", torch.tensor(config.target_indices, dtype=torch.long)
-            )
         else:
             self.head = nn.Linear(width, config.input_size)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        cfg = self.config
-        if cfg.task == "forecast" and cfg.window_norm:
-            loc = x.mean(dim=1, keepdim=True)
-            scale = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
-            x = (x - loc) / scale
+        stats = self._window_stats(x)
+        if stats is not None:
+            x = (x - stats[0]) / stats[1]
         if lengths is not None:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             packed_out, _ = self.rnn(packed)
             out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
         else:
             out, _ = self.rnn(x)
+        return self.decode(out, lengths, stats)
+
+    def _window_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.config.task != "forecast" or not self.config.window_norm:
+            return None
+        loc = x.mean(dim=1, keepdim=True)
+        scale = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
+        return loc, scale
+
+    def decode(
+        self,
+        out: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Task head over recurrent outputs ``[batch, time, hidden*directions]``.
+
+        Streaming graphs call this per chunk: the classify/forecast heads read the chunk's last
+        step, the anomaly head every step.
+        """
+        cfg = self.config
         if cfg.task == "anomaly":
             # Per step: the prediction of the next frame (normalised units).
             return self.head(self.dropout(out))  # type: ignore[no-any-return]
-        pooled = self._pool(out, lengths)
-        y = self.head(self.dropout(pooled))
+        y = self.head(self.dropout(self._pool(out, lengths)))
         if cfg.task == "classify":
             return y  # type: ignore[no-any-return]
-        y = y.reshape(x.shape[0], cfg.horizon, len(cfg.target_indices))
-        if cfg.window_norm:
+        y = y.reshape(out.shape[0], cfg.horizon, len(cfg.target_indices))
+        if stats is not None:
             idx = list(cfg.target_indices)
-            y = y * scale[:, :, idx] + loc[:, :, idx]
+            y = y * stats[1][:, :, idx] + stats[0][:, :, idx]
         return y  # type: ignore[no-any-return]
 
     def _pool(self, out: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         cfg = self.config
-        batch, steps, _ = out.shape
         if lengths is None:
-            lengths = torch.full((batch,), steps, dtype=torch.long, device=out.device)
-        lengths = lengths.to(out.device)
-        if cfg.pooling == "mean":
-            mask = torch.arange(steps, device=out.device)[None, :] < lengths[:, None]
-            total = (out * mask[:, :, None]).sum(dim=1)
-            return total / lengths[:, None].to(out.dtype)
-        last = out[torch.arange(batch, device=out.device), lengths - 1]
+            # Unpadded input (inference, exported graphs): plain slicing keeps the graph small.
+            if cfg.pooling == "mean":
+                return out.mean(dim=1)
+            last = out[:, -1]
+        else:
+            lengths = lengths.to(out.device)
+            batch, steps, _ = out.shape
+            if cfg.pooling == "mean":
+                mask = torch.arange(steps, device=out.device)[None, :] < lengths[:, None]
+                total = (out * mask[:, :, None]).sum(dim=1)
+                return total / lengths[:, None].to(out.dtype)
+            last = out[torch.arange(batch, device=out.device), lengths - 1]
         if not cfg.bidirectional:
             return last
         # The backward direction has read the whole sequence at step 0, not at the end.
