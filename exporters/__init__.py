@@ -1,1 +1,24 @@
-"""Export room: PyTorch to ONNX export, validation, quantization and audits."""
+"""Export room: PyTorch → ONNX export with validation (quantization follows in its own issue).
+
+Example:
+    >>> from edgelstm.exporters import export
+    >>> result = export("runs/jv", "jv.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["ExportResult", "export", "export_user_model"]
+
+if TYPE_CHECKING:
+    from edgelstm.exporters.onnx import ExportResult, export, export_user_model
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the room must not import torch.
+    if name in __all__:
+        from edgelstm.exporters import onnx
+
+        return getattr(onnx, name)
+    raise AttributeError(f"module 'edgelstm.exporters' has no attribute {name!r}")

@@ -1,0 +1,164 @@
+"""The torch modules that get exported: what each graph variant takes and returns.
+
+``sequence``: ``x [batch, time, features]`` → the task output.
+``streaming``: ``x`` plus the recurrent state (``h``, and ``c`` for LSTM, each
+``[layers*directions, batch, hidden]``) → the task output for the chunk plus the new state
+(``h_out``, ``c_out``), so a caller can feed a long sequence chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgelstm.errors import InvalidInputError
+from edgelstm.models import SequenceModel
+
+#: Output name per task and what it holds (stored in the model's metadata).
+TASK_OUTPUTS: dict[str, tuple[str, str]] = {
+    "classify": ("logits", "class logits [batch, classes]; softmax gives probabilities"),
+    "forecast": (
+        "forecast",
+        "next horizon steps of the target features [batch, horizon, targets], normalised units",
+    ),
+    "anomaly": (
+        "prediction",
+        "prediction of the next frame at every step [batch, time, features], normalised units",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names and dynamic axes of one graph variant."""
+
+    variant: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    #: name -> {axis index: axis name}
+    dynamic_axes: dict[str, dict[int, str]]
+    inputs_meaning: dict[str, str]
+    outputs_meaning: dict[str, str]
+    #: streaming: state name -> [layers*directions, "batch", hidden]
+    state_shapes: dict[str, list[int | str]]
+
+
+class SequenceGraph(nn.Module):
+    """``x`` → task output, without lengths (sequences of one length are batched together)."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # type: ignore[no-any-return]
+
+
+class StreamingLSTMGraph(nn.Module):
+    """``(x, h, c)`` → ``(output, h_out, c_out)`` for one chunk."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, (h_out, c_out) = self.model.rnn(x, (h, c))
+        return self.model.decode(out), h_out, c_out
+
+
+class StreamingGRUGraph(nn.Module):
+    """``(x, h)`` → ``(output, h_out)`` for one chunk."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, h_out = self.model.rnn(x, h)
+        return self.model.decode(out), h_out
+
+
+def check_streamable(model: SequenceModel) -> None:
+    """Refuse models whose output needs the whole sequence at once, saying why."""
+    cfg = model.config
+    if cfg.bidirectional:
+        raise InvalidInputError(
+            "a bidirectional model cannot stream: its backward direction needs the end of the "
+            "sequence before the first output; export without --streaming or retrain without "
+            "--bidirectional"
+        )
+    if cfg.task == "classify" and cfg.pooling == "mean":
+        raise InvalidInputError(
+            "a mean-pooled classifier cannot stream (the mean needs every step); export without "
+            "--streaming or retrain with --pooling last"
+        )
+    if cfg.task == "forecast" and cfg.window_norm:
+        raise InvalidInputError(
+            "this forecaster normalises each input window by its own mean/std, which needs the "
+            "whole window; export without --streaming (forecast windows are short)"
+        )
+
+
+def state_shapes(model: SequenceModel) -> dict[str, list[int | str]]:
+    cfg = model.config
+    shape: list[int | str] = [cfg.num_layers * cfg.num_directions, "batch", cfg.hidden_size]
+    names = ("h", "c") if cfg.arch == "lstm" else ("h",)
+    return {name: list(shape) for name in names}
+
+
+def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpec]:
+    """The module to export for ``variant`` and its names/axes."""
+    cfg = model.config
+    output, meaning = TASK_OUTPUTS[cfg.task]
+    per_step = cfg.task == "anomaly"
+    out_axes = {0: "batch", 1: "time"} if per_step else {0: "batch"}
+    inputs_meaning = {"x": "normalised features [batch, time, features]"}
+    if variant == "sequence":
+        return SequenceGraph(model).eval(), GraphSpec(
+            variant="sequence",
+            input_names=("x",),
+            output_names=(output,),
+            dynamic_axes={"x": {0: "batch", 1: "time"}, output: out_axes},
+            inputs_meaning=inputs_meaning,
+            outputs_meaning={output: meaning},
+            state_shapes={},
+        )
+    if variant != "streaming":
+        raise InvalidInputError(f"unknown graph variant {variant!r}; use sequence or streaming")
+    check_streamable(model)
+    states = state_shapes(model)
+    state_names = tuple(states)
+    outputs = (output, *(f"{name}_out" for name in state_names))
+    axes: dict[str, dict[int, str]] = {"x": {0: "batch", 1: "time"}, output: out_axes}
+    for name in state_names:
+        axes[name] = {1: "batch"}
+        axes[f"{name}_out"] = {1: "batch"}
+    chunk_meaning = meaning + (" for the chunk's last step" if not per_step else " for the chunk")
+    module: nn.Module = (
+        StreamingLSTMGraph(model) if cfg.arch == "lstm" else StreamingGRUGraph(model)
+    )
+    return module.eval(), GraphSpec(
+        variant="streaming",
+        input_names=("x", *state_names),
+        output_names=outputs,
+        dynamic_axes=axes,
+        inputs_meaning={
+            **inputs_meaning,
+            **{
+                n: "recurrent state in [layers*directions, batch, hidden]; zeros to start"
+                for n in state_names
+            },
+        },
+        outputs_meaning={
+            output: chunk_meaning,
+            **{
+                f"{n}_out": f"recurrent state after the chunk; feed back as {n}"
+                for n in state_names
+            },
+        },
+        state_shapes=states,
+    )

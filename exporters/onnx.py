@@ -1,0 +1,540 @@
+"""PyTorch → ONNX export that is validated before a file appears at ``out``.
+
+Strategy: try the TorchScript exporter first (fast; clean LSTM/GRU nodes whose weights are
+initializers), then the torch.export-based exporter (its graph is constant-folded through
+ONNX Runtime so the recurrent weights become initializers, and its axis names are restored).
+Each candidate is checked structurally and numerically (see :mod:`edgelstm.exporters.validation`);
+the first one that passes is written atomically with edgelstm metadata. If none passes, the
+error names the failing shape and the largest difference, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import logging
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgelstm import __version__
+from edgelstm.config import to_dict
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.exporters.graphs import GraphSpec, build_graph
+from edgelstm.exporters.validation import (
+    ValidationReport,
+    ValidationRow,
+    inspect_graph,
+    validate_sequence,
+    validate_streaming,
+)
+from edgelstm.fileio import atomic_file
+from edgelstm.metadata import ModelMetadata
+from edgelstm.models import SequenceModel
+
+#: Tried in this order; the first candidate that validates is kept.
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = 17
+DEFAULT_ATOL = 1e-4
+#: protobuf cannot serialise a single message over 2 GiB.
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote and how it was verified."""
+
+    out: Path
+    variant: str
+    exporter: str
+    opset: int
+    report: ValidationReport
+    #: exporters tried before the one kept, with why they were rejected.
+    rejected: tuple[tuple[str, str], ...]
+    size_bytes: int
+    external_data: bool = False
+
+
+@dataclass(frozen=True)
+class _Source:
+    module: nn.Module
+    spec: GraphSpec
+    example: tuple[torch.Tensor, ...]
+    metadata: ModelMetadata
+    zoo_model: SequenceModel | None
+
+
+def export(
+    source: nn.Module | Path | str,
+    out: Path | str,
+    *,
+    streaming: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export a checkpoint folder or a module to a validated, self-contained ``.onnx`` file.
+
+    ``source`` is an edgelstm checkpoint folder (``edgelstm train --out``), a model built by
+    :func:`edgelstm.build_model`, or any ``nn.Module`` taking ``x [batch, time, features]``
+    (then ``input_shape`` gives the example ``(batch, time, features)``).
+
+    Example:
+        >>> from edgelstm.exporters import export
+        >>> result = export("runs/jv", "jv.onnx")  # doctest: +SKIP
+        >>> result.report.passed  # doctest: +SKIP
+        True
+    """
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise InvalidInputError(f"--out {out} should end in .onnx")
+    if opset < 14:
+        raise InvalidInputError(f"--opset {opset} is too old; recurrent layouts need opset >= 14")
+    if atol <= 0:
+        raise InvalidInputError(f"--atol must be > 0, got {atol}")
+    from edgelstm.fileio import check_output_path
+
+    check_output_path(out, overwrite=overwrite, kind="file")
+    prepared = _prepare_source(source, streaming, input_shape)
+    rejected: list[tuple[str, str]] = []
+    with atomic_file(out, overwrite=overwrite) as tmp:
+        for exporter in EXPORTERS:
+            outcome = _try_exporter(exporter, prepared, opset, atol, tmp, out)
+            if isinstance(outcome, str):
+                rejected.append((exporter, outcome))
+                continue
+            report, used_opset, external = outcome
+            break
+        else:
+            details = "; ".join(f"{name}: {why}" for name, why in rejected)
+            raise CheckFailedError(f"no exporter produced a valid model for {out} ({details})")
+    stray = out.with_name(out.name + ".data")
+    if not external and stray.exists() and overwrite:
+        # A self-contained model next to an old external-data file would mislead anyone
+        # copying the folder; it was ours to replace.
+        stray.unlink()
+    return ExportResult(
+        out=out,
+        variant=prepared.spec.variant,
+        exporter=exporter,
+        opset=used_opset,
+        report=report,
+        rejected=tuple(rejected),
+        size_bytes=out.stat().st_size + (stray.stat().st_size if external else 0),
+        external_data=external,
+    )
+
+
+def export_user_model(
+    model: str,
+    weights: Path | str,
+    input_shape: str,
+    out: Path | str,
+    *,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export a module edgelstm did not train: ``file.py:factory`` or ``package.module:factory``.
+
+    ``weights`` is a ``.safetensors`` file or a ``.pt`` state dict (loaded with
+    ``weights_only=True``; a pickled whole module is refused).
+    """
+    shape = parse_input_shape(input_shape)
+    module = load_user_module(model)
+    module.load_state_dict(_load_state_dict(Path(weights), module), strict=True)
+    return export(
+        module.eval(), out, input_shape=shape, opset=opset, atol=atol, overwrite=overwrite
+    )
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """``"B,T,F"`` → ``(B, T, F)``, all positive."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise InvalidInputError(
+            f"--input-shape {text!r} must be three positive integers B,T,F (e.g. 1,100,40)"
+        )
+    return values  # type: ignore[return-value]
+
+
+def load_user_module(reference: str) -> nn.Module:
+    """Call ``factory()`` from ``path/to/file.py:factory`` or ``package.module:factory``."""
+    location, sep, factory_name = reference.rpartition(":")
+    if not sep or not location or not factory_name:
+        raise InvalidInputError(
+            f"--model {reference!r} must look like path/to/file.py:factory or "
+            "package.module:factory"
+        )
+    if location.endswith(".py"):
+        path = Path(location)
+        if not path.is_file():
+            raise InvalidInputError(f"--model file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"edgelstm_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise InvalidInputError(f"--model file {path} cannot be imported as Python")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise InvalidInputError(
+                f"importing {path} failed: {type(exc).__name__}: {exc}"
+            ) from None
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ImportError as exc:
+            raise InvalidInputError(
+                f"--model module {location} cannot be imported: {exc}"
+            ) from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise InvalidInputError(f"--model {location} has no callable {factory_name!r}")
+    try:
+        built = factory()
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{factory_name}() from {location} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(built, nn.Module):
+        raise InvalidInputError(
+            f"{factory_name}() returned {type(built).__name__}, not a torch.nn.Module"
+        )
+    return built
+
+
+def _load_state_dict(path: Path, module: nn.Module) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise InvalidInputError(f"--weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InvalidInputError(
+                f"--weights {path} is not a readable safetensors file ({exc})"
+            ) from None
+    elif path.suffix in (".pt", ".pth", ".bin"):
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for whole modules, others for junk
+            raise InvalidInputError(
+                f"--weights {path} is not a plain state dict ({type(exc).__name__}); a pickled "
+                "whole module is refused because loading it runs arbitrary code: save "
+                "`model.state_dict()` with torch.save or safetensors instead"
+            ) from None
+    else:
+        raise InvalidInputError(f"--weights {path}: use a .safetensors or .pt state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidInputError(
+            f"--weights {path} does not hold a state dict of tensors; save `model.state_dict()`"
+        )
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise InvalidInputError(
+            f"--weights {path} does not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return state
+
+
+def _source_hash(run_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        digest.update((run_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _prepare_source(
+    source: nn.Module | Path | str, streaming: bool, input_shape: tuple[int, int, int] | None
+) -> _Source:
+    variant = "streaming" if streaming else "sequence"
+    record = None
+    source_path: Path | None = None
+    if isinstance(source, str | Path):
+        from edgelstm.checkpoint import load_checkpoint
+
+        source_path = Path(source)
+        checkpoint = load_checkpoint(source_path)
+        model: nn.Module = checkpoint.model
+        record = checkpoint.record
+    else:
+        model = source
+    model = model.eval()
+    if not isinstance(model, SequenceModel):
+        if streaming:
+            raise InvalidInputError(
+                "--streaming needs an edgelstm model (its recurrent state is known); export "
+                "this module as a sequence model"
+            )
+        if input_shape is None:
+            raise InvalidInputError(
+                "--input-shape B,T,F is required for a module edgelstm did not build"
+            )
+        return _user_source(model, input_shape)
+    cfg = model.config
+    module, spec = build_graph(model, variant)
+    batch = input_shape[0] if input_shape else 2
+    if input_shape:
+        steps = input_shape[1]
+    elif record is not None and "lookback" in record.dataset.details:
+        steps = int(record.dataset.details["lookback"])
+    else:
+        steps = 16
+    x = torch.zeros(batch, steps, cfg.input_size).normal_(
+        generator=torch.Generator().manual_seed(0)
+    )
+    example: tuple[torch.Tensor, ...] = (x,)
+    if streaming:
+        example += tuple(
+            torch.zeros(cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
+            for _ in spec.state_shapes
+        )
+    metadata = ModelMetadata(
+        variant=variant,
+        exporter="",
+        opset=0,
+        torch_version=torch.__version__,
+        edgelstm_version=__version__,
+        inputs=spec.inputs_meaning,
+        outputs=spec.outputs_meaning,
+        state=spec.state_shapes,
+        task=cfg.task,
+        arch=cfg.arch,
+        feature_names=record.feature_names if record else (),
+        normalization=(
+            {"mean": list(record.normalization.mean), "std": list(record.normalization.std)}
+            if record
+            else None
+        ),
+        class_labels=record.class_labels if record else (),
+        target_names=record.target_names if record else (),
+        target_indices=cfg.target_indices,
+        anomaly_threshold=record.anomaly_threshold if record else None,
+        source=str(source_path.resolve()) if source_path else None,
+        source_sha256=_source_hash(source_path) if source_path else None,
+        run_record=to_dict(record) if record else {"model": to_dict(cfg)},
+    )
+    return _Source(module, spec, example, metadata, model)
+
+
+class _FlatOutputs(nn.Module):
+    """Wraps a user module so its outputs are a tuple of tensors (named output_0..)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.inner(x)
+
+
+def _user_source(model: nn.Module, input_shape: tuple[int, int, int]) -> _Source:
+    batch, steps, features = input_shape
+    x = torch.zeros(batch, steps, features).normal_(generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            result = model(x)
+    except Exception as exc:
+        raise InvalidInputError(
+            f"the model fails on an input of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}; "
+            "check --input-shape"
+        ) from None
+    outputs = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+    if not outputs or not all(isinstance(o, torch.Tensor) for o in outputs):
+        raise InvalidInputError("the model must return a tensor or a tuple of tensors")
+    names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))
+    axes: dict[str, dict[int, str]] = {"x": {0: "batch", 1: "time"}}
+    for name, value in zip(names, outputs, strict=True):
+        axes[name] = {0: "batch"}
+        # A later axis as long as the example's time axis is taken to follow it.
+        axes[name].update(
+            {i: "time" for i in range(1, value.dim()) if value.shape[i] == steps and steps != batch}
+        )
+    spec = GraphSpec(
+        variant="sequence",
+        input_names=("x",),
+        output_names=names,
+        dynamic_axes=axes,
+        inputs_meaning={"x": "model input [batch, time, features]"},
+        outputs_meaning={n: "model output" for n in names},
+        state_shapes={},
+    )
+    metadata = ModelMetadata(
+        variant="sequence",
+        exporter="",
+        opset=0,
+        torch_version=torch.__version__,
+        edgelstm_version=__version__,
+        inputs=spec.inputs_meaning,
+        outputs=spec.outputs_meaning,
+    )
+    return _Source(_FlatOutputs(model).eval(), spec, (x,), metadata, None)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # Exporters print progress to stdout and warn about their own deprecations; stdout is
+    # reserved for results, and those warnings are not the user's to act on.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)  # "torchvision is not installed" is noise here
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def _export_torchscript(source: _Source, path: Path, opset: int) -> int:
+    with _quiet():
+        torch.onnx.export(
+            source.module,
+            source.example,
+            str(path),
+            dynamo=False,
+            input_names=list(source.spec.input_names),
+            output_names=list(source.spec.output_names),
+            dynamic_axes={k: dict(v) for k, v in source.spec.dynamic_axes.items()},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    return opset
+
+
+def _export_dynamo(source: _Source, path: Path, opset: int) -> int:
+    from torch.export import Dim
+
+    opset = max(opset, 18)  # the torch.export-based exporter emits opset 18 and newer
+    dynamic_shapes = tuple(
+        {axis: Dim.AUTO for axis in source.spec.dynamic_axes.get(name, {})}
+        for name in source.spec.input_names
+    )
+    raw = path.with_suffix(".raw.onnx")
+    with _quiet():
+        torch.onnx.export(
+            source.module,
+            source.example,
+            str(raw),
+            dynamo=True,
+            input_names=list(source.spec.input_names),
+            output_names=list(source.spec.output_names),
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    _constant_fold(raw, path)
+    _restore_axis_names(path, source.spec)
+    return opset
+
+
+def _constant_fold(src: Path, dst: Path) -> None:
+    """ONNX Runtime's basic optimisation folds the weight plumbing into initializers."""
+    from edgelstm.runtimes.providers import import_onnxruntime
+
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+
+def _restore_axis_names(path: Path, spec: GraphSpec) -> None:
+    """torch.export names dynamic axes s0, s1, ...; give them the contract's names again."""
+    import onnx
+
+    model = onnx.load(str(path))
+    rename: dict[str, str] = {}
+    for value in model.graph.input:
+        for axis, name in spec.dynamic_axes.get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.dim_param:
+                rename[dim.dim_param] = name
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+    onnx.save(model, str(path))
+
+
+def _try_exporter(
+    exporter: str, source: _Source, opset: int, atol: float, dst: Path, out: Path
+) -> tuple[ValidationReport, int, bool] | str:
+    """Export, inspect and validate one candidate; write it to ``dst`` when it passes.
+
+    Returns the report, the opset used and whether external data was needed, or the
+    reason the candidate was rejected.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgelstm-export-") as work:
+        candidate = Path(work) / "candidate.onnx"
+        try:
+            if exporter == "torchscript":
+                used = _export_torchscript(source, candidate, opset)
+            else:
+                used = _export_dynamo(source, candidate, opset)
+        except Exception as exc:  # exporters raise many types; the reason is what matters
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            return f"export failed ({type(exc).__name__}: {first})"
+        proto = onnx.load(str(candidate))
+        problems, recurrent = inspect_graph(proto, source.spec)
+        meta = dataclasses.replace(source.metadata, exporter=exporter, opset=used)
+        del proto.metadata_props[:]
+        for key, value in meta.to_props().items():
+            proto.metadata_props.add(key=key, value=value)
+        final = Path(work) / out.name
+        data_name = out.name + ".data"
+        # protobuf cannot hold more than 2 GiB: such models keep their weights beside them.
+        external = sum(t.ByteSize() for t in proto.graph.initializer) > PROTOBUF_LIMIT // 2
+        if external:
+            onnx.save(proto, str(final), save_as_external_data=True, location=data_name)
+        else:
+            onnx.save(proto, str(final))
+        rows = [] if problems else _validate_candidate(final, source, atol)
+        report = ValidationReport(
+            rows=tuple(rows), problems=tuple(problems), recurrent_nodes=tuple(recurrent), atol=atol
+        )
+        if not report.passed:
+            return report.summary()
+        if external:
+            (Path(work) / data_name).replace(out.with_name(data_name))
+        final.replace(dst)
+        return report, used, external
+
+
+def _validate_candidate(path: Path, source: _Source, atol: float) -> list[ValidationRow]:
+    if source.spec.variant == "streaming":
+        assert source.zoo_model is not None
+        return validate_streaming(path, source.zoo_model, source.spec, atol=atol)
+    example = source.example[0]
+    return validate_sequence(
+        path,
+        source.module,
+        source.spec,
+        num_features=int(example.shape[2]),
+        example_batch=int(example.shape[0]),
+        example_time=int(example.shape[1]),
+        atol=atol,
+    )
