@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +37,7 @@ from edgelstm.exporters.validation import (
     validate_sequence,
     validate_streaming,
 )
-from edgelstm.fileio import atomic_file
+from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata
 from edgelstm.models import SequenceModel
 
@@ -103,8 +102,6 @@ def export(
         raise InvalidInputError(f"--opset {opset} is too old; recurrent layouts need opset >= 14")
     if atol <= 0:
         raise InvalidInputError(f"--atol must be > 0, got {atol}")
-    from edgelstm.fileio import check_output_path
-
     check_output_path(out, overwrite=overwrite, kind="file")
     prepared = _prepare_source(source, streaming, input_shape)
     rejected: list[tuple[str, str]] = []
@@ -291,6 +288,11 @@ def _prepare_source(
             )
         return _user_source(model, input_shape)
     cfg = model.config
+    if input_shape is not None and input_shape[2] != cfg.input_size:
+        raise InvalidInputError(
+            f"--input-shape has {input_shape[2]} features but the model takes "
+            f"{cfg.input_size}; use B,T,{cfg.input_size}"
+        )
     module, spec = build_graph(model, variant)
     batch = input_shape[0] if input_shape else 2
     if input_shape:
@@ -336,39 +338,43 @@ def _prepare_source(
     return _Source(module, spec, example, metadata, model)
 
 
-class _FlatOutputs(nn.Module):
-    """Wraps a user module so its outputs are a tuple of tensors (named output_0..)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.inner(x)
-
-
-def _user_source(model: nn.Module, input_shape: tuple[int, int, int]) -> _Source:
-    batch, steps, features = input_shape
-    x = torch.zeros(batch, steps, features).normal_(generator=torch.Generator().manual_seed(0))
+def _run_user_module(model: nn.Module, shape: tuple[int, int, int]) -> tuple[torch.Tensor, ...]:
+    x = torch.zeros(shape).normal_(generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
             result = model(x)
     except Exception as exc:
         raise InvalidInputError(
-            f"the model fails on an input of shape {tuple(x.shape)}: {type(exc).__name__}: {exc}; "
+            f"the model fails on an input of shape {shape}: {type(exc).__name__}: {exc}; "
             "check --input-shape"
         ) from None
     outputs = (result,) if isinstance(result, torch.Tensor) else tuple(result)
     if not outputs or not all(isinstance(o, torch.Tensor) for o in outputs):
         raise InvalidInputError("the model must return a tensor or a tuple of tensors")
+    return outputs
+
+
+def _user_source(model: nn.Module, input_shape: tuple[int, int, int]) -> _Source:
+    batch, steps, features = input_shape
+    x = torch.zeros(batch, steps, features).normal_(generator=torch.Generator().manual_seed(0))
+    outputs = _run_user_module(model, input_shape)
+    # Which output axes follow batch or time is learned by running a second shape: an axis
+    # that merely equals the example's length (12 classes at time 12) must stay fixed.
+    probe = _run_user_module(model, (batch + 1, steps + 3, features))
+    if len(probe) != len(outputs):
+        raise InvalidInputError("the model returns a different number of outputs per input shape")
     names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))
     axes: dict[str, dict[int, str]] = {"x": {0: "batch", 1: "time"}}
-    for name, value in zip(names, outputs, strict=True):
-        axes[name] = {0: "batch"}
-        # A later axis as long as the example's time axis is taken to follow it.
-        axes[name].update(
-            {i: "time" for i in range(1, value.dim()) if value.shape[i] == steps and steps != batch}
-        )
+    for name, value, other in zip(names, outputs, probe, strict=True):
+        axes[name] = {}
+        for axis in range(value.dim()):
+            grown = other.shape[axis] - value.shape[axis] if axis < other.dim() else 0
+            if grown == 1:
+                axes[name][axis] = "batch"
+            elif grown == 3:
+                axes[name][axis] = "time"
+            elif grown:
+                axes[name][axis] = f"{name}_dim{axis}"
     spec = GraphSpec(
         variant="sequence",
         input_names=("x",),
@@ -387,7 +393,7 @@ def _user_source(model: nn.Module, input_shape: tuple[int, int, int]) -> _Source
         inputs=spec.inputs_meaning,
         outputs=spec.outputs_meaning,
     )
-    return _Source(_FlatOutputs(model).eval(), spec, (x,), metadata, None)
+    return _Source(model.eval(), spec, (x,), metadata, None)
 
 
 @contextlib.contextmanager
