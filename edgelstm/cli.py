@@ -288,6 +288,79 @@ def describe_export(result: Any) -> str:
     return "\n".join(lines)
 
 
+class QuantModeChoice(str, Enum):
+    dynamic_int8 = "dynamic-int8"
+    static_int8 = "static-int8"
+    fp16 = "fp16"
+
+
+class CalibrationChoice(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="FP32 model written by `edgelstm export`.")],
+    mode: Annotated[QuantModeChoice, typer.Option(help="Precision to produce.")],
+    out: Annotated[
+        Optional[Path], typer.Option(help="The quantized .onnx to write.")  # noqa: UP045
+    ] = None,
+    calibration: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="static-int8: .npz with X [n, time, features] of model inputs."),
+    ] = None,
+    calibration_method: Annotated[
+        CalibrationChoice, typer.Option(help="static-int8 calibration method.")
+    ] = CalibrationChoice.minmax,
+    eval_run: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--eval",
+            help="Checkpoint folder whose test split gates accuracy [default: the model's source].",
+        ),
+    ] = None,
+    max_degradation: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.0,
+            help="Allowed loss: accuracy 0.01, forecast MAE 0.02 relative, AUROC 0.01 by default.",
+        ),
+    ] = None,
+    allow_partial: Annotated[
+        bool, typer.Option(help="Keep a dynamic-int8 result even if an LSTM stayed float.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the audit and gate as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Quantize to INT8 or FP16 with an audit and an accuracy gate; writes only on success."""
+    if out is None:
+        raise InvalidInputError("--out OUT.onnx is required")
+    from edgelstm.exporters.quantize import print_quantize_result, quantize_result_json
+    from edgelstm.exporters.quantize import quantize as quantize_model
+
+    result = quantize_model(
+        model,
+        out,
+        mode=mode.value,
+        calibration=calibration,
+        calibration_method=calibration_method.value,
+        eval_run=eval_run,
+        max_degradation=max_degradation,
+        allow_partial=allow_partial,
+        overwrite=overwrite,
+    )
+    if json_output:
+        typer.echo(json.dumps(quantize_result_json(result), indent=2))
+    else:
+        from edgelstm.console import stdout_console
+
+        print_quantize_result(result, stdout_console())
+
+
 @app.command()
 def providers(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,

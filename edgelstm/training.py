@@ -484,20 +484,38 @@ def _denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ..
     return values.astype(np.float64) * std + mean
 
 
+#: Anything that maps a split to raw model outputs: a torch model or an ONNX Runtime session.
+Predictor = Callable[[Split], np.ndarray]
+
+
 def evaluate(
-    model: SequenceModel, prepared: PreparedData, *, season: int = 1
+    model: SequenceModel | Predictor, prepared: PreparedData, *, season: int = 1
 ) -> tuple[dict[str, Any], float | None]:
-    """Test metrics in original units, and the anomaly threshold (None for other tasks)."""
+    """Test metrics in original units, and the anomaly threshold (None for other tasks).
+
+    ``model`` is a trained :class:`SequenceModel` or any :data:`Predictor`, so exported and
+    quantized models are scored by exactly the same code.
+    """
+    run: Predictor
+    if isinstance(model, SequenceModel):
+        torch_model = model
+
+        def run_torch(split: Split) -> np.ndarray:
+            return predict(torch_model, split)
+
+        run = run_torch
+    else:
+        run = model
     task = prepared.task
     test = prepared.test
     if task == "classify":
         assert test.y is not None
-        return classify_metrics(test.y, predict(model, test)), None
+        return classify_metrics(test.y, run(test)), None
     if task == "forecast":
         assert test.y is not None
         idx = prepared.target_indices
         y_true = _denormalize(test.y, prepared.normalization, idx)
-        y_pred = _denormalize(predict(model, test), prepared.normalization, idx)
+        y_pred = _denormalize(run(test), prepared.normalization, idx)
         windows = _denormalize(test.x[:, :, list(idx)], prepared.normalization, idx)
         baseline = seasonal_naive(windows, y_true.shape[1], season)
         result: dict[str, Any] = forecast_metrics(y_true, y_pred, baseline)
@@ -506,14 +524,45 @@ def evaluate(
         return result, None
     assert prepared.reference is not None
     reference = prepared.reference.x[0]
-    ref_scores = anomaly_scores(reference, predict(model, prepared.reference)[0])
+    ref_scores = anomaly_scores(reference, run(prepared.reference)[0])
     # The first steps have almost no context; they would set the threshold on warm-up noise.
     warmup = min(prepared.details.get("lookback", 1), len(ref_scores) // 4)
     threshold = choose_threshold(ref_scores[warmup:])
     series = test.x[0]
-    scores = anomaly_scores(series, predict(model, test)[0])[prepared.test_start :]
+    scores = anomaly_scores(series, run(test)[0])[prepared.test_start :]
     labels = None if test.y is None else np.asarray(test.y)[prepared.test_start :]
     result = anomaly_metrics(labels, scores, threshold)
     result["top_score_index"] += prepared.test_start
     result["evaluated_steps"] = len(scores)
     return result, threshold
+
+
+def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord]:
+    """Rebuild a checkpoint's splits exactly as training cut and normalised them.
+
+    Used to score exported or quantized models on the same test data as the checkpoint.
+    The data must be unchanged: its normalisation statistics are compared with the stored ones.
+    """
+    from edgelstm.checkpoint import read_run_record
+    from edgelstm.data.datasets import dataset_names
+
+    record = read_run_record(Path(run_dir))
+    info = record.dataset
+    task = record.model.task
+    target = ",".join(record.target_names) if task == "forecast" else None
+    if info.name in dataset_names():
+        loaded = _load(task, info.name, None, None, target)
+    else:
+        data, _, test = info.source.partition(" + ")
+        loaded = _load(task, None, data, test or None, target)
+    prepared = _prepare(
+        task, loaded, record.train, target, np.random.default_rng(record.train.seed)
+    )
+    if not np.allclose(prepared.normalization.mean, record.normalization.mean, rtol=1e-6) or not (
+        np.allclose(prepared.normalization.std, record.normalization.std, rtol=1e-6)
+    ):
+        raise InvalidInputError(
+            f"the data behind {run_dir} ({info.source}) changed since training (its statistics "
+            "differ); evaluate on the original data or retrain"
+        )
+    return prepared, record

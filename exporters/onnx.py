@@ -449,12 +449,12 @@ def _export_dynamo(source: _Source, path: Path, opset: int) -> int:
             external_data=False,
             verbose=False,
         )
-    _constant_fold(raw, path)
+    constant_fold(raw, path)
     _restore_axis_names(path, source.spec)
     return opset
 
 
-def _constant_fold(src: Path, dst: Path) -> None:
+def constant_fold(src: Path, dst: Path) -> None:
     """ONNX Runtime's basic optimisation folds the weight plumbing into initializers."""
     from edgelstm.runtimes.providers import import_onnxruntime
 

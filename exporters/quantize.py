@@ -1,0 +1,604 @@
+"""INT8 and FP16 artifacts that really take effect on recurrent layers, audited and gated.
+
+- ``dynamic-int8``: ONNX Runtime dynamic quantization; every LSTM must become
+  ``DynamicQuantizeLSTM`` (recurrent weights are constant-folded into initializers first, or
+  the quantizer silently skips them). GRU has no quantized kernel: reported, never hidden.
+- ``static-int8``: QDQ quantization calibrated on real data; ONNX Runtime leaves LSTM/GRU in
+  float in this mode, and the audit says so.
+- ``fp16``: float16 weights, float32 inputs/outputs kept; for CUDA/TensorRT. On the CPU
+  provider the LSTM runs in float32 between Casts: smaller file, no speed.
+
+The result is written atomically only after the audit and the accuracy gate pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.fileio import atomic_file, check_output_path
+from edgelstm.metadata import PREFIX, ModelMetadata
+
+MODES = ("dynamic-int8", "static-int8", "fp16")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: ops that carry the arithmetic; the audit counts them before and after.
+COMPUTE_OPS = ("LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv", "Attention")
+#: quantized replacements, mapped to the float op they replace.
+QUANTIZED_OPS = {
+    "DynamicQuantizeLSTM": "LSTM",
+    "MatMulInteger": "MatMul",
+    "DynamicQuantizeMatMul": "MatMul",
+    "MatMulIntegerToFloat": "MatMul",
+    "QLinearMatMul": "MatMul",
+    "QGemm": "Gemm",
+    "ConvInteger": "Conv",
+    "QLinearConv": "Conv",
+    "QAttention": "Attention",
+}
+#: default accuracy gates: (metric, higher is better, allowed degradation, relative?)
+DEFAULT_GATES: dict[str, tuple[str, bool, float, bool]] = {
+    "classify": ("accuracy", True, 0.01, False),
+    "forecast": ("mae", False, 0.02, True),
+    "anomaly": ("auroc", True, 0.01, False),
+}
+
+
+@dataclass(frozen=True)
+class OpAudit:
+    op: str
+    before: int
+    quantized: int
+    still_float: int
+
+
+@dataclass(frozen=True)
+class QuantizationAudit:
+    """What quantization changed, stored in the output's metadata as JSON."""
+
+    mode: str
+    ops: tuple[OpAudit, ...]
+    size_before: int
+    size_after: int
+    providers: str
+    #: quantized kernels in the result, e.g. {"DynamicQuantizeLSTM": 2, "MatMulInteger": 1}
+    kernels: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ratio(self) -> float:
+        return self.size_after / self.size_before if self.size_before else float("nan")
+
+    def float_recurrent(self) -> list[OpAudit]:
+        return [o for o in self.ops if o.op in ("LSTM", "GRU", "RNN") and o.still_float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "ops": [o.__dict__ for o in self.ops],
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "ratio": round(self.ratio, 4),
+            "providers": self.providers,
+            "kernels": self.kernels,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class AccuracyGate:
+    metric: str
+    float_value: float
+    quantized_value: float
+    degradation: float
+    allowed: float
+    relative: bool
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.degradation) and self.degradation <= self.allowed)
+
+    def describe(self) -> str:
+        unit = " (relative)" if self.relative else ""
+        return (
+            f"{self.metric}: float {self.float_value:.4f}, quantized {self.quantized_value:.4f}, "
+            f"degradation {self.degradation:.4f}{unit} (allowed {self.allowed:g})"
+        )
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    out: Path
+    audit: QuantizationAudit
+    gate: AccuracyGate | None
+    #: streaming models: max |chunked - whole| of the quantized model per chunk size.
+    streaming_drift: dict[str, float] = field(default_factory=dict)
+
+
+def _load_model(path: Path) -> Any:
+    import onnx
+
+    if not path.is_file():
+        raise InvalidInputError(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # DecodeError and friends for non-ONNX bytes
+        raise InvalidInputError(
+            f"{path} is not an ONNX model ({type(exc).__name__}); "
+            "give a file written by `edgelstm export`"
+        ) from None
+    if len(model.graph.node) == 0:
+        raise InvalidInputError(f"{path} holds no graph (empty or truncated file); re-export it")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise InvalidInputError(f"{path} is not a valid ONNX model: {exc}") from None
+    return model
+
+
+def audit_ops(before: Any, after: Any, mode: str) -> tuple[OpAudit, ...]:
+    """Per compute op type: how many nodes there were, how many are quantized, how many float."""
+    counts_before = Counter(n.op_type for n in before.graph.node if n.op_type in COMPUTE_OPS)
+    after_ops = Counter(n.op_type for n in after.graph.node)
+    audits = []
+    for op, total in sorted(counts_before.items()):
+        if mode == "fp16":
+            halves = _fp16_nodes(after, op)
+            audits.append(OpAudit(op, total, halves, after_ops.get(op, 0) - halves))
+            continue
+        still = after_ops.get(op, 0)
+        if mode == "static-int8":
+            # QDQ keeps the float op and feeds it dequantized weights: quantized in effect.
+            still -= _qdq_fed(after, op)
+        # Dynamic quantization replaces a node (Gemm becomes MatMulInteger + Add, LSTM becomes
+        # DynamicQuantizeLSTM): what is no longer a float node of this type was quantized.
+        audits.append(OpAudit(op, total, max(total - still, 0), still))
+    return tuple(audits)
+
+
+def _producers(model: Any) -> dict[str, Any]:
+    return {out: node for node in model.graph.node for out in node.output}
+
+
+def _qdq_fed(model: Any, op: str) -> int:
+    producers = _producers(model)
+    count = 0
+    for node in model.graph.node:
+        if node.op_type != op or len(node.input) < 2:
+            continue
+        weight = producers.get(node.input[1])
+        if weight is not None and weight.op_type == "DequantizeLinear":
+            count += 1
+    return count
+
+
+def _fp16_nodes(model: Any, op: str) -> int:
+    import onnx
+
+    halves = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    return sum(1 for n in model.graph.node if n.op_type == op and any(i in halves for i in n.input))
+
+
+def _providers_note(mode: str, model: Any) -> str:
+    ops = {n.op_type for n in model.graph.node}
+    if mode == "dynamic-int8":
+        if "DynamicQuantizeLSTM" in ops:
+            return (
+                "cpu only: DynamicQuantizeLSTM has only a CPU kernel, and TensorRT cannot parse it"
+            )
+        return "cpu (dynamic INT8 ops run on the CPU provider)"
+    if mode == "static-int8":
+        return "cpu, tensorrt, and other QDQ-aware providers (recurrent nodes stay float)"
+    return (
+        "cuda, tensorrt (native FP16); on cpu the LSTM runs in float32 between Casts: "
+        "a smaller file, no speed-up"
+    )
+
+
+def quantize(
+    model: Path | str,
+    out: Path | str,
+    *,
+    mode: str,
+    calibration: Path | str | None = None,
+    calibration_method: str = "minmax",
+    calibration_samples: int = 128,
+    eval_run: Path | str | None = None,
+    max_degradation: float | None = None,
+    allow_partial: bool = False,
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+    overwrite: bool = False,
+) -> QuantizeResult:
+    """Quantize an exported model, audit it, gate it on task accuracy, then write it.
+
+    ``eval_run`` (default: the checkpoint folder recorded in the model's metadata, when it
+    exists) is the run whose test split scores the float and quantized models.
+    ``reduce_range`` defaults to True on CPUs without VNNI, where ONNX Runtime's u8s8 integer
+    products can saturate.
+
+    Example:
+        >>> result = quantize("jv.onnx", "jv.int8.onnx", mode="dynamic-int8")  # doctest: +SKIP
+        >>> result.audit.ratio < 0.3  # doctest: +SKIP
+        True
+    """
+    src, out = Path(model), Path(out)
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown --mode {mode!r}; choose {', '.join(MODES)}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise InvalidInputError(
+            f"unknown calibration method {calibration_method!r}; choose "
+            f"{', '.join(CALIBRATION_METHODS)}"
+        )
+    if out.suffix != ".onnx":
+        raise InvalidInputError(f"--out {out} should end in .onnx")
+    if src.resolve() == out.resolve():
+        raise InvalidInputError("--out must differ from the input model; the original is kept")
+    check_output_path(out, overwrite=overwrite, kind="file")
+    original = _load_model(src)
+    props = {p.key: p.value for p in original.metadata_props}
+    meta = ModelMetadata.from_props(props, where=str(src)) if PREFIX + "schema" in props else None
+    if meta is not None and PREFIX + "precision" in props:
+        raise InvalidInputError(
+            f"{src} is already quantized ({props[PREFIX + 'precision']}); quantize the FP32 export"
+        )
+    run_dir = _eval_run(eval_run, meta)
+    if reduce_range is None:
+        from edgelstm.hardware import cpu_info
+
+        reduce_range = cpu_info().reduce_range_advised
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgelstm-quantize-") as work:
+        folded = Path(work) / "folded.onnx"
+        _fold_recurrent_weights(src, original, folded, notes)
+        quantized_path = Path(work) / "quantized.onnx"
+        if mode == "dynamic-int8":
+            _dynamic(folded, quantized_path, per_channel, reduce_range)
+            notes.append(
+                f"per-channel {per_channel}, reduce_range {reduce_range}"
+                + (" (no VNNI on this CPU)" if reduce_range else "")
+            )
+        elif mode == "static-int8":
+            reader = _calibration_reader(calibration, run_dir, meta, calibration_samples)
+            _static(folded, quantized_path, reader, calibration_method, per_channel, reduce_range)
+            notes.append(f"calibration: {reader.description}, method {calibration_method}")
+        else:
+            _fp16(folded, quantized_path)
+        import onnx
+
+        result_model = onnx.load(str(quantized_path))
+        ops = audit_ops(original, result_model, mode)
+        for op in ops:
+            if op.op == "GRU" and mode != "fp16" and op.still_float:
+                notes.append(
+                    "GRU cannot be quantized by ONNX Runtime: it stays float; the rest "
+                    "was quantized"
+                )
+            if op.op == "LSTM" and mode == "static-int8" and op.still_float:
+                notes.append(
+                    "static (QDQ) quantization leaves LSTM in float in ONNX Runtime; "
+                    "use dynamic-int8 for the recurrent layers"
+                )
+        if mode == "fp16":
+            notes.append("fp16 brings no speed on the CPU provider; use it with cuda/tensorrt")
+        _stamp(result_model, mode)
+        audit = QuantizationAudit(
+            mode=mode,
+            ops=ops,
+            size_before=src.stat().st_size,
+            size_after=0,
+            providers=_providers_note(mode, result_model),
+            kernels=dict(
+                Counter(
+                    n.op_type
+                    for n in result_model.graph.node
+                    if n.op_type in QUANTIZED_OPS or n.op_type == "DequantizeLinear"
+                )
+            ),
+            notes=tuple(notes),
+        )
+        final = Path(work) / "final.onnx"
+        onnx.save(result_model, str(final))
+        audit = QuantizationAudit(**{**audit.__dict__, "size_after": final.stat().st_size})
+        partial = [o for o in audit.float_recurrent() if o.op == "LSTM"]
+        if mode == "dynamic-int8" and partial and not allow_partial:
+            raise CheckFailedError(
+                f"{partial[0].still_float} of {partial[0].before} LSTM node(s) stayed float after "
+                "dynamic-int8 quantization (their weights are not constant initializers); "
+                "pass --allow-partial to keep the partial result"
+            )
+        gate = _accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
+        drift = _streaming_drift(final, meta) if meta and meta.variant == "streaming" else {}
+        result_model.metadata_props.add(
+            key=PREFIX + "quantization",
+            value=json.dumps(
+                {
+                    **audit.to_json(),
+                    "gate": gate.describe() if gate else None,
+                    "streaming_drift": drift,
+                }
+            ),
+        )
+        onnx.save(result_model, str(final))
+        audit = QuantizationAudit(**{**audit.__dict__, "size_after": final.stat().st_size})
+        if gate is not None and not gate.passed:
+            raise CheckFailedError(
+                f"accuracy gate failed: {gate.describe()}; nothing written to {out} "
+                "(raise --max-degradation to accept it)"
+            )
+        with atomic_file(out, overwrite=overwrite) as tmp:
+            final.replace(tmp)
+    return QuantizeResult(out=out, audit=audit, gate=gate, streaming_drift=drift)
+
+
+def _eval_run(eval_run: Path | str | None, meta: ModelMetadata | None) -> Path | None:
+    if eval_run is not None:
+        path = Path(eval_run)
+        if not (path / "config.json").is_file():
+            raise InvalidInputError(
+                f"--eval {path} is not an edgelstm checkpoint folder (no config.json)"
+            )
+        return path
+    if meta is not None and meta.source and (Path(meta.source) / "config.json").is_file():
+        return Path(meta.source)
+    return None
+
+
+def _fold_recurrent_weights(src: Path, model: Any, dst: Path, notes: list[str]) -> None:
+    """Make recurrent weights initializers (constant folding) so the quantizer sees them."""
+    import onnx
+
+    initializers = {t.name for t in model.graph.initializer}
+    computed = [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("LSTM", "GRU", "RNN")
+        and any(i and i not in initializers for i in list(n.input)[1:4])
+    ]
+    if not computed:
+        onnx.save(model, str(dst))
+        return
+    from edgelstm.exporters.onnx import constant_fold
+
+    constant_fold(src, dst)
+    notes.append(f"constant-folded the weights of {len(computed)} recurrent node(s) first")
+
+
+def _dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_quantizer():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+        )
+
+
+def _static(
+    src: Path, dst: Path, reader: Any, method: str, per_channel: bool, reduce_range: bool
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    with _quiet_quantizer():
+        quantize_static(
+            str(src),
+            str(dst),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+        )
+
+
+def _fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with _quiet_quantizer():
+        converted = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(converted, str(dst))
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice through the root logger and warns; silence both."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class _CalibrationReader:
+    """ONNX Runtime CalibrationDataReader over real sequences, one sample per call."""
+
+    def __init__(self, samples: list[np.ndarray], input_name: str, description: str) -> None:
+        self.samples = samples
+        self.input_name = input_name
+        self.description = description
+        self._iter: Iterator[np.ndarray] = iter(samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        sample = next(self._iter, None)
+        return None if sample is None else {self.input_name: sample}
+
+    def rewind(self) -> None:
+        self._iter = iter(self.samples)
+
+
+def _calibration_reader(
+    calibration: Path | str | None,
+    run_dir: Path | None,
+    meta: ModelMetadata | None,
+    limit: int,
+) -> _CalibrationReader:
+    if meta is not None and meta.variant == "streaming":
+        raise InvalidInputError(
+            "static-int8 calibrates the sequence graph; quantize the sequence export (without "
+            "--streaming) or use dynamic-int8"
+        )
+    if calibration is not None:
+        from edgelstm.data.readers import read_arrays
+
+        arrays = read_arrays(Path(calibration))
+        x = arrays.get("X")
+        if x is None or x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
+            raise InvalidInputError(
+                f"--calibration {calibration} needs an array X [sequences, time, features] of "
+                "model inputs (normalised as the model expects)"
+            )
+        if not np.isfinite(x).all():
+            raise InvalidInputError(f"--calibration {calibration} contains NaN or Inf")
+        samples = [x[i : i + 1].astype(np.float32) for i in range(min(len(x), limit))]
+        return _CalibrationReader(samples, "x", f"{len(samples)} sequences from {calibration}")
+    if run_dir is None:
+        raise InvalidInputError(
+            "static-int8 needs calibration data: pass --calibration DATA.npz or --eval RUN_DIR "
+            "(or quantize a model exported from a checkpoint that still exists)"
+        )
+    from edgelstm.training import prepare_for_evaluation
+
+    prepared, _ = prepare_for_evaluation(run_dir)
+    train = prepared.train
+    samples = []
+    for i in range(min(len(train), limit)):
+        steps = int(train.lengths[i]) if train.lengths is not None else train.x.shape[1]
+        samples.append(np.ascontiguousarray(train.x[i : i + 1, :steps]))
+    return _CalibrationReader(samples, "x", f"{len(samples)} training sequences of {run_dir}")
+
+
+def _stamp(model: Any, mode: str) -> None:
+    precision = "fp16" if mode == "fp16" else "int8"
+    for prop in list(model.metadata_props):
+        if prop.key in (PREFIX + "precision", PREFIX + "quantization"):
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=PREFIX + "precision", value=precision)
+
+
+def _accuracy_gate(
+    float_path: Path, quantized_path: Path, run_dir: Path, max_degradation: float | None
+) -> AccuracyGate:
+    from edgelstm.runtimes.inference import SplitPredictor, cpu_session
+    from edgelstm.training import evaluate, prepare_for_evaluation
+
+    prepared, record = prepare_for_evaluation(run_dir)
+    season = int(record.dataset.details.get("season", 1))
+    metric, higher_better, allowed, relative = DEFAULT_GATES[prepared.task]
+    if max_degradation is not None:
+        allowed = max_degradation
+    values = []
+    for path in (float_path, quantized_path):
+        metrics, _ = evaluate(SplitPredictor(cpu_session(path)), prepared, season=season)
+        values.append(float(metrics.get(metric, float("nan"))))
+    before, after = values
+    change = (before - after) if higher_better else (after - before)
+    if relative:
+        change = change / abs(before) if before else float("inf")
+    return AccuracyGate(metric, before, after, change, allowed, relative)
+
+
+def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
+    """Chunked vs whole-sequence difference of the quantized streaming model.
+
+    Dynamic INT8 computes activation scales per call, so chunks see different scales than
+    one whole-sequence call: the difference is real and reported, not hidden.
+    """
+    from edgelstm.runtimes.inference import cpu_session
+
+    session = cpu_session(path)
+    inputs = {i.name: i for i in session.get_inputs()}
+    state_names = list(meta.state)
+    features = inputs["x"].shape[2]
+    if not isinstance(features, int):
+        return {}
+    rng = np.random.default_rng(0)
+    steps, batch = 60, 2
+    x = rng.standard_normal((batch, steps, features)).astype(np.float32)
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(chunk: int) -> np.ndarray:
+        states = {
+            n: np.zeros([d if isinstance(d, int) else batch for d in meta.state[n]], np.float32)
+            for n in state_names
+        }
+        pieces = []
+        for start in range(0, steps, chunk):
+            results = session.run(outputs, {"x": x[:, start : start + chunk], **states})
+            pieces.append(results[0])
+            states = dict(zip(state_names, results[1:], strict=True))
+        return np.concatenate(pieces, axis=1) if meta.task == "anomaly" else pieces[-1]
+
+    whole = run(steps)
+    return {f"chunk {c}": float(np.max(np.abs(run(c) - whole))) for c in (1, 7)}
+
+
+def quantize_result_json(result: QuantizeResult) -> dict[str, Any]:
+    """The JSON form of a quantization result."""
+    gate = result.gate
+    return {
+        "out": str(result.out),
+        "audit": result.audit.to_json(),
+        "gate": None
+        if gate is None
+        else {**gate.__dict__, "passed": gate.passed, "summary": gate.describe()},
+        "streaming_drift": result.streaming_drift,
+    }
+
+
+def print_quantize_result(result: QuantizeResult, console: Any) -> None:
+    """The audit table, size ratio, accuracy gate and notes."""
+    from rich.table import Table
+
+    audit = result.audit
+    table = Table(title=f"quantization audit ({audit.mode})")
+    for column in ("op", "nodes", "quantized", "still float"):
+        table.add_column(column, justify="left" if column == "op" else "right")
+    for op in audit.ops:
+        flag = " [bold red]<- recurrent, float[/]" if op in audit.float_recurrent() else ""
+        table.add_row(op.op, str(op.before), str(op.quantized), f"{op.still_float}{flag}")
+    console.print(table)
+    console.print(
+        f"size {audit.size_before / 1e6:.3f} MB -> {audit.size_after / 1e6:.3f} MB "
+        f"({audit.ratio:.2f}x)",
+        highlight=False,
+    )
+    if audit.kernels:
+        kernels = ", ".join(f"{k} x{v}" for k, v in sorted(audit.kernels.items()))
+        console.print(f"quantized kernels: {kernels}", highlight=False)
+    console.print(f"runs efficiently on: {audit.providers}", highlight=False)
+    if result.gate is not None:
+        console.print(f"accuracy gate passed: {result.gate.describe()}", highlight=False)
+    else:
+        console.print("accuracy gate: skipped (no checkpoint to evaluate; pass --eval RUN_DIR)")
+    for name, value in result.streaming_drift.items():
+        console.print(
+            f"streaming, chunked vs whole ({name}): max abs diff {value:.3g}", highlight=False
+        )
+    for note in audit.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"wrote {result.out}", highlight=False)

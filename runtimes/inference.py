@@ -1,0 +1,60 @@
+"""Run an ONNX model over prepared task data, the way training scored the torch model.
+
+Exported graphs take unpadded input, so variable-length sequences are grouped by length
+(bucketing) and each group runs as one batch; outputs come back in the original order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelstm.errors import InvalidInputError
+from edgelstm.runtimes.providers import import_onnxruntime
+from edgelstm.tasks import Split
+
+
+def cpu_session(path: Path, *, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with quiet logging; bad files get a clean error."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InvalidInputError(f"ONNX Runtime cannot load {path}: {first}") from None
+
+
+class SplitPredictor:
+    """Callable ``Split -> outputs`` over an ONNX Runtime session (first output only)."""
+
+    def __init__(self, session: Any, *, batch_size: int = 256) -> None:
+        self.session = session
+        self.batch_size = batch_size
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(x), self.batch_size):
+            feeds = {self.input_name: np.ascontiguousarray(x[start : start + self.batch_size])}
+            outputs.append(self.session.run([self.output_name], feeds)[0])
+        return np.concatenate(outputs, axis=0)
+
+    def __call__(self, split: Split) -> np.ndarray:
+        if split.lengths is None:
+            return self._run(split.x)
+        result: np.ndarray | None = None
+        for length in np.unique(split.lengths):
+            idx = np.flatnonzero(split.lengths == length)
+            out = self._run(split.x[idx, : int(length)])
+            if result is None:
+                result = np.empty((len(split), *out.shape[1:]), dtype=out.dtype)
+            result[idx] = out
+        assert result is not None
+        return result
