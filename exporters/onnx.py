@@ -518,7 +518,10 @@ def _try_exporter(
             onnx.save(proto, str(final), save_as_external_data=True, location=data_name)
         else:
             onnx.save(proto, str(final))
-        rows = [] if problems else _validate_candidate(final, source, atol)
+        try:
+            rows = [] if problems else _validate_candidate(final, source, atol)
+        except InvalidInputError as exc:  # ONNX Runtime could not even load the candidate
+            return str(exc)
         report = ValidationReport(
             rows=tuple(rows), problems=tuple(problems), recurrent_nodes=tuple(recurrent), atol=atol
         )

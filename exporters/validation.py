@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.runtimes.providers import import_onnxruntime
+from edgelstm.runtimes.inference import cpu_session
 
 if TYPE_CHECKING:
     import onnx
@@ -133,13 +133,6 @@ def inspect_graph(model: onnx.ModelProto, spec: GraphSpec) -> tuple[list[str], l
     return problems, described
 
 
-def _session(path: Path) -> Any:
-    ort = import_onnxruntime()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _compare(
     check: str, name: str, got: np.ndarray, want: np.ndarray, atol: float
 ) -> ValidationRow:
@@ -182,7 +175,7 @@ def validate_sequence(
     seed: int = 0,
 ) -> list[ValidationRow]:
     """Run ONNX Runtime and PyTorch on several shapes and compare every output."""
-    session = _session(path)
+    session = cpu_session(path)
     rng = np.random.default_rng(seed)
     rows = []
     for batch, steps in validation_shapes(example_batch, example_time):
@@ -223,7 +216,7 @@ def validate_streaming(
     """
     import torch
 
-    session = _session(path)
+    session = cpu_session(path)
     rng = np.random.default_rng(seed)
     cfg = model.config
     x = rng.standard_normal((batch, steps, cfg.input_size)).astype(np.float32)

@@ -31,18 +31,29 @@ def cpu_session(path: Path, *, threads: int | None = None) -> Any:
 
 
 class SplitPredictor:
-    """Callable ``Split -> outputs`` over an ONNX Runtime session (first output only)."""
+    """Callable ``Split -> outputs`` over an ONNX Runtime session (first output only).
+
+    Streaming graphs get zero initial state for their state inputs, so a whole sequence run
+    through them scores like the sequence graph.
+    """
 
     def __init__(self, session: Any, *, batch_size: int = 256) -> None:
         self.session = session
         self.batch_size = batch_size
-        self.input_name = session.get_inputs()[0].name
+        inputs = session.get_inputs()
+        self.input_name = inputs[0].name
+        # State inputs are [layers*directions, batch, hidden]; the batch axis is symbolic.
+        self.state_shapes = {i.name: list(i.shape) for i in inputs[1:]}
         self.output_name = session.get_outputs()[0].name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         outputs = []
         for start in range(0, len(x), self.batch_size):
-            feeds = {self.input_name: np.ascontiguousarray(x[start : start + self.batch_size])}
+            chunk = np.ascontiguousarray(x[start : start + self.batch_size])
+            feeds = {self.input_name: chunk}
+            for name, shape in self.state_shapes.items():
+                dims = [d if isinstance(d, int) else len(chunk) for d in shape]
+                feeds[name] = np.zeros(dims, dtype=np.float32)
             outputs.append(self.session.run([self.output_name], feeds)[0])
         return np.concatenate(outputs, axis=0)
 

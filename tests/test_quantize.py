@@ -1,0 +1,605 @@
+"""Quantization: dynamic/static INT8 and FP16, the audit, the accuracy gate, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import CliRunner, single_thread, write_classify_npz
+from onnx import TensorProto, helper, numpy_helper
+
+import edgelstm.exporters.quantize as qmod
+from edgelstm.config import ModelConfig
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.exporters import export
+from edgelstm.exporters.quantize import QuantizationAudit, QuantizeResult, quantize
+from edgelstm.models import build_model
+from edgelstm.training import TrainResult, train
+
+FEATURES = 3
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    single_thread()
+
+
+# --------------------------------------------------------------------------------------------
+# helpers and shared artifacts
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _ops(path: Path) -> Counter[str]:
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def _props(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def _op(audit: QuantizationAudit, name: str) -> Any:
+    matches = [o for o in audit.ops if o.op == name]
+    assert len(matches) == 1, f"no single {name} row in {audit.ops}"
+    return matches[0]
+
+
+def _x(batch: int, steps: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, steps, FEATURES)).astype(np.float32)
+
+
+def _zoo_export(path: Path, *, arch: str = "lstm", hidden: int = 16, **kw: Any) -> Path:
+    """A zoo model exported without a checkpoint: no metadata source, so no gate, no data."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        task="classify",
+        input_size=FEATURES,
+        arch=arch,  # type: ignore[arg-type]
+        hidden_size=hidden,
+        num_layers=1,
+        num_classes=2,
+    )
+    export(build_model(config).eval(), path, **kw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run32(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """A 2-layer LSTM, hidden 32: big enough that INT8 shrinks the file and the task is learnt."""
+    single_thread()
+    folder = tmp_path_factory.mktemp("quantize-run")
+    data = write_classify_npz(folder / "classify.npz")
+    result = train("classify", data=data, out=folder / "run", seed=0, hidden=32, layers=2, epochs=4)
+    assert result.metrics["accuracy"] >= 0.9, result.metrics  # else the gate tests prove little
+    return result
+
+
+@pytest.fixture(scope="module")
+def fp32(run32: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint's FP32 export (metadata source = the run). Read-only."""
+    out = tmp_path_factory.mktemp("quantize-fp32") / "m.onnx"
+    export(run32.out, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dynamic(fp32: Path, tmp_path_factory: pytest.TempPathFactory) -> QuantizeResult:
+    """dynamic-int8 of :func:`fp32`, gated on the run's test split. Read-only."""
+    single_thread()
+    out = tmp_path_factory.mktemp("quantize-int8") / "m.int8.onnx"
+    return quantize(fp32, out, mode="dynamic-int8")
+
+
+def _matmul_only(src: Path, dst: Path, *_args: Any, **_kwargs: Any) -> None:
+    """Stand-in for ``_dynamic`` that leaves LSTM out, as the naive route silently does."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with qmod._quiet_quantizer():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+
+
+def _corrupting(original: Callable[..., None]) -> Callable[..., None]:
+    """``_dynamic`` followed by zeroing every INT8 weight: the model stops telling classes apart."""
+
+    def run(src: Path, dst: Path, *args: Any, **kwargs: Any) -> None:
+        original(src, dst, *args, **kwargs)
+        model = onnx.load(str(dst))
+        zeroed = 0
+        for index, tensor in enumerate(model.graph.initializer):
+            if tensor.data_type == TensorProto.INT8:
+                array = numpy_helper.to_array(tensor)
+                model.graph.initializer[index].CopyFrom(
+                    numpy_helper.from_array(np.zeros_like(array), tensor.name)
+                )
+                zeroed += 1
+        assert zeroed, "no INT8 weight to corrupt"
+        onnx.save(model, str(dst))
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# 1. dynamic-int8 on a checkpoint export
+
+
+def test_dynamic_int8_quantizes_every_lstm(fp32: Path, dynamic: QuantizeResult) -> None:
+    lstm_nodes = _ops(fp32)["LSTM"]
+    assert lstm_nodes == 2
+    after = _ops(dynamic.out)
+    assert after["DynamicQuantizeLSTM"] == lstm_nodes
+    assert after["LSTM"] == 0
+    assert after["Gemm"] == 0  # the head became integer arithmetic too
+
+    lstm = _op(dynamic.audit, "LSTM")
+    assert (lstm.before, lstm.quantized, lstm.still_float) == (lstm_nodes, lstm_nodes, 0)
+    assert dynamic.audit.float_recurrent() == []
+    assert dynamic.audit.kernels["DynamicQuantizeLSTM"] == lstm_nodes
+    assert "cpu" in dynamic.audit.providers
+    assert dynamic.audit.size_before == fp32.stat().st_size
+    assert dynamic.audit.size_after == dynamic.out.stat().st_size
+    assert dynamic.audit.size_after < dynamic.audit.size_before
+    assert dynamic.audit.ratio < 1
+
+
+def test_dynamic_int8_metadata_records_precision_and_audit(
+    fp32: Path, dynamic: QuantizeResult
+) -> None:
+    props = _props(dynamic.out)
+    assert props["edgelstm.precision"] == "int8"
+    stored = json.loads(props["edgelstm.quantization"])
+    assert stored["mode"] == "dynamic-int8"
+    assert {"op": "LSTM", "before": 2, "quantized": 2, "still_float": 0} in stored["ops"]
+    assert stored["ratio"] < 1
+    assert stored["gate"] and "accuracy" in stored["gate"]
+    # everything the export wrote survives (the runtime layer needs it)
+    original = _props(fp32)
+    assert all(props[key] == value for key, value in original.items())
+    assert "edgelstm.precision" not in original
+
+
+def test_dynamic_int8_gate_ran_with_the_checkpoint_metric(
+    run32: TrainResult, dynamic: QuantizeResult
+) -> None:
+    gate = dynamic.gate
+    assert gate is not None
+    assert gate.metric == "accuracy"
+    assert gate.float_value == pytest.approx(run32.metrics["accuracy"])
+    assert gate.passed
+    assert gate.degradation <= gate.allowed == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(("batch", "steps"), [(1, 1), (1, 40), (3, 1), (3, 40)])
+def test_dynamic_int8_runs_and_stays_close(
+    fp32: Path, dynamic: QuantizeResult, batch: int, steps: int
+) -> None:
+    reference, quantized = _session(fp32), _session(dynamic.out)
+    x = _x(batch, steps) - 1.0  # the class means of the fixture data are +-1
+    expected = reference.run(None, {"x": x})
+    got = quantized.run(None, {"x": x})
+    assert len(got) == len(expected)
+    for want, have in zip(expected, got, strict=True):
+        assert have.shape == want.shape
+        assert np.isfinite(have).all()
+        assert np.max(np.abs(have - want)) < 0.2
+    assert (np.argmax(got[0], axis=-1) == np.argmax(expected[0], axis=-1)).all()
+
+
+# --------------------------------------------------------------------------------------------
+# 2. partial quantization is detected; computed weights are folded first
+
+
+def test_lstm_left_float_fails_and_writes_nothing(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _matmul_only)
+    out = tmp_path / "partial.onnx"
+    with pytest.raises(CheckFailedError, match=r"2 of 2 LSTM.*--allow-partial") as info:
+        quantize(fp32, out, mode="dynamic-int8")
+    assert info.value.exit_code == 1
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lstm_left_float_cli_exit_1(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _matmul_only)
+    out = tmp_path / "partial.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out)
+    assert result.code == 1, result
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith("error: ")
+    assert "LSTM" in result.err and "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_allow_partial_keeps_the_result_and_says_so(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _matmul_only)
+    out = tmp_path / "partial.onnx"
+    result = quantize(fp32, out, mode="dynamic-int8", allow_partial=True)
+    assert out.is_file()
+    lstm = _op(result.audit, "LSTM")
+    assert lstm.still_float == 2 and lstm.quantized == 0
+    assert [o.op for o in result.audit.float_recurrent()] == ["LSTM"]
+    assert _op(result.audit, "Gemm").quantized == 1
+    assert _ops(out)["LSTM"] == 2 and _ops(out)["DynamicQuantizeLSTM"] == 0
+    stored = json.loads(_props(out)["edgelstm.quantization"])
+    assert {"op": "LSTM", "before": 2, "quantized": 0, "still_float": 2} in stored["ops"]
+
+
+def _lstm_with_computed_weights(path: Path, hidden: int = 16) -> Path:
+    """An LSTM whose W arrives through an Identity node, as torch.export-style graphs do."""
+    rng = np.random.default_rng(0)
+
+    def init(name: str, shape: tuple[int, ...], scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array(
+            (scale * rng.standard_normal(shape)).astype(np.float32), name
+        )
+
+    nodes = [
+        helper.make_node("Identity", ["W_source"], ["W"], name="weight_plumbing"),
+        helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "Y_h"], hidden_size=hidden),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "computed_weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["time", "batch", FEATURES])],
+        [helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, "batch", hidden])],
+        [
+            init("W_source", (1, 4 * hidden, FEATURES)),
+            init("R", (1, 4 * hidden, hidden)),
+            init("B", (1, 8 * hidden), 0.0),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_computed_lstm_weights_are_folded_then_quantized(tmp_path: Path) -> None:
+    src = _lstm_with_computed_weights(tmp_path / "computed.onnx")
+    out = tmp_path / "q.onnx"
+    result = quantize(src, out, mode="dynamic-int8")
+    assert any("constant-folded" in note for note in result.audit.notes), result.audit.notes
+    assert _ops(out) == Counter({"DynamicQuantizeLSTM": 1})
+    lstm = _op(result.audit, "LSTM")
+    assert (lstm.quantized, lstm.still_float) == (1, 0)
+    assert result.gate is None  # no checkpoint behind a hand-built graph
+    x = np.random.default_rng(2).standard_normal((5, 2, FEATURES)).astype(np.float32)
+    want = _session(src).run(None, {"x": x})[0]
+    have = _session(out).run(None, {"x": x})[0]
+    assert np.max(np.abs(have - want)) < 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# 3. GRU: reported, not failed
+
+
+def test_gru_is_reported_and_the_rest_quantized(tmp_path: Path) -> None:
+    src = _zoo_export(tmp_path / "gru.onnx", arch="gru")
+    out = tmp_path / "gru.int8.onnx"
+    result = quantize(src, out, mode="dynamic-int8")
+    assert out.is_file()
+    assert any("GRU cannot be quantized" in note for note in result.audit.notes)
+    gru = _op(result.audit, "GRU")
+    assert (gru.before, gru.quantized, gru.still_float) == (1, 0, 1)
+    assert _op(result.audit, "Gemm").quantized == 1
+    after = _ops(out)
+    assert after["GRU"] == 1
+    assert after["Gemm"] == 0
+    assert sum(after[k] for k in ("MatMulInteger", "DynamicQuantizeMatMul")) >= 1
+    assert _session(out).run(None, {"x": _x(2, 5)})[0].shape == (2, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. static-int8 (QDQ)
+
+
+def test_static_int8_defaults_to_the_runs_training_data(
+    fp32: Path, run32: TrainResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "static.onnx"
+    result = quantize(fp32, out, mode="static-int8")
+    after = _ops(out)
+    assert after["DequantizeLinear"] > 0 and after["QuantizeLinear"] > 0
+    assert after["LSTM"] == 2  # ONNX Runtime keeps LSTM float in QDQ mode
+    notes = " ".join(result.audit.notes)
+    assert "leaves LSTM in float" in notes
+    assert f"training sequences of {run32.out}" in notes
+    assert _op(result.audit, "LSTM").still_float == 2
+    assert _op(result.audit, "Gemm").quantized == 1
+    assert result.gate is not None and result.gate.passed
+    assert _props(out)["edgelstm.precision"] == "int8"
+    assert _session(out).run(None, {"x": _x(3, 7)})[0].shape == (3, 2)
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_int8_with_calibration_file(tmp_path: Path, method: str) -> None:
+    src = _zoo_export(tmp_path / "m.onnx")
+    calibration = tmp_path / "cal.npz"
+    np.savez(calibration, X=_x(4, 10))
+    out = tmp_path / "static.onnx"
+    result = quantize(
+        src, out, mode="static-int8", calibration=calibration, calibration_method=method
+    )
+    assert _ops(out)["DequantizeLinear"] > 0
+    assert any(f"4 sequences from {calibration}" in n for n in result.audit.notes)
+    assert any(f"method {method}" in n for n in result.audit.notes)
+    assert np.isfinite(_session(out).run(None, {"x": _x(2, 6)})[0]).all()
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        pytest.param({"y": np.zeros(4)}, "needs an array X", id="missing-X"),
+        pytest.param({"X": np.zeros((4, FEATURES), np.float32)}, "needs an array X", id="rank-2"),
+        pytest.param({"X": np.full((2, 5, FEATURES), np.nan, np.float32)}, "NaN", id="nan"),
+    ],
+)
+def test_bad_calibration_file_is_refused(
+    tmp_path: Path, arrays: dict[str, np.ndarray], match: str
+) -> None:
+    src = _zoo_export(tmp_path / "m.onnx")
+    calibration = tmp_path / "cal.npz"
+    np.savez(calibration, **arrays)  # type: ignore[arg-type]
+    out = tmp_path / "static.onnx"
+    with pytest.raises(InvalidInputError, match=match):
+        quantize(src, out, mode="static-int8", calibration=calibration)
+    assert not out.exists()
+
+
+def test_static_int8_without_any_data_names_calibration(tmp_path: Path) -> None:
+    src = _zoo_export(tmp_path / "m.onnx")
+    out = tmp_path / "static.onnx"
+    with pytest.raises(InvalidInputError, match="--calibration"):
+        quantize(src, out, mode="static-int8")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# 5. fp16
+
+
+def test_fp16_halves_weights_and_keeps_float32_io(fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "half.onnx"
+    result = quantize(fp32, out, mode="fp16")
+    model = onnx.load(str(out))
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [TensorProto.FLOAT]
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {TensorProto.FLOAT}
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "LSTM":
+            assert [types.get(name) for name in list(node.input)[1:3]] == [TensorProto.FLOAT16] * 2
+    big = [t for t in model.graph.initializer if int(np.prod(t.dims)) >= 64]
+    assert big and all(t.data_type == TensorProto.FLOAT16 for t in big)
+    assert any("no speed" in note for note in result.audit.notes)
+    assert _props(out)["edgelstm.precision"] == "fp16"
+    assert result.audit.size_after < result.audit.size_before
+    assert out.stat().st_size < fp32.stat().st_size
+    x = _x(2, 9) - 1.0
+    want = _session(fp32).run(None, {"x": x})[0]
+    have = _session(out).run(None, {"x": x})[0]
+    assert have.dtype == np.float32
+    assert np.max(np.abs(have - want)) < 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# 6. the accuracy gate
+
+
+def test_gate_failure_writes_nothing(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(CheckFailedError, match="accuracy gate") as info:
+        quantize(fp32, out, mode="dynamic-int8")
+    assert info.value.exit_code == 1
+    assert "accuracy" in str(info.value)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gate_failure_leaves_an_existing_out_untouched(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
+    out = tmp_path / "keep.onnx"
+    out.write_bytes(b"previous result")
+    with pytest.raises(CheckFailedError, match="accuracy gate"):
+        quantize(fp32, out, mode="dynamic-int8", overwrite=True)
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx"]
+
+
+def test_gate_failure_cli_exit_1(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
+    out = tmp_path / "bad.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out)
+    assert result.code == 1, result
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith("error: ")
+    assert "accuracy gate" in result.err and "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_corruption_passes_a_gate_wide_enough(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate compares against --max-degradation, not a fixed threshold."""
+    monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
+    out = tmp_path / "accepted.onnx"
+    result = quantize(fp32, out, mode="dynamic-int8", max_degradation=1.0)
+    assert result.gate is not None and result.gate.passed
+    assert result.gate.degradation > 0.01  # the corruption was real
+    assert out.is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# 7. streaming
+
+
+def test_streaming_drift_is_reported(tmp_path: Path) -> None:
+    src = _zoo_export(tmp_path / "stream.onnx", streaming=True)
+    out = tmp_path / "stream.int8.onnx"
+    result = quantize(src, out, mode="dynamic-int8")
+    assert set(result.streaming_drift) == {"chunk 1", "chunk 7"}
+    for value in result.streaming_drift.values():
+        assert np.isfinite(value) and value >= 0
+    assert _ops(out)["DynamicQuantizeLSTM"] == 1
+    stored = json.loads(_props(out)["edgelstm.quantization"])
+    assert stored["streaming_drift"] == result.streaming_drift
+
+
+def test_streaming_checkpoint_export_quantizes(run32: TrainResult, tmp_path: Path) -> None:
+    src = tmp_path / "stream.onnx"
+    export(run32.out, src, streaming=True)
+    result = quantize(src, tmp_path / "stream.int8.onnx", mode="dynamic-int8")
+    assert set(result.streaming_drift) == {"chunk 1", "chunk 7"}
+    assert result.gate is None or result.gate.passed
+
+
+# --------------------------------------------------------------------------------------------
+# 8. bad inputs through the CLI
+
+
+def _write_bad(kind: str, tmp_path: Path, fp32: Path, quantized: Path) -> tuple[list[str], Path]:
+    """Build one bad invocation: (extra argv after `quantize`, the --out path)."""
+    out = tmp_path / "out.onnx"
+    mode = ["--mode", "dynamic-int8"]
+    if kind == "missing":
+        return [str(tmp_path / "nope.onnx"), *mode, "--out", str(out)], out
+    if kind == "empty":
+        (tmp_path / "empty.onnx").write_bytes(b"")
+        return [str(tmp_path / "empty.onnx"), *mode, "--out", str(out)], out
+    if kind == "text":
+        (tmp_path / "notes.onnx").write_text("this is a text file, not a model\n", "utf-8")
+        return [str(tmp_path / "notes.onnx"), *mode, "--out", str(out)], out
+    if kind == "truncated":
+        data = fp32.read_bytes()
+        (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+        return [str(tmp_path / "cut.onnx"), *mode, "--out", str(out)], out
+    if kind == "out-suffix":
+        bad = tmp_path / "out.txt"
+        return [str(fp32), *mode, "--out", str(bad)], bad
+    if kind == "unknown-mode":
+        return [str(fp32), "--mode", "int4", "--out", str(out)], out
+    if kind == "eval-not-a-run":
+        (tmp_path / "folder").mkdir()
+        return [str(fp32), *mode, "--eval", str(tmp_path / "folder"), "--out", str(out)], out
+    if kind == "already-quantized":
+        return [str(quantized), *mode, "--out", str(out)], out
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "does not exist"),
+        ("empty", "no graph"),
+        ("text", "not an ONNX model"),
+        ("truncated", "ONNX"),
+        ("out-suffix", "should end in .onnx"),
+        ("unknown-mode", "int4"),
+        ("eval-not-a-run", "config.json"),
+        ("already-quantized", "already quantized"),
+    ],
+)
+def test_bad_input_is_a_clean_usage_error(
+    kind: str,
+    message: str,
+    tmp_path: Path,
+    fp32: Path,
+    dynamic: QuantizeResult,
+    cli: CliRunner,
+) -> None:
+    argv, out = _write_bad(kind, tmp_path, fp32, dynamic.out)
+    result = cli("quantize", *argv)
+    assert result.code == 2, result
+    assert len(result.err_lines) == 1, result.err
+    assert result.err_lines[0].startswith("error: ")
+    assert message in result.err
+    assert "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_out_equal_to_input_is_refused(fp32: Path, tmp_path: Path, cli: CliRunner) -> None:
+    src = tmp_path / "m.onnx"
+    src.write_bytes(fp32.read_bytes())
+    before = src.read_bytes()
+    result = cli("quantize", src, "--mode", "dynamic-int8", "--out", src, "--overwrite")
+    assert result.code == 2, result
+    assert len(result.err_lines) == 1 and "must differ" in result.err
+    assert src.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_existing_out_needs_overwrite(fp32: Path, tmp_path: Path, cli: CliRunner) -> None:
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"old content")
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out)
+    assert result.code == 2, result
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith("error: ")
+    assert "--overwrite" in result.err
+    assert out.read_bytes() == b"old content"
+
+
+# --------------------------------------------------------------------------------------------
+# 9. the CLI on success
+
+
+def test_cli_prints_audit_size_and_gate(fp32: Path, tmp_path: Path, cli: CliRunner) -> None:
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out)
+    assert result.code == 0, result
+    assert "quantization audit" in result.out
+    assert "size" in result.out and "MB" in result.out
+    assert "accuracy gate passed" in result.out
+    assert "DynamicQuantizeLSTM" in result.out
+    assert result.err_lines == []
+    assert _ops(out)["DynamicQuantizeLSTM"] == 2
+
+
+def test_cli_json(fp32: Path, tmp_path: Path, cli: CliRunner) -> None:
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out, "--json")
+    assert result.code == 0, result
+    payload = json.loads(result.out)  # nothing but JSON on stdout
+    assert payload["out"] == str(out)
+    assert payload["audit"]["ratio"] < 1
+    assert payload["audit"]["mode"] == "dynamic-int8"
+    assert payload["gate"]["passed"] is True
+    assert payload["gate"]["metric"] == "accuracy"
+    assert out.is_file()
+
+
+def test_cli_overwrite_replaces(fp32: Path, tmp_path: Path, cli: CliRunner) -> None:
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"old")
+    result = cli("quantize", fp32, "--mode", "fp16", "--out", out, "--overwrite")
+    assert result.code == 0, result
+    assert _props(out)["edgelstm.precision"] == "fp16"
