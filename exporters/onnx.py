@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -411,19 +412,28 @@ def _quiet() -> Iterator[None]:
         registration.setLevel(level)
 
 
-def _export_torchscript(source: _Source, path: Path, opset: int) -> int:
+def _torch_export(source: _Source, path: Path, **options: Any) -> None:
+    """torch.onnx.export with the graph's names; ``options`` pick and tune the exporter."""
     with _quiet():
         torch.onnx.export(
             source.module,
             source.example,
             str(path),
-            dynamo=False,
             input_names=list(source.spec.input_names),
             output_names=list(source.spec.output_names),
-            dynamic_axes={k: dict(v) for k, v in source.spec.dynamic_axes.items()},
-            opset_version=opset,
-            do_constant_folding=True,
+            **options,
         )
+
+
+def _export_torchscript(source: _Source, path: Path, opset: int) -> int:
+    _torch_export(
+        source,
+        path,
+        dynamo=False,
+        dynamic_axes={k: dict(v) for k, v in source.spec.dynamic_axes.items()},
+        opset_version=opset,
+        do_constant_folding=True,
+    )
     return opset
 
 
@@ -436,19 +446,15 @@ def _export_dynamo(source: _Source, path: Path, opset: int) -> int:
         for name in source.spec.input_names
     )
     raw = path.with_suffix(".raw.onnx")
-    with _quiet():
-        torch.onnx.export(
-            source.module,
-            source.example,
-            str(raw),
-            dynamo=True,
-            input_names=list(source.spec.input_names),
-            output_names=list(source.spec.output_names),
-            dynamic_shapes=dynamic_shapes,
-            opset_version=opset,
-            external_data=False,
-            verbose=False,
-        )
+    _torch_export(
+        source,
+        raw,
+        dynamo=True,
+        dynamic_shapes=dynamic_shapes,
+        opset_version=opset,
+        external_data=False,
+        verbose=False,
+    )
     constant_fold(raw, path)
     _restore_axis_names(path, source.spec)
     return opset

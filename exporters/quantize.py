@@ -14,6 +14,7 @@ The result is written atomically only after the audit and the accuracy gate pass
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
@@ -292,45 +293,37 @@ def quantize(
         if mode == "fp16":
             notes.append("fp16 brings no speed on the CPU provider; use it with cuda/tensorrt")
         _stamp(result_model, mode)
-        audit = QuantizationAudit(
-            mode=mode,
-            ops=ops,
-            size_before=src.stat().st_size,
-            size_after=0,
-            providers=_providers_note(mode, result_model),
-            kernels=dict(
-                Counter(
-                    n.op_type
-                    for n in result_model.graph.node
-                    if n.op_type in QUANTIZED_OPS or n.op_type == "DequantizeLinear"
-                )
-            ),
-            notes=tuple(notes),
-        )
-        final = Path(work) / "final.onnx"
-        onnx.save(result_model, str(final))
-        audit = QuantizationAudit(**{**audit.__dict__, "size_after": final.stat().st_size})
-        partial = [o for o in audit.float_recurrent() if o.op == "LSTM"]
+        partial = [o for o in ops if o.op == "LSTM" and o.still_float]
         if mode == "dynamic-int8" and partial and not allow_partial:
             raise CheckFailedError(
                 f"{partial[0].still_float} of {partial[0].before} LSTM node(s) stayed float after "
                 "dynamic-int8 quantization (their weights are not constant initializers); "
                 "pass --allow-partial to keep the partial result"
             )
+        final = Path(work) / "final.onnx"
+        onnx.save(result_model, str(final))
         gate = _accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
         drift = _streaming_drift(final, meta) if meta and meta.variant == "streaming" else {}
-        result_model.metadata_props.add(
-            key=PREFIX + "quantization",
-            value=json.dumps(
-                {
-                    **audit.to_json(),
-                    "gate": gate.describe() if gate else None,
-                    "streaming_drift": drift,
-                }
-            ),
+        kernels = Counter(
+            n.op_type
+            for n in result_model.graph.node
+            if n.op_type in QUANTIZED_OPS or n.op_type == "DequantizeLinear"
         )
+        audit = QuantizationAudit(
+            mode=mode,
+            ops=ops,
+            size_before=src.stat().st_size,
+            size_after=final.stat().st_size,
+            providers=_providers_note(mode, result_model),
+            kernels=dict(kernels),
+            notes=tuple(notes),
+        )
+        record = {**audit.to_json(), "gate": gate.describe() if gate else None}
+        record["streaming_drift"] = drift
+        result_model.metadata_props.add(key=PREFIX + "quantization", value=json.dumps(record))
         onnx.save(result_model, str(final))
-        audit = QuantizationAudit(**{**audit.__dict__, "size_after": final.stat().st_size})
+        # The stored audit cannot count its own bytes; the returned one measures the final file.
+        audit = dataclasses.replace(audit, size_after=final.stat().st_size)
         if gate is not None and not gate.passed:
             raise CheckFailedError(
                 f"accuracy gate failed: {gate.describe()}; nothing written to {out} "
