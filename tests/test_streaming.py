@@ -1,0 +1,158 @@
+"""StreamingSession: state carried across pushes, per-stream reset, state export/import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgelstm.config import ModelConfig
+from edgelstm.errors import InvalidInputError
+from edgelstm.exporters import export
+from edgelstm.models import SequenceModel, build_model
+from edgelstm.runtimes.streaming import StreamingSession
+
+FEATURES = 3
+
+
+def _model(arch: str, task: str = "classify") -> SequenceModel:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        task=task,  # type: ignore[arg-type]
+        input_size=FEATURES,
+        arch=arch,  # type: ignore[arg-type]
+        hidden_size=8,
+        num_layers=2,
+        num_classes=3,
+        dropout=0.0,
+    )
+    return build_model(config).eval()
+
+
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def streaming_export(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SequenceModel, Path]:
+    model = _model(request.param)
+    path = tmp_path_factory.mktemp("stream") / f"{request.param}.onnx"
+    export(model, path, streaming=True)
+    return model, path
+
+
+def _whole(model: SequenceModel, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()  # type: ignore[no-any-return]
+
+
+def _frames(streams: int, steps: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((streams, steps, FEATURES)).astype("f4")
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 25])
+def test_chunked_pushes_equal_the_whole_sequence(
+    streaming_export: tuple[SequenceModel, Path], chunk: int
+) -> None:
+    model, path = streaming_export
+    session = StreamingSession(path, streams=2)
+    x = _frames(2, 25)
+    for start in range(0, 25, chunk):
+        out = session.push(x[:, start : start + chunk])
+    np.testing.assert_allclose(out, _whole(model, x), atol=1e-5)
+
+
+def test_single_stream_accepts_one_frame_and_2d_chunks(
+    streaming_export: tuple[SequenceModel, Path],
+) -> None:
+    model, path = streaming_export
+    session = StreamingSession(path)
+    x = _frames(1, 6)
+    session.push(x[0, 0])  # [features]
+    session.push(x[0, 1:3].astype(np.float64))  # [frames, features], float64 converted
+    out = session.push(x[:, 3:])
+    np.testing.assert_allclose(out, _whole(model, x), atol=1e-5)
+
+
+def test_reset_one_stream_leaves_the_others(streaming_export: tuple[SequenceModel, Path]) -> None:
+    model, path = streaming_export
+    session = StreamingSession(path, streams=2)
+    first, second = _frames(2, 10, seed=1), _frames(2, 5, seed=2)
+    session.push(first)
+    session.reset(1)
+    out = session.push(second)
+    both = np.concatenate([first, second], axis=1)
+    np.testing.assert_allclose(out[0], _whole(model, both)[0], atol=1e-5)
+    np.testing.assert_allclose(out[1], _whole(model, second)[1], atol=1e-5)
+
+
+def test_state_moves_to_another_session(streaming_export: tuple[SequenceModel, Path]) -> None:
+    model, path = streaming_export
+    x = _frames(2, 12)
+    a = StreamingSession(path, streams=2)
+    a.push(x[:, :7])
+    b = StreamingSession(path, streams=2)
+    b.set_state(a.get_state())
+    np.testing.assert_allclose(b.push(x[:, 7:]), _whole(model, x), atol=1e-5)
+    # get_state returns copies: changing them does not touch the session.
+    state = b.get_state()
+    for value in state.values():
+        value[...] = 99.0
+    assert all(np.abs(v).max() < 99.0 for v in b.get_state().values())
+
+
+def test_full_reset_equals_a_fresh_session(streaming_export: tuple[SequenceModel, Path]) -> None:
+    _, path = streaming_export
+    x = _frames(1, 8)
+    used = StreamingSession(path)
+    used.push(_frames(1, 30, seed=5))
+    used.reset()
+    fresh = StreamingSession(path)
+    np.testing.assert_array_equal(used.push(x), fresh.push(x))
+
+
+def test_sequence_model_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "seq.onnx"
+    export(_model("lstm"), path)
+    with pytest.raises(InvalidInputError, match="--streaming"):
+        StreamingSession(path)
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        (np.zeros((2, 1, FEATURES + 1), "f4"), "features"),
+        (np.zeros((3, 1, FEATURES), "f4"), "streams=2"),
+        (np.zeros((2, 0, FEATURES), "f4"), "zero frames"),
+        (np.zeros((2, 1, FEATURES), "i4"), "floating point"),
+        (np.full((2, 1, FEATURES), np.nan, "f4"), "NaN"),
+        (np.array([[[1.0, np.inf, 0.0]], [[0.0, 0.0, 0.0]]], "f4"), "NaN or Inf"),
+    ],
+)
+def test_bad_frames_are_refused(
+    streaming_export: tuple[SequenceModel, Path], frames: np.ndarray, match: str
+) -> None:
+    _, path = streaming_export
+    session = StreamingSession(path, streams=2)
+    before = session.get_state()
+    with pytest.raises(InvalidInputError, match=match):
+        session.push(frames)
+    after = session.get_state()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_bad_state_and_stream_index_are_refused(
+    streaming_export: tuple[SequenceModel, Path],
+) -> None:
+    _, path = streaming_export
+    session = StreamingSession(path, streams=2)
+    state = session.get_state()
+    with pytest.raises(InvalidInputError, match="do not match"):
+        session.set_state({"nope": next(iter(state.values()))})
+    name = next(iter(state))
+    with pytest.raises(InvalidInputError, match="expected"):
+        session.set_state({**state, name: state[name][:, :1]})
+    with pytest.raises(InvalidInputError, match="out of range"):
+        session.reset(2)
+    with pytest.raises(InvalidInputError, match="streams must be"):
+        StreamingSession(path, streams=0)
