@@ -12,6 +12,7 @@ cheapest eager loop a user could write; edgelstm's is ``StreamingSession.push(fr
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def measure(warmup: int = 500, iterations: int = 5000) -> dict[str, Any]:
             out, state = model.rnn(frame_t, state)
             return model.decode(out)
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "path": "pytorch eager fp32, rnn step + head",
             **_per_call_us(torch_step, warmup, iterations),
@@ -83,11 +84,9 @@ def measure(warmup: int = 500, iterations: int = 5000) -> dict[str, Any]:
             ("StreamingSession fp32", fp32),
             ("StreamingSession dynamic-int8", int8),
         ):
-            session = StreamingSession(path, threads=1)
-            rows.append(
-                {"path": name, **_per_call_us(lambda s=session: s.push(frame), warmup, iterations)}
-            )
-    base = rows[0]["p50_us"]
+            push = functools.partial(StreamingSession(path, threads=1).push, frame)
+            rows.append({"path": name, **_per_call_us(push, warmup, iterations)})
+    base = float(rows[0]["p50_us"])
     summary = {f"{r['path']} speed-up vs pytorch": base / r["p50_us"] for r in rows[1:]}
     cpu = cpu_info()
     return {
