@@ -384,6 +384,192 @@ def providers(
         print_provider_report(report, stdout_console())
 
 
+class GraphOptimizationChoice(str, Enum):
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
+@app.command(name="run")
+def run_command(
+    model: Annotated[Path, typer.Argument(help="The .onnx model (edgelstm's or any other).")],
+    input_file: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--input",
+            "-i",
+            help="Inputs: .ts/.csv/.npy/.npz; any ONNX model: .npz keyed by input names. "
+            "With --stream, '-' reads frames from stdin.",
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write: .csv, .json, .npy or .npz. With --stream: a .csv, or '-' "
+            "(the default) for stdout.",
+        ),
+    ] = None,
+    provider: Annotated[
+        str,
+        typer.Option(help="Execution provider, an ordered list (cuda,cpu), or auto."),
+    ] = "cpu",
+    fallback: Annotated[
+        bool,
+        typer.Option(help="If a provider is unusable, go on with the next one (and say so)."),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per session call.")] = 256,
+    threads: Annotated[
+        int, typer.Option(min=0, help="Intra-op threads; 0 = ONNX Runtime's default (all cores).")
+    ] = 1,
+    inter_op_threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Inter-op threads (parallel branches)."),
+    ] = None,
+    spinning: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--spinning/--no-spinning",
+            help="Let idle threads spin (lower latency, busy cores) [default: ONNX Runtime's].",
+            show_default=False,
+        ),
+    ] = None,
+    graph_optimization: Annotated[
+        GraphOptimizationChoice, typer.Option(help="ONNX Runtime graph optimization level.")
+    ] = GraphOptimizationChoice.all,
+    memory_arena: Annotated[
+        bool, typer.Option(help="Use ONNX Runtime's memory arena (faster, holds memory).")
+    ] = True,
+    cuda_device: Annotated[int, typer.Option(min=0, help="CUDA/TensorRT device id.")] = 0,
+    tensorrt_fp16: Annotated[bool, typer.Option(help="TensorRT: build FP16 engines.")] = False,
+    tensorrt_cache: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="TensorRT: folder to cache built engines in."),
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(help="Stream frames through a --streaming export, printing each chunk."),
+    ] = False,
+    chunk: Annotated[int, typer.Option(min=1, help="Frames per push with --stream.")] = 1,
+    allow_nonfinite: Annotated[
+        bool, typer.Option(help="Feed NaN/Inf as they are instead of refusing them.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+) -> None:
+    """Run a model on a chosen execution provider; strict unless --fallback."""
+    from edgelstm.console import count_progress, stderr_console
+    from edgelstm.runtimes.session import SessionConfig, parse_provider_list
+
+    if input_file is None:
+        raise InvalidInputError("--input FILE is required (with --stream, '-' reads stdin)")
+    config = SessionConfig(
+        providers=parse_provider_list(provider),
+        fallback=fallback,
+        intra_op_threads=threads or None,
+        inter_op_threads=inter_op_threads,
+        spinning=spinning,
+        graph_optimization=graph_optimization.value,
+        memory_arena=memory_arena,
+        cuda_device=cuda_device,
+        tensorrt_fp16=tensorrt_fp16,
+        tensorrt_cache=tensorrt_cache,
+    )
+    err = stderr_console()
+    if stream:
+        if allow_nonfinite:
+            raise InvalidInputError(
+                "--allow-nonfinite cannot be used with --stream: NaN/Inf would poison the "
+                "recurrent state of every later frame"
+            )
+        _run_stream(model, input_file, output, chunk, config, overwrite, json_output)
+        return
+    if input_file == "-":
+        raise InvalidInputError("--input - (stdin) works only with --stream; give a file")
+    if output is None or output == "-":
+        raise InvalidInputError("--output FILE (.csv, .json, .npy or .npz) is required")
+    from edgelstm.runtimes.run import RunOptions, run_model
+
+    options = RunOptions(
+        batch_size=batch_size, allow_nonfinite=allow_nonfinite, overwrite=overwrite
+    )
+    with count_progress(err, "inference", enabled=not json_output) as progress:
+        result = run_model(
+            model,
+            Path(input_file),
+            Path(output),
+            session=config,
+            options=options,
+            progress=progress,
+        )
+    _print_notes(err, result.notices)
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    from edgelstm.runtimes.run import describe_run
+
+    err.print(describe_run(result), highlight=False, markup=False, soft_wrap=True)
+
+
+def _print_notes(console: Any, notes: Any) -> None:
+    from rich.markup import escape
+
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _run_stream(
+    model: Path,
+    input_file: str,
+    output: str | None,
+    chunk: int,
+    config: Any,
+    overwrite: bool,
+    json_output: bool,
+) -> None:
+    from edgelstm.console import stderr_console
+    from edgelstm.fileio import atomic_file
+    from edgelstm.metadata import read_metadata
+    from edgelstm.runtimes.run import csv_row_writer, stream_columns, stream_model
+
+    columns = stream_columns(read_metadata(model))
+    source: Any = sys.stdin if input_file == "-" else Path(input_file)
+    err = stderr_console()
+    if output is None or output == "-":
+        if json_output:
+            raise InvalidInputError(
+                "--json with --stream needs --output FILE.csv (stdout holds rows)"
+            )
+        result = stream_model(
+            model, source, csv_row_writer(sys.stdout, columns), chunk=chunk, session=config
+        )
+    else:
+        target = Path(output)
+        if target.suffix.lower() != ".csv":
+            raise InvalidInputError(
+                f"--stream writes CSV rows; give --output FILE.csv, not {target}"
+            )
+        with atomic_file(target, overwrite=overwrite) as tmp, tmp.open("w", encoding="utf-8") as fh:
+            result = stream_model(
+                model, source, csv_row_writer(fh, columns), chunk=chunk, session=config
+            )
+    _print_notes(err, result.opened.notes)
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        err.print(
+            f"streamed {result.frames} frames in {result.chunks} chunks on "
+            f"{result.opened.describe()}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
 def _framework_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
     """(usage errors, exits, aborts) of click and of the click copy newer typers vendor."""
     import click

@@ -11,23 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.providers import import_onnxruntime
+from edgelstm.runtimes.session import SessionConfig, open_session
 from edgelstm.tasks import Split
 
 
 def cpu_session(path: Path, *, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with quiet logging; bad files get a clean error."""
-    ort = import_onnxruntime()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise InvalidInputError(f"ONNX Runtime cannot load {path}: {first}") from None
+    """An ONNX Runtime CPU session with quiet logging; bad files get a clean error.
+
+    ``threads=None`` keeps ONNX Runtime's default thread count (validation and accuracy gates
+    run whole test sets, where more threads help).
+    """
+    config = SessionConfig(providers=("cpu",), intra_op_threads=threads)
+    return open_session(path, config).session
 
 
 class SplitPredictor:

@@ -32,6 +32,7 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "TASKS",
     "TIME_COLUMNS",
+    "load_inference_data",
     "load_training_data",
     "read_arrays",
     "read_csv_series",
@@ -538,6 +539,61 @@ def load_training_data(
     return _load_anomaly(path, suffix)
 
 
+def load_inference_data(
+    path: Path, task: str, *, num_features: int | None = None
+) -> SequenceSet | Series:
+    """Load inputs for a trained model of ``task``; labels are optional (used when present).
+
+    - ``classify``: like :func:`load_training_data` without requiring ``y``; a ``.csv`` (or a
+      2-D ``X`` with ``num_features`` columns when that is not 1) is one sequence.
+    - ``forecast``: a series (``.csv``, 2-D ``X``) → :class:`Series`, forecast from its end;
+      pre-cut windows (3-D ``X``) → :class:`SequenceSet`, one forecast per window.
+    - ``anomaly``: a series, as for training (optional labels).
+
+    Example::
+
+        data = load_inference_data(Path("new.ts"), "classify")
+    """
+    if task not in TASKS:
+        raise InvalidInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise InvalidInputError(
+            f"{path}: unsupported input file type {path.suffix or '(no extension)'!r}; "
+            f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    _require_file(path)
+    if suffix == ".ts" and task != "classify":
+        raise InvalidInputError(
+            f"{path}: .ts files hold sequences for classification; a {task} model needs a "
+            ".csv, .npy or .npz series"
+        )
+    if task == "anomaly":
+        return _load_anomaly(path, suffix)
+    arrays = read_arrays(path) if suffix in (".npy", ".npz") else {}
+    X = _get_x(arrays, path) if arrays else None
+    if task == "classify":
+        if X is not None and X.ndim == 2 and num_features not in (None, 1):
+            if X.shape[1] != num_features:
+                raise InvalidInputError(
+                    f"{path}: X has shape {X.shape}; the model takes {num_features} features, "
+                    f"so give one sequence [time, {num_features}] or many [n, time, "
+                    f"{num_features}]"
+                )
+            values = _as_float32(X, path, "X")
+            return SequenceSet((values,), None, _feature_names(arrays, X.shape[1], path))
+        return _load_classify(path, suffix, require_labels=False)
+    if X is not None and X.ndim == 3:
+        windows = _as_float32(X, path, "X")
+        names = _feature_names(arrays, X.shape[2], path)
+        return SequenceSet(tuple(windows), None, names)
+    if suffix == ".csv":
+        return read_csv_series(path)
+    assert X is not None
+    values, names = _series_from_x(X, arrays, path, "forecast")
+    return Series(values=values, feature_names=names)
+
+
 def _feature_names(arrays: dict[str, np.ndarray], count: int, path: Path) -> tuple[str, ...]:
     names = arrays.get("feature_names")
     if names is None:
@@ -565,22 +621,25 @@ def _get_x(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
     return X
 
 
-def _load_classify(path: Path, suffix: str) -> SequenceSet:
+def _load_classify(path: Path, suffix: str, *, require_labels: bool = True) -> SequenceSet:
     needs_labels = (
         f"{path}: classification needs labels; use an .npz with arrays X [sequences, time, "
         "features] and y [sequences] (np.savez(path, X=X, y=y)), or a .ts file"
     )
     if suffix == ".ts":
         data = read_ts(path)
-        if data.labels is None:
+        if data.labels is None and require_labels:
             raise InvalidInputError(
                 needs_labels.replace("use an", "this .ts file has none; use an")
             )
         return data
-    if suffix in (".csv", ".npy"):
+    if require_labels and suffix in (".csv", ".npy"):
         raise InvalidInputError(needs_labels)
+    if suffix == ".csv":
+        series = read_csv_series(path)
+        return SequenceSet((series.values,), None, series.feature_names)
     arrays = read_arrays(path)
-    if "y" not in arrays:
+    if require_labels and "y" not in arrays:
         raise InvalidInputError(needs_labels)
     X = _get_x(arrays, path)
     if X.ndim == 2:
@@ -591,15 +650,21 @@ def _load_classify(path: Path, suffix: str) -> SequenceSet:
             "(or [sequences, time] for one feature)"
         )
     n, steps, features = X.shape
-    y = arrays["y"]
-    if y.ndim == 2 and y.shape[1] == 1:
+    y = arrays.get("y")
+    if y is None:
+        pass
+    elif y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != n:
+    if y is not None and (y.ndim != 1 or y.shape[0] != n):
         raise InvalidInputError(
             f"{path}: y has shape {y.shape} but X holds {n} sequences; y needs one label per "
             f"sequence, shape [{n}]"
         )
-    if y.dtype.kind not in "iubUS" and not (y.dtype.kind == "f" and np.isfinite(y).all()):
+    if (
+        y is not None
+        and y.dtype.kind not in "iubUS"
+        and not (y.dtype.kind == "f" and np.isfinite(y).all())
+    ):
         raise InvalidInputError(
             f"{path}: y has dtype {y.dtype} (or NaN); labels must be integers or strings"
         )

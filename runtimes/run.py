@@ -1,0 +1,782 @@
+"""``edgelstm run``: inference over files on an explicit provider, and live streaming.
+
+Two ways in:
+
+- **edgelstm models** (``edgelstm.*`` metadata): inputs in original units (``.ts``, ``.csv``,
+  ``.npy``, ``.npz``) are normalised with the stored training statistics, variable-length
+  sequences are bucketed by length, and outputs come back as class labels with
+  probabilities, forecasts in original units, or per-step anomaly scores with the stored
+  threshold's verdict.
+- **any ONNX model**: an ``.npz`` whose keys are the model's input names is fed as it is
+  (validated against the signature first) and every output is written under its name. A
+  model with one input also takes a ``.npy``.
+
+Outputs go to ``.csv``, ``.json``, ``.npy`` or ``.npz`` by extension, written atomically.
+:func:`stream_model` feeds a ``--streaming`` export frame by frame from a file or stdin and
+emits each chunk's rows as soon as they are computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from edgelstm.config import Normalization
+from edgelstm.data.types import SequenceSet, Series
+from edgelstm.errors import InvalidInputError
+from edgelstm.fileio import atomic_file, check_output_path
+from edgelstm.metadata import ModelMetadata, read_metadata
+from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
+from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
+
+__all__ = [
+    "OUTPUT_FORMATS",
+    "Predictions",
+    "RunOptions",
+    "RunResult",
+    "StreamResult",
+    "run_model",
+    "stream_model",
+]
+
+#: Output file extensions :func:`run_model` writes.
+OUTPUT_FORMATS = (".csv", ".json", ".npy", ".npz")
+
+#: ``progress(done, total)``: items (sequences, windows or batches) finished so far.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`run_model` feeds the session.
+
+    ``batch_size`` bounds the rows per ``session.run`` (and so the memory of one call);
+    ``allow_nonfinite`` passes NaN/Inf through instead of refusing them.
+    """
+
+    batch_size: int = 256
+    allow_nonfinite: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InvalidInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Model outputs in user terms.
+
+    ``arrays`` go to ``.npz`` (``primary`` alone to ``.npy``); ``records`` are the rows of
+    ``.csv`` and ``.json`` (None when outputs are not tabular); ``summary`` holds counts and,
+    when the input carried labels, the matching metric.
+    """
+
+    kind: str  # classify, forecast, anomaly or raw
+    arrays: dict[str, np.ndarray]
+    primary: str
+    records: list[dict[str, Any]] | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_model` did: where it wrote, on which provider, with which notices."""
+
+    output: Path
+    opened: OpenedSession
+    predictions: Predictions
+    notices: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary with stable keys (``edgelstm run --json``)."""
+        return {
+            "output": str(self.output),
+            "kind": self.predictions.kind,
+            "summary": self.predictions.summary,
+            "session": self.opened.to_json(),
+            "notices": list(self.notices),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# running batches
+
+
+class _Feeder:
+    """Adds zero recurrent state for streaming graphs and runs one batch."""
+
+    def __init__(self, opened: OpenedSession, options: RunOptions, source: str) -> None:
+        self.session = opened.session
+        self.specs = input_specs(opened.session)
+        self.options = options
+        self.source = source
+        self.notices: list[str] = []
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        arrays = {self.specs[0].name: x}
+        for spec in self.specs[1:]:
+            dims = [d if isinstance(d, int) else x.shape[0] for d in spec.shape]
+            arrays[spec.name] = np.zeros(dims, dtype=spec.dtype)
+        feeds, notices = validate_feeds(
+            arrays, self.specs, source=self.source, allow_nonfinite=self.options.allow_nonfinite
+        )
+        for notice in notices:
+            if notice not in self.notices:
+                self.notices.append(notice)
+        outputs: list[np.ndarray] = self.session.run(None, feeds)
+        return outputs
+
+
+def _run_sequences(
+    feed: _Feeder,
+    sequences: list[np.ndarray],
+    batch_size: int,
+    progress: Progress | None,
+) -> np.ndarray:
+    """First output for each sequence, grouping equal lengths into batches, in input order."""
+    lengths = np.array([len(s) for s in sequences])
+    result: np.ndarray | None = None
+    done = 0
+    for length in np.unique(lengths):
+        idx = np.flatnonzero(lengths == length)
+        for start in range(0, len(idx), batch_size):
+            part = idx[start : start + batch_size]
+            out = feed(np.stack([sequences[i] for i in part]))[0]
+            if result is None:
+                result = np.empty((len(sequences), *out.shape[1:]), dtype=out.dtype)
+            result[part] = out
+            done += len(part)
+            if progress is not None:
+                progress(done, len(sequences))
+    assert result is not None
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# edgelstm models: original units in, user terms out
+
+
+def _normalization(meta: ModelMetadata, where: Path) -> Normalization:
+    raw = meta.normalization
+    if not raw or "mean" not in raw or "std" not in raw:
+        raise InvalidInputError(
+            f"{where} carries no normalisation statistics; re-export it with `edgelstm export`"
+        )
+    return Normalization(mean=tuple(raw["mean"]), std=tuple(raw["std"]))
+
+
+def _feature_order(
+    names: tuple[str, ...], meta: ModelMetadata, source: Path
+) -> tuple[list[int], str | None]:
+    """Column order mapping the input's features onto the model's, and a notice if it guessed.
+
+    Same names in another order are reordered by name; other names (``dim_0`` from a ``.ts``
+    file, ``f0`` from an array) are taken by position, which needs the same count.
+    """
+    want = meta.feature_names
+    if names == want:
+        return list(range(len(want))), None
+    if set(names) == set(want) and len(names) == len(want):
+        return [
+            names.index(n) for n in want
+        ], f"{source}: columns reordered by name to match the model"
+    if len(names) != len(want):
+        raise InvalidInputError(
+            f"{source}: has {len(names)} feature(s), the model takes {len(want)} "
+            f"({', '.join(want)})"
+        )
+    generic = all(n == f"f{i}" or n == f"dim_{i}" for i, n in enumerate(names))
+    notice = None
+    if not generic:
+        notice = (
+            f"{source}: columns {', '.join(names)} matched by position to the model's features "
+            f"{', '.join(want)}"
+        )
+    return list(range(len(want))), notice
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted.astype(np.float64))
+    probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probs
+
+
+def _classify(
+    feed: _Feeder,
+    data: SequenceSet,
+    meta: ModelMetadata,
+    norm: Normalization,
+    order: list[int],
+    options: RunOptions,
+    progress: Progress | None,
+) -> Predictions:
+    sequences = [_normalize(s[:, order], norm) for s in data.sequences]
+    logits = _run_sequences(feed, sequences, options.batch_size, progress)
+    probs = _softmax(logits)
+    labels = meta.class_labels or tuple(str(i) for i in range(probs.shape[1]))
+    if len(labels) != probs.shape[1]:
+        raise InvalidInputError(
+            f"the model has {probs.shape[1]} outputs but its metadata names {len(labels)} classes"
+        )
+    predicted = np.array([labels[i] for i in probs.argmax(axis=1)])
+    records: list[dict[str, Any]] = []
+    for i, row in enumerate(probs):
+        record: dict[str, Any] = {"index": i, "label": str(predicted[i])}
+        record["confidence"] = round(float(row.max()), 6)
+        record.update({f"prob_{c}": round(float(p), 6) for c, p in zip(labels, row, strict=True)})
+        if data.labels is not None:
+            record["true_label"] = str(data.labels[i])
+        records.append(record)
+    summary: dict[str, Any] = {"sequences": len(sequences)}
+    if data.labels is not None:
+        truth = np.array([str(v) for v in data.labels.tolist()])
+        summary["accuracy"] = float(np.mean(truth == predicted))
+    arrays = {
+        "labels": predicted,
+        "probabilities": probs.astype(np.float32),
+        "logits": logits,
+        "class_labels": np.array(labels),
+    }
+    return Predictions("classify", arrays, "probabilities", records, summary)
+
+
+def _normalize(values: np.ndarray, norm: Normalization) -> np.ndarray:
+    from edgelstm.tasks import normalize
+
+    return normalize(values, norm)
+
+
+def _lookback(meta: ModelMetadata) -> int | None:
+    record = meta.run_record or {}
+    value = record.get("dataset", {}).get("details", {}).get("lookback")
+    return int(value) if value is not None else None
+
+
+def _forecast(
+    feed: _Feeder,
+    data: SequenceSet | Series,
+    meta: ModelMetadata,
+    norm: Normalization,
+    order: list[int],
+    options: RunOptions,
+    progress: Progress | None,
+    source: Path,
+) -> Predictions:
+    lookback = _lookback(meta)
+    if isinstance(data, Series):
+        values = data.values[:, order]
+        if lookback is not None:
+            if len(values) < lookback:
+                raise InvalidInputError(
+                    f"{source}: the series has {len(values)} steps; the model forecasts from "
+                    f"the last {lookback} (its lookback): give at least {lookback}"
+                )
+            values = values[-lookback:]
+        windows = [_normalize(values, norm)]
+    else:
+        windows = [_normalize(w[:, order], norm) for w in data.sequences]
+    raw = _run_sequences(feed, windows, options.batch_size, progress)
+    indices = meta.target_indices or tuple(range(raw.shape[-1]))
+    mean = np.array([norm.mean[i] for i in indices])
+    std = np.array([norm.std[i] for i in indices])
+    forecast = raw.astype(np.float64) * std + mean
+    names = meta.target_names or tuple(meta.feature_names[i] for i in indices)
+    records = [
+        {"window": w, "step_ahead": h + 1, **{n: float(v) for n, v in zip(names, row, strict=True)}}
+        for w, steps in enumerate(forecast)
+        for h, row in enumerate(steps)
+    ]
+    arrays = {"forecast": forecast.astype(np.float32), "target_names": np.array(names)}
+    summary = {"windows": len(windows), "horizon": int(forecast.shape[1]), "targets": list(names)}
+    return Predictions("forecast", arrays, "forecast", records, summary)
+
+
+def _anomaly(
+    feed: _Feeder,
+    data: Series,
+    meta: ModelMetadata,
+    norm: Normalization,
+    order: list[int],
+    progress: Progress | None,
+) -> Predictions:
+    from edgelstm.tasks import anomaly_scores
+
+    x = _normalize(data.values[:, order], norm)
+    prediction = feed(x[None])[0][0]
+    if progress is not None:
+        progress(1, 1)
+    scores = anomaly_scores(x, prediction)
+    threshold = meta.anomaly_threshold
+    flags = (scores > threshold).astype(np.int64) if threshold is not None else None
+    records = []
+    for t, score in enumerate(scores):
+        record: dict[str, Any] = {"step": t, "score": float(score)}
+        if flags is not None:
+            record["anomaly"] = int(flags[t])
+        if data.labels is not None:
+            record["label"] = int(data.labels[t])
+        records.append(record)
+    arrays: dict[str, np.ndarray] = {"scores": scores}
+    summary: dict[str, Any] = {
+        "steps": len(scores),
+        "threshold": threshold,
+        "top_score_step": int(np.argmax(scores)),
+    }
+    if flags is not None:
+        arrays["anomaly"] = flags
+        summary["anomalous_steps"] = int(flags.sum())
+    return Predictions("anomaly", arrays, "scores", records, summary)
+
+
+def _task_predictions(
+    opened: OpenedSession,
+    meta: ModelMetadata,
+    source: Path,
+    options: RunOptions,
+    progress: Progress | None,
+) -> tuple[Predictions, list[str]]:
+    from edgelstm.data.readers import load_inference_data
+
+    assert meta.task is not None
+    norm = _normalization(meta, opened.path)
+    data = load_inference_data(source, meta.task, num_features=len(meta.feature_names))
+    order, notice = _feature_order(data.feature_names, meta, source)
+    feed = _Feeder(opened, options, str(source))
+    if notice is not None:
+        feed.notices.append(notice)
+    if meta.task == "classify":
+        assert isinstance(data, SequenceSet)
+        predictions = _classify(feed, data, meta, norm, order, options, progress)
+    elif meta.task == "forecast":
+        predictions = _forecast(feed, data, meta, norm, order, options, progress, source)
+    else:
+        assert isinstance(data, Series)
+        predictions = _anomaly(feed, data, meta, norm, order, progress)
+    return predictions, feed.notices
+
+
+# --------------------------------------------------------------------------------------------
+# any ONNX model: arrays by input name
+
+
+def _raw_arrays(source: Path, opened: OpenedSession) -> dict[str, np.ndarray]:
+    from edgelstm.data.readers import read_arrays
+
+    specs = input_specs(opened.session)
+    suffix = source.suffix.lower()
+    if suffix not in (".npz", ".npy"):
+        raise InvalidInputError(
+            f"{source}: a model without edgelstm metadata takes an .npz whose keys are its input "
+            f"names ({', '.join(s.name for s in specs)}), or an .npy when it has one input"
+        )
+    arrays = read_arrays(source)
+    if suffix == ".npy" or (set(arrays) == {"X"} and all(s.name != "X" for s in specs)):
+        if len(specs) != 1:
+            raise InvalidInputError(
+                f"{source}: the model has {len(specs)} inputs "
+                f"({', '.join(s.name for s in specs)}); save them in an .npz under those names"
+            )
+        return {specs[0].name: arrays["X"]}
+    return arrays
+
+
+def _is_raw_npz(source: Path, opened: OpenedSession) -> bool:
+    if source.suffix.lower() != ".npz":
+        return False
+    from edgelstm.data.readers import read_arrays
+
+    names = {s.name for s in input_specs(opened.session)}
+    return bool(names & set(read_arrays(source)))
+
+
+def _batch_axis(opened: OpenedSession, feeds: dict[str, np.ndarray]) -> str | None:
+    """The symbolic axis 0 shared by every input and output, if there is one."""
+    session = opened.session
+    firsts = {i.shape[0] if i.shape else None for i in session.get_inputs()}
+    firsts |= {o.shape[0] if o.shape else None for o in session.get_outputs()}
+    if len(firsts) != 1:
+        return None
+    (symbol,) = firsts
+    if not isinstance(symbol, str):
+        return None
+    return symbol if len({a.shape[0] for a in feeds.values()}) == 1 else None
+
+
+def _raw_predictions(
+    opened: OpenedSession, source: Path, options: RunOptions, progress: Progress | None
+) -> tuple[Predictions, list[str]]:
+    arrays = _raw_arrays(source, opened)
+    feeds, notices = validate_feeds(
+        arrays,
+        input_specs(opened.session),
+        optional=optional_input_specs(opened.session),
+        source=str(source),
+        allow_nonfinite=options.allow_nonfinite,
+    )
+    names = [o.name for o in opened.session.get_outputs()]
+    total = next(iter(feeds.values())).shape[0]
+    if _batch_axis(opened, feeds) is None or total <= options.batch_size:
+        outputs = opened.session.run(None, feeds)
+        if progress is not None:
+            progress(1, 1)
+    else:
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, total, options.batch_size):
+            batch = {k: v[start : start + options.batch_size] for k, v in feeds.items()}
+            parts.append(opened.session.run(None, batch))
+            if progress is not None:
+                progress(min(start + options.batch_size, total), total)
+        outputs = [np.concatenate(column, axis=0) for column in zip(*parts, strict=True)]
+    result = {name: np.asarray(value) for name, value in zip(names, outputs, strict=True)}
+    records = None
+    if len(result) == 1 and next(iter(result.values())).ndim <= 2:
+        (name, value) = next(iter(result.items()))
+        table = value.reshape(len(value), -1) if value.ndim else value.reshape(1, 1)
+        columns = [name] if table.shape[1] == 1 else [f"{name}_{j}" for j in range(table.shape[1])]
+        records = [dict(zip(columns, map(_scalar, row), strict=True)) for row in table]
+    summary = {"outputs": {k: list(v.shape) for k, v in result.items()}}
+    return Predictions("raw", result, names[0], records, summary), notices
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _check_output_format(output: Path, overwrite: bool) -> str:
+    suffix = output.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise InvalidInputError(
+            f"output {output}: unsupported extension {output.suffix or '(none)'!r}; use one of "
+            f"{', '.join(OUTPUT_FORMATS)}"
+        )
+    check_output_path(output, overwrite=overwrite)
+    return suffix
+
+
+def _json_value(value: np.ndarray) -> Any:
+    if value.dtype.kind == "f":
+        return [None if not math.isfinite(v) else v for v in value.ravel().tolist()]
+    return value.ravel().tolist()
+
+
+def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool) -> None:
+    """Write ``predictions`` to ``output`` (format by extension), atomically."""
+    suffix = _check_output_format(output, overwrite)
+    if suffix in (".csv", ".json") and predictions.records is None:
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in predictions.arrays.items())
+        raise InvalidInputError(
+            f"output {output}: the model's outputs ({shapes}) are not one table; write an .npz "
+            "(all outputs by name) instead"
+        )
+    if suffix == ".npy" and predictions.kind == "raw" and len(predictions.arrays) > 1:
+        raise InvalidInputError(
+            f"output {output}: the model has {len(predictions.arrays)} outputs "
+            f"({', '.join(predictions.arrays)}); an .npy holds one, write an .npz instead"
+        )
+    with atomic_file(output, overwrite=overwrite) as tmp:
+        if suffix == ".npz":
+            with tmp.open("wb") as handle:
+                arrays: dict[str, Any] = predictions.arrays
+                np.savez(handle, **arrays)
+        elif suffix == ".npy":
+            with tmp.open("wb") as handle:
+                np.save(handle, predictions.arrays[predictions.primary])
+        elif suffix == ".json":
+            payload: dict[str, Any] = {"kind": predictions.kind, "summary": predictions.summary}
+            payload["records"] = predictions.records
+            tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", "utf-8")
+        else:
+            assert predictions.records is not None
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(predictions.records[0]))
+                writer.writeheader()
+                writer.writerows(predictions.records)
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+
+
+def _metadata_or_none(path: Path) -> ModelMetadata | None:
+    try:
+        meta = read_metadata(path)
+    except InvalidInputError:
+        return None
+    return meta if meta.task else None
+
+
+def run_model(
+    model: Path | str,
+    input: Path | str,
+    output: Path | str,
+    *,
+    session: SessionConfig | None = None,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Run ``model`` over the file ``input`` and write ``output``; the Python face of ``run``.
+
+    Raises :class:`~edgelstm.errors.ProviderUnavailableError` when the requested provider
+    cannot run (strict unless ``session.fallback``) and
+    :class:`~edgelstm.errors.InvalidInputError` for inputs that do not match the model;
+    nothing is written then.
+
+    Example::
+
+        >>> result = run_model("jv.onnx", "JapaneseVowels_TEST.ts", "preds.csv")  # doctest: +SKIP
+        >>> result.predictions.summary["accuracy"]  # doctest: +SKIP
+        0.9757
+    """
+    model_path, source, target = Path(model), Path(input), Path(output)
+    options = options or RunOptions()
+    _check_output_format(target, options.overwrite)
+    if not source.is_file():
+        raise InvalidInputError(f"input file {source} does not exist")
+    opened = open_session(model_path, session)
+    meta = _metadata_or_none(model_path)
+    if meta is not None and not _is_raw_npz(source, opened):
+        predictions, notices = _task_predictions(opened, meta, source, options, progress)
+    else:
+        predictions, notices = _raw_predictions(opened, source, options, progress)
+    write_predictions(predictions, target, overwrite=options.overwrite)
+    return RunResult(target, opened, predictions, tuple([*opened.notes, *notices]))
+
+
+def describe_run(result: RunResult) -> str:
+    """One human line: what was written, how much, on which provider, and the metric."""
+    summary = result.predictions.summary
+    kind = result.predictions.kind
+    counts = {
+        "classify": f"{summary.get('sequences')} sequences",
+        "forecast": f"{summary.get('windows')} forecast(s) of {summary.get('horizon')} steps",
+        "anomaly": f"{summary.get('steps')} steps, {summary.get('anomalous_steps', 0)} flagged",
+        "raw": ", ".join(f"{k} {v}" for k, v in summary.get("outputs", {}).items()),
+    }[kind]
+    text = f"wrote {result.output}: {counts}; {result.opened.describe()}"
+    if "accuracy" in summary:
+        text += f"; accuracy {summary['accuracy']:.4f} against the labels in the input"
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# streaming
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What :func:`stream_model` did."""
+
+    frames: int
+    chunks: int
+    opened: OpenedSession
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary with stable keys."""
+        return {"frames": self.frames, "chunks": self.chunks, "session": self.opened.to_json()}
+
+
+def _header_columns(cells: list[str], meta: ModelMetadata, source: str, number: int) -> list[int]:
+    """Which columns of a header line hold the model's features, in the model's order."""
+    from edgelstm.data.readers import ANOMALY_LABEL_COLUMNS, TIME_COLUMNS
+
+    lowered = [c.lower() for c in cells]
+    wanted = [n.lower() for n in meta.feature_names]
+    if all(n in lowered for n in wanted):
+        return [lowered.index(n) for n in wanted]
+    skip = TIME_COLUMNS | ANOMALY_LABEL_COLUMNS
+    rest = [i for i, c in enumerate(lowered) if c not in skip]
+    if len(rest) == len(wanted):
+        return rest  # other names, same count: take them in the model's order
+    missing = [n for n, low in zip(meta.feature_names, wanted, strict=True) if low not in lowered]
+    raise InvalidInputError(
+        f"{source} line {number}: the header lacks the model's feature(s) {', '.join(missing)} "
+        f"and has {len(rest)} data column(s), not {len(wanted)}; the model takes "
+        f"{', '.join(meta.feature_names)}"
+    )
+
+
+def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iterator[np.ndarray]:
+    """Frames from CSV lines, one per line, read lazily; an optional header maps columns."""
+    width = len(meta.feature_names)
+    columns: list[int] | None = None
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        cells = [c.strip() for c in next(csv.reader([text]))]
+        if columns is None:
+            if _is_header(cells):
+                columns = _header_columns(cells, meta, source, number)
+                continue
+            columns = list(range(width))  # no header: the model's feature order
+        if len(cells) != width and len(cells) <= max(columns):
+            raise InvalidInputError(
+                f"{source} line {number}: {len(cells)} value(s), expected {width} "
+                f"({', '.join(meta.feature_names)})"
+            )
+        try:
+            yield np.array([float(cells[i]) for i in columns], dtype=np.float64)
+        except ValueError:
+            raise InvalidInputError(
+                f"{source} line {number}: {text[:80]!r} is not {width} number(s)"
+            ) from None
+
+
+def _is_header(cells: list[str]) -> bool:
+    for cell in cells:
+        try:
+            float(cell)
+        except ValueError:
+            return True
+    return False
+
+
+def _array_frames(source: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
+    from edgelstm.data.readers import load_inference_data
+
+    task = meta.task or "anomaly"
+    data = load_inference_data(source, task, num_features=len(meta.feature_names))
+    if isinstance(data, SequenceSet):
+        if len(data) != 1:
+            raise InvalidInputError(
+                f"{source}: holds {len(data)} sequences; --stream takes one stream at a time "
+                "(use the StreamingSession API for a batch of streams)"
+            )
+        values = data.sequences[0]
+    else:
+        values = data.values
+    order, _ = _feature_order(data.feature_names, meta, source)
+    yield from values[:, order].astype(np.float64)
+
+
+def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    buffer: list[np.ndarray] = []
+    for frame in frames:
+        buffer.append(frame)
+        if len(buffer) == size:
+            yield np.stack(buffer)
+            buffer = []
+    if buffer:
+        yield np.stack(buffer)
+
+
+def stream_columns(meta: ModelMetadata) -> list[str]:
+    """CSV columns :func:`stream_model` writes for this model (classify or anomaly)."""
+    if meta.task == "classify":
+        labels = meta.class_labels
+        return ["frame", "label", "confidence", *[f"prob_{c}" for c in labels]]
+    return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
+
+
+def stream_model(
+    model: Path | str,
+    input: Path | str | IO[str],
+    write_rows: Callable[[list[dict[str, Any]]], None],
+    *,
+    chunk: int = 1,
+    session: SessionConfig | None = None,
+) -> StreamResult:
+    """Push frames through a ``--streaming`` export ``chunk`` at a time; rows per chunk.
+
+    ``input`` is a file (``.csv``/``.npy``/``.npz``/``.ts``, one sequence) or an open text
+    stream (stdin) read line by line, so a live sensor can pipe frames in. ``write_rows`` is
+    called once per chunk, as soon as it is computed. Classification emits one row per chunk
+    (the label after the chunk's last frame); anomaly detection one row per frame (score and
+    verdict, identical to a whole-series run). NaN/Inf frames are always refused: they would
+    poison the recurrent state for every later frame.
+    """
+    from edgelstm.runtimes.streaming import StreamingSession
+
+    if chunk < 1:
+        raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
+    streamer = StreamingSession(model, session=session)
+    meta = streamer.metadata
+    if meta.task not in ("classify", "anomaly"):
+        raise InvalidInputError(
+            f"{model}: --stream supports classify and anomaly models; this one is {meta.task}"
+        )
+    norm = _normalization(meta, Path(model))
+    if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
+        frames = _text_frames(input, "<stdin>", meta)  # type: ignore[arg-type]
+    else:
+        path = Path(input)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise InvalidInputError(f"input file {path} does not exist")
+        if path.suffix.lower() == ".csv":
+            handle = path.open(encoding="utf-8")
+            frames = _text_frames(handle, str(path), meta)
+        else:
+            frames = _array_frames(path, meta)
+    labels = meta.class_labels
+    threshold = meta.anomaly_threshold
+    seen = chunks = 0
+    previous: np.ndarray | None = None  # anomaly: the last frame's next-step prediction
+    for block in _chunks(frames, chunk):
+        if not np.isfinite(block).all():
+            raise InvalidInputError(
+                f"frames {seen}..{seen + len(block) - 1} contain NaN or Inf; they would poison "
+                "the recurrent state of every later frame: clean the input"
+            )
+        x = _normalize(block, norm)
+        out = streamer.push(x[None])
+        rows: list[dict[str, Any]] = []
+        if meta.task == "classify":
+            probs = _softmax(out)[0]
+            row: dict[str, Any] = {"frame": seen + len(block) - 1}
+            row["label"] = labels[int(probs.argmax())] if labels else str(int(probs.argmax()))
+            row["confidence"] = round(float(probs.max()), 6)
+            row.update(
+                {f"prob_{c}": round(float(p), 6) for c, p in zip(labels, probs, strict=False)}
+            )
+            rows.append(row)
+        else:
+            prediction = out[0]
+            for k in range(len(block)):
+                # Same arithmetic as the whole-series score (tasks.anomaly_scores).
+                score = 0.0 if previous is None else float(np.mean((previous - x[k]) ** 2))
+                previous = prediction[k]
+                row = {"frame": seen + k, "score": score}
+                if threshold is not None:
+                    row["anomaly"] = int(score > threshold)
+                rows.append(row)
+        seen += len(block)
+        chunks += 1
+        write_rows(rows)
+    if seen == 0:
+        raise InvalidInputError(
+            "no frames arrived on the input; send one line of numbers per frame"
+        )
+    return StreamResult(seen, chunks, streamer.opened)
+
+
+def csv_row_writer(stream: IO[str], columns: list[str]) -> Callable[[list[dict[str, Any]]], None]:
+    """A ``write_rows`` for :func:`stream_model` that prints CSV and flushes every chunk."""
+    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    stream.flush()
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        writer.writerows(rows)
+        stream.flush()
+
+    return write
+
+
+def stdin_text() -> IO[str]:
+    """Standard input as text, line-buffered reading for live frames."""
+    return sys.stdin
