@@ -191,5 +191,6 @@ def validate_feeds(
                 "clean the data, or pass --allow-nonfinite to feed it as it is"
             )
         converted = _convert(spec.name, array, spec.dtype, source, notices)
-        feeds[spec.name] = np.ascontiguousarray(converted)
+        # ascontiguousarray would turn a scalar (rank 0) into shape [1].
+        feeds[spec.name] = converted if converted.ndim == 0 else np.ascontiguousarray(converted)
     return feeds, notices

@@ -401,16 +401,30 @@ def _is_raw_npz(source: Path, opened: OpenedSession) -> bool:
 
 
 def _batch_axis(opened: OpenedSession, feeds: dict[str, np.ndarray]) -> str | None:
-    """The symbolic axis 0 shared by every input and output, if there is one."""
+    """The batch axis to split a foreign model's inputs along, or None to run them whole.
+
+    Only an axis 0 that every required input and every output share, *named* like a batch
+    (``batch``, ``batch_size``, ``N``...), and no overridden initializer among the feeds:
+    a time-major recurrent model also has a symbolic axis 0, and cutting time into pieces
+    would restart its state in every piece.
+    """
     session = opened.session
+    required = {i.name for i in session.get_inputs()}
+    if set(feeds) != required:
+        return None
     firsts = {i.shape[0] if i.shape else None for i in session.get_inputs()}
     firsts |= {o.shape[0] if o.shape else None for o in session.get_outputs()}
     if len(firsts) != 1:
         return None
     (symbol,) = firsts
-    if not isinstance(symbol, str):
+    if not isinstance(symbol, str) or not _looks_like_batch(symbol):
         return None
     return symbol if len({a.shape[0] for a in feeds.values()}) == 1 else None
+
+
+def _looks_like_batch(symbol: str) -> bool:
+    name = symbol.lower()
+    return "batch" in name or name in ("n", "b", "bs")
 
 
 def _raw_predictions(
@@ -425,8 +439,9 @@ def _raw_predictions(
         allow_nonfinite=options.allow_nonfinite,
     )
     names = [o.name for o in opened.session.get_outputs()]
-    total = next(iter(feeds.values())).shape[0]
-    if _batch_axis(opened, feeds) is None or total <= options.batch_size:
+    axis = _batch_axis(opened, feeds)
+    total = next(iter(feeds.values())).shape[0] if axis is not None else 0
+    if axis is None or total <= options.batch_size:
         outputs = opened.session.run(None, feeds)
         if progress is not None:
             progress(1, 1)
@@ -468,10 +483,15 @@ def _check_output_format(output: Path, overwrite: bool) -> str:
     return suffix
 
 
-def _json_value(value: np.ndarray) -> Any:
-    if value.dtype.kind == "f":
-        return [None if not math.isfinite(v) else v for v in value.ravel().tolist()]
-    return value.ravel().tolist()
+def _json_safe(value: Any) -> Any:
+    """NaN/Inf (possible with --allow-nonfinite) become null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool) -> None:
@@ -499,7 +519,8 @@ def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool
         elif suffix == ".json":
             payload: dict[str, Any] = {"kind": predictions.kind, "summary": predictions.summary}
             payload["records"] = predictions.records
-            tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", "utf-8")
+            text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
+            tmp.write_text(text + "\n", "utf-8")
         else:
             assert predictions.records is not None
             with tmp.open("w", newline="", encoding="utf-8") as handle:
@@ -614,6 +635,7 @@ def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iter
     """Frames from CSV lines, one per line, read lazily; an optional header maps columns."""
     width = len(meta.feature_names)
     columns: list[int] | None = None
+    expected_cells = width  # cells per line: the header's count when there is one
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
@@ -622,11 +644,12 @@ def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iter
         if columns is None:
             if _is_header(cells):
                 columns = _header_columns(cells, meta, source, number)
+                expected_cells = len(cells)
                 continue
             columns = list(range(width))  # no header: the model's feature order
-        if len(cells) != width and len(cells) <= max(columns):
+        if len(cells) != expected_cells:
             raise InvalidInputError(
-                f"{source} line {number}: {len(cells)} value(s), expected {width} "
+                f"{source} line {number}: {len(cells)} value(s), expected {expected_cells} "
                 f"({', '.join(meta.feature_names)})"
             )
         try:
@@ -635,6 +658,12 @@ def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iter
             raise InvalidInputError(
                 f"{source} line {number}: {text[:80]!r} is not {width} number(s)"
             ) from None
+
+
+def _file_frames(path: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
+    """Frames from a CSV file, read lazily; the file closes when the stream ends or fails."""
+    with path.open(encoding="utf-8") as handle:
+        yield from _text_frames(handle, str(path), meta)
 
 
 def _is_header(cells: list[str]) -> bool:
@@ -718,8 +747,7 @@ def stream_model(
         if not path.is_file():
             raise InvalidInputError(f"input file {path} does not exist")
         if path.suffix.lower() == ".csv":
-            handle = path.open(encoding="utf-8")
-            frames = _text_frames(handle, str(path), meta)
+            frames = _file_frames(path, meta)
         else:
             frames = _array_frames(path, meta)
     labels = meta.class_labels
@@ -767,10 +795,13 @@ def stream_model(
 def csv_row_writer(stream: IO[str], columns: list[str]) -> Callable[[list[dict[str, Any]]], None]:
     """A ``write_rows`` for :func:`stream_model` that prints CSV and flushes every chunk."""
     writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    stream.flush()
+    started: list[bool] = []
 
     def write(rows: list[dict[str, Any]]) -> None:
+        # The header waits for the first rows: a stream that fails to start prints nothing.
+        if not started:
+            writer.writeheader()
+            started.append(True)
         writer.writerows(rows)
         stream.flush()
 
