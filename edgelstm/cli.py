@@ -393,7 +393,17 @@ class GraphOptimizationChoice(str, Enum):
 
 @app.command(name="run")
 def run_command(
-    model: Annotated[Path, typer.Argument(help="The .onnx model (edgelstm's or any other).")],
+    model: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="The .onnx model (edgelstm's or any other).", show_default=False),
+    ] = None,
+    config_path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--config",
+            help="Deployment config from `benchmark --tune`: model, provider and threads.",
+        ),
+    ] = None,
     input_file: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -452,7 +462,10 @@ def run_command(
         bool,
         typer.Option(help="Stream frames through a --streaming export, printing each chunk."),
     ] = False,
-    chunk: Annotated[int, typer.Option(min=1, help="Frames per push with --stream.")] = 1,
+    chunk: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Frames per push with --stream [default: 1, or the config's]."),
+    ] = None,
     allow_nonfinite: Annotated[
         bool, typer.Option(help="Feed NaN/Inf as they are instead of refusing them.")
     ] = False,
@@ -463,22 +476,38 @@ def run_command(
 ) -> None:
     """Run a model on a chosen execution provider; strict unless --fallback."""
     from edgelstm.console import count_progress, stderr_console
-    from edgelstm.runtimes.session import SessionConfig, parse_provider_list
 
     if input_file is None:
         raise InvalidInputError("--input FILE is required (with --stream, '-' reads stdin)")
-    config = SessionConfig(
-        providers=parse_provider_list(provider),
-        fallback=fallback,
-        intra_op_threads=threads or None,
-        inter_op_threads=inter_op_threads,
-        spinning=spinning,
-        graph_optimization=graph_optimization.value,
-        memory_arena=memory_arena,
-        cuda_device=cuda_device,
-        tensorrt_fp16=tensorrt_fp16,
-        tensorrt_cache=tensorrt_cache,
-    )
+    if config_path is not None:
+        from edgelstm.runtimes.deploy import read_deployment
+
+        if model is not None:
+            raise InvalidInputError("give either MODEL or --config (which names the model)")
+        if provider != "cpu" or threads != 1 or fallback:
+            raise InvalidInputError(
+                f"--config {config_path} sets the provider and threads; drop --provider, "
+                "--threads and --fallback (or edit the config)"
+            )
+        deployment = read_deployment(config_path)
+        model = deployment.model
+        config = deployment.session
+        chunk = chunk or deployment.chunk
+    elif model is None:
+        raise InvalidInputError("give the MODEL.onnx to run (or --config deploy.json)")
+    else:
+        config = _session_config(
+            provider,
+            fallback,
+            threads,
+            inter_op_threads,
+            spinning,
+            graph_optimization.value,
+            memory_arena,
+            cuda_device,
+            tensorrt_fp16,
+            tensorrt_cache,
+        )
     err = stderr_console()
     if stream:
         if allow_nonfinite:
@@ -486,7 +515,7 @@ def run_command(
                 "--allow-nonfinite cannot be used with --stream: NaN/Inf would poison the "
                 "recurrent state of every later frame"
             )
-        _run_stream(model, input_file, output, chunk, config, overwrite, json_output)
+        _run_stream(model, input_file, output, chunk or 1, config, overwrite, json_output)
         return
     if input_file == "-":
         raise InvalidInputError("--input - (stdin) works only with --stream; give a file")
@@ -520,6 +549,34 @@ def _print_notes(console: Any, notes: Any) -> None:
 
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _session_config(
+    provider: str,
+    fallback: bool,
+    threads: int,
+    inter_op_threads: int | None,
+    spinning: bool | None,
+    graph_optimization: str,
+    memory_arena: bool,
+    cuda_device: int,
+    tensorrt_fp16: bool,
+    tensorrt_cache: Path | None,
+) -> Any:
+    from edgelstm.runtimes.session import SessionConfig, parse_provider_list
+
+    return SessionConfig(
+        providers=parse_provider_list(provider),
+        fallback=fallback,
+        intra_op_threads=threads or None,
+        inter_op_threads=inter_op_threads,
+        spinning=spinning,
+        graph_optimization=graph_optimization,
+        memory_arena=memory_arena,
+        cuda_device=cuda_device,
+        tensorrt_fp16=tensorrt_fp16,
+        tensorrt_cache=tensorrt_cache,
+    )
 
 
 def _run_stream(
@@ -568,6 +625,244 @@ def _run_stream(
             markup=False,
             soft_wrap=True,
         )
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidInputError(
+            f"{option} {text!r}: give positive integers separated by commas, e.g. 1,8,64"
+        ) from None
+    if any(v < 1 for v in values):
+        raise InvalidInputError(f"{option} {text!r}: values must be >= 1")
+    return values
+
+
+@app.command()
+def benchmark(
+    models: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Argument(help="ONNX artifacts to compare (sequence and/or streaming exports)."),
+    ] = None,
+    providers: Annotated[
+        str, typer.Option(help="Providers to measure, comma-separated, or 'all' usable here.")
+    ] = "cpu",
+    batch: Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8,64.")] = "1",
+    seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 1,100,1000.")] = "100",
+    threads: Annotated[str, typer.Option(help="Intra-op thread counts, e.g. 1,2.")] = "1",
+    stream: Annotated[
+        bool, typer.Option(help="Also time streaming pushes (models exported with --streaming).")
+    ] = False,
+    chunk: Annotated[str, typer.Option(help="Frames per push with --stream, e.g. 1,10.")] = "1",
+    frame_rate: Annotated[
+        float, typer.Option(min=0.001, help="Sensor frame rate (Hz) for the real-time factor.")
+    ] = 100.0,
+    torch_run: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--torch", help="Checkpoint folder: add PyTorch eager baseline rows."),
+    ] = None,
+    eval_run: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--eval", help="Checkpoint folder whose test split scores every artifact."),
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 10,
+    iterations: Annotated[int, typer.Option(min=1, help="Timed calls per row.")] = 100,
+    duration: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(min=0.001, help="Time each row for this many seconds instead."),
+    ] = None,
+    fallback: Annotated[
+        bool, typer.Option(help="Measure an unusable provider's rows on the CPU (rows say so).")
+    ] = False,
+    cuda_graphs: Annotated[
+        bool, typer.Option(help="CUDA rows with and without CUDA graphs (IO binding).")
+    ] = False,
+    isolate: Annotated[
+        bool, typer.Option(help="Run each row in its own process (clean heap, peak memory).")
+    ] = True,
+    json_path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--json", help="Write the report as JSON (schema edgelstm.benchmark/1)."),
+    ] = None,
+    markdown: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Write the report as Markdown."),
+    ] = None,
+    plot: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Write latency plots as PNG (needs edgelstm[plot])."),
+    ] = None,
+    compare: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="An earlier --json report: per-row ratios, regressions flagged."),
+    ] = None,
+    regression_threshold: Annotated[
+        float, typer.Option(min=0.0, help="Slower than (1 + this) x the old p50 is a regression.")
+    ] = 0.10,
+    fail_on_regression: Annotated[
+        bool, typer.Option(help="Exit 1 when --compare finds a regression.")
+    ] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(help="Pick the fastest configuration within the accuracy budget (--eval)."),
+    ] = False,
+    tune_out: Annotated[
+        Path, typer.Option(help="Where --tune writes the deployment config for `run --config`.")
+    ] = Path("deploy.json"),
+    max_degradation: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(min=0.0, help="--tune budget: accuracy 0.01, MAE 0.02 rel., AUROC 0.01."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+) -> None:
+    """Compare providers x precisions x shapes in one table, PyTorch as the baseline."""
+    from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
+    from edgelstm.benchmarks.report import (
+        compare_reports,
+        load_report,
+        print_comparison,
+        render_table,
+        write_report_files,
+    )
+    from edgelstm.console import count_progress, stderr_console, stdout_console
+    from edgelstm.fileio import check_output_path
+
+    names = tuple(p.strip() for p in providers.split(","))
+    if any(not n for n in names):
+        raise InvalidInputError(f"--providers {providers!r} has an empty entry")
+    old = load_report(compare) if compare is not None else None
+    for path in (json_path, markdown, plot, tune_out if tune else None):
+        if path is not None:
+            check_output_path(path, overwrite=overwrite)
+    if tune and eval_run is None:
+        raise InvalidInputError("--tune needs --eval RUN_DIR: only scored artifacts can be kept")
+    if plot is not None:
+        from edgelstm.benchmarks.report import require_plotting
+
+        require_plotting()
+    plan = BenchmarkPlan(
+        models=tuple(models or ()),
+        providers=names,
+        batches=_int_list(batch, "--batch"),
+        seqs=_int_list(seq, "--seq"),
+        threads=_int_list(threads, "--threads"),
+        stream=stream,
+        chunks=_int_list(chunk, "--chunk"),
+        torch_run=torch_run,
+        eval_run=eval_run,
+        warmup=warmup,
+        iterations=iterations,
+        duration_s=duration,
+        frame_rate=frame_rate,
+        fallback=fallback,
+        cuda_graphs=cuda_graphs,
+        isolate=isolate,
+    )
+    err = stderr_console()
+    command = "edgelstm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    with count_progress(err, "benchmark") as progress:
+        report = run_benchmark(
+            plan,
+            progress=None if progress is None else (lambda d, t, _label: progress(d, t)),
+            command=command,
+        )
+    document = report.to_json()
+    chosen = None
+    if tune:
+        from edgelstm.benchmarks.tune import choose_deployment
+        from edgelstm.runtimes.deploy import write_deployment
+
+        mode = (
+            "streaming"
+            if stream
+            and not any(
+                r["mode"] == "sequence" and r["runtime"] == "onnxruntime" for r in report.rows
+            )
+            else "sequence"
+        )
+        chosen = choose_deployment(list(report.rows), mode=mode, max_degradation=max_degradation)
+        write_deployment(chosen, tune_out, overwrite=overwrite)
+        document["deployment"] = chosen.to_json(relative_to=tune_out.parent)
+    comparison = None
+    if old is not None:
+        comparison = compare_reports(document, old, threshold=regression_threshold)
+        document["comparison"] = comparison.to_json()
+    write_report_files(
+        document,
+        json_path=json_path,
+        markdown_path=markdown,
+        plot_path=plot,
+        overwrite=overwrite,
+    )
+    out = stdout_console(min_width=220)
+    out.print(render_table(document))
+    for skip in report.skipped:
+        _print_notes(err, [f"skipped {skip['provider']}: {skip['reason']}"])
+    notes = sorted({n for r in report.rows for n in r.get("notes", [])})
+    _print_notes(err, notes)
+    if comparison is not None:
+        print_comparison(comparison, out)
+    if chosen is not None:
+        err.print(f"deployment: {tune_out} ({chosen.reason})", markup=False, soft_wrap=True)
+    written = [p for p in (json_path, markdown, plot) if p is not None]
+    if written:
+        err.print("wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
+    if comparison is not None and comparison.regressions and fail_on_regression:
+        from edgelstm.errors import CheckFailedError
+
+        raise CheckFailedError(
+            f"{len(comparison.regressions)} row(s) regressed more than "
+            f"{regression_threshold:.0%} against {compare}"
+        )
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for the run, models and report.")] = Path(
+        "quickstart"
+    ),
+    dataset: Annotated[
+        str, typer.Option(help="Built-in classification dataset (JapaneseVowels, BasicMotions).")
+    ] = "JapaneseVowels",
+    preset: Annotated[
+        str, typer.Option(help="Training preset: default, or smoke (seconds; a weak model).")
+    ] = "default",
+    iterations: Annotated[int, typer.Option(min=1, help="Timed calls per benchmark row.")] = 200,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Train, export, quantize and benchmark in one go; writes a report to --out."""
+    from edgelstm.benchmarks.quickstart import quickstart as run_quickstart
+    from edgelstm.benchmarks.report import render_table
+    from edgelstm.console import count_progress, stderr_console, stdout_console, training_progress
+    from edgelstm.fileio import check_output_path
+
+    check_output_path(out, overwrite=overwrite, kind="folder")
+    err = stderr_console()
+
+    def stage(message: str) -> None:
+        err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    with training_progress(err) as train_progress, count_progress(err, "benchmark") as bench:
+        result = run_quickstart(
+            out,
+            dataset=dataset,
+            preset=preset,
+            iterations=iterations,
+            overwrite=overwrite,
+            stage=stage,
+            train_progress=train_progress,
+            bench_progress=None if bench is None else (lambda d, t, _label: bench(d, t)),
+        )
+    stdout_console(min_width=220).print(render_table(result.report, title="edgelstm quickstart"))
+    _print_notes(err, result.notes)
+    for line, value in result.report.get("summary", {}).items():
+        stage(f"{line}: {value}")
+    if result.deployment is not None:
+        chosen = result.deployment
+        provider = chosen["session"]["providers"][0]
+        stage(f"deployment: {chosen['model']} on {provider} ({chosen['reason']})")
+    stage("wrote " + ", ".join(str(p) for p in result.files))
 
 
 def _framework_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:

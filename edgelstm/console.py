@@ -18,10 +18,14 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
-def stdout_console() -> Console:
+def stdout_console(*, min_width: int | None = None) -> Console:
+    """Results console; ``min_width`` keeps wide tables readable when stdout is a file/pipe."""
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if min_width is not None and not console.is_terminal and console.width < min_width:
+        console = Console(width=min_width)
+    return console
 
 
 @contextlib.contextmanager

@@ -1,0 +1,395 @@
+"""``edgelstm benchmark``: every model x provider x shape x thread count, PyTorch alongside.
+
+:func:`run_benchmark` expands a frozen :class:`BenchmarkPlan` into measurements, times each
+(in its own process by default, see :mod:`edgelstm.benchmarks.measure`), scores each artifact
+on a checkpoint's test split when ``eval_run`` is given, and returns a
+:class:`BenchmarkReport` whose rows follow the ``edgelstm.benchmark/1`` schema
+(:mod:`edgelstm.benchmarks.report` writes it as JSON, Markdown, a table and plots).
+
+Example::
+
+    >>> plan = BenchmarkPlan(models=(Path("jv.onnx"), Path("jv.int8.onnx")),
+    ...                      torch_run=Path("runs/jv"), batches=(1, 8))  # doctest: +SKIP
+    >>> report = run_benchmark(plan)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgelstm.benchmarks.measure import Measurement, environment, measure, measure_isolated
+from edgelstm.errors import InvalidInputError, ProviderUnavailableError
+
+__all__ = ["BENCHMARK_SCHEMA", "BenchmarkPlan", "BenchmarkReport", "run_benchmark"]
+
+#: ``schema`` of the benchmark JSON; bump on incompatible changes to row fields.
+BENCHMARK_SCHEMA = "edgelstm.benchmark/1"
+
+#: ``progress(done, total, label)`` after each configuration.
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    """What to measure. Every combination of the tuples becomes one row.
+
+    ``providers`` are short names, or ``("all",)`` for every provider that really runs here
+    (probed; the others are listed in the report's ``skipped``). ``stream`` adds streaming
+    rows (``chunks`` frames per push, for models with state inputs) to the sequence rows.
+    ``torch_run`` adds PyTorch eager FP32 and dynamic-INT8 baselines from a checkpoint;
+    ``eval_run`` scores every artifact on that checkpoint's test split.
+    ``frame_rate`` (Hz) turns streaming per-frame latency into a real-time factor.
+    With ``stream`` and a sequence export among the models, streaming exports get only
+    streaming rows (their whole-sequence rows would repeat the sequence export's).
+    ``cuda_graphs`` measures CUDA rows with and without CUDA graphs.
+    """
+
+    models: tuple[Path, ...]
+    providers: tuple[str, ...] = ("cpu",)
+    batches: tuple[int, ...] = (1,)
+    seqs: tuple[int, ...] = (100,)
+    threads: tuple[int, ...] = (1,)
+    stream: bool = False
+    chunks: tuple[int, ...] = (1,)
+    torch_run: Path | None = None
+    eval_run: Path | None = None
+    warmup: int = 10
+    iterations: int | None = 100
+    duration_s: float | None = None
+    frame_rate: float = 100.0
+    fallback: bool = False
+    cuda_graphs: bool = False
+    isolate: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.models and self.torch_run is None:
+            raise InvalidInputError("give at least one MODEL.onnx (or --torch RUN_DIR)")
+        for name, values in (
+            ("--batch", self.batches),
+            ("--seq", self.seqs),
+            ("--threads", self.threads),
+            ("--chunk", self.chunks),
+        ):
+            if not values or any(v < 1 for v in values):
+                raise InvalidInputError(f"{name} needs positive integers, got {list(values)}")
+        if self.iterations is not None and self.iterations < 1:
+            raise InvalidInputError(f"--iterations must be >= 1, got {self.iterations}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise InvalidInputError(f"--duration must be > 0 seconds, got {self.duration_s}")
+        if self.warmup < 0:
+            raise InvalidInputError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.frame_rate <= 0:
+            raise InvalidInputError(f"--frame-rate must be > 0 Hz, got {self.frame_rate}")
+        for model in self.models:
+            if not Path(model).is_file():
+                raise InvalidInputError(f"model file {model} does not exist")
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as stored in the report (paths as strings)."""
+        return {
+            "models": [str(m) for m in self.models],
+            "providers": list(self.providers),
+            "batches": list(self.batches),
+            "seqs": list(self.seqs),
+            "threads": list(self.threads),
+            "stream": self.stream,
+            "chunks": list(self.chunks),
+            "torch_run": None if self.torch_run is None else str(self.torch_run),
+            "eval_run": None if self.eval_run is None else str(self.eval_run),
+            "warmup": self.warmup,
+            "iterations": self.iterations,
+            "duration_s": self.duration_s,
+            "frame_rate": self.frame_rate,
+            "fallback": self.fallback,
+            "cuda_graphs": self.cuda_graphs,
+            "isolate": self.isolate,
+        }
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    """Rows plus what is needed to trust and reproduce them."""
+
+    environment: dict[str, Any]
+    plan: dict[str, Any]
+    rows: tuple[dict[str, Any], ...]
+    skipped: tuple[dict[str, str], ...] = ()
+    command: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``edgelstm.benchmark/1`` document."""
+        return {
+            "schema": BENCHMARK_SCHEMA,
+            "command": self.command,
+            "environment": self.environment,
+            "plan": self.plan,
+            "rows": list(self.rows),
+            "skipped": list(self.skipped),
+            **self.extra,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# expanding the plan
+
+
+def _model_facts(path: Path) -> dict[str, Any]:
+    """Precision, streaming capability, feature count and label of one ONNX artifact."""
+    from edgelstm.runtimes.session import model_profile
+
+    profile = model_profile(path)
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    precision = props.get("edgelstm.precision", profile.precision)
+    inputs = [i.name for i in model.graph.input]
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = [n for n in inputs if n not in initializers]
+    size = path.stat().st_size
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        size += data.stat().st_size
+    return {
+        "precision": precision,
+        "streamable": len(graph_inputs) > 1 and props.get("edgelstm.variant") == "streaming",
+        "size_mb": size / 2**20,
+        "ops": profile.op_types,
+    }
+
+
+def _resolve_providers(
+    names: tuple[str, ...], fallback: bool
+) -> tuple[list[str], list[dict[str, str]]]:
+    from edgelstm.runtimes.providers import available_providers, probe_provider, resolve_provider
+
+    skipped: list[dict[str, str]] = []
+    if names == ("all",):
+        usable = []
+        for spec in available_providers():
+            probe = probe_provider(spec.name)
+            if probe.usable:
+                usable.append(spec.name)
+            else:
+                skipped.append({"provider": spec.name, "reason": probe.detail})
+        return usable, skipped
+    resolved = []
+    for name in names:
+        spec = resolve_provider(name)
+        probe = probe_provider(spec.name)
+        if not probe.usable:
+            if not fallback:
+                raise ProviderUnavailableError(
+                    f"{spec.name}: {probe.detail}; add --fallback to measure on the CPU instead "
+                    "(rows then say which provider ran), or --providers all"
+                )
+            skipped.append({"provider": spec.name, "reason": probe.detail + " (ran on cpu)"})
+        if spec.name not in resolved:
+            resolved.append(spec.name)
+    return resolved, skipped
+
+
+def _label(path: Path, labels: dict[str, int]) -> str:
+    name = path.name
+    labels[name] = labels.get(name, 0) + 1
+    return name if labels[name] == 1 else f"{name} ({labels[name]})"
+
+
+def _plan_measurements(
+    plan: BenchmarkPlan, providers: list[str], facts: dict[Path, dict[str, Any]]
+) -> list[tuple[Measurement, dict[str, Any]]]:
+    base: dict[str, Any] = {
+        "warmup": plan.warmup,
+        "iterations": None if plan.duration_s is not None else plan.iterations,
+        "duration_s": plan.duration_s,
+    }
+    items: list[tuple[Measurement, dict[str, Any]]] = []
+    labels: dict[str, int] = {}
+    shapes = [("sequence", s) for s in plan.seqs]
+    if plan.stream:
+        shapes += [("streaming", c) for c in plan.chunks]
+    has_sequence_export = any(not f["streamable"] for f in facts.values())
+    for path in plan.models:
+        info = facts[path]
+        label = _label(path, labels)
+        skip_sequence = plan.stream and info["streamable"] and has_sequence_export
+        for provider in providers:
+            # --cuda-graphs measures CUDA rows both ways, so the table shows what it buys.
+            graph_options = (False, True) if plan.cuda_graphs and provider == "cuda" else (False,)
+            for mode, steps in shapes:
+                if (mode == "streaming" and not info["streamable"]) or (
+                    mode == "sequence" and skip_sequence
+                ):
+                    continue
+                for batch, threads, graphs in itertools.product(
+                    plan.batches, plan.threads, graph_options
+                ):
+                    if graphs and mode == "streaming":
+                        continue  # streaming pushes change the state buffers every call
+                    m = Measurement(
+                        model=str(path),
+                        runtime="onnxruntime",
+                        provider=provider,
+                        precision=info["precision"],
+                        mode=mode,
+                        batch=batch,
+                        seq=steps,
+                        threads=threads,
+                        fallback=plan.fallback,
+                        cuda_graphs=graphs,
+                        **base,
+                    )
+                    items.append((m, {"label": label, "size_mb": info["size_mb"]}))
+    if plan.torch_run is not None:
+        torch_devices = ["cpu"] + [p for p in providers if p == "cuda"]
+        for precision in ("fp32", "int8"):
+            for device in torch_devices:
+                if precision == "int8" and device != "cpu":
+                    continue
+                for mode, steps in shapes:
+                    for batch in plan.batches:
+                        for threads in plan.threads:
+                            m = Measurement(
+                                model=str(plan.torch_run),
+                                runtime="torch",
+                                provider=device,
+                                precision=precision,
+                                mode=mode,
+                                batch=batch,
+                                seq=steps,
+                                threads=threads,
+                                **base,
+                            )
+                            label = f"pytorch eager {precision}"
+                            items.append((m, {"label": label, "size_mb": None}))
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+
+
+def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
+    """Task metric per artifact (and for the torch baselines) on the eval run's test split."""
+    if plan.eval_run is None:
+        return None, {}
+    from edgelstm.exporters.quantize import DEFAULT_GATES
+    from edgelstm.runtimes.inference import SplitPredictor, cpu_session
+    from edgelstm.training import evaluate, prepare_for_evaluation
+
+    prepared, record = prepare_for_evaluation(plan.eval_run)
+    season = int(record.dataset.details.get("season", 1))
+    metric = DEFAULT_GATES[prepared.task][0]
+    scores: dict[str, float] = {}
+    for path in plan.models:
+        session = cpu_session(path)
+        inputs = session.get_inputs()[0].shape
+        if isinstance(inputs[-1], int) and inputs[-1] != prepared.num_features:
+            raise InvalidInputError(
+                f"{path} takes {inputs[-1]} features but {plan.eval_run} has "
+                f"{prepared.num_features}; --eval needs the checkpoint the models came from"
+            )
+        metrics, _ = evaluate(SplitPredictor(session), prepared, season=season)
+        scores[str(path)] = float(metrics.get(metric, math.nan))
+    if plan.torch_run is not None:
+        from edgelstm.checkpoint import load_checkpoint
+
+        model = load_checkpoint(plan.torch_run).model
+        metrics, _ = evaluate(model, prepared, season=season)
+        scores[f"torch:{plan.torch_run}"] = float(metrics.get(metric, math.nan))
+    return metric, scores
+
+
+# --------------------------------------------------------------------------------------------
+# running
+
+
+def _row(
+    m: Measurement, extra: dict[str, Any], raw: dict[str, Any], frame_rate: float
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": extra["label"],
+        "path": m.model,
+        "runtime": m.runtime,
+        "provider": raw.get("provider", m.provider),
+        "requested_provider": m.provider,
+        "precision": m.precision,
+        "mode": m.mode,
+        "batch": m.batch,
+        "seq": m.seq if m.mode == "sequence" else None,
+        "chunk": m.seq if m.mode == "streaming" else None,
+        "threads": m.threads,
+        "cuda_graphs": m.cuda_graphs,
+    }
+    row.update(raw)
+    row["size_mb"] = extra["size_mb"]
+    row.setdefault("peak_rss_mb", None)
+    row.setdefault("gpu_peak_mb", None)
+    if m.mode == "streaming":
+        per_frame = row["p50_ms"] / m.seq
+        row["frame_p50_ms"] = per_frame
+        row["frame_p99_ms"] = row["p99_ms"] / m.seq
+        row["frame_rate_hz"] = frame_rate
+        # Compute time per frame over the time between frames: < 1 keeps up with the sensor.
+        row["real_time_factor"] = per_frame / (1000.0 / frame_rate)
+    return row
+
+
+def _baseline_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["mode"], row["batch"], row["seq"], row["chunk"], row["threads"])
+
+
+def add_baseline_ratios(rows: list[dict[str, Any]]) -> None:
+    """``vs_torch_fp32``: each row's p50 over the PyTorch eager FP32 CPU row of the same shape."""
+    baselines = {
+        _baseline_key(r): r["p50_ms"]
+        for r in rows
+        if r["runtime"] == "torch" and r["precision"] == "fp32" and r["provider"] == "cpu"
+    }
+    for row in rows:
+        base = baselines.get(_baseline_key(row))
+        row["vs_torch_fp32"] = None if base is None or base <= 0 else row["p50_ms"] / base
+
+
+def run_benchmark(
+    plan: BenchmarkPlan, *, progress: Progress | None = None, command: str | None = None
+) -> BenchmarkReport:
+    """Measure every configuration of ``plan``; see the module docstring."""
+    providers, skipped = _resolve_providers(plan.providers, plan.fallback)
+    if not providers:
+        raise ProviderUnavailableError("no execution provider is usable here")
+    facts = {path: _model_facts(Path(path)) for path in plan.models}
+    metric, scores = _scores(plan)
+    items = _plan_measurements(plan, providers, facts)
+    if not items:
+        raise InvalidInputError(
+            "nothing to measure: --stream needs models exported with --streaming"
+        )
+    rows: list[dict[str, Any]] = []
+    for done, (m, extra) in enumerate(items, start=1):
+        raw = measure_isolated(m) if plan.isolate else measure(m)
+        row = _row(m, extra, raw, plan.frame_rate)
+        if metric is not None:
+            key = f"torch:{plan.torch_run}" if m.runtime == "torch" else m.model
+            row["metric"] = metric
+            # Dynamic INT8 in torch is not scored separately: its metric is not the FP32 one.
+            row["metric_value"] = (
+                None if m.runtime == "torch" and m.precision != "fp32" else scores.get(key)
+            )
+        rows.append(row)
+        if progress is not None:
+            progress(done, len(items), f"{extra['label']} {m.provider} {m.mode}")
+    add_baseline_ratios(rows)
+    return BenchmarkReport(
+        environment=environment(plan.threads),
+        plan=plan.to_json(),
+        rows=tuple(rows),
+        skipped=tuple(skipped),
+        command=command,
+    )

@@ -1,0 +1,456 @@
+"""Benchmark reports: the terminal table, JSON (``edgelstm.benchmark/1``), Markdown, plots and
+comparison with an earlier report.
+
+Rows are plain dicts with stable field names (the minimum set is :data:`REQUIRED_ROW_FIELDS`);
+:func:`load_report` checks a JSON file against them before anything compares with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA
+from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.fileio import atomic_file, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+__all__ = [
+    "REQUIRED_ROW_FIELDS",
+    "Comparison",
+    "compare_reports",
+    "load_report",
+    "render_table",
+    "row_key",
+    "to_markdown",
+    "write_plot",
+    "write_report_files",
+]
+
+#: Fields every row has (GUIDE §2), in the order tables show them.
+REQUIRED_ROW_FIELDS = (
+    "model",
+    "runtime",
+    "provider",
+    "precision",
+    "mode",
+    "batch",
+    "seq",
+    "chunk",
+    "threads",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "throughput_per_s",
+)
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two rows the same configuration (for ``--compare``)."""
+    return (
+        row["model"],
+        row["runtime"],
+        row.get("requested_provider", row["provider"]),
+        row["precision"],
+        row["mode"],
+        row["batch"],
+        row.get("seq"),
+        row.get("chunk"),
+        row["threads"],
+    )
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """Read and check a benchmark JSON; bad files raise InvalidInputError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"benchmark report {path} does not exist")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("schema") != BENCHMARK_SCHEMA:
+        found = document.get("schema") if isinstance(document, dict) else type(document).__name__
+        raise InvalidInputError(
+            f"{path} is not an edgelstm benchmark report (schema {found!r}, expected "
+            f"{BENCHMARK_SCHEMA!r}); write one with `edgelstm benchmark --json`"
+        )
+    rows = document.get("rows")
+    if not isinstance(rows, list):
+        raise InvalidInputError(f"{path}: 'rows' must be a list")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidInputError(f"{path}: rows[{index}] is not an object")
+        missing = [f for f in REQUIRED_ROW_FIELDS if f not in row]
+        if missing:
+            raise InvalidInputError(f"{path}: rows[{index}] lacks {', '.join(missing)}")
+    return document
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+
+
+def _ms(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _shape(row: dict[str, Any]) -> str:
+    if row["mode"] == "streaming":
+        return f"b{row['batch']} chunk {row['chunk']}"
+    return f"b{row['batch']} x {row['seq']}"
+
+
+def _provider(row: dict[str, Any]) -> str:
+    requested = row.get("requested_provider", row["provider"])
+    if requested != row["provider"]:
+        return f"{row['provider']} (asked {requested})"
+    return str(row["provider"])
+
+
+def _ratio(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def table_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the terminal table and the Markdown table."""
+    has_metric = any(r.get("metric_value") is not None for r in rows)
+    metric = next((r.get("metric") for r in rows if r.get("metric")), "metric")
+    has_stream = any(r["mode"] == "streaming" for r in rows)
+    header = [
+        "model",
+        "runtime",
+        "provider",
+        "prec",
+        "mode",
+        "shape",
+        "thr",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "per s",
+        "vs torch",
+    ]
+    if has_stream:
+        header += ["frame ms", "RTF"]
+    header += ["size MB", "peak RSS MB"]
+    if has_metric:
+        header.append(str(metric))
+    cells = []
+    for r in rows:
+        line = [
+            str(r["model"]),
+            str(r["runtime"]),
+            _provider(r),
+            str(r["precision"]),
+            str(r["mode"]),
+            _shape(r),
+            str(r["threads"]),
+            _ms(r["p50_ms"]),
+            _ms(r["p90_ms"]),
+            _ms(r["p99_ms"]),
+            _num(r["throughput_per_s"], 0),
+            _ratio(r.get("vs_torch_fp32")),
+        ]
+        if has_stream:
+            line += [_ms(r.get("frame_p50_ms")), _num(r.get("real_time_factor"), 4)]
+        line += [_num(r.get("size_mb"), 2), _num(r.get("peak_rss_mb"), 0)]
+        if has_metric:
+            value = r.get("metric_value")
+            line.append("-" if value is None else f"{value:.4f}")
+        cells.append(line)
+    return header, cells
+
+
+def render_table(document: dict[str, Any], title: str = "benchmark") -> Table:
+    """A rich table of the rows (fastest p50 per mode highlighted)."""
+    from rich.table import Table
+
+    rows = document["rows"]
+    header, cells = table_rows(rows)
+    table = Table(title=title, title_justify="left")
+    for name in header:
+        table.add_column(name, justify="left" if name in ("model", "provider", "mode") else "right")
+    best: dict[str, float] = {}
+    for r in rows:
+        best[r["mode"]] = min(best.get(r["mode"], math.inf), r["p50_ms"])
+    for r, line in zip(rows, cells, strict=True):
+        style = "bold green" if r["p50_ms"] == best[r["mode"]] else None
+        table.add_row(*line, style=style)
+    return table
+
+
+def _environment_lines(env: dict[str, Any]) -> list[str]:
+    cpu = env.get("cpu", {})
+    libs = env.get("libraries", {})
+    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "neon") if cpu.get(f)]
+    gpus = ", ".join(g.get("name", "?") for g in env.get("gpus", [])) or "none"
+    return [
+        f"- CPU: {cpu.get('model', '?')} ({env.get('cpu_count')} logical cores; "
+        f"{', '.join(flags) or 'no notable SIMD flags'})",
+        f"- GPU: {gpus}",
+        f"- Libraries: onnxruntime {libs.get('onnxruntime')} "
+        f"({libs.get('onnxruntime_distribution')}), torch {libs.get('torch')}, "
+        f"onnx {libs.get('onnx')}, numpy {libs.get('numpy')}; "
+        f"Python {env.get('python')}",
+        f"- Taken {env.get('timestamp')} on {env.get('platform')}",
+    ]
+
+
+def to_markdown(document: dict[str, Any], title: str = "Benchmark") -> str:
+    """The report as Markdown: command, environment, the table and skipped providers."""
+    plan = document.get("plan", {})
+    lines = [f"# {title}", ""]
+    if document.get("command"):
+        lines += [f"Command: `{document['command']}`", ""]
+    lines += _environment_lines(document.get("environment", {}))
+    iterations = plan.get("iterations")
+    timing = f"{plan.get('duration_s')} s per row" if iterations is None else f"{iterations} calls"
+    lines += [
+        f"- Timing: {plan.get('warmup')} warm-up calls, then {timing}; latency per call, "
+        "percentiles by linear interpolation, outliers kept; each row in its own process"
+        if plan.get("isolate")
+        else f"- Timing: {plan.get('warmup')} warm-up calls, then {timing}; in one process",
+        "",
+    ]
+    header, cells = table_rows(document["rows"])
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in cells]
+    lines.append("")
+    if any(r["mode"] == "streaming" for r in document["rows"]):
+        lines += [
+            "Streaming rows: latency per push of `chunk` frames with the state carried; "
+            "`frame ms` is per frame, RTF the real-time factor at "
+            f"{plan.get('frame_rate', 100)} Hz (below 1 keeps up).",
+            "",
+        ]
+    lines += [
+        "`vs torch`: p50 over PyTorch eager FP32 on the CPU at the same shape and threads.",
+        "",
+    ]
+    for skip in document.get("skipped", []):
+        lines.append(f"- skipped {skip['provider']}: {skip['reason']}")
+    for key, value in document.get("summary", {}).items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def require_plotting() -> None:
+    """Fail early (before minutes of measuring) when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "--plot needs matplotlib: pip install 'edgelstm[plot]'"
+        ) from exc
+
+
+def write_plot(document: dict[str, Any], path: Path, *, overwrite: bool = False) -> None:
+    """PNG with latency vs batch, latency vs sequence length, and latency vs metric/size."""
+    require_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in document["rows"] if r["mode"] == "sequence"]
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        series.setdefault(
+            f"{r['model']} {r['runtime']} {r['provider']} t{r['threads']}", []
+        ).append(r)
+    for axis, x_field, fixed_field, xlabel in (
+        (axes[0], "batch", "seq", "batch size"),
+        (axes[1], "seq", "batch", "sequence length"),
+    ):
+        for name, points in series.items():
+            fixed = min(p[fixed_field] for p in points)
+            chosen = sorted(
+                (p for p in points if p[fixed_field] == fixed), key=lambda p: p[x_field]
+            )
+            if chosen:
+                axis.plot(
+                    [p[x_field] for p in chosen],
+                    [p["p50_ms"] for p in chosen],
+                    marker="o",
+                    label=f"{name} ({fixed_field} {fixed})",
+                )
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("p50 latency (ms)")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        ticks = sorted({p[x_field] for p in rows})
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.minorticks_off()
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=6)
+    with_metric = [r for r in rows if r.get("metric_value") is not None]
+    pareto = with_metric or [r for r in rows if r.get("size_mb") is not None]
+    y_field = "metric_value" if with_metric else "size_mb"
+    for r in pareto:
+        axes[2].scatter(r["p50_ms"], r[y_field])
+        axes[2].annotate(f"{r['model']} {r['provider']}", (r["p50_ms"], r[y_field]), fontsize=6)
+    axes[2].set_xlabel("p50 latency (ms), all shapes")
+    axes[2].set_ylabel(
+        (next((r["metric"] for r in with_metric), "metric")) if with_metric else "model size (MB)"
+    )
+    axes[2].set_title("latency vs " + ("accuracy" if with_metric else "size"))
+    axes[0].set_title("latency vs batch")
+    axes[1].set_title("latency vs sequence length")
+    figure.tight_layout()
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+
+
+def write_report_files(
+    document: dict[str, Any],
+    *,
+    json_path: Path | None = None,
+    markdown_path: Path | None = None,
+    plot_path: Path | None = None,
+    overwrite: bool = False,
+    title: str = "Benchmark",
+) -> list[Path]:
+    """Write whichever outputs were asked for; returns the paths written."""
+    written = []
+    if json_path is not None:
+        write_json_atomic(json_path, document, overwrite=overwrite)
+        written.append(json_path)
+    if markdown_path is not None:
+        write_text_atomic(markdown_path, to_markdown(document, title), overwrite=overwrite)
+        written.append(markdown_path)
+    if plot_path is not None:
+        write_plot(document, plot_path, overwrite=overwrite)
+        written.append(plot_path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# comparison
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-row p50 ratios (new / old) and the rows that regressed beyond ``threshold``."""
+
+    rows: tuple[dict[str, Any], ...]
+    regressions: tuple[dict[str, Any], ...]
+    only_new: int
+    only_old: int
+    threshold: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "rows": list(self.rows),
+            "regressions": len(self.regressions),
+            "only_new": self.only_new,
+            "only_old": self.only_old,
+        }
+
+
+def compare_reports(
+    new: dict[str, Any], old: dict[str, Any], *, threshold: float = 0.10
+) -> Comparison:
+    """Match rows by configuration and flag p50 slower than ``1 + threshold`` times before."""
+    old_rows = {row_key(r): r for r in old["rows"]}
+    matched = []
+    regressions = []
+    new_keys = set()
+    for r in new["rows"]:
+        key = row_key(r)
+        new_keys.add(key)
+        before = old_rows.get(key)
+        if before is None:
+            continue
+        ratio = r["p50_ms"] / before["p50_ms"] if before["p50_ms"] > 0 else math.inf
+        entry = {
+            "model": r["model"],
+            "runtime": r["runtime"],
+            "provider": r["provider"],
+            "precision": r["precision"],
+            "mode": r["mode"],
+            "shape": _shape(r),
+            "threads": r["threads"],
+            "old_p50_ms": before["p50_ms"],
+            "new_p50_ms": r["p50_ms"],
+            "ratio": ratio,
+            "regression": ratio > 1 + threshold,
+        }
+        matched.append(entry)
+        if entry["regression"]:
+            regressions.append(entry)
+    only_old = len(set(old_rows) - new_keys)
+    return Comparison(
+        tuple(matched),
+        tuple(regressions),
+        only_new=len(new_keys - set(old_rows)),
+        only_old=only_old,
+        threshold=threshold,
+    )
+
+
+def print_comparison(comparison: Comparison, console: Console) -> None:
+    """The comparison as a table; regressions in red."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"compared with the old report (regression: > {1 + comparison.threshold:.2f}x)"
+    )
+    for name in (
+        "model",
+        "runtime",
+        "provider",
+        "prec",
+        "mode",
+        "shape",
+        "thr",
+        "old p50",
+        "new p50",
+        "ratio",
+    ):
+        table.add_column(name)
+    for r in comparison.rows:
+        style = "bold red" if r["regression"] else None
+        table.add_row(
+            r["model"],
+            r["runtime"],
+            r["provider"],
+            r["precision"],
+            r["mode"],
+            r["shape"],
+            str(r["threads"]),
+            _ms(r["old_p50_ms"]),
+            _ms(r["new_p50_ms"]),
+            f"{r['ratio']:.2f}x",
+            style=style,
+        )
+    console.print(table)
+    console.print(
+        f"{len(comparison.regressions)} regression(s); {comparison.only_new} new row(s) and "
+        f"{comparison.only_old} old row(s) without a match",
+        highlight=False,
+    )

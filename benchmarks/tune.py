@@ -1,0 +1,123 @@
+"""``--tune``: pick the fastest measured configuration that stays within an accuracy budget.
+
+The search space is what the benchmark measured: artifacts (precisions) x providers x
+thread counts x CUDA graphs on/off (x chunk sizes when streaming). The reference metric is
+the best FP32 ONNX Runtime artifact's; a candidate qualifies when its metric loses no more
+than the budget (defaults as the quantization gate: 0.01 accuracy, 2 % relative MAE, 0.01
+AUROC). Among qualifying rows at the target shape the lowest p50 wins.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from edgelstm.errors import InvalidInputError
+from edgelstm.exporters.quantize import DEFAULT_GATES
+from edgelstm.runtimes.deploy import DeploymentConfig
+from edgelstm.runtimes.session import SessionConfig
+
+__all__ = ["choose_deployment"]
+
+#: metric -> (higher is better, default allowed loss, loss is relative): the quantize gates.
+_BUDGETS = {gate[0]: gate[1:] for gate in DEFAULT_GATES.values()}
+
+
+def _loss(metric: str, reference: float, value: float) -> float:
+    higher_better, _, relative = _BUDGETS[metric]
+    change = (reference - value) if higher_better else (value - reference)
+    if relative:
+        return change / abs(reference) if reference else math.inf
+    return change
+
+
+def choose_deployment(
+    rows: list[dict[str, Any]],
+    *,
+    mode: str = "sequence",
+    batch: int | None = None,
+    seq: int | None = None,
+    max_degradation: float | None = None,
+) -> DeploymentConfig:
+    """The deployment config for the fastest in-budget ONNX Runtime row of ``mode``.
+
+    ``batch``/``seq`` fix the target shape (default: the first measured ones; for streaming
+    every chunk size competes, per frame). Rows need ``metric_value`` (``--eval``).
+    """
+    candidates = [r for r in rows if r["runtime"] == "onnxruntime" and r["mode"] == mode]
+    if not candidates:
+        raise InvalidInputError(f"--tune: no ONNX Runtime {mode} rows were measured")
+    metric = next((r.get("metric") for r in candidates if r.get("metric")), None)
+    if metric is None or metric not in _BUDGETS:
+        raise InvalidInputError(
+            "--tune needs --eval RUN_DIR so every artifact is scored: the tuner keeps only "
+            "configurations within the accuracy budget"
+        )
+    target_batch = batch if batch is not None else candidates[0]["batch"]
+    at_shape = [r for r in candidates if r["batch"] == target_batch]
+    if mode == "sequence":
+        target_seq = seq if seq is not None else at_shape[0]["seq"] if at_shape else None
+        at_shape = [r for r in at_shape if r["seq"] == target_seq]
+    if not at_shape:
+        raise InvalidInputError(f"--tune: nothing was measured at batch {target_batch}")
+    fp32 = [
+        r["metric_value"]
+        for r in candidates
+        if r["precision"] == "fp32" and r.get("metric_value") is not None
+    ]
+    if not fp32:
+        raise InvalidInputError("--tune needs an FP32 artifact among the models as the reference")
+    higher_better, default_budget, relative = _BUDGETS[metric]
+    reference = max(fp32) if higher_better else min(fp32)
+    budget = default_budget if max_degradation is None else max_degradation
+    qualifying = [
+        r
+        for r in at_shape
+        if r.get("metric_value") is not None
+        and _loss(metric, reference, r["metric_value"]) <= budget + 1e-12
+    ]
+    if not qualifying:
+        raise InvalidInputError(
+            f"--tune: no configuration keeps {metric} within {budget} of the FP32 reference "
+            f"{reference:.4f}; raise --max-degradation or add more artifacts"
+        )
+
+    def cost(r: dict[str, Any]) -> float:
+        return float(r["frame_p50_ms"] if mode == "streaming" else r["p50_ms"])
+
+    best = min(qualifying, key=cost)
+    session = SessionConfig(
+        providers=(best["provider"],),
+        intra_op_threads=best["threads"],
+        cuda_graphs=bool(best.get("cuda_graphs")),
+    )
+    unit = "per frame" if mode == "streaming" else "per call"
+    loss = _loss(metric, reference, best["metric_value"])
+    reason = (
+        f"fastest of {len(qualifying)} in-budget configuration(s) out of {len(at_shape)} at "
+        f"batch {target_batch}: p50 {cost(best):.4f} ms {unit}; {metric} "
+        f"{best['metric_value']:.4f} vs FP32 {reference:.4f} "
+        f"(loss {loss:.4f}{' relative' if relative else ''}, budget {budget})"
+    )
+    return DeploymentConfig(
+        model=Path(best["path"]),
+        mode=mode,
+        session=session,
+        batch=target_batch,
+        chunk=best.get("chunk"),
+        measured={
+            key: best.get(key)
+            for key in (
+                "p50_ms",
+                "p99_ms",
+                "frame_p50_ms",
+                "throughput_per_s",
+                "metric",
+                "metric_value",
+                "precision",
+                "seq",
+            )
+        },
+        reason=reason,
+    )
