@@ -45,6 +45,7 @@ __all__ = [
     "explain_auto",
     "import_onnxruntime",
     "installed_onnxruntime_distributions",
+    "node_placement",
     "print_provider_report",
     "probe_provider",
     "provider_report",
@@ -478,6 +479,26 @@ class ProbeResult:
         return {"provider": self.provider, "usable": self.usable, "detail": self.detail}
 
 
+def node_placement(session: Any) -> dict[str, int]:
+    """Short provider name -> number of nodes it runs in ``session``; empty when unknown.
+
+    Needs the session option ``session.record_ep_graph_assignment_info=1`` (ONNX Runtime 1.23+
+    records it; older versions report nothing).
+    """
+    getter = getattr(session, "get_provider_graph_assignment_info", None)
+    if getter is None:
+        return {}
+    try:
+        assigned = getter()
+    except Exception:  # recording not enabled or not supported: placement unknown
+        return {}
+    counts: dict[str, int] = {}
+    for subgraph in assigned:
+        name = _short_name(str(subgraph.ep_name))
+        counts[name] = counts.get(name, 0) + len(subgraph.get_nodes())
+    return counts
+
+
 def probe_provider(name: str) -> ProbeResult:
     """Create a session for a one-node model on ``name`` and check it was really used.
 
@@ -504,6 +525,7 @@ def probe_provider(name: str) -> ProbeResult:
     model.ir_version = min(model.ir_version, 8)  # loadable by older onnxruntime too
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the fallback warning is what we report, not print
+    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     if spec.ep_name not in [str(p) for p in ort.get_available_providers()]:
         return ProbeResult(
             spec.name, False, f"not built into this onnxruntime; install: {spec.install}"
@@ -519,7 +541,15 @@ def probe_provider(name: str) -> ProbeResult:
     except Exception as exc:  # each provider fails in its own way; report, don't crash
         return ProbeResult(spec.name, False, f"session creation failed: {exc}".strip())
     used = [str(p) for p in session.get_providers()]
+    placement = node_placement(session)
     if used and used[0] == spec.ep_name:
+        if placement and spec.name != "cpu" and not placement.get(spec.name):
+            # e.g. the Azure provider (remote endpoints) is "available" in every CPU build and
+            # accepts the session, but computes nothing locally.
+            ran = ", ".join(placement)
+            return ProbeResult(
+                spec.name, False, f"accepted the session but ran no node of it (all ran on {ran})"
+            )
         return ProbeResult(spec.name, True, f"session providers: {', '.join(used)}")
     return ProbeResult(
         spec.name,

@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
     import_onnxruntime,
+    node_placement,
     resolve_provider,
 )
 
@@ -265,20 +265,6 @@ def _provider_options(spec: ProviderSpec, config: SessionConfig) -> dict[str, st
     return {}
 
 
-def _placement(session: Any) -> dict[str, int]:
-    getter = getattr(session, "get_provider_graph_assignment_info", None)
-    if getter is None:
-        return {}
-    try:
-        assigned = getter()
-    except Exception:  # older builds or the recording key not honoured: placement unknown
-        return {}
-    counts: Counter[str] = Counter()
-    for subgraph in assigned:
-        counts[resolve_provider(str(subgraph.ep_name)).name] += len(subgraph.get_nodes())
-    return dict(counts)
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
@@ -417,7 +403,14 @@ def _try_open(
             f"{spec.name}: ONNX Runtime silently replaced it with {', '.join(used) or 'nothing'} "
             f"(its libraries did not load); check: {spec.install}"
         )
-    return session, _placement(session)
+    placement = node_placement(session)
+    if placement and spec.name != "cpu" and not placement.get(spec.name):
+        raise ProviderUnavailableError(
+            f"{spec.name}: the session accepted it but placed no node on it (all "
+            f"{sum(placement.values())} ran on {', '.join(placement)}); this model does not "
+            f"run on {spec.name}"
+        )
+    return session, placement
 
 
 def _is_model_error(message: str) -> bool:

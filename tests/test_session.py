@@ -79,6 +79,8 @@ def _fake_ort(*, available: list[str], behaviour: str) -> types.SimpleNamespace:
             return real
         if behaviour == "fail":
             raise RuntimeError("libcudnn.so.9: cannot open shared object file")
+        if behaviour == "accepts":  # listed first, yet every node lands on the CPU
+            return _FakeSession(real, ["CUDAExecutionProvider", "CPUExecutionProvider"])
         return _FakeSession(real, ["CPUExecutionProvider"])
 
     return types.SimpleNamespace(
@@ -208,6 +210,27 @@ def test_silent_cpu_substitution_is_detected(
     # The CUDA attempt asked for the device and kept the CPU for unsupported nodes.
     assert fake.calls[0][0] == ("CUDAExecutionProvider", {"device_id": "0"})
     assert fake.calls[0][1] == "CPUExecutionProvider"
+
+
+def test_provider_that_runs_no_node_is_not_used(
+    relu_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _fake_ort(
+        available=["CUDAExecutionProvider", "CPUExecutionProvider"], behaviour="accepts"
+    )
+    monkeypatch.setattr(session_mod, "import_onnxruntime", lambda: fake)
+    with pytest.raises(ProviderUnavailableError, match="placed no node on it"):
+        open_session(relu_model, SessionConfig(providers=("cuda",)))
+
+
+def test_azure_provider_is_not_a_compute_device() -> None:
+    from edgelstm.runtimes.providers import probe_provider
+
+    if "AzureExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no Azure provider")
+    probe = probe_provider("azure")
+    assert not probe.usable
+    assert "ran no node" in probe.detail
 
 
 def test_provider_that_fails_to_initialise(
