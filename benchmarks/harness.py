@@ -202,7 +202,10 @@ def _label(path: Path, labels: dict[str, int]) -> str:
 
 
 def _plan_measurements(
-    plan: BenchmarkPlan, providers: list[str], facts: dict[Path, dict[str, Any]]
+    plan: BenchmarkPlan,
+    providers: list[str],
+    facts: dict[Path, dict[str, Any]],
+    unusable: frozenset[str] = frozenset(),
 ) -> list[tuple[Measurement, dict[str, Any]]]:
     base: dict[str, Any] = {
         "warmup": plan.warmup,
@@ -247,7 +250,8 @@ def _plan_measurements(
                     )
                     items.append((m, {"label": label, "size_mb": info["size_mb"]}))
     if plan.torch_run is not None:
-        torch_devices = ["cpu"] + [p for p in providers if p == "cuda"]
+        # PyTorch runs on CUDA only where the CUDA provider really runs (not via --fallback).
+        torch_devices = ["cpu"] + [p for p in providers if p == "cuda" and p not in unusable]
         for precision in ("fp32", "int8"):
             for device in torch_devices:
                 if precision == "int8" and device != "cpu":
@@ -366,7 +370,8 @@ def run_benchmark(
         raise ProviderUnavailableError("no execution provider is usable here")
     facts = {path: _model_facts(Path(path)) for path in plan.models}
     metric, scores = _scores(plan)
-    items = _plan_measurements(plan, providers, facts)
+    unusable = frozenset(s["provider"] for s in skipped)
+    items = _plan_measurements(plan, providers, facts, unusable)
     if not items:
         raise InvalidInputError(
             "nothing to measure: --stream needs models exported with --streaming"

@@ -48,17 +48,13 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
     import onnxruntime as ort
     import torch
 
-    from edgelstm.config import ModelConfig
+    from edgelstm.benchmarks.reference import reference_model
     from edgelstm.exporters.onnx import export
     from edgelstm.exporters.quantize import quantize
     from edgelstm.hardware import cpu_info
-    from edgelstm.models import build_model
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(task="classify", input_size=40, hidden_size=128, num_layers=2, num_classes=10)
-    ).eval()
+    model = reference_model()
     x = np.random.default_rng(0).standard_normal((1, 100, 40)).astype(np.float32)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,6 @@ failure or Ctrl-C leaves no half-built folder behind.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
-from edgelstm.fileio import atomic_folder
+from edgelstm.fileio import atomic_folder, relocate_paths
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -33,14 +32,14 @@ class QuickstartResult:
     report: dict[str, Any]
     files: tuple[Path, ...]
     train_metrics: dict[str, Any]
+    #: the sequence-mode deployment (deploy.json); the streaming one is in the report.
     deployment: dict[str, Any] | None
     notes: tuple[str, ...]
 
 
 def _relocate(value: Any, tmp: Path, final: Path) -> Any:
     """Rewrite paths inside the temporary folder to their final place (for the JSON files)."""
-    text = json.dumps(value)
-    return json.loads(text.replace(str(tmp), str(final)))
+    return relocate_paths(value, tmp, final)
 
 
 def quickstart(
@@ -129,14 +128,19 @@ def quickstart(
         document = _relocate(report.to_json(), tmp, final)
         say("5/5 report: deployment choice, JSON, Markdown, plots")
         deployment = None
-        try:
-            chosen = choose_deployment(list(report.rows), mode="sequence", batch=batches[0])
-        except InvalidInputError as exc:
-            notes.append(f"no deployment chosen: {exc}")
-        else:
-            write_deployment(chosen, tmp / "deploy.json")
-            deployment = _relocate(chosen.to_json(relative_to=tmp), tmp, final)
-            document["deployment"] = deployment
+        deployments: dict[str, Any] = {}
+        for mode, name in (("sequence", "deploy.json"), ("streaming", "deploy.stream.json")):
+            try:
+                chosen = choose_deployment(list(report.rows), mode=mode, batch=batches[0])
+            except InvalidInputError as exc:
+                notes.append(f"no {mode} deployment chosen: {exc}")
+                continue
+            write_deployment(chosen, tmp / name)
+            deployments[mode] = _relocate(chosen.to_json(relative_to=tmp), tmp, final)
+            deployments[mode]["file"] = name
+        deployment = deployments.get("sequence")
+        if deployments:
+            document["deployment"] = deployments
         document["summary"] = _summary(document["rows"])
         files = [tmp / "report.json", tmp / "report.md"]
         write_json_atomic(tmp / "report.json", document)
@@ -146,8 +150,7 @@ def quickstart(
             files.append(tmp / "report.png")
         except MissingDependencyError as exc:
             notes.append(f"plots skipped: {exc}")
-        if deployment is not None:
-            files.append(tmp / "deploy.json")
+        files += [tmp / str(d["file"]) for d in deployments.values()]
     return QuickstartResult(
         out=final,
         report=document,

@@ -53,6 +53,18 @@ REQUIRED_ROW_FIELDS = (
 )
 
 
+#: Required fields that must be numbers (comparison divides by them).
+_NUMERIC_FIELDS = (
+    "batch",
+    "threads",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "throughput_per_s",
+)
+
+
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two rows the same configuration (for ``--compare``)."""
     return (
@@ -92,6 +104,12 @@ def load_report(path: Path) -> dict[str, Any]:
         missing = [f for f in REQUIRED_ROW_FIELDS if f not in row]
         if missing:
             raise InvalidInputError(f"{path}: rows[{index}] lacks {', '.join(missing)}")
+        for name in _NUMERIC_FIELDS:
+            value = row[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInputError(
+                    f"{path}: rows[{index}].{name} is {value!r}; expected a number"
+                )
     return document
 
 

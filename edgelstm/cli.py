@@ -27,7 +27,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "argv": []}
 
 
 class TaskChoice(str, Enum):
@@ -639,6 +639,16 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _default_threads(tune: bool) -> tuple[int, ...]:
+    """One thread (best for small recurrent batches); --tune also tries every usable core."""
+    if not tune:
+        return (1,)
+    from edgelstm.hardware import cpu_info
+
+    cores = cpu_info().usable_cores or 1
+    return tuple(sorted({1, cores}))
+
+
 @app.command()
 def benchmark(
     models: Annotated[
@@ -650,7 +660,12 @@ def benchmark(
     ] = "cpu",
     batch: Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8,64.")] = "1",
     seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 1,100,1000.")] = "100",
-    threads: Annotated[str, typer.Option(help="Intra-op thread counts, e.g. 1,2.")] = "1",
+    threads: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Intra-op thread counts, e.g. 1,2 [default: 1; with --tune: 1 and all cores]."
+        ),
+    ] = None,
     stream: Annotated[
         bool, typer.Option(help="Also time streaming pushes (models exported with --streaming).")
     ] = False,
@@ -746,7 +761,7 @@ def benchmark(
         providers=names,
         batches=_int_list(batch, "--batch"),
         seqs=_int_list(seq, "--seq"),
-        threads=_int_list(threads, "--threads"),
+        threads=_int_list(threads, "--threads") if threads else _default_threads(tune),
         stream=stream,
         chunks=_int_list(chunk, "--chunk"),
         torch_run=torch_run,
@@ -760,7 +775,8 @@ def benchmark(
         isolate=isolate,
     )
     err = stderr_console()
-    command = "edgelstm " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    # Recorded in the report so it can be rerun; the argv main() got, not the host program's.
+    command = "edgelstm " + " ".join(_state["argv"])
     with count_progress(err, "benchmark") as progress:
         report = run_benchmark(
             plan,
@@ -895,6 +911,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it)."""
     usage, exits, aborts = _framework_exceptions()
     try:
+        _state["argv"] = list(sys.argv[1:] if argv is None else argv)
         code = app(args=argv, standalone_mode=False, prog_name="edgelstm")
     except EdgeLSTMError as exc:
         if _state["debug"]:

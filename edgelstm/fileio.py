@@ -105,3 +105,23 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def relocate_paths(value: Any, old: Path, new: Path) -> Any:
+    """A copy of a JSON-like ``value`` whose strings under folder ``old`` point under ``new``.
+
+    Used after building in a temporary folder that is then renamed into place. Works on the
+    objects (not on serialised text), so non-ASCII folder names survive.
+    """
+    old_text = str(old)
+    if isinstance(value, str):
+        if value == old_text:
+            return str(new)
+        if value.startswith(old_text + os.sep):
+            return str(new) + value[len(old_text) :]
+        return value
+    if isinstance(value, dict):
+        return {k: relocate_paths(v, old, new) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [relocate_paths(v, old, new) for v in value]
+    return value

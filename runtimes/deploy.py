@@ -87,12 +87,20 @@ def _session_from_json(raw: Any, where: Path) -> SessionConfig:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise InvalidInputError(f"{where}: session.{key} must be a list of names")
             value = tuple(value)
-        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        elif not isinstance(value, expected) or (
+            isinstance(value, bool)
+            and key not in ("fallback", "spinning", "memory_arena", "cuda_graphs", "tensorrt_fp16")
+        ):
             raise InvalidInputError(f"{where}: session.{key} has the wrong type ({value!r})")
         if key == "tensorrt_cache" and value is not None:
             value = Path(value)
         values[key] = value
     return SessionConfig(**values)
+
+
+def _positive_int(value: Any) -> bool:
+    # bool is an int subclass: `true` must not pass as 1.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def read_deployment(path: Path) -> DeploymentConfig:
@@ -117,10 +125,13 @@ def read_deployment(path: Path) -> DeploymentConfig:
         raise InvalidInputError(f"{path}: 'mode' must be sequence or streaming, got {mode!r}")
     batch = raw.get("batch", 1)
     chunk = raw.get("chunk")
-    if not isinstance(batch, int) or batch < 1:
+    if not _positive_int(batch):
         raise InvalidInputError(f"{path}: 'batch' must be a positive integer")
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+    if chunk is not None and not _positive_int(chunk):
         raise InvalidInputError(f"{path}: 'chunk' must be a positive integer or null")
+    measured = raw.get("measured") or {}
+    if not isinstance(measured, dict):
+        raise InvalidInputError(f"{path}: 'measured' must be an object")
     model_path = Path(model)
     if not model_path.is_absolute():
         model_path = path.parent / model_path
@@ -130,7 +141,7 @@ def read_deployment(path: Path) -> DeploymentConfig:
         session=_session_from_json(raw.get("session", {}), path),
         batch=batch,
         chunk=chunk,
-        measured=dict(raw.get("measured") or {}),
+        measured=dict(measured),
         reason=str(raw.get("reason", "")),
     )
 
