@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgelstm.benchmarks.measure import Measurement, environment, measure, measure_isolated
+from edgelstm.benchmarks.measure import Measurement, environment, measure_interleaved
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 
 __all__ = ["BENCHMARK_SCHEMA", "BenchmarkPlan", "BenchmarkReport", "run_benchmark"]
@@ -46,7 +46,9 @@ class BenchmarkPlan:
     ``frame_rate`` (Hz) turns streaming per-frame latency into a real-time factor.
     With ``stream`` and a sequence export among the models, streaming exports get only
     streaming rows (their whole-sequence rows would repeat the sequence export's).
-    ``cuda_graphs`` measures CUDA rows with and without CUDA graphs.
+    ``cuda_graphs`` measures CUDA rows with and without CUDA graphs. Rows of one shape and
+    thread count are set up together and timed in ``rounds`` alternating slices
+    (:func:`~edgelstm.benchmarks.measure.measure_interleaved`), so their ratios are fair.
     """
 
     models: tuple[Path, ...]
@@ -65,6 +67,8 @@ class BenchmarkPlan:
     fallback: bool = False
     cuda_graphs: bool = False
     isolate: bool = True
+    #: timed calls are split into this many alternating slices per comparison group.
+    rounds: int = 5
 
     def __post_init__(self) -> None:
         if not self.models and self.torch_run is None:
@@ -83,6 +87,8 @@ class BenchmarkPlan:
             raise InvalidInputError(f"--duration must be > 0 seconds, got {self.duration_s}")
         if self.warmup < 0:
             raise InvalidInputError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.rounds < 1:
+            raise InvalidInputError(f"--rounds must be >= 1, got {self.rounds}")
         if self.frame_rate <= 0:
             raise InvalidInputError(f"--frame-rate must be > 0 Hz, got {self.frame_rate}")
         for model in self.models:
@@ -108,6 +114,7 @@ class BenchmarkPlan:
             "fallback": self.fallback,
             "cuda_graphs": self.cuda_graphs,
             "isolate": self.isolate,
+            "rounds": self.rounds,
         }
 
 
@@ -376,10 +383,22 @@ def run_benchmark(
         raise InvalidInputError(
             "nothing to measure: --stream needs models exported with --streaming"
         )
+    # Rows that are compared with each other (same shape and threads) are timed side by side.
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, (m, _) in enumerate(items):
+        groups.setdefault((m.mode, m.batch, m.seq, m.threads), []).append(index)
+    raws: dict[int, dict[str, Any]] = {}
+    for indices in groups.values():
+        measured = measure_interleaved(
+            [items[i][0] for i in indices], rounds=plan.rounds, isolate=plan.isolate
+        )
+        raws.update(zip(indices, measured, strict=True))
+        if progress is not None:
+            m = items[indices[0]][0]
+            progress(len(raws), len(items), f"{m.mode} batch {m.batch} x {m.seq}")
     rows: list[dict[str, Any]] = []
-    for done, (m, extra) in enumerate(items, start=1):
-        raw = measure_isolated(m) if plan.isolate else measure(m)
-        row = _row(m, extra, raw, plan.frame_rate)
+    for index, (m, extra) in enumerate(items):
+        row = _row(m, extra, raws[index], plan.frame_rate)
         if metric is not None:
             key = f"torch:{plan.torch_run}" if m.runtime == "torch" else m.model
             row["metric"] = metric
@@ -388,8 +407,6 @@ def run_benchmark(
                 None if m.runtime == "torch" and m.precision != "fp32" else scores.get(key)
             )
         rows.append(row)
-        if progress is not None:
-            progress(done, len(items), f"{extra['label']} {m.provider} {m.mode}")
     add_baseline_ratios(rows)
     return BenchmarkReport(
         environment=environment(plan.threads),

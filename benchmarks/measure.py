@@ -27,7 +27,15 @@ import numpy as np
 from edgelstm.benchmarks.stats import latency_stats, throughput
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 
-__all__ = ["Measurement", "environment", "measure", "measure_isolated"]
+__all__ = [
+    "Measurement",
+    "Prepared",
+    "environment",
+    "measure",
+    "measure_interleaved",
+    "measure_isolated",
+    "prepare",
+]
 
 #: Seconds a worker process may take for one configuration before it is stopped.
 WORKER_TIMEOUT_S = 900.0
@@ -62,23 +70,40 @@ class Measurement:
         return asdict(self)
 
 
-def _timed(run: Callable[[], object], m: Measurement) -> list[float]:
-    for _ in range(m.warmup):
-        run()
+@dataclass
+class Prepared:
+    """A configuration ready to time: ``call`` runs it once; ``info`` describes the setup.
+
+    ``before`` re-applies per-row settings that are process-global (torch's thread count)
+    before each chunk of timed calls, so rows timed in one process do not leak settings.
+    """
+
+    call: Callable[[], object]
+    info: dict[str, Any]
+    before: Callable[[], None] = lambda: None
+
+
+def _time_calls(prepared: Prepared, *, count: int = 0, seconds: float = 0.0) -> list[float]:
+    """Latencies (ms) of ``count`` calls, or of calls for ``seconds``, whichever is asked."""
+    prepared.before()
+    run = prepared.call
     samples: list[float] = []
-    if m.duration_s is not None:
-        deadline = time.perf_counter() + m.duration_s
-        # At least 10 calls, so percentiles mean something even for slow configurations.
-        while len(samples) < 10 or time.perf_counter() < deadline:
-            started = time.perf_counter()
-            run()
-            samples.append((time.perf_counter() - started) * 1000.0)
-        return samples
-    for _ in range(m.iterations or 1):
+    deadline = time.perf_counter() + seconds
+    while len(samples) < count or (seconds and time.perf_counter() < deadline):
         started = time.perf_counter()
         run()
         samples.append((time.perf_counter() - started) * 1000.0)
     return samples
+
+
+def _warm(prepared: Prepared, m: Measurement) -> None:
+    """First call (timed separately: it pays lazy initialisation), then the warm-up calls."""
+    prepared.before()
+    started = time.perf_counter()
+    prepared.call()
+    prepared.info["first_run_ms"] = (time.perf_counter() - started) * 1000.0
+    for _ in range(m.warmup):
+        prepared.call()
 
 
 def _inputs(batch: int, steps: int, features: int) -> np.ndarray:
@@ -87,7 +112,7 @@ def _inputs(batch: int, steps: int, features: int) -> np.ndarray:
     return rng.standard_normal((batch, steps, features)).astype(np.float32)
 
 
-def _onnx(m: Measurement) -> dict[str, Any]:
+def _onnx(m: Measurement) -> Prepared:
     from edgelstm.runtimes.feeds import input_specs
     from edgelstm.runtimes.session import DeviceRunner, SessionConfig, open_session
     from edgelstm.runtimes.streaming import StreamingSession
@@ -140,22 +165,17 @@ def _onnx(m: Measurement) -> dict[str, Any]:
             return opened.session.run(names, feeds)
 
         run = run_session
-    started = time.perf_counter()
-    run()
-    first_ms = (time.perf_counter() - started) * 1000.0
-    samples = _timed(run, m)
-    return {
-        "samples": samples,
+    info = {
         "session_create_ms": create_ms,
-        "first_run_ms": first_ms,
         "provider": opened.provider,
         "placement": dict(opened.placement),
         "notes": list(opened.notes),
         "io_binding": m.mode == "streaming" or opened.provider in ("cuda", "tensorrt"),
     }
+    return Prepared(run, info)
 
 
-def _torch(m: Measurement) -> dict[str, Any]:
+def _torch(m: Measurement) -> Prepared:
     import warnings
 
     import torch
@@ -217,39 +237,71 @@ def _torch(m: Measurement) -> dict[str, Any]:
         run = forward
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    run()
-    first_ms = (time.perf_counter() - started) * 1000.0
-    samples = _timed(run, m)
-    result: dict[str, Any] = {
-        "samples": samples,
+    info: dict[str, Any] = {
         "session_create_ms": create_ms,
-        "first_run_ms": first_ms,
         "provider": m.provider,
         "placement": {},
         "notes": [],
         "io_binding": False,
     }
-    if device.type == "cuda":
-        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return result
+
+    def before() -> None:
+        torch.set_num_threads(m.threads)  # global in torch: set again for every chunk
+
+    def finish() -> None:
+        if device.type == "cuda":
+            info["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+
+    prepared = Prepared(run, info, before)
+    info["_finish"] = finish
+    return prepared
 
 
-def measure(m: Measurement) -> dict[str, Any]:
-    """Time ``m`` in this process; returns the raw result (samples in ms and metadata)."""
+def prepare(m: Measurement) -> Prepared:
+    """Set ``m`` up (session or model), make the first call and the warm-up calls."""
     if m.runtime == "onnxruntime":
-        raw = _onnx(m)
+        prepared = _onnx(m)
     elif m.runtime == "torch":
-        raw = _torch(m)
+        prepared = _torch(m)
     else:
         raise InvalidInputError(f"unknown runtime {m.runtime!r}; use onnxruntime or torch")
-    stats = latency_stats(raw.pop("samples"))
+    _warm(prepared, m)
+    return prepared
+
+
+def _quota(m: Measurement, rounds: int, index: int) -> dict[str, Any]:
+    """The share of ``m``'s timed calls (or seconds) that round ``index`` of ``rounds`` takes."""
+    if m.duration_s is not None:
+        return {"seconds": m.duration_s / rounds}
+    total = m.iterations or 1
+    return {"count": total // rounds + (1 if index < total % rounds else 0)}
+
+
+def finish_row(m: Measurement, info: dict[str, Any], samples: list[float]) -> dict[str, Any]:
+    """Statistics plus setup facts: the raw row the harness completes."""
+    finish = info.pop("_finish", None)
+    if callable(finish):
+        finish()
+    if m.duration_s is not None and len(samples) < 10:
+        raise InvalidInputError("internal: a duration run must time at least 10 calls")
+    stats = latency_stats(samples)
     row: dict[str, Any] = {**stats.to_json()}
     # Sequences per second (streaming: streams advanced per second) and frames per second.
     row["throughput_per_s"] = throughput(m.batch, stats.p50_ms)
     row["frames_per_s"] = throughput(m.batch * m.seq, stats.p50_ms)
-    row.update(raw)
+    row.update(info)
     return row
+
+
+def measure(m: Measurement) -> dict[str, Any]:
+    """Time ``m`` alone in this process; returns the raw row (statistics and setup facts)."""
+    prepared = prepare(m)
+    if m.duration_s is not None:
+        samples = _time_calls(prepared, seconds=m.duration_s)
+        samples += _time_calls(prepared, count=max(0, 10 - len(samples)))
+    else:
+        samples = _time_calls(prepared, count=m.iterations or 1)
+    return finish_row(m, prepared.info, samples)
 
 
 def _peak_rss_mb() -> float | None:
@@ -273,48 +325,142 @@ def _peak_rss_mb() -> float | None:
     return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)  # macOS: bytes
 
 
+def _describe_error(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, EdgeLSTMError) else f"{type(exc).__name__}: {exc}"
+
+
 def _worker(connection: Any, m: Measurement) -> None:
+    """Worker process: prepare ``m``, then time calls on request until told to finish."""
     try:
-        row = measure(m)
-        row["peak_rss_mb"] = _peak_rss_mb()
-        connection.send(("ok", row))
-    except EdgeLSTMError as exc:
-        connection.send(("error", str(exc)))
-    except Exception as exc:  # report, don't hang the parent: the row records the failure
-        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+        prepared = prepare(m)
+    except Exception as exc:  # report, don't hang the parent: the parent raises it
+        connection.send(("error", _describe_error(exc)))
+        connection.close()
+        return
+    connection.send(("ready", None))
+    try:
+        while True:
+            command, argument = connection.recv()
+            if command == "time":
+                connection.send(("samples", _time_calls(prepared, **argument)))
+            else:
+                info = dict(prepared.info)
+                finish = info.pop("_finish", None)
+                if callable(finish):
+                    finish()
+                info["peak_rss_mb"] = _peak_rss_mb()
+                connection.send(("done", info))
+                return
+    except Exception as exc:
+        connection.send(("error", _describe_error(exc)))
     finally:
         connection.close()
 
 
-def measure_isolated(m: Measurement, timeout_s: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
-    """Run :func:`measure` in a fresh spawned process; errors come back as InvalidInputError."""
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_worker, args=(child, m), daemon=True)
-    process.start()
-    child.close()
-    try:
-        if not parent.poll(timeout_s):
+class _Runner:
+    """One configuration being timed, in this process or in a worker process."""
+
+    def __init__(self, m: Measurement, isolate: bool, timeout_s: float) -> None:
+        self.m = m
+        self.timeout_s = timeout_s
+        self.process: Any = None
+        self.local: Prepared | None = None
+        if not isolate:
+            self.local = prepare(m)
+            return
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, m), daemon=True)
+        self.process.start()
+        child.close()
+        self._receive("ready")
+
+    def _receive(self, expected: str) -> Any:
+        m = self.m
+        try:
+            if not self.connection.poll(self.timeout_s):
+                raise InvalidInputError(
+                    f"{m.model}: no answer from the worker within {self.timeout_s:.0f} s; use "
+                    "fewer --iterations or smaller shapes"
+                )
+            status, payload = self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
             raise InvalidInputError(
-                f"{m.model}: the measurement took longer than {timeout_s:.0f} s; use fewer "
-                "--iterations or smaller shapes"
-            )
-        status, payload = parent.recv()
-    except EOFError:
-        process.join(5)
-        raise InvalidInputError(
-            f"{m.model}: the worker process died (exit code {process.exitcode}) while timing "
-            f"{m.runtime}/{m.provider}; run it alone with --no-isolate to see why"
-        ) from None
+                f"{m.model}: the worker process died (exit code {self.process.exitcode}) "
+                f"while timing {m.runtime}/{m.provider}; run it with --no-isolate to see why"
+            ) from None
+        if status == "error":
+            raise InvalidInputError(str(payload))
+        if status != expected:
+            raise InvalidInputError(f"internal: worker said {status!r}, expected {expected!r}")
+        return payload
+
+    def time(self, quota: dict[str, Any]) -> list[float]:
+        if self.local is not None:
+            return _time_calls(self.local, **quota)
+        self.connection.send(("time", quota))
+        samples: list[float] = self._receive("samples")
+        return samples
+
+    def finish(self) -> dict[str, Any]:
+        if self.local is not None:
+            return self.local.info
+        self.connection.send(("finish", None))
+        info: dict[str, Any] = self._receive("done")
+        self.close()
+        return info
+
+    def close(self) -> None:
+        if self.process is None:
+            return
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.connection.close()
+        self.process = None
+
+
+def measure_interleaved(
+    measurements: list[Measurement],
+    *,
+    rounds: int = 5,
+    isolate: bool = True,
+    timeout_s: float = WORKER_TIMEOUT_S,
+) -> list[dict[str, Any]]:
+    """Time several configurations side by side: each round gives every one its share.
+
+    All configurations are set up first (each in its own process when ``isolate``), then
+    timed in ``rounds`` alternating slices, so a slow spell of the machine (frequency
+    changes, a neighbour on a shared host) lands on every row instead of on whichever row
+    happened to run then. Only one configuration runs at a time.
+    """
+    if rounds < 1:
+        raise InvalidInputError(f"rounds must be >= 1, got {rounds}")
+    runners: list[_Runner] = []
+    try:
+        for m in measurements:
+            runners.append(_Runner(m, isolate, timeout_s))
+        samples: list[list[float]] = [[] for _ in measurements]
+        for index in range(rounds):
+            for runner, collected in zip(runners, samples, strict=True):
+                collected += runner.time(_quota(runner.m, rounds, index))
+        for runner, collected in zip(runners, samples, strict=True):
+            if len(collected) < 10 and runner.m.duration_s is not None:
+                collected += runner.time({"count": 10 - len(collected)})
+        infos = [runner.finish() for runner in runners]
     finally:
-        if process.is_alive():
-            process.kill()
-        process.join(5)
-        parent.close()
-    if status != "ok":
-        raise InvalidInputError(str(payload))
-    result: dict[str, Any] = payload
-    return result
+        for runner in runners:
+            runner.close()
+    return [
+        finish_row(m, info, collected)
+        for m, info, collected in zip(measurements, infos, samples, strict=True)
+    ]
+
+
+def measure_isolated(m: Measurement, timeout_s: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
+    """Time ``m`` alone in a fresh spawned process (fills ``peak_rss_mb``)."""
+    return measure_interleaved([m], rounds=1, isolate=True, timeout_s=timeout_s)[0]
 
 
 def environment(threads: tuple[int, ...]) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def quickstart(
     stage: Stage | None = None,
     train_progress: Any = None,
     bench_progress: Any = None,
+    command: str = "edgelstm quickstart",
 ) -> QuickstartResult:
     """Run the pipeline into ``out``; see the module docstring. Returns the report and paths."""
     from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
@@ -124,7 +125,7 @@ def quickstart(
             iterations=iterations,
             isolate=isolate,
         )
-        report = run_benchmark(plan, progress=bench_progress, command="edgelstm quickstart")
+        report = run_benchmark(plan, progress=bench_progress, command=command)
         document = _relocate(report.to_json(), tmp, final)
         say("5/5 report: deployment choice, JSON, Markdown, plots")
         deployment = None

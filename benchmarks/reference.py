@@ -30,6 +30,7 @@ COMMAND = "python -m edgelstm.benchmarks.reference"
 #: (row selector, bar) pairs: p50 over PyTorch eager FP32 at the same shape.
 BARS = (
     ("model.int8.onnx", "sequence", 0.33),
+    ("model.int8-per-tensor.onnx", "sequence", 0.33),
     ("model.onnx", "sequence", 0.8),
     ("model.stream.onnx", "streaming", 0.2),
 )
@@ -91,6 +92,11 @@ def measure(iterations: int, warmup: int) -> dict[str, Any]:
             target = folder / name.replace(".onnx", ".int8.onnx")
             quantize(paths[name], target, mode="dynamic-int8")
             paths[target.name] = target
+        # Per-tensor weight scales: one scale per matrix instead of per output channel
+        # (`quantize --no-per-channel`): fewer scale multiplies, slightly less accurate.
+        per_tensor = folder / "model.int8-per-tensor.onnx"
+        quantize(paths["model.onnx"], per_tensor, mode="dynamic-int8", per_channel=False)
+        paths[per_tensor.name] = per_tensor
         plan = BenchmarkPlan(
             models=tuple(paths.values()),
             providers=("cpu",),

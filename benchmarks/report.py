@@ -240,11 +240,11 @@ def to_markdown(document: dict[str, Any], title: str = "Benchmark") -> str:
     lines += _environment_lines(document.get("environment", {}))
     iterations = plan.get("iterations")
     timing = f"{plan.get('duration_s')} s per row" if iterations is None else f"{iterations} calls"
+    where = "each row in its own process" if plan.get("isolate") else "all rows in one process"
     lines += [
-        f"- Timing: {plan.get('warmup')} warm-up calls, then {timing}; latency per call, "
-        "percentiles by linear interpolation, outliers kept; each row in its own process"
-        if plan.get("isolate")
-        else f"- Timing: {plan.get('warmup')} warm-up calls, then {timing}; in one process",
+        f"- Timing: {plan.get('warmup')} warm-up calls, then {timing} per row, in "
+        f"{plan.get('rounds', 1)} rounds alternating between the rows of one shape; latency "
+        f"per call, percentiles by linear interpolation, outliers kept; {where}",
         "",
     ]
     header, cells = table_rows(document["rows"])

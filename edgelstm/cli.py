@@ -696,6 +696,10 @@ def benchmark(
     isolate: Annotated[
         bool, typer.Option(help="Run each row in its own process (clean heap, peak memory).")
     ] = True,
+    rounds: Annotated[
+        int,
+        typer.Option(min=1, help="Alternate the rows of one shape this many times while timing."),
+    ] = 5,
     json_path: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--json", help="Write the report as JSON (schema edgelstm.benchmark/1)."),
@@ -773,6 +777,7 @@ def benchmark(
         fallback=fallback,
         cuda_graphs=cuda_graphs,
         isolate=isolate,
+        rounds=rounds,
     )
     err = stderr_console()
     # Recorded in the report so it can be rerun; the argv main() got, not the host program's.
@@ -869,6 +874,7 @@ def quickstart(
             stage=stage,
             train_progress=train_progress,
             bench_progress=None if bench is None else (lambda d, t, _label: bench(d, t)),
+            command=" ".join(["edgelstm", *_state["argv"]]),
         )
     stdout_console(min_width=220).print(render_table(result.report, title="edgelstm quickstart"))
     _print_notes(err, result.notes)

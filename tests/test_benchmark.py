@@ -161,7 +161,13 @@ def bench(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory) -> Ben
         plan, progress=lambda d, t, label: progress.append((d, t, label)), command="bench-test"
     )
     total = len(report.rows)
-    assert [(d, t) for d, t, _ in progress] == [(i, total) for i in range(1, total + 1)]
+    # One call per group of rows timed side by side (same shape and threads), counting rows.
+    done = [d for d, _, _ in progress]
+    assert done == sorted(set(done)) and done[-1] == total
+    assert all(t == total for _, t, _ in progress)
+    assert len(progress) == len(
+        {(r["mode"], r["batch"], r["seq"] or r["chunk"]) for r in report.rows}
+    )
     document = report.to_json()
     json_path = tmp_path_factory.mktemp("bench-report") / "report.json"
     write_report_files(document, json_path=json_path)
@@ -1487,3 +1493,28 @@ def test_cuda_rows_with_and_without_cuda_graphs(artifacts: Artifacts) -> None:
         assert row["provider"] == row["requested_provider"] == "cuda"
         assert row["io_binding"] is True
         assert row["min_ms"] <= row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+
+
+def test_interleaved_rounds_split_the_iterations_exactly(artifacts: Artifacts) -> None:
+    from edgelstm.benchmarks.measure import measure_interleaved
+
+    single_thread()
+    base = Measurement(
+        str(artifacts.seq),
+        "onnxruntime",
+        "cpu",
+        "fp32",
+        "sequence",
+        1,
+        5,
+        1,
+        warmup=0,
+        iterations=7,
+    )
+    torch_row = replace(base, model=str(artifacts.run), runtime="torch")
+    rows = measure_interleaved([base, torch_row], rounds=3, isolate=False)
+    assert [r["count"] for r in rows] == [7, 7]
+    assert [r["provider"] for r in rows] == ["cpu", "cpu"]
+    assert all("_finish" not in r for r in rows)
+    with pytest.raises(InvalidInputError, match="rounds must be >= 1"):
+        measure_interleaved([base], rounds=0, isolate=False)
