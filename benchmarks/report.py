@@ -7,7 +7,6 @@ Rows are plain dicts with stable field names (the minimum set is :data:`REQUIRED
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA
 from edgelstm.errors import InvalidInputError, MissingDependencyError
-from edgelstm.fileio import atomic_file, write_json_atomic, write_text_atomic
+from edgelstm.fileio import atomic_file, read_json, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -83,12 +82,7 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
 def load_report(path: Path) -> dict[str, Any]:
     """Read and check a benchmark JSON; bad files raise InvalidInputError naming the problem."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"benchmark report {path} does not exist")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path} is not valid JSON ({exc})") from None
+    document = read_json(path, what="benchmark report")
     if not isinstance(document, dict) or document.get("schema") != BENCHMARK_SCHEMA:
         found = document.get("schema") if isinstance(document, dict) else type(document).__name__
         raise InvalidInputError(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgelstm.config import RunRecord, from_dict, to_dict
 from edgelstm.errors import CheckpointError
-from edgelstm.fileio import atomic_folder
+from edgelstm.fileio import atomic_folder, read_json
 
 if TYPE_CHECKING:
     from edgelstm.models import SequenceModel
@@ -61,10 +61,7 @@ def read_run_record(run_dir: Path) -> RunRecord:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; {run_dir} is not an edgelstm checkpoint folder")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); retrain or restore it") from None
+    data = read_json(path, what="config", error=CheckpointError, fix="; retrain or restore it")
     return from_dict(RunRecord, data, where=str(path))
 
 

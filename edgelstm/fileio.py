@@ -107,6 +107,23 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_json(
+    path: Path, *, what: str, error: type[InvalidInputError] = InvalidInputError, fix: str = ""
+) -> Any:
+    """Parse the JSON file ``path``; a missing or unparsable file raises ``error``.
+
+    ``what`` names the file in the message ("benchmark report"); ``fix`` is appended to the
+    parse error as the next step.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON ({exc}){fix}") from None
+
+
 def relocate_paths(value: Any, old: Path, new: Path) -> Any:
     """A copy of a JSON-like ``value`` whose strings under folder ``old`` point under ``new``.
 

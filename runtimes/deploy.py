@@ -14,14 +14,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.fileio import write_json_atomic
+from edgelstm.fileio import read_json, write_json_atomic
 from edgelstm.runtimes.session import SessionConfig
 
 __all__ = ["DEPLOY_SCHEMA", "DeploymentConfig", "read_deployment", "write_deployment"]
@@ -106,12 +105,7 @@ def _positive_int(value: Any) -> bool:
 def read_deployment(path: Path) -> DeploymentConfig:
     """Read and check a deployment config; the model path resolves against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"deployment config {path} does not exist")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path} is not valid JSON ({exc})") from None
+    raw = read_json(path, what="deployment config")
     if not isinstance(raw, dict) or raw.get("schema") != DEPLOY_SCHEMA:
         raise InvalidInputError(
             f"{path} is not an edgelstm deployment config (schema {DEPLOY_SCHEMA}); write one "

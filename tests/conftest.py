@@ -27,6 +27,19 @@ TINY_KW: dict[str, Any] = {"hidden": 8, "layers": 1, "epochs": 2}
 WINDOW_KW: dict[str, Any] = {"lookback": 16, "horizon": 4}
 
 
+def _cuda_built_in() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+#: Provider-policy tests expect a CPU-only onnxruntime (the `edgelstm[cpu]` install): on an
+#: onnxruntime-gpu install `--provider cuda` is not an error, so their premise is gone.
+needs_no_cuda = pytest.mark.skipif(
+    _cuda_built_in(), reason="onnxruntime here has the CUDA provider; these tests need it absent"
+)
+
+
 def single_thread() -> None:
     """Keep torch on one thread even if something imported it before this conftest."""
     import torch

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CliRunner, single_thread
+from conftest import CliRunner, needs_no_cuda, single_thread
 
 import edgelstm.benchmarks.harness as harness_module
 import edgelstm.benchmarks.quickstart as quickstart_module
@@ -83,18 +83,6 @@ EXTRA_ROW_FIELDS = (
     "notes",
     "placement",
     "vs_torch_fp32",
-)
-
-
-def _cuda_built_in() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-#: `--providers cuda` must be refused here; on an onnxruntime-gpu install the premise is gone.
-_needs_no_cuda = pytest.mark.skipif(
-    _cuda_built_in(), reason="onnxruntime here has the CUDA provider; these tests need it absent"
 )
 
 
@@ -541,7 +529,7 @@ def test_load_report_accepts_the_written_json(bench: Bench) -> None:
     assert loaded == bench.document
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_unusable_provider_is_refused_or_measured_on_cpu(artifacts: Artifacts) -> None:
     common: dict[str, Any] = {"seqs": (4,), "warmup": 0, "iterations": 2, "isolate": False}
     with pytest.raises(ProviderUnavailableError, match="--fallback"):
@@ -555,7 +543,7 @@ def test_unusable_provider_is_refused_or_measured_on_cpu(artifacts: Artifacts) -
     assert "ran on cpu" in report.skipped[0]["reason"]
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_fallback_with_torch_baseline_measures_on_cpu(artifacts: Artifacts) -> None:
     plan = BenchmarkPlan(
         models=(artifacts.seq,),
@@ -1291,7 +1279,7 @@ def test_cli_benchmark_missing_model(cli: CliRunner, tmp_path: Path) -> None:
     _assert_one_error(result, needle="at least one MODEL")
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_cli_benchmark_cuda_is_refused_without_fallback(
     cli: CliRunner, artifacts: Artifacts
 ) -> None:
@@ -1300,7 +1288,7 @@ def test_cli_benchmark_cuda_is_refused_without_fallback(
     assert result.out == ""
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_cli_benchmark_cuda_with_fallback_runs_on_cpu(
     cli: CliRunner, artifacts: Artifacts, tmp_path: Path
 ) -> None:

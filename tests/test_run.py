@@ -26,7 +26,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TINY_KW, WINDOW_KW, CliResult, CliRunner, single_thread, write_forecast_csv
+from conftest import (
+    TINY_KW,
+    WINDOW_KW,
+    CliResult,
+    CliRunner,
+    needs_no_cuda,
+    single_thread,
+    write_forecast_csv,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 from edgelstm.checkpoint import load_checkpoint
@@ -43,18 +51,6 @@ LOOKBACK = WINDOW_KW["lookback"]
 HORIZON = WINDOW_KW["horizon"]
 #: The forecast data is shifted so that original units (~10) and normalised units (~0) differ.
 FORECAST_OFFSET = 10.0
-
-
-def _cuda_built_in() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-#: The provider-policy tests expect a CPU-only onnxruntime (the `edgelstm[cpu]` install).
-_needs_no_cuda = pytest.mark.skipif(
-    _cuda_built_in(), reason="onnxruntime here has the CUDA provider; these tests need it absent"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -661,7 +657,7 @@ def test_streaming_export_runs_whole_files_like_the_sequence_export(
 # providers
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_unavailable_provider_is_refused(
     cli: CliRunner, tmp_path: Path, classify_model: Exported, classify_npz: Path
 ) -> None:
@@ -680,7 +676,7 @@ def test_unavailable_provider_is_refused(
     assert not out.exists()
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_fallback_goes_on_and_says_so(
     cli: CliRunner, tmp_path: Path, classify_model: Exported, classify_npz: Path
 ) -> None:
@@ -703,7 +699,7 @@ def test_fallback_goes_on_and_says_so(
     assert any("cuda" in note for note in session["notes"])
 
 
-@_needs_no_cuda
+@needs_no_cuda
 def test_auto_provider_picks_the_cpu_here(
     cli: CliRunner, tmp_path: Path, classify_model: Exported, classify_npz: Path
 ) -> None:
