@@ -33,6 +33,22 @@ class Checkpoint:
     metrics: dict[str, Any]
 
 
+#: safetensors header key holding the SHA-256 of the weights (see :func:`state_sha256`).
+WEIGHTS_KEY = "edgelstm.weights_sha256"
+
+
+def state_sha256(state: dict[str, Any]) -> str:
+    """SHA-256 over a state dict's tensors (name, dtype, shape and bytes, sorted by name)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     out: Path,
     record: RunRecord,
@@ -45,9 +61,10 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", WEIGHTS_KEY: state_sha256(state)}
     with atomic_folder(Path(out), overwrite=overwrite) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(record), indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata=metadata)
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -72,7 +89,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         >>> ckpt = load_checkpoint(Path("runs/jv"))  # doctest: +SKIP
         >>> ckpt.record.class_labels  # doctest: +SKIP
     """
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from edgelstm.models import build_model
@@ -84,8 +101,15 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete, retrain it")
     try:
         state = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get(WEIGHTS_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} cannot be read ({exc}); retrain or restore it") from None
+    if stored is not None and stored != state_sha256(state):
+        raise CheckpointError(
+            f"{weights}: the weights do not match the checksum stored when edgelstm wrote them: "
+            "the file was modified or is corrupt; retrain or restore it"
+        )
     model = build_model(record.model)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -926,6 +926,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except exits as exc:
         return int(getattr(exc, "exit_code", 0))
+    except MemoryError:
+        if _state["debug"]:
+            raise
+        print(
+            "error: out of memory; use a smaller input or --batch-size, or a machine with more "
+            "memory",
+            file=sys.stderr,
+        )
+        return 2
     except aborts:
         print("interrupted", file=sys.stderr)
         return 130

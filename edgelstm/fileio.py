@@ -45,6 +45,30 @@ def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> Non
             break
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes to the disk before it is renamed into place.
+
+    Without it, a power cut after the rename can leave the final name pointing at an empty
+    or partial file on some file systems: the rename is durable before the data.
+    """
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its renames are durable differently
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _make_parent(path: Path) -> Path:
     # Missing parent folders are created (`--out runs/jv` on a fresh clone should just work).
     parent = path.parent if str(path.parent) else Path(".")
@@ -63,7 +87,9 @@ def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_folder(parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -94,6 +120,10 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     try:
         yield tmp
+        for item in sorted(tmp.rglob("*")):
+            if item.is_file():
+                _fsync(item)
+        _fsync_folder(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
             old.rmdir()
@@ -102,6 +132,7 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+        _fsync_folder(parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,8 @@ from edgelstm.errors import InvalidInputError
 
 SCHEMA = "edgelstm.onnx/1"
 PREFIX = "edgelstm."
+#: metadata key holding the SHA-256 of the model's weights (see :func:`weights_sha256`).
+WEIGHTS_KEY = PREFIX + "weights_sha256"
 
 
 @dataclass(frozen=True)
@@ -144,3 +146,76 @@ def read_metadata(path: Path) -> ModelMetadata:
         raise InvalidInputError(f"{path} is not a readable ONNX model ({exc})") from None
     props = {p.key: p.value for p in model.metadata_props}
     return ModelMetadata.from_props(props, where=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# integrity: a checksum of the weights, stored in the model and verified on load
+
+
+def weights_sha256(model: Any) -> str:
+    """SHA-256 over every weight of an ``onnx.ModelProto`` (external data must be loaded).
+
+    Covers initializers and ``Constant`` node tensors, each with its name, type and shape,
+    in graph order; metadata is left out, so adding metadata does not change the digest. A
+    flipped bit in a weight passes the ONNX checker and ONNX Runtime; it does not pass this.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256()
+
+    def add(name: str, tensor: Any) -> None:
+        array = numpy_helper.to_array(tensor)
+        digest.update(f"{name}|{tensor.data_type}|{list(tensor.dims)}|".encode())
+        digest.update(array.tobytes())
+
+    for initializer in model.graph.initializer:
+        add(initializer.name, initializer)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.HasField("t"):
+                    add(node.output[0], attribute.t)
+    return digest.hexdigest()
+
+
+def record_weights_sha256(model: Any) -> str:
+    """Store :func:`weights_sha256` in the model's metadata (replacing an old value)."""
+    value = weights_sha256(model)
+    for prop in list(model.metadata_props):
+        if prop.key == WEIGHTS_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=WEIGHTS_KEY, value=value)
+    return value
+
+
+def verify_weights_sha256(path: Path) -> bool:
+    """Check an ``.onnx`` file's weights against its stored checksum.
+
+    Returns False when the file carries none (a model from another tool, or an edgelstm
+    model from before checksums); raises :class:`InvalidInputError` naming the file when the
+    weights do not match, i.e. the file changed after edgelstm wrote it.
+    """
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends for files that are not ONNX
+        raise InvalidInputError(f"{path} is not a readable ONNX model ({exc})") from None
+    stored = next((p.value for p in model.metadata_props if p.key == WEIGHTS_KEY), None)
+    if stored is None:
+        return False
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # missing or escaping external data: onnx refuses it
+        raise InvalidInputError(f"{path}: its external weights cannot be read ({exc})") from None
+    actual = weights_sha256(model)
+    if actual != stored:
+        raise InvalidInputError(
+            f"{path}: the weights do not match the checksum stored when edgelstm wrote it "
+            f"(stored {stored[:12]}..., now {actual[:12]}...): the file was modified or is "
+            "corrupt; export it again"
+        )
+    return True

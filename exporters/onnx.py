@@ -39,7 +39,7 @@ from edgelstm.exporters.validation import (
     validate_streaming,
 )
 from edgelstm.fileio import atomic_file, check_output_path
-from edgelstm.metadata import ModelMetadata
+from edgelstm.metadata import ModelMetadata, record_weights_sha256
 from edgelstm.models import SequenceModel
 
 #: Tried in this order; the first candidate that validates is kept.
@@ -516,6 +516,7 @@ def _try_exporter(
         del proto.metadata_props[:]
         for key, value in meta.to_props().items():
             proto.metadata_props.add(key=key, value=value)
+        record_weights_sha256(proto)  # verified whenever edgelstm opens the file again
         final = Path(work) / out.name
         data_name = out.name + ".data"
         # protobuf cannot hold more than 2 GiB: such models keep their weights beside them.

@@ -29,7 +29,7 @@ import numpy as np
 
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
-from edgelstm.metadata import PREFIX, ModelMetadata
+from edgelstm.metadata import PREFIX, ModelMetadata, record_weights_sha256
 
 MODES = ("dynamic-int8", "static-int8", "fp16")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -293,6 +293,7 @@ def quantize(
         if mode == "fp16":
             notes.append("fp16 brings no speed on the CPU provider; use it with cuda/tensorrt")
         _stamp(result_model, mode)
+        record_weights_sha256(result_model)
         partial = [o for o in ops if o.op == "LSTM" and o.still_float]
         if mode == "dynamic-int8" and partial and not allow_partial:
             raise CheckFailedError(

@@ -36,7 +36,12 @@ from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata, read_metadata
 from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
-from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
+from edgelstm.runtimes.session import (
+    OpenedSession,
+    SessionConfig,
+    open_session,
+    run_interruptible,
+)
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -133,7 +138,7 @@ class _Feeder:
         for notice in notices:
             if notice not in self.notices:
                 self.notices.append(notice)
-        outputs: list[np.ndarray] = self.session.run(None, feeds)
+        outputs: list[np.ndarray] = run_interruptible(self.session, None, feeds, where=self.source)
         return outputs
 
 
@@ -442,14 +447,14 @@ def _raw_predictions(
     axis = _batch_axis(opened, feeds)
     total = next(iter(feeds.values())).shape[0] if axis is not None else 0
     if axis is None or total <= options.batch_size:
-        outputs = opened.session.run(None, feeds)
+        outputs = run_interruptible(opened.session, None, feeds, where=str(source))
         if progress is not None:
             progress(1, 1)
     else:
         parts: list[list[np.ndarray]] = []
         for start in range(0, total, options.batch_size):
             batch = {k: v[start : start + options.batch_size] for k, v in feeds.items()}
-            parts.append(opened.session.run(None, batch))
+            parts.append(run_interruptible(opened.session, None, batch, where=str(source)))
             if progress is not None:
                 progress(min(start + options.batch_size, total), total)
         outputs = [np.concatenate(column, axis=0) for column in zip(*parts, strict=True)]

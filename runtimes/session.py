@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.errors import InvalidInputError, ProviderUnavailableError
+from edgelstm.errors import EdgeLSTMError, InvalidInputError, ProviderUnavailableError
+from edgelstm.metadata import verify_weights_sha256
 from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
@@ -50,6 +51,7 @@ __all__ = [
     "model_profile",
     "open_session",
     "parse_provider_list",
+    "run_interruptible",
 ]
 
 #: ``--graph-optimization`` values → ``onnxruntime.GraphOptimizationLevel`` member names.
@@ -313,6 +315,7 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
     if not path.is_file():
         raise InvalidInputError(f"model file {path} does not exist")
     ort = import_onnxruntime()
+    verify_weights_sha256(path)  # an edgelstm artifact changed since it was written: refuse
     profile = model_profile(path)
     available = [str(p) for p in ort.get_available_providers()]
     is_auto = len(config.providers) == 1 and config.providers[0].lower() == "auto"
@@ -419,6 +422,51 @@ def _is_model_error(message: str) -> bool:
         marker in lowered
         for marker in ("protobuf parsing failed", "invalid_graph", "invalid model", "no_suchfile")
     )
+
+
+def run_interruptible(
+    session: Any, output_names: list[str] | None, feeds: dict[str, Any], *, where: str
+) -> list[Any]:
+    """``session.run`` that Ctrl-C can stop mid-call, with ONNX Runtime errors made readable.
+
+    Python sees Ctrl-C only between bytecodes, so a long ``session.run`` would finish first.
+    The call runs in a helper thread; the main thread waits interruptibly and, on Ctrl-C,
+    sets ``RunOptions.terminate`` so ONNX Runtime abandons the run, then re-raises
+    ``KeyboardInterrupt`` (the CLI exits 130 without writing anything).
+    """
+    import threading
+
+    ort = import_onnxruntime()
+    options = ort.RunOptions()
+    outcome: dict[str, Any] = {}
+
+    options.log_severity_level = 4  # a terminated run is expected, not an error to log
+    finished = threading.Event()
+
+    def call() -> None:
+        try:
+            outcome["outputs"] = session.run(output_names, feeds, options)
+        except BaseException as exc:  # handed to the main thread below
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    # An Event, not Thread.join: a join interrupted by Ctrl-C can stop waiting for good.
+    threading.Thread(target=call, name="edgelstm-run", daemon=True).start()
+    try:
+        while not finished.wait(0.05):
+            pass
+    except KeyboardInterrupt:
+        options.terminate = True
+        finished.wait(10)  # ONNX Runtime checks the flag between kernels
+        raise
+    error = outcome.get("error")
+    if error is not None:
+        if isinstance(error, EdgeLSTMError | KeyboardInterrupt):
+            raise error
+        raise InvalidInputError(f"ONNX Runtime failed on {where}: {_first_line(error)}") from None
+    outputs: list[Any] = outcome["outputs"]
+    return outputs
 
 
 class DeviceRunner:

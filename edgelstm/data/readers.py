@@ -18,9 +18,11 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -314,6 +316,89 @@ def read_csv_series(path: Path) -> Series:
 # NumPy
 
 
+#: Largest array total edgelstm loads from one file: half the machine's memory (or 8 GiB
+#: when that cannot be read). Bigger inputs need splitting, not a machine-wide swap storm.
+def _memory_budget() -> int:
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES")
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(pages * page) // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
+    """Bytes the ``.npy`` header in ``handle`` promises (None when it is not an .npy header)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = npy_format.read_array_header_2_0(handle)
+    except (ValueError, OSError, EOFError, SyntaxError):
+        return None  # np.load reports the malformed header itself
+    if dtype.hasobject:
+        return 0  # object arrays are refused later, with the pickle explanation
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count * dtype.itemsize
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse files whose headers claim more data than they hold or than memory allows.
+
+    A forged or truncated header (``shape=(10**7, 10**6, 40)`` in a 1 kB file) would make
+    NumPy try to allocate terabytes before noticing; checking first keeps the machine up.
+    """
+    budget = _memory_budget()
+    total = 0
+    try:
+        if path.suffix.lower() == ".npy":
+            with path.open("rb") as handle:
+                declared = _declared_bytes(handle, str(path))
+                available = path.stat().st_size - handle.tell()
+            members = [(path.name, declared, available)]
+        else:
+            members = []
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    with archive.open(info) as member:
+                        declared = _declared_bytes(member, info.filename)  # type: ignore[arg-type]
+                        available = info.file_size - member.tell()
+                    members.append((info.filename, declared, available))
+    except (OSError, zipfile.BadZipFile):
+        return  # np.load gives the precise error for unreadable files
+    for name, declared, available in members:
+        if declared is None:
+            continue
+        if declared > available:
+            raise InvalidInputError(
+                f"{path}: array {name} claims {_size(declared)} but the file holds "
+                f"{_size(max(available, 0))}; it is truncated or its header is forged: save it "
+                "again with np.save / np.savez"
+            )
+        total += declared
+    if total > budget:
+        raise InvalidInputError(
+            f"{path}: holds {_size(total)} of arrays, more than edgelstm loads at once "
+            f"({_size(budget)}, half of this machine's memory); split it into smaller files"
+        )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Load a ``.npy`` (as ``{"X": array}``) or ``.npz`` file into a dict of arrays.
 
@@ -327,6 +412,7 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
     _require_file(path)
     if path.suffix.lower() not in (".npy", ".npz"):
         raise InvalidInputError(f"{path}: expected a .npy or .npz file, got {path.suffix!r}")
+    _check_declared_sizes(path)
     try:
         # We own the file handle: np.load(path) leaks it when the zip is corrupt.
         with path.open("rb") as handle:
