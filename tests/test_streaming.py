@@ -156,3 +156,16 @@ def test_bad_state_and_stream_index_are_refused(
         session.reset(2)
     with pytest.raises(InvalidInputError, match="streams must be"):
         StreamingSession(path, streams=0)
+
+
+def test_a_long_stream_keeps_memory_flat_and_a_reset_stream_fresh(
+    streaming_export: tuple[SequenceModel, Path],
+) -> None:
+    # The million-frame run is `python -m edgelstm.benchmarks.long_stream` (results committed).
+    from edgelstm.benchmarks.long_stream import run_long_stream
+
+    _, path = streaming_export
+    result = run_long_stream(path, 20_000, warmup=4_000, samples=4)
+    assert result["frames"] == 20_000
+    assert result["growth_mb"] < 5.0, result["memory_mb"]
+    assert result["reset_vs_fresh_max_abs"] == 0.0
