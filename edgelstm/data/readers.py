@@ -22,7 +22,7 @@ import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -331,12 +331,14 @@ def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
     """Bytes the ``.npy`` header in ``handle`` promises (None when it is not an .npy header)."""
     from numpy.lib import format as npy_format
 
+    # NumPy's format helpers are untyped; the header is (shape, fortran_order, dtype).
+    format_module: Any = npy_format
     try:
-        version = npy_format.read_magic(handle)
+        version = format_module.read_magic(handle)
         if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(handle)
+            shape, _, dtype = format_module.read_array_header_1_0(handle)
         else:
-            shape, _, dtype = npy_format.read_array_header_2_0(handle)
+            shape, _, dtype = format_module.read_array_header_2_0(handle)
     except (ValueError, OSError, EOFError, SyntaxError):
         return None  # np.load reports the malformed header itself
     if dtype.hasobject:
@@ -344,7 +346,7 @@ def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
     count = 1
     for dim in shape:
         count *= int(dim)
-    return count * dtype.itemsize
+    return count * int(dtype.itemsize)
 
 
 def _check_declared_sizes(path: Path) -> None:
