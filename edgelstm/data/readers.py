@@ -320,11 +320,18 @@ def read_csv_series(path: Path) -> Series:
 #: when that cannot be read). Bigger inputs need splitting, not a machine-wide swap storm.
 def _memory_budget() -> int:
     try:
-        pages = os.sysconf("SC_PHYS_PAGES")
-        page = os.sysconf("SC_PAGE_SIZE")
-        return int(pages * page) // 2
+        budget = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
     except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
+        budget = 8 * 2**30
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        limit = -1
+    if limit > 0:  # a memory-limited process (ulimit -v): stay well inside its limit
+        budget = min(budget, limit // 2)
+    return budget
 
 
 def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
@@ -388,7 +395,8 @@ def _check_declared_sizes(path: Path) -> None:
     if total > budget:
         raise InvalidInputError(
             f"{path}: holds {_size(total)} of arrays, more than edgelstm loads at once "
-            f"({_size(budget)}, half of this machine's memory); split it into smaller files"
+            f"({_size(budget)}, half of the memory this process may use); split it into "
+            "smaller files"
         )
 
 
