@@ -61,8 +61,12 @@ def latency_stats(samples_ms: Sequence[float]) -> LatencyStats:
     if not all(math.isfinite(v) and v >= 0 for v in values):
         raise InvalidInputError("latency samples must be finite and non-negative")
     n = len(values)
-    mean = math.fsum(values) / n
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    # Rounding can put the mean of equal samples a hair outside [min, max]; clamp it.
+    mean = min(max(math.fsum(values) / n, values[0]), values[-1])
+    # Scaled by the largest value so squares cannot overflow for huge (finite) samples.
+    scale = max(abs(values[0]), abs(values[-1])) or 1.0
+    spread = math.fsum(((v - mean) / scale) ** 2 for v in values)
+    std = scale * math.sqrt(spread / (n - 1)) if n > 1 else 0.0
     return LatencyStats(
         count=n,
         p50_ms=percentile(values, 50),

@@ -33,20 +33,45 @@ class Checkpoint:
     metrics: dict[str, Any]
 
 
-#: safetensors header key holding the SHA-256 of the weights (see :func:`state_sha256`).
-WEIGHTS_KEY = "edgelstm.weights_sha256"
+#: Manifest of SHA-256 digests of the files above, written last and checked on load.
+CHECKSUMS_FILE = "checksums.json"
+CHECKSUMS_SCHEMA = "edgelstm.checksums/1"
+#: Files whose bytes the manifest covers (metrics are a report, not an input).
+_CHECKED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 
 
-def state_sha256(state: dict[str, Any]) -> str:
-    """SHA-256 over a state dict's tensors (name, dtype, shape and bytes, sorted by name)."""
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().contiguous().cpu()
-        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.numpy().tobytes())
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
+
+
+def verify_checksums(run_dir: Path) -> bool:
+    """Compare a checkpoint's files with its manifest; False when it has none (older runs).
+
+    Raises :class:`CheckpointError` naming the first file whose bytes changed since
+    training wrote it.
+    """
+    path = Path(run_dir) / CHECKSUMS_FILE
+    if not path.is_file():
+        return False
+    manifest = read_json(path, what="checksum manifest", error=CheckpointError)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if manifest.get("schema") != CHECKSUMS_SCHEMA or not isinstance(files, dict):
+        raise CheckpointError(f"{path} is not an edgelstm checksum manifest; retrain or restore it")
+    for name, expected in files.items():
+        target = Path(run_dir) / str(name)
+        if not target.is_file() or file_sha256(target) != expected:
+            raise CheckpointError(
+                f"{target} does not match the checksum stored when edgelstm wrote it: the file "
+                "was modified or is corrupt; retrain or restore it"
+            )
+    return True
 
 
 def save_checkpoint(
@@ -61,11 +86,15 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", WEIGHTS_KEY: state_sha256(state)}
     with atomic_folder(Path(out), overwrite=overwrite) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(record), indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        manifest = {
+            "schema": CHECKSUMS_SCHEMA,
+            "files": {name: file_sha256(tmp / name) for name in _CHECKED_FILES},
+        }
+        (tmp / CHECKSUMS_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def read_run_record(run_dir: Path) -> RunRecord:
@@ -89,7 +118,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         >>> ckpt = load_checkpoint(Path("runs/jv"))  # doctest: +SKIP
         >>> ckpt.record.class_labels  # doctest: +SKIP
     """
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from edgelstm.models import build_model
@@ -99,17 +128,11 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete, retrain it")
+    verify_checksums(run_dir)
     try:
         state = load_file(str(weights))
-        with safe_open(str(weights), framework="pt") as handle:
-            stored = (handle.metadata() or {}).get(WEIGHTS_KEY)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} cannot be read ({exc}); retrain or restore it") from None
-    if stored is not None and stored != state_sha256(state):
-        raise CheckpointError(
-            f"{weights}: the weights do not match the checksum stored when edgelstm wrote them: "
-            "the file was modified or is corrupt; retrain or restore it"
-        )
     model = build_model(record.model)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

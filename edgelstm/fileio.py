@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,29 @@ def _fsync_folder(path: Path) -> None:
         os.close(fd)
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Replacing a non-empty folder otherwise takes two renames, and a crash between them
+    leaves neither the old nor the new folder at the path. Returns False where the call is
+    unavailable (other systems, old kernels or file systems), so the caller falls back.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    status = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange)
+    return bool(status == 0)
+
+
 def _make_parent(path: Path) -> Path:
     # Missing parent folders are created (`--out runs/jv` on a fresh clone should just work).
     parent = path.parent if str(path.parent) else Path(".")
@@ -125,11 +149,16 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
                 _fsync(item)
         _fsync_folder(tmp)
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-            old.rmdir()
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(tmp, path):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+            else:
+                # No atomic swap here: a crash between these two renames leaves the old
+                # folder at `.NAME.*.old` and the new one at `.NAME.*.tmp`.
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+                old.rmdir()
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
         _fsync_folder(parent)

@@ -231,7 +231,10 @@ def _load_state_dict(path: Path, module: nn.Module) -> dict[str, torch.Tensor]:
             ) from None
     elif path.suffix in (".pt", ".pth", ".bin"):
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about pickle protocols before refusing; the refusal is the message.
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for whole modules, others for junk
             raise InvalidInputError(
                 f"--weights {path} is not a plain state dict ({type(exc).__name__}); a pickled "
@@ -468,7 +471,7 @@ def constant_fold(src: Path, dst: Path) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(dst)
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 

@@ -524,7 +524,7 @@ def probe_provider(name: str) -> ProbeResult:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 8)  # loadable by older onnxruntime too
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # the fallback warning is what we report, not print
+    options.log_severity_level = 4  # the fallback warning is what we report, not print
     options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     if spec.ep_name not in [str(p) for p in ort.get_available_providers()]:
         return ProbeResult(

@@ -667,7 +667,8 @@ def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iter
 
 def _file_frames(path: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
     """Frames from a CSV file, read lazily; the file closes when the stream ends or fails."""
-    with path.open(encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (Excel writes one) must not turn row 1 into a "header".
+    with path.open(encoding="utf-8-sig") as handle:
         yield from _text_frames(handle, str(path), meta)
 
 

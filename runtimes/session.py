@@ -91,7 +91,9 @@ class SessionConfig:
     cuda_graphs: bool = False
     tensorrt_fp16: bool = False
     tensorrt_cache: Path | None = None
-    log_severity: int = 3
+    #: 4 = fatal only: ONNX Runtime's own error lines would precede edgelstm's one `error:`
+    #: line (the failures come back as exceptions and are reported from those).
+    log_severity: int = 4
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -312,6 +314,8 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
     """
     path = Path(model)
     config = config or SessionConfig()
+    if path.is_dir():
+        raise InvalidInputError(f"model path {path} is a folder; give the .onnx file inside it")
     if not path.is_file():
         raise InvalidInputError(f"model file {path} does not exist")
     ort = import_onnxruntime()

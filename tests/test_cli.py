@@ -15,7 +15,7 @@ from conftest import TINY, WINDOW, CliResult, CliRunner
 
 from edgelstm import __version__
 
-CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json"}
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json", "checksums.json"}
 DATASETS = ("JapaneseVowels", "BasicMotions", "Airline", "KDD-TSAD_135")
 
 

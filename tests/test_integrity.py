@@ -136,13 +136,19 @@ def test_checkpoint_weights_are_verified(
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01  # the last tensor's bytes; the header stays readable
     weights.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="do not match the checksum"):
+    with pytest.raises(CheckpointError, match="does not match the checksum"):
         load_checkpoint(run)
     out = tmp_path / "m.onnx"
     result = cli("export", run, "--out", out)
     assert result.code == 2
-    assert "do not match the checksum" in result.err_lines[0]
+    assert "model.safetensors does not match the checksum" in result.err_lines[0]
     assert not out.exists()
+    # the configuration is covered too
+    shutil.copy(trained_classify.out / "model.safetensors", weights)
+    config = run / "config.json"
+    config.write_text(config.read_text().replace('"hidden_size": 8', '"hidden_size": 9'))
+    with pytest.raises(CheckpointError, match=r"config\.json does not match the checksum"):
+        load_checkpoint(run)
 
 
 def test_checkpoints_without_a_checksum_still_load(
@@ -150,14 +156,13 @@ def test_checkpoints_without_a_checksum_still_load(
 ) -> None:
     import shutil
 
-    from safetensors.torch import load_file, save_file
-
-    from edgelstm.checkpoint import load_checkpoint
+    from edgelstm.checkpoint import load_checkpoint, verify_checksums
 
     run = tmp_path / "old"
     shutil.copytree(trained_classify.out, run)
-    weights = run / "model.safetensors"
-    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt"})
+    assert verify_checksums(run) is True
+    (run / "checksums.json").unlink()  # a checkpoint from before checksums
+    assert verify_checksums(run) is False
     assert load_checkpoint(run).model is not None
 
 

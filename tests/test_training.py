@@ -23,7 +23,7 @@ from edgelstm.data.readers import read_csv_series
 from edgelstm.errors import InvalidInputError
 from edgelstm.training import TrainResult, train
 
-CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json"}
+CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json", "checksums.json"}
 CLASSIFY_KEYS = {"accuracy", "macro_f1"}
 FORECAST_KEYS = {"mae", "rmse", "smape", "baseline_mae", "baseline_rmse", "baseline_smape"}
 ANOMALY_KEYS = {"threshold", "auroc", "f1", "top_score_in_anomaly"}
@@ -287,6 +287,11 @@ def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(
     config = json.loads((broken / "config.json").read_text())
     config["model"]["hidden_size"] += 4
     (broken / "config.json").write_text(json.dumps(config))
+    # The checksum manifest catches the edit first; without one (older checkpoints) the
+    # shapes themselves still disagree.
+    with pytest.raises(CheckpointError, match=r"config\.json does not match the checksum"):
+        load_checkpoint(broken)
+    (broken / "checksums.json").unlink()
     with pytest.raises(CheckpointError, match=r"does not match config\.json"):
         load_checkpoint(broken)
 

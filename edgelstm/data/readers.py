@@ -667,6 +667,8 @@ def load_inference_data(
     if task == "anomaly":
         return _load_anomaly(path, suffix)
     arrays = read_arrays(path) if suffix in (".npy", ".npz") else {}
+    if arrays:
+        _check_keys(arrays, task, path)
     X = _get_x(arrays, path) if arrays else None
     if task == "classify":
         if X is not None and X.ndim == 2 and num_features not in (None, 1):
@@ -688,6 +690,32 @@ def load_inference_data(
     assert X is not None
     values, names = _series_from_x(X, arrays, path, "forecast")
     return Series(values=values, feature_names=names)
+
+
+#: Arrays an .npz may hold, per task; anything else is refused (a misspelt `lenghts` would
+#: otherwise be ignored and the padding read as data).
+_NPZ_KEYS = {
+    "classify": ("X", "y", "lengths", "feature_names"),
+    "forecast": ("X", "y", "feature_names", "target_indices"),
+    "anomaly": ("X", "y", "feature_names"),
+}
+
+
+def _check_keys(arrays: dict[str, np.ndarray], task: str, path: Path) -> None:
+    if "X" not in arrays:
+        return  # the missing X is the first thing to fix; _get_x says so
+    allowed = _NPZ_KEYS[task]
+    unknown = sorted(set(arrays) - set(allowed))
+    if unknown:
+        import difflib
+
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+            hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+        raise InvalidInputError(
+            f"{path}: unknown array(s) {', '.join(hints)}; a {task} .npz holds {', '.join(allowed)}"
+        )
 
 
 def _feature_names(arrays: dict[str, np.ndarray], count: int, path: Path) -> tuple[str, ...]:
@@ -735,6 +763,7 @@ def _load_classify(path: Path, suffix: str, *, require_labels: bool = True) -> S
         series = read_csv_series(path)
         return SequenceSet((series.values,), None, series.feature_names)
     arrays = read_arrays(path)
+    _check_keys(arrays, "classify", path)
     if require_labels and "y" not in arrays:
         raise InvalidInputError(needs_labels)
     X = _get_x(arrays, path)
@@ -823,6 +852,7 @@ def _load_forecast(path: Path, suffix: str, target: str | None) -> Series | Wind
         resolve_targets(series.feature_names, target, source=path)
         return series
     arrays = read_arrays(path)
+    _check_keys(arrays, "forecast", path)
     X = _get_x(arrays, path)
     if "y" not in arrays:
         values, names = _series_from_x(X, arrays, path, "forecast")
@@ -885,6 +915,7 @@ def _load_anomaly(path: Path, suffix: str) -> Series:
     if suffix == ".csv":
         return read_csv_series(path)
     arrays = read_arrays(path)
+    _check_keys(arrays, "anomaly", path)
     X = _get_x(arrays, path)
     values, names = _series_from_x(X, arrays, path, "anomaly")
     labels = arrays.get("y")
