@@ -469,6 +469,14 @@ def run_command(
     allow_nonfinite: Annotated[
         bool, typer.Option(help="Feed NaN/Inf as they are instead of refusing them.")
     ] = False,
+    memory_limit: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.1,
+            help="Cap this process's memory (GiB): an untrusted model that tries to allocate "
+            "more fails with an error instead of exhausting the machine.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary on stdout.")
@@ -479,6 +487,10 @@ def run_command(
 
     if input_file is None:
         raise InvalidInputError("--input FILE is required (with --stream, '-' reads stdin)")
+    if memory_limit is not None:
+        from edgelstm.runtimes.session import limit_memory
+
+        limit_memory(memory_limit)
     if config_path is not None:
         from edgelstm.runtimes.deploy import read_deployment
 

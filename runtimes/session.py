@@ -48,6 +48,7 @@ __all__ = [
     "ModelProfile",
     "OpenedSession",
     "SessionConfig",
+    "limit_memory",
     "model_profile",
     "open_session",
     "parse_provider_list",
@@ -426,6 +427,27 @@ def _is_model_error(message: str) -> bool:
         marker in lowered
         for marker in ("protobuf parsing failed", "invalid_graph", "invalid model", "no_suchfile")
     )
+
+
+def limit_memory(gib: float) -> None:
+    """Cap this process's address space at ``gib`` GiB (POSIX ``RLIMIT_AS``).
+
+    ONNX Runtime sizes some outputs from input *values* (``ConstantOfShape``, ``Expand``...);
+    an untrusted model can ask for more memory than the machine has. Under a cap the
+    allocation fails, ONNX Runtime raises, and the run ends with one error line.
+    """
+    try:
+        import resource
+    except ImportError:
+        raise InvalidInputError("--memory-limit needs a POSIX system (Linux, macOS)") from None
+    limit = int(gib * 2**30)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and limit > hard:
+        raise InvalidInputError(f"--memory-limit {gib} GiB is above this process's hard limit")
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError) as exc:
+        raise InvalidInputError(f"--memory-limit {gib} GiB could not be applied ({exc})") from None
 
 
 def run_interruptible(

@@ -1189,3 +1189,53 @@ with atomic_folder(target, overwrite=True) as tmp:
     assert proc.returncode in (0, -signal.SIGKILL)
     assert target.is_dir(), f"no folder at {target}: {sorted(p.name for p in tmp_path.iterdir())}"
     assert {p.name for p in target.iterdir()} in ({"keep.txt"}, {"new.txt"})
+
+
+def _constant_of_shape_model(path: Path) -> Path:
+    """A model whose output size comes from an input *value*: the caller picks the memory."""
+    graph = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["y"])],
+        "bomb",
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@posix_only
+@pytest.mark.parametrize("rows", [10**5, 10**6])  # 20 GB and 200 GB of float32 zeros
+def test_value_driven_allocation_fails_cleanly_under_a_memory_limit(
+    cli_fd: CliRunner, tmp_path: Path, rows: int
+) -> None:
+    model = _constant_of_shape_model(tmp_path / "bomb.onnx")
+    source = tmp_path / "shape.npz"
+    np.savez(source, shape=np.array([rows, 5 * 10**4], np.int64))
+    out = tmp_path / "y.npz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgelstm",
+            "run",
+            str(model),
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--memory-limit",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ONNX Runtime failed on"), lines
+    assert "Failed to allocate memory" in lines[0]
+    assert not out.exists()
