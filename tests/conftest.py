@@ -157,3 +157,25 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[CliRunner]:
         return CliResult(code=code, out=captured.out, err=captured.err)
 
     yield invoke
+
+
+def assert_nothing_written(out: Path) -> None:
+    """No file at ``out`` and no temporary sibling left behind."""
+    assert not out.exists(), f"{out} was written"
+    leftovers = list(out.parent.glob(f".{out.name}.*"))
+    assert not leftovers, f"temporary siblings left behind: {leftovers}"
+
+
+def assert_clean_failure(result: CliResult, out: Path | None, *words: str, code: int = 2) -> None:
+    """The contract for bad input: exit ``code``, one `error:` line holding ``words``, no
+    traceback, nothing on stdout, nothing written at ``out``."""
+    assert result.code == code, result
+    assert "Traceback" not in result.out + result.err, result.err
+    assert result.out.strip() == "", result.out
+    assert len(result.err_lines) == 1, result.err
+    line = result.err_lines[0]
+    assert line.startswith("error: "), line
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
+    if out is not None:
+        assert_nothing_written(out)

@@ -11,27 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TINY, WINDOW, CliResult, CliRunner
+from conftest import TINY, WINDOW, CliRunner, assert_clean_failure
 
 from edgelstm import __version__
 
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json", "checksums.json"}
 DATASETS = ("JapaneseVowels", "BasicMotions", "Airline", "KDD-TSAD_135")
-
-
-def assert_clean_failure(result: CliResult, out: Path, *words: str, code: int = 2) -> None:
-    """Exit code, one `error:` line naming the problem, no traceback, nothing at `out`."""
-    assert result.code == code, result
-    assert "Traceback" not in result.out + result.err
-    assert len(result.err_lines) == 1, result.err
-    line = result.err_lines[0]
-    assert line.startswith("error: "), line
-    for word in words:
-        assert word in line, f"{word!r} not in {line!r}"
-    assert result.out == ""
-    assert not out.exists()
-    # No temporary sibling (`.run.*.tmp` / `.run.*.old`) is left behind either.
-    assert not list(out.parent.glob(f".{out.name}.*"))
 
 
 # --------------------------------------------------------------------------------------------

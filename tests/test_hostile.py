@@ -34,6 +34,8 @@ from conftest import (
     TINY,
     CliResult,
     CliRunner,
+    assert_clean_failure,
+    assert_nothing_written,
     needs_no_cuda,
     single_thread,
     write_classify_npz,
@@ -95,26 +97,6 @@ def cli_subprocess(
         check=False,
     )
     return CliResult(code=proc.returncode, out=proc.stdout, err=proc.stderr)
-
-
-def assert_clean_failure(result: CliResult, out: Path | None, *words: str) -> None:
-    """Exit 2, one `error:` line holding ``words``, no traceback, nothing at ``out``."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.out + result.err, result.err
-    assert result.out.strip() == "", result.out
-    assert len(result.err_lines) == 1, result.err
-    line = result.err_lines[0]
-    assert line.startswith("error: "), line
-    for word in words:
-        assert word in line, f"{word!r} not in {line!r}"
-    if out is not None:
-        assert_nothing_written(out)
-
-
-def assert_nothing_written(out: Path) -> None:
-    assert not out.exists(), f"{out} was written"
-    leftovers = list(out.parent.glob(f".{out.name}.*"))
-    assert not leftovers, f"temporary siblings left behind: {leftovers}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from conftest import (
     WINDOW_KW,
     CliResult,
     CliRunner,
+    assert_clean_failure,
     needs_no_cuda,
     single_thread,
     write_forecast_csv,
@@ -91,20 +92,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     result: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
     return result
-
-
-def assert_clean_failure(result: CliResult, out: Path | None, *words: str) -> None:
-    """Exit 2, exactly one `error:` line naming the problem, no traceback, nothing written."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.out + result.err
-    assert len(result.err_lines) == 1, result.err
-    line = result.err_lines[0]
-    assert line.startswith("error: "), line
-    for word in words:
-        assert word in line, f"{word!r} not in {line!r}"
-    if out is not None:
-        assert not out.exists()
-        assert not list(out.parent.glob(f".{out.name}.*"))
 
 
 def _save_onnx(
