@@ -55,6 +55,8 @@ def training_progress(console: Console, enabled: bool = True) -> Iterator[Progre
             bar.start()
         phase = "refit" if shown.startswith("refit") else "train"
         if phase not in tasks:
+            if phase == "refit" and "train" in tasks:
+                bar.stop_task(tasks["train"])  # early stopping ended it: freeze its clock
             tasks[phase] = bar.add_task(phase, total=total, loss=loss, shown=shown)
         bar.update(tasks[phase], completed=epoch, total=total, loss=loss, shown=shown)
 
