@@ -151,21 +151,13 @@ def _model_facts(path: Path) -> dict[str, Any]:
     from edgelstm.runtimes.session import model_profile
 
     profile = model_profile(path)
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    precision = props.get("edgelstm.precision", profile.precision)
-    inputs = [i.name for i in model.graph.input]
-    initializers = {i.name for i in model.graph.initializer}
-    graph_inputs = [n for n in inputs if n not in initializers]
     size = path.stat().st_size
     data = path.with_name(path.name + ".data")
     if data.is_file():
         size += data.stat().st_size
     return {
-        "precision": precision,
-        "streamable": len(graph_inputs) > 1 and props.get("edgelstm.variant") == "streaming",
+        "precision": profile.precision,
+        "streamable": profile.streaming,
         "size_mb": size / 2**20,
         "ops": profile.op_types,
     }

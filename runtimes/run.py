@@ -399,10 +399,16 @@ def _raw_arrays(source: Path, opened: OpenedSession) -> dict[str, np.ndarray]:
 def _is_raw_npz(source: Path, opened: OpenedSession) -> bool:
     if source.suffix.lower() != ".npz":
         return False
-    from edgelstm.data.readers import read_arrays
+    import zipfile
 
+    # Only the member names are needed: the arrays themselves are read once, later.
+    try:
+        with zipfile.ZipFile(source) as archive:
+            keys = {n.removesuffix(".npy") for n in archive.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return False  # the reader that comes next reports the broken file
     names = {s.name for s in input_specs(opened.session)}
-    return bool(names & set(read_arrays(source)))
+    return bool(names & keys)
 
 
 def _batch_axis(opened: OpenedSession, feeds: dict[str, np.ndarray]) -> str | None:

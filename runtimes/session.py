@@ -177,6 +177,8 @@ def model_profile(path: Path) -> ModelProfile:
     else:
         precision = "fp32"
     props = {p.key: p.value for p in model.metadata_props}
+    # `edgelstm quantize` stamps the precision it produced; trust it over the op scan.
+    precision = props.get("edgelstm.precision", precision)
     return ModelProfile(precision, ops, props.get("edgelstm.variant") == "streaming")
 
 

@@ -1197,7 +1197,11 @@ def test_cli_benchmark_tune_writes_a_deploy_config_that_run_uses(
     result = cli("run", "--config", deploy, "--input", classify_npz, "--output", via_config)
     assert result.code == 0, result.err
     direct = tmp_path / "direct.csv"
-    result = cli("run", config.model, "--input", classify_npz, "--output", direct)
+    # Same thread count as the config: two threads may round the reductions differently.
+    threads = str(config.session.intra_op_threads)
+    result = cli(
+        "run", config.model, "--input", classify_npz, "--output", direct, "--threads", threads
+    )
     assert result.code == 0, result.err
     assert via_config.read_text(encoding="utf-8") == direct.read_text(encoding="utf-8")
 
