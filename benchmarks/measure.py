@@ -117,9 +117,9 @@ def _onnx(m: Measurement) -> Prepared:
     from edgelstm.runtimes.session import DeviceRunner, SessionConfig, open_session
     from edgelstm.runtimes.streaming import StreamingSession
 
-    providers = (m.provider, "cpu") if m.fallback and m.provider != "cpu" else (m.provider,)
+    # With fallback the session config itself ends on the CPU when the provider is unusable.
     config = SessionConfig(
-        providers=providers,
+        providers=(m.provider,),
         fallback=m.fallback,
         intra_op_threads=m.threads,
         cuda_graphs=m.cuda_graphs,

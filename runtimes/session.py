@@ -7,8 +7,9 @@ spelled as a string in the right dict. :func:`open_session` takes a frozen
 
 - resolves ``--provider`` names (one, an ordered list, or ``auto``) through the registry;
 - refuses a provider that is not built in or fails to initialise, with the reason and what to
-  install, unless ``fallback`` allows the next one; the result records which provider ran and
-  why the others did not;
+  install, unless ``fallback`` allows the next one; with ``fallback`` the CPU ends the list
+  when it does not name it (the last resort users and ONNX Runtime itself expect); the result
+  records which provider ran and why the others did not;
 - detects ONNX Runtime's silent fallback (the requested provider missing from the session's
   providers) and records the node placement where ONNX Runtime exposes it;
 - applies session and provider options with defaults chosen for recurrent models (one
@@ -79,6 +80,9 @@ class SessionConfig:
     ``spinning=None`` keeps ONNX Runtime's default (threads spin while waiting).
     ``cuda_graphs`` captures the whole graph once and replays it: it needs fixed input shapes
     for the session's lifetime and runs through IO binding (see :class:`DeviceRunner`).
+    ``fallback`` goes on to the next provider when one is unusable and always ends on the CPU:
+    ``("cuda",)`` with fallback tries ``cuda`` then ``cpu``. A list that names the CPU keeps
+    it where it is; without fallback the list is strict and nothing is added.
     """
 
     providers: tuple[str, ...] = ("cpu",)
@@ -277,8 +281,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _resolve_requested(
-    names: tuple[str, ...], profile: ModelProfile, available: list[str]
+    names: tuple[str, ...], profile: ModelProfile, available: list[str], *, fallback: bool
 ) -> tuple[tuple[ProviderSpec, ...], list[str]]:
+    """Provider specs in the order to try them, plus notes on how ``auto`` chose.
+
+    With ``fallback`` the CPU is appended when the list lacks it: falling back means "run
+    somewhere", and the CPU provider is built into every onnxruntime.
+    """
     notes: list[str] = []
     if len(names) == 1 and names[0].lower() == "auto":
         choice, reason = explain_auto(
@@ -298,6 +307,9 @@ def _resolve_requested(
         if spec in specs:
             raise InvalidInputError(f"provider {spec.name} is listed twice in --provider")
         specs.append(spec)
+    cpu = resolve_provider("cpu")
+    if fallback and cpu not in specs:
+        specs.append(cpu)
     return tuple(specs), notes
 
 
@@ -308,7 +320,8 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
     fails to initialise, or is silently replaced by the CPU, this raises
     :class:`~edgelstm.errors.ProviderUnavailableError` (exit 2) saying why and what to
     install. With ``config.fallback`` the next provider is tried and the reason goes into
-    :attr:`OpenedSession.notes`. ``auto`` is never strict about the CPU it falls back to.
+    :attr:`OpenedSession.notes`; the CPU is the last resort even when the list omits it (a
+    note says it was added). ``auto`` is never strict about the CPU it falls back to.
 
     Example::
 
@@ -326,7 +339,11 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
     profile = model_profile(path)
     available = [str(p) for p in ort.get_available_providers()]
     is_auto = len(config.providers) == 1 and config.providers[0].lower() == "auto"
-    specs, notes = _resolve_requested(config.providers, profile, available)
+    specs, notes = _resolve_requested(
+        config.providers, profile, available, fallback=config.fallback
+    )
+    # auto appends the CPU itself; anything else that ends on an unlisted CPU was added here.
+    cpu_added = not is_auto and len(specs) > len(config.providers)
     allow_next = config.fallback or is_auto
     failures: list[str] = []
     for index, spec in enumerate(specs):
@@ -349,6 +366,11 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
         session, placement = opened
         requested = tuple(s.name for s in specs)
         notes.extend(failures)
+        if cpu_added and last:
+            notes.append(
+                "cpu: added as the last resort (--fallback ends on the CPU; --provider "
+                f"{','.join(config.providers)} did not list it)"
+            )
         notes.extend(_placement_notes(spec, profile, placement))
         return OpenedSession(
             session=session,
@@ -360,7 +382,7 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
             notes=tuple(notes),
             placement=placement,
         )
-    hint = "" if allow_next else "; add --fallback (with e.g. --provider cuda,cpu) to go on"
+    hint = "" if allow_next else "; add --fallback to go on with the next provider (the CPU last)"
     if allow_next:
         hint = " (no provider in the list was usable)"
     raise ProviderUnavailableError("; ".join(failures) + hint)

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import CliRunner, needs_no_cuda
 from onnx import TensorProto, helper
 
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
@@ -185,9 +186,101 @@ def test_fallback_goes_on_and_says_why(relu_model: Path) -> None:
     assert "fell back from cuda" in opened.describe()
 
 
-def test_fallback_with_nothing_usable_still_fails(relu_model: Path) -> None:
-    with pytest.raises(ProviderUnavailableError, match="no provider in the list"):
-        open_session(relu_model, SessionConfig(providers=("cuda", "tensorrt"), fallback=True))
+@needs_no_cuda
+def test_fallback_ends_on_the_cpu_when_the_list_omits_it(relu_model: Path) -> None:
+    for providers in (("cuda",), ("cuda", "tensorrt")):
+        opened = open_session(relu_model, SessionConfig(providers=providers, fallback=True))
+        assert opened.provider == "cpu"
+        assert opened.requested == (*providers, "cpu")
+        assert any(n.startswith("cuda: not built into") for n in opened.notes)
+        assert any("cpu: added as the last resort" in n for n in opened.notes), opened.notes
+        assert opened.to_json()["session_config"]["providers"] == list(providers)
+
+
+@needs_no_cuda
+def test_a_listed_cpu_keeps_its_place_and_is_not_added_again(relu_model: Path) -> None:
+    config = SessionConfig(providers=("cuda", "CPUExecutionProvider"), fallback=True)
+    opened = open_session(relu_model, config)
+    assert opened.requested == ("cuda", "cpu")
+    assert not any("last resort" in n for n in opened.notes)
+
+
+@needs_no_cuda
+def test_strict_mode_adds_no_cpu(relu_model: Path) -> None:
+    with pytest.raises(ProviderUnavailableError, match="--fallback") as caught:
+        open_session(relu_model, SessionConfig(providers=("cuda",)))
+    assert "cpu" not in str(caught.value).split(";")[0]
+
+
+@needs_no_cuda
+def test_streaming_session_falls_back_to_the_cpu_too(tmp_path: Path) -> None:
+    from edgelstm.metadata import ModelMetadata
+    from edgelstm.runtimes.streaming import StreamingSession
+
+    # The smallest graph StreamingSession accepts: frames and state in, both passed through.
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["y"]),
+            helper.make_node("Identity", ["h"], ["h_out"]),
+        ],
+        "stream",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 2]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "batch", 3]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", 2]),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, "batch", 3]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    meta = ModelMetadata(
+        variant="streaming",
+        exporter="test",
+        opset=17,
+        torch_version="",
+        edgelstm_version="",
+        inputs={"x": "frames", "h": "state"},
+        outputs={"y": "frames", "h_out": "state"},
+        state={"h": [1, "batch", 3]},
+    )
+    for key, value in meta.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    path = _save(model, tmp_path / "stream.onnx")
+    stream = StreamingSession(path, session=SessionConfig(providers=("cuda",), fallback=True))
+    assert stream.opened.provider == "cpu"
+    assert any("last resort" in n for n in stream.opened.notes)
+
+
+def test_fallback_with_nothing_usable_still_fails(
+    relu_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only an onnxruntime without its CPU provider leaves nothing to fall back to.
+    fake = _fake_ort(available=["CUDAExecutionProvider"], behaviour="fail")
+    monkeypatch.setattr(session_mod, "import_onnxruntime", lambda: fake)
+    with pytest.raises(ProviderUnavailableError, match="no provider in the list") as caught:
+        open_session(relu_model, SessionConfig(providers=("cuda",), fallback=True))
+    assert "libcudnn" in str(caught.value)
+    assert "cpu: not built into" in str(caught.value)
+
+
+@needs_no_cuda
+def test_cli_fallback_with_one_provider_runs_on_the_cpu_and_says_so(
+    cli: CliRunner, relu_model: Path, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=np.array([[-1, 0, 1, 2]], np.float32))
+    out = tmp_path / "y.npz"
+    argv = ["run", relu_model, "--input", inputs, "--output", out, "--provider", "cuda"]
+    strict = cli(*argv)
+    assert strict.code == 2 and "--fallback" in strict.err, strict.err
+    result = cli(*argv, "--fallback")
+    assert result.code == 0, result.err
+    np.testing.assert_array_equal(np.load(out)["y"], [[0, 0, 2, 4]])
+    notes = [line for line in result.err_lines if line.startswith("note:")]
+    assert any("cuda: not built into" in line for line in notes), result.err
+    assert any("cpu: added as the last resort" in line for line in notes), result.err
+    assert "fell back from cuda" in result.err
 
 
 def test_strict_order_without_fallback_does_not_try_the_second(relu_model: Path) -> None:
