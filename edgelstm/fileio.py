@@ -2,14 +2,21 @@
 
 Every output goes to a temporary sibling first (same filesystem, so the final ``os.replace``
 is atomic) and only takes the requested name once it is complete.
+
+Test hook: with the environment variable ``EDGELSTM_TEST_KILL_AT`` set to ``write`` or
+``rename`` the process SIGKILLs itself at that point of its first atomic write (see
+:func:`_kill_point`), so the kill tests hit the moments that matter every time instead of
+at random. Nothing else reads it; leave it unset outside tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -18,12 +25,57 @@ from typing import Any
 
 from edgelstm.errors import InvalidInputError, OutputExistsError
 
+#: See the module docstring. Read only by :func:`_kill_point`.
+KILL_AT_ENV = "EDGELSTM_TEST_KILL_AT"
+
+
+def _kill_point(point: str) -> None:
+    """Die by SIGKILL here when the kill-test hook names ``point`` (``write`` or ``rename``).
+
+    ``write``: the new content is complete in its temporary sibling, nothing renamed yet.
+    ``rename``: just after the first rename of the swap (the new file is in place; a folder
+    was published, exchanged, or, without an atomic exchange, the old one moved aside).
+    """
+    if os.environ.get(KILL_AT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def recover_interrupted_replace(path: Path) -> bool:
+    """Put an old folder back at ``path`` if a replace was killed between its two renames.
+
+    Where folders cannot be swapped atomically, :func:`atomic_folder` moves the old folder
+    aside to ``.NAME.*.old`` and then moves the new one in; a crash in between leaves no
+    folder at ``path``. A ``.old`` sibling only exists while a swap is under way, and it is
+    complete, so when ``path`` is missing it is restored: the path then holds the old content
+    again, as if the interrupted write had never started (its finished ``.NAME.*.tmp`` cannot
+    be told from one killed while writing, so it is not trusted). Returns True if it restored.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        return False
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        aside = [p for p in parent.glob(f".{glob.escape(path.name)}.*.old") if p.is_dir()]
+    except OSError:  # an unreadable or missing parent: nothing to recover
+        return False
+    if not aside:
+        return False
+    # One at most in practice; after repeated crashes the most recently moved one is the newest.
+    newest = max(aside, key=lambda p: p.stat().st_ctime_ns)
+    os.replace(newest, path)
+    _fsync_folder(parent)
+    return True
+
 
 def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> None:
     """Refuse an existing output unless ``overwrite``, or a parent path that is a file.
 
     A folder counts as existing only when it is non-empty (an empty folder holds nothing to lose).
+    For a folder, an old one left aside by an interrupted replace is put back first
+    (:func:`recover_interrupted_replace`), so it is protected like any existing folder.
     """
+    if kind == "folder":
+        recover_interrupted_replace(path)
     if path.is_dir():
         if kind == "file":
             raise InvalidInputError(f"output {path} is a folder; give a file path")
@@ -111,8 +163,10 @@ def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _kill_point("write")
         _fsync(tmp)
         os.replace(tmp, path)
+        _kill_point("rename")
         _fsync_folder(parent)
     finally:
         tmp.unlink(missing_ok=True)
@@ -139,28 +193,33 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     failure while building the new content leaves the old content untouched.
     """
     path = Path(path)
-    check_output_path(path, overwrite=overwrite, kind="folder")
+    check_output_path(path, overwrite=overwrite, kind="folder")  # also recovers, see there
     parent = _make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     try:
         yield tmp
+        _kill_point("write")
         for item in sorted(tmp.rglob("*")):
             if item.is_file():
                 _fsync(item)
         _fsync_folder(tmp)
-        if path.exists():
-            if _exchange(tmp, path):
-                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
-            else:
-                # No atomic swap here: a crash between these two renames leaves the old
-                # folder at `.NAME.*.old` and the new one at `.NAME.*.tmp`.
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
-                old.rmdir()
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-        else:
+        if not path.exists():
             os.replace(tmp, path)
+            _kill_point("rename")
+        elif _exchange(tmp, path):
+            _kill_point("rename")  # tmp now holds the old folder
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            # No atomic swap here (macOS, Windows, old kernels or file systems): the old
+            # folder moves aside to `.NAME.*.old` first. A crash before the second rename
+            # leaves no folder at the path, so the next check_output_path or atomic_folder
+            # on it puts the `.old` back (recover_interrupted_replace): no write is lost.
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=parent))
+            old.rmdir()
+            os.replace(path, old)
+            _kill_point("rename")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
         _fsync_folder(parent)
     finally:
         if tmp.exists():

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from edgelstm import fileio
 from edgelstm.errors import InvalidInputError, OutputExistsError
 from edgelstm.fileio import (
     atomic_file,
     atomic_folder,
     check_output_path,
+    recover_interrupted_replace,
     write_json_atomic,
     write_text_atomic,
 )
@@ -203,3 +205,78 @@ def test_check_output_path_accepts_new_and_overwrite(tmp_path: Path) -> None:
         check_output_path(existing, overwrite=False)
     # A check never creates anything.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]
+
+
+# --------------------------------------------------------------------------------------------
+# the two-rename fallback and its recovery (the SIGKILL itself is in test_hostile.py)
+
+
+def _interrupted_replace(folder: Path) -> Path:
+    """The state a kill between the fallback's two renames leaves: no ``run``, the old folder
+    at ``.run.*.old``, the finished new one at ``.run.*.tmp``."""
+    (folder / ".run.k3j9x_2a.old").mkdir()
+    (folder / ".run.k3j9x_2a.old" / "old.txt").write_text("old")
+    (folder / ".run.p0q8w7e1.tmp").mkdir()
+    (folder / ".run.p0q8w7e1.tmp" / "new.txt").write_text("new")
+    return folder / "run"
+
+
+def test_fallback_overwrite_replaces_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fileio, "_exchange", lambda first, second: False)
+    target = tmp_path / "run"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_folder(target, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no `.run.*.old` left
+
+
+def test_check_puts_back_a_folder_moved_aside_by_an_interrupted_replace(tmp_path: Path) -> None:
+    target = _interrupted_replace(tmp_path)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_output_path(target, overwrite=False, kind="folder")
+    assert (target / "old.txt").read_text() == "old"
+    # The unfinished write's folder is not trusted, and not deleted either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.p0q8w7e1.tmp", "run"]
+
+
+def test_next_write_recovers_then_replaces(tmp_path: Path) -> None:
+    target = _interrupted_replace(tmp_path)
+    with pytest.raises(Boom), atomic_folder(target, overwrite=True) as tmp:
+        (tmp / "broken.txt").write_text("x")
+        raise Boom
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic_folder(target, overwrite=True) as tmp:
+        (tmp / "newer.txt").write_text("newer")
+    assert [p.name for p in target.iterdir()] == ["newer.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.p0q8w7e1.tmp", "run"]
+
+
+def test_recovery_leaves_alone_what_is_not_an_interrupted_replace(tmp_path: Path) -> None:
+    # The path exists: a `.old` sibling is a leftover clean-up, not a missing folder.
+    (tmp_path / "run").mkdir()
+    (tmp_path / ".run.aaaa.old").mkdir()
+    assert recover_interrupted_replace(tmp_path / "run") is False
+    # A `.tmp` sibling alone (killed while writing) is never promoted.
+    (tmp_path / ".new.bbbb.tmp").mkdir()
+    assert recover_interrupted_replace(tmp_path / "new") is False
+    # Another name's `.old`, and glob characters in the name, match nothing.
+    (tmp_path / ".runs.cccc.old").mkdir()
+    assert recover_interrupted_replace(tmp_path / "r*") is False
+    # A file check never recovers folders.
+    check_output_path(tmp_path / "gone", overwrite=False)
+    (tmp_path / ".gone.dddd.old").mkdir()
+    check_output_path(tmp_path / "gone", overwrite=False)
+    assert not (tmp_path / "gone").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".gone.dddd.old",
+        ".new.bbbb.tmp",
+        ".run.aaaa.old",
+        ".runs.cccc.old",
+        "run",
+    ]
+    assert recover_interrupted_replace(tmp_path / "gone") is True
+    assert (tmp_path / "gone").is_dir()

@@ -5,8 +5,8 @@ names the file or input, no traceback anywhere, and nothing at the output path (
 ``.NAME.*.tmp`` sibling). Output is captured at the file-descriptor level (``capfd``), so
 lines ONNX Runtime's C++ logger writes straight to fd 2 count too.
 
-Cases that need a clean process (memory limits, pickles that warn, signals, SIGKILL at a
-random moment) run ``python -m edgelstm`` in a subprocess.
+Cases that need a clean process (memory limits, pickles that warn, signals, SIGKILL while
+writing or at the rename) run ``python -m edgelstm`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import random
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +22,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ from conftest import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
+from edgelstm import fileio
+from edgelstm.errors import OutputExistsError
 from edgelstm.exporters import export
 from edgelstm.training import TrainResult
 
@@ -969,65 +971,79 @@ def test_ctrl_c_stops_benchmark(tmp_path: Path, classify_model: Path) -> None:
 
 
 # ============================================================================================
-# 15: SIGKILL at a random moment leaves nothing, the old artifact, or a complete new one
+# 15: SIGKILL while writing or at the rename leaves the old artifact, a complete new one, or
+# nothing. The kills are deterministic: fileio's test hook (EDGELSTM_TEST_KILL_AT) makes the
+# child SIGKILL itself with the new content complete in its temporary sibling ("write") or just
+# after the first rename ("rename"), the two moments a timed kill almost never hit.
 
 
-KILL_SEED = 20240611
-KILLS_PER_COMMAND = 4
 LANES = 2  # concurrent children (the suite targets 2 cores)
+KILL_POINTS = ("write", "rename")
+
+
+def _exchange_works(folder: Path) -> bool:
+    """Whether this system swaps folders atomically (Linux renameat2 on this file system)."""
+    first, second = folder / "probe-a", folder / "probe-b"
+    first.mkdir()
+    second.mkdir()
+    try:
+        return fileio._exchange(first, second)
+    finally:
+        shutil.rmtree(first)
+        shutil.rmtree(second)
+
+
+def _layout(folder: Path) -> list[str]:
+    """The names in ``folder``, the random part of temporary siblings spelt ``*``."""
+    return sorted(
+        re.sub(r"^(\..+)\.[a-z0-9_]+\.(tmp|old)$", r"\1.*.\2", p.name) for p in folder.iterdir()
+    )
+
+
+def _sibling(folder: Path, name: str, suffix: str) -> Path:
+    (found,) = folder.glob(f".{name}.*.{suffix}")
+    return found
 
 
 @dataclass
 class Child:
-    """One ``python -m edgelstm`` process and, when set, the moment to SIGKILL it."""
+    """One ``python -m edgelstm`` process that SIGKILLs itself at ``kill_at``."""
 
     argv: list[str]
     target: Path
+    kill_at: str
     old: bytes | None = None  # the pre-existing artifact (--overwrite runs)
-    kill_after_s: float | None = None
-    started: float = 0.0
-    duration: float = 0.0
-    killed: bool = False
     code: int | None = None
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
-def _run_children(children: list[Child], cwd: Path, timeout_s: float = 120) -> None:
-    """Run ``children`` LANES at a time, SIGKILLing each at its ``kill_after_s``."""
+def _run_children(children: list[Child], cwd: Path, timeout_s: float = 300) -> None:
+    """Run ``children`` LANES at a time, each with the kill hook set to its ``kill_at``."""
     waiting = list(children)
-    running: list[Child] = []
+    running: list[tuple[Child, subprocess.Popen[bytes]]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while waiting or running:
             while waiting and len(running) < LANES:
                 child = waiting.pop(0)
-                child.started = time.monotonic()
-                child.proc = subprocess.Popen(
+                env = {**SUBPROCESS_ENV, fileio.KILL_AT_ENV: child.kill_at}
+                proc = subprocess.Popen(
                     [sys.executable, "-m", "edgelstm", *child.argv],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     cwd=cwd,
-                    env=SUBPROCESS_ENV,
+                    env=env,
                 )
-                running.append(child)
-            time.sleep(0.005)
-            now = time.monotonic()
-            assert now < deadline, "kill-test children hang"
-            for child in list(running):
-                assert child.proc is not None
-                due = child.kill_after_s is not None and now - child.started >= child.kill_after_s
-                if child.proc.poll() is None and due:
-                    child.proc.kill()
-                    child.killed = True
-                if child.proc.poll() is not None:
-                    child.code = child.proc.returncode
-                    child.duration = now - child.started
-                    running.remove(child)
+                running.append((child, proc))
+            time.sleep(0.02)
+            assert time.monotonic() < deadline, "kill-test children hang"
+            for child, proc in list(running):
+                if proc.poll() is not None:
+                    child.code = proc.returncode
+                    running.remove((child, proc))
     finally:
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.kill()
-                child.proc.wait()
+        for _, proc in running:
+            proc.kill()
+            proc.wait()
 
 
 def _old_model_bytes() -> bytes:
@@ -1066,8 +1082,8 @@ class KillCommand:
 def kill_runs(
     trained_classify: TrainResult, classify_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, list[Child]]:
-    """Baselines, then KILLS_PER_COMMAND SIGKILLed children per command (every other one
-    overwriting an old artifact), all run LANES at a time to keep the suite fast."""
+    """Per command, one child per kill point, writing fresh and overwriting an old artifact;
+    each in its own folder, all run LANES at a time."""
     root = tmp_path_factory.mktemp("kills")
     data = write_classify_npz(root / "tiny.npz", n=16, steps=8)
     tiny = ["--hidden", "4", "--layers", "1", "--epochs", "1"]
@@ -1079,98 +1095,133 @@ def kill_runs(
         KillCommand("train", lambda out: ["train", "--task", "classify", "--data", str(data),
                                           "--out", str(out), *tiny], folder=True),
     ]  # fmt: skip
-    baselines = []
+    children: dict[str, list[Child]] = {}
     for command in commands:
-        target = root / command.name / ("base" if command.folder else "base.onnx")
-        target.parent.mkdir()
-        baselines.append(Child(command.argv(target), target))
-    _run_children(baselines, root)
-    for command, base in zip(commands, baselines, strict=True):
-        assert base.code == 0, f"baseline {command.name} failed"
-        (_assert_complete_checkpoint if command.folder else _assert_complete_onnx)(base.target)
-
-    rng = random.Random(KILL_SEED)
-    victims: dict[str, list[Child]] = {}
-    for command, base in zip(commands, baselines, strict=True):
-        victims[command.name] = []
-        for i in range(KILLS_PER_COMMAND):
-            # Spread over the run: interpreter start-up first, then the work and the write.
-            fraction = 0.3 + 0.8 * (i + rng.random()) / KILLS_PER_COMMAND
-            target = root / command.name / (f"k{i}" if command.folder else f"k{i}.onnx")
-            old: bytes | None = None
-            argv = command.argv(target)
-            if i % 2 == 1:
-                argv.append("--overwrite")
-                if command.folder:
-                    target.mkdir()
-                    old = b"old checkpoint"
-                    (target / "keep.txt").write_bytes(old)
-                else:
-                    old = _old_model_bytes()
-                    target.write_bytes(old)
-            victims[command.name].append(
-                Child(argv, target, old=old, kill_after_s=fraction * base.duration)
-            )
-    _run_children([c for children in victims.values() for c in children], root)
-    return victims
+        children[command.name] = []
+        for kill_at in KILL_POINTS:
+            for overwrite in (False, True):
+                case = root / command.name / f"{kill_at}-{'overwrite' if overwrite else 'fresh'}"
+                case.mkdir(parents=True)
+                target = case / ("run" if command.folder else "out.onnx")
+                argv = command.argv(target)
+                old: bytes | None = None
+                if overwrite:
+                    argv.append("--overwrite")
+                    if command.folder:
+                        target.mkdir()
+                        old = b"old checkpoint"
+                        (target / "keep.txt").write_bytes(old)
+                    else:
+                        old = _old_model_bytes()
+                        target.write_bytes(old)
+                children[command.name].append(Child(argv, target, kill_at, old=old))
+    _run_children([c for kids in children.values() for c in kids], root)
+    return children
 
 
 @posix_only
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["export", "quantize", "train"])
 def test_sigkill_leaves_nothing_old_or_complete(
-    kill_runs: dict[str, list[Child]], command: str
+    kill_runs: dict[str, list[Child]], command: str, tmp_path: Path
 ) -> None:
     folder = command == "train"
+    complete = _assert_complete_checkpoint if folder else _assert_complete_onnx
+    exchange = _exchange_works(tmp_path)
+    name = "run" if folder else "out.onnx"
+    killed_while_writing = []
     for child in kill_runs[command]:
-        path = child.target
-        assert child.killed or child.code == 0, f"{child.argv}: exit {child.code} without a kill"
-        if child.old is not None:
-            assert path.exists(), f"{path}: the old artifact vanished (killed: {child.killed})"
-            if folder:
-                if [p.name for p in path.iterdir()] == ["keep.txt"]:
-                    assert (path / "keep.txt").read_bytes() == child.old
-                    continue
-            elif path.read_bytes() == child.old:
+        case, target = child.target.parent, child.target
+        where = f"{command} killed at {child.kill_at} ({'overwrite' if child.old else 'fresh'})"
+        assert child.code == -signal.SIGKILL, f"{where}: exit {child.code}, the hook never fired"
+        layout = _layout(case)
+        if child.kill_at == "write":
+            # The new content is complete in the temporary sibling; the target is untouched.
+            expected = [f".{name}.*.tmp"] + ([name] if child.old else [])
+            assert layout == sorted(expected), f"{where}: {layout}"
+            complete(_sibling(case, name, "tmp"))
+            killed_while_writing.append(child)
+            if child.old is None:
                 continue
-        elif not path.exists():
-            assert child.killed, f"{path}: a finished run wrote nothing (exit {child.code})"
-            continue
-        (_assert_complete_checkpoint if folder else _assert_complete_onnx)(path)
+            if folder:
+                assert [p.name for p in target.iterdir()] == ["keep.txt"], where
+                assert (target / "keep.txt").read_bytes() == child.old, where
+            else:
+                assert target.read_bytes() == child.old, where
+        elif not folder or child.old is None:
+            # A file is replaced in one rename; a new folder appears in one rename.
+            assert layout == [name], f"{where}: {layout}"
+            complete(target)
+            if child.old is not None:
+                assert target.read_bytes() != child.old, where
+        elif exchange:
+            # One atomic exchange: the new checkpoint is in place, the old one waits in the
+            # temporary sibling for a clean-up that never ran.
+            assert layout == [f".{name}.*.tmp", name], f"{where}: {layout}"
+            complete(target)
+            kept = _sibling(case, name, "tmp")
+            assert (kept / "keep.txt").read_bytes() == child.old, where
+        else:
+            # Two renames, killed between them: the next check puts the old folder back.
+            assert layout == [f".{name}.*.old", f".{name}.*.tmp"], f"{where}: {layout}"
+            fileio.check_output_path(target, overwrite=True, kind="folder")
+            assert (target / "keep.txt").read_bytes() == child.old, where
+    assert killed_while_writing, "no kill found the temporary sibling: the test proves nothing"
 
 
 @posix_only
-def test_crash_between_the_renames_of_an_overwrite_keeps_a_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill_at", KILL_POINTS)
+@pytest.mark.parametrize("swap", ["exchange", "two-renames"])
+def test_crash_between_the_renames_of_an_overwrite_keeps_a_folder(
+    tmp_path: Path, swap: str, kill_at: str
+) -> None:
+    """A folder replace killed at the write or the rename, with the atomic exchange and with
+    the two-rename fallback of systems without one (macOS, Windows, older kernels)."""
+    if swap == "exchange" and not _exchange_works(tmp_path):
+        pytest.skip("no atomic folder exchange (renameat2) on this system")
     target = tmp_path / "run"
     target.mkdir()
     (target / "keep.txt").write_text("old", encoding="utf-8")
     script = """
-import os, signal, sys
+import sys
 from pathlib import Path
-from edgelstm.fileio import atomic_folder
+from edgelstm import fileio
 
-target = Path(sys.argv[1])
-real_replace = os.replace
-
-
-def replace(src, dst):
-    real_replace(src, dst)
-    if Path(src) == target:  # the old folder just moved aside: the process dies here
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-os.replace = replace
-with atomic_folder(target, overwrite=True) as tmp:
+if sys.argv[2] == "two-renames":
+    fileio._exchange = lambda first, second: False  # as where renameat2 is missing
+with fileio.atomic_folder(Path(sys.argv[1]), overwrite=True) as tmp:
     (tmp / "new.txt").write_text("new")
 """
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(target)], cwd=tmp_path, timeout=60, check=False
+        [sys.executable, "-c", script, str(target), swap],
+        cwd=tmp_path,
+        env={**SUBPROCESS_ENV, fileio.KILL_AT_ENV: kill_at},
+        timeout=60,
+        check=False,
     )
-    # On Linux the folders are swapped in one renameat2(RENAME_EXCHANGE): there is no moment
-    # between two renames and the run completes; elsewhere it dies between them.
-    assert proc.returncode in (0, -signal.SIGKILL)
-    assert target.is_dir(), f"no folder at {target}: {sorted(p.name for p in tmp_path.iterdir())}"
-    assert {p.name for p in target.iterdir()} in ({"keep.txt"}, {"new.txt"})
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}: the hook never fired"
+
+    def contents(folder: Path) -> dict[str, str]:
+        return {p.name: p.read_text(encoding="utf-8") for p in folder.iterdir()}
+
+    layout = _layout(tmp_path)
+    if kill_at == "write":
+        assert layout == [".run.*.tmp", "run"], layout
+        assert contents(target) == {"keep.txt": "old"}
+    elif swap == "exchange":
+        assert layout == [".run.*.tmp", "run"], layout
+        assert contents(target) == {"new.txt": "new"}
+        assert contents(_sibling(tmp_path, "run", "tmp")) == {"keep.txt": "old"}
+    else:
+        # The gap: the old folder moved aside, the new one not yet in place...
+        assert layout == [".run.*.old", ".run.*.tmp"], layout
+        assert contents(_sibling(tmp_path, "run", "old")) == {"keep.txt": "old"}
+        assert contents(_sibling(tmp_path, "run", "tmp")) == {"new.txt": "new"}
+        # ... closed by the next look at the path: the old folder is back, and protected.
+        with pytest.raises(OutputExistsError, match="--overwrite"):
+            fileio.check_output_path(target, overwrite=False, kind="folder")
+        assert _layout(tmp_path) == [".run.*.tmp", "run"]
+        assert contents(target) == {"keep.txt": "old"}
 
 
 def _constant_of_shape_model(path: Path) -> Path:
