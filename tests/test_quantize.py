@@ -62,6 +62,35 @@ def _x(batch: int, steps: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, steps, FEATURES)).astype(np.float32)
 
 
+def _both_classes(batch: int, steps: int) -> np.ndarray:
+    """Inputs around each class mean of the fixture data (-1 and +1), half and half."""
+    return np.concatenate([_x(batch, steps) - 1.0, _x(batch, steps, seed=2) + 1.0])
+
+
+def _assert_close_to_float(want: np.ndarray, have: np.ndarray, atol: float) -> None:
+    """Quantized logits ``have`` within ``atol`` of the FP32 ``want``, same predicted class."""
+    assert have.shape == want.shape
+    error = float(np.max(np.abs(have - want)))
+    scale = float(np.max(np.abs(want)))
+    assert error < atol, f"max abs error {error:.3g} > atol {atol} (FP32 logits up to {scale:.3g})"
+    assert (np.argmax(have, axis=-1) == np.argmax(want, axis=-1)).all()
+
+
+def _stream(path: Path, x: np.ndarray, chunk: int, *, session: Any = None) -> np.ndarray:
+    """A streaming export fed ``x`` ``chunk`` steps per call from zero state: the last logits."""
+    session = session or _session(path)
+    states = {
+        i.name: np.zeros([d if isinstance(d, int) else len(x) for d in i.shape], np.float32)
+        for i in session.get_inputs()
+        if i.name != "x"
+    }
+    for start in range(0, x.shape[1], chunk):
+        logits, *carried = session.run(None, {"x": x[:, start : start + chunk], **states})
+        states = dict(zip(states, carried, strict=True))
+    result: np.ndarray = logits
+    return result
+
+
 def _zoo_export(path: Path, *, arch: str = "lstm", hidden: int = 16, **kw: Any) -> Path:
     """A zoo model exported without a checkpoint: no metadata source, so no gate, no data."""
     torch.manual_seed(0)
@@ -314,7 +343,10 @@ def test_gru_is_reported_and_the_rest_quantized(tmp_path: Path) -> None:
     assert after["GRU"] == 1
     assert after["Gemm"] == 0
     assert sum(after[k] for k in ("MatMulInteger", "DynamicQuantizeMatMul")) >= 1
-    assert _session(out).run(None, {"x": _x(2, 5)})[0].shape == (2, 2)
+    x = _x(8, 5)
+    want = _session(src).run(None, {"x": x})[0]
+    # Logits of this untrained model are ~0.3 with class margins >= 0.1; INT8 moves them ~2e-3.
+    _assert_close_to_float(want, _session(out).run(None, {"x": x})[0], atol=0.02)
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,22 +368,28 @@ def test_static_int8_defaults_to_the_runs_training_data(
     assert _op(result.audit, "Gemm").quantized == 1
     assert result.gate is not None and result.gate.passed
     assert _props(out)["edgelstm.precision"] == "int8"
-    assert _session(out).run(None, {"x": _x(3, 7)})[0].shape == (3, 2)
+    x = _both_classes(4, 40)
+    want = _session(fp32).run(None, {"x": x})[0]
+    # Logits ~1.3, class margins > 1; the QDQ head moves them up to ~0.03.
+    _assert_close_to_float(want, _session(out).run(None, {"x": x})[0], atol=0.1)
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_static_int8_with_calibration_file(tmp_path: Path, method: str) -> None:
-    src = _zoo_export(tmp_path / "m.onnx")
+def test_static_int8_with_calibration_file(fp32: Path, tmp_path: Path, method: str) -> None:
+    # The trained model: an untrained one's logits (~0.05) are too small for a tolerance to
+    # tell a good INT8 model from a broken one.
     calibration = tmp_path / "cal.npz"
-    np.savez(calibration, X=_x(4, 10))
+    np.savez(calibration, X=_both_classes(2, 10))
     out = tmp_path / "static.onnx"
     result = quantize(
-        src, out, mode="static-int8", calibration=calibration, calibration_method=method
+        fp32, out, mode="static-int8", calibration=calibration, calibration_method=method
     )
     assert _ops(out)["DequantizeLinear"] > 0
     assert any(f"4 sequences from {calibration}" in n for n in result.audit.notes)
     assert any(f"method {method}" in n for n in result.audit.notes)
-    assert np.isfinite(_session(out).run(None, {"x": _x(2, 6)})[0]).all()
+    x = _both_classes(4, 12)
+    want = _session(fp32).run(None, {"x": x})[0]
+    _assert_close_to_float(want, _session(out).run(None, {"x": x})[0], atol=0.1)
 
 
 @pytest.mark.parametrize(
@@ -470,20 +508,43 @@ def test_streaming_drift_is_reported(tmp_path: Path) -> None:
     src = _zoo_export(tmp_path / "stream.onnx", streaming=True)
     out = tmp_path / "stream.int8.onnx"
     result = quantize(src, out, mode="dynamic-int8")
-    assert set(result.streaming_drift) == {"chunk 1", "chunk 7"}
-    for value in result.streaming_drift.values():
-        assert np.isfinite(value) and value >= 0
     assert _ops(out)["DynamicQuantizeLSTM"] == 1
     stored = json.loads(_props(out)["edgelstm.quantization"])
     assert stored["streaming_drift"] == result.streaming_drift
+    # The drift is what it says: chunked vs one whole call of the quantized model, on the
+    # 2 x 60 standard-normal sequences (seed 0) quantize feeds it. Same session settings as
+    # quantize (the default thread count): INT8 reductions round differently per thread count.
+    from edgelstm.runtimes.inference import cpu_session
+
+    session = cpu_session(out)
+    x = np.random.default_rng(0).standard_normal((2, 60, FEATURES)).astype(np.float32)
+    whole = _stream(out, x, 60, session=session)
+    assert set(result.streaming_drift) == {"chunk 1", "chunk 7"}
+    for chunk in (1, 7):
+        drift = float(np.max(np.abs(_stream(out, x, chunk, session=session) - whole)))
+        assert result.streaming_drift[f"chunk {chunk}"] == pytest.approx(drift, abs=1e-6)
+    # And each way of streaming stays close to the FP32 export streamed the same way. This
+    # untrained model's logits are ~0.06 with margins >= 0.013; INT8 moves them <= 2e-3.
+    x = _x(8, 60)
+    for chunk in (1, 7, 60):
+        _assert_close_to_float(_stream(src, x, chunk), _stream(out, x, chunk), atol=0.006)
 
 
 def test_streaming_checkpoint_export_quantizes(run32: TrainResult, tmp_path: Path) -> None:
     src = tmp_path / "stream.onnx"
     export(run32.out, src, streaming=True)
-    result = quantize(src, tmp_path / "stream.int8.onnx", mode="dynamic-int8")
+    out = tmp_path / "stream.int8.onnx"
+    result = quantize(src, out, mode="dynamic-int8")
     assert set(result.streaming_drift) == {"chunk 1", "chunk 7"}
-    assert result.gate is None or result.gate.passed
+    # The streaming export keeps its checkpoint as metadata source: the gate runs, and passes.
+    gate = result.gate
+    assert gate is not None
+    assert gate.metric == "accuracy"
+    assert gate.float_value == pytest.approx(run32.metrics["accuracy"])
+    assert gate.passed and gate.degradation <= gate.allowed
+    x = _both_classes(4, 40)
+    for chunk in (1, 7, 40):
+        _assert_close_to_float(_stream(src, x, chunk), _stream(out, x, chunk), atol=0.05)
 
 
 # --------------------------------------------------------------------------------------------
