@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from edgelstm.benchmarks.measure import Measurement, environment, measure_interleaved
-from edgelstm.errors import InvalidInputError, ProviderUnavailableError
+from edgelstm.errors import InvalidInputError, MissingDependencyError, ProviderUnavailableError
+from edgelstm.extras import install_hint, is_installed
 
 __all__ = ["BENCHMARK_SCHEMA", "BenchmarkPlan", "BenchmarkReport", "run_benchmark"]
 
@@ -282,9 +284,9 @@ def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
     """Task metric per artifact (and for the torch baselines) on the eval run's test split."""
     if plan.eval_run is None:
         return None, {}
+    from edgelstm.evaluation import evaluate, prepare_for_evaluation
     from edgelstm.exporters.quantize import DEFAULT_GATES
     from edgelstm.runtimes.inference import SplitPredictor, cpu_session
-    from edgelstm.training import evaluate, prepare_for_evaluation
 
     prepared, record = prepare_for_evaluation(plan.eval_run)
     season = int(record.dataset.details.get("season", 1))
@@ -302,9 +304,10 @@ def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
         scores[str(path)] = float(metrics.get(metric, math.nan))
     if plan.torch_run is not None:
         from edgelstm.checkpoint import load_checkpoint
+        from edgelstm.training import torch_predictor
 
         model = load_checkpoint(plan.torch_run).model
-        metrics, _ = evaluate(model, prepared, season=season)
+        metrics, _ = evaluate(torch_predictor(model), prepared, season=season)
         scores[f"torch:{plan.torch_run}"] = float(metrics.get(metric, math.nan))
     return metric, scores
 
@@ -360,11 +363,31 @@ def add_baseline_ratios(rows: list[dict[str, Any]]) -> None:
         row["vs_torch_fp32"] = None if base is None or base <= 0 else row["p50_ms"] / base
 
 
+def _without_torch_rows_if_torch_missing(
+    plan: BenchmarkPlan,
+) -> tuple[BenchmarkPlan, list[dict[str, str]]]:
+    """On a device install (no torch), ``--torch`` rows are skipped with the reason.
+
+    The ONNX rows are what a device benchmark is for; failing them all because the PyTorch
+    baseline cannot run would leave the user with nothing. Without models there is nothing
+    else to measure, so that stays an error naming the extra.
+    """
+    if plan.torch_run is None or is_installed("torch"):
+        return plan, []
+    reason = f"PyTorch baselines need torch, which is not installed: {install_hint('train')}"
+    if not plan.models:
+        raise MissingDependencyError(f"--torch {plan.torch_run}: {reason}")
+    return dataclasses.replace(plan, torch_run=None), [{"provider": "pytorch", "reason": reason}]
+
+
 def run_benchmark(
     plan: BenchmarkPlan, *, progress: Progress | None = None, command: str | None = None
 ) -> BenchmarkReport:
     """Measure every configuration of ``plan``; see the module docstring."""
+    requested = plan
+    plan, torch_skipped = _without_torch_rows_if_torch_missing(plan)
     providers, skipped = _resolve_providers(plan.providers, plan.fallback)
+    skipped += torch_skipped
     if not providers:
         raise ProviderUnavailableError("no execution provider is usable here")
     facts = {path: _model_facts(Path(path)) for path in plan.models}
@@ -402,7 +425,7 @@ def run_benchmark(
     add_baseline_ratios(rows)
     return BenchmarkReport(
         environment=environment(plan.threads),
-        plan=plan.to_json(),
+        plan=requested.to_json(),
         rows=tuple(rows),
         skipped=tuple(skipped),
         command=command,

@@ -1,4 +1,4 @@
-"""INT8 speed, size and accuracy of the GUIDE's reference model, against FP32 and PyTorch.
+"""INT8 speed, size and accuracy of the reference model (2 x 128 LSTM), against FP32 and PyTorch.
 
 Run from the repository root (results land in ``benchmarks/results/``)::
 

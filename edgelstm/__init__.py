@@ -78,7 +78,15 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'edgelstm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        # e.g. edgelstm.train on a device install without torch: name the extra to install.
+        from edgelstm.extras import missing_dependency, missing_module
+
+        if missing_module(exc) is None:
+            raise
+        raise missing_dependency(exc, f"edgelstm.{name}") from exc
     globals()[name] = value
     return value
 

@@ -17,6 +17,7 @@ import typer
 
 from edgelstm import __version__
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
+from edgelstm.extras import missing_dependency, missing_module
 
 app = typer.Typer(
     name="edgelstm",
@@ -900,22 +901,15 @@ def quickstart(
 
 
 def _framework_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
-    """(usage errors, exits, aborts) of click and of the click copy newer typers vendor."""
-    import click
+    """(usage errors, exits, aborts) raised by typer's command-line parser.
 
-    usage: list[type[BaseException]] = [click.ClickException]
-    exits: list[type[BaseException]] = [click.exceptions.Exit]
-    aborts: list[type[BaseException]] = [click.exceptions.Abort, KeyboardInterrupt]
-    try:
-        from typer import exceptions as typer_exceptions
-        from typer._click import exceptions as vendored  # typer >= 0.20 ships its own click
-
-        usage.append(vendored.ClickException)
-        exits.append(typer_exceptions.Exit)
-        aborts.append(typer_exceptions.Abort)
-    except ImportError:
-        pass
-    return tuple(usage), tuple(exits), tuple(aborts)
+    Older typers raise click's classes and re-export them; typer >= 0.20 vendors its own copy
+    of click and no longer installs click. Both expose ``Exit``, ``Abort`` and
+    ``BadParameter``, whose ancestry names the usage-error base, so nothing here imports click
+    (a module edgelstm does not declare) or typer's private modules.
+    """
+    usage = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return (usage,), (typer.Exit,), (typer.Abort, KeyboardInterrupt)
 
 
 def _usage_message(exc: BaseException) -> str:
@@ -938,6 +932,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except exits as exc:
         return int(getattr(exc, "exit_code", 0))
+    except ImportError as exc:
+        # An extra's module imported by a command (torch for train/export, aeon for .ts files
+        # ...) on an install without that extra: one line naming the extra, not a traceback.
+        if _state["debug"] or missing_module(exc) is None:
+            raise
+        command = next((a for a in _state["argv"] if not a.startswith("-")), "")
+        print(f"error: {missing_dependency(exc, f'edgelstm {command}'.strip())}", file=sys.stderr)
+        return 2
     except MemoryError:
         if _state["debug"]:
             raise

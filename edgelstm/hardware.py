@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from edgelstm.errors import MissingDependencyError
+from edgelstm.extras import missing_dependency
 
 __all__ = [
     "CpuInfo",
@@ -477,7 +477,7 @@ def torch_cuda_info() -> dict[str, Any]:
     try:
         import torch
     except ImportError as exc:
-        raise MissingDependencyError(f"torch is not importable ({exc}): pip install torch") from exc
+        raise missing_dependency(exc, "the PyTorch CUDA report") from exc
     available = bool(torch.cuda.is_available())
     count = int(torch.cuda.device_count()) if available else 0
     return {

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -23,38 +24,17 @@ from edgelstm.config import (
     TRAIN_PRESETS,
     DatasetInfo,
     ModelConfig,
-    Normalization,
     RunRecord,
     TrainConfig,
 )
-from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
+from edgelstm.evaluation import Predictor, evaluate, load_task_data, prepare_task_data
 from edgelstm.fileio import check_output_path
 from edgelstm.models import SequenceModel, build_model
 from edgelstm.tasks import (
     PreparedData,
     Split,
-    anomaly_metrics,
-    anomaly_scores,
-    choose_threshold,
-    classify_metrics,
-    forecast_metrics,
-    prepare_anomaly,
-    prepare_classify,
-    prepare_forecast,
-    seasonal_naive,
 )
-
-#: Share of the training data held out as the test split when no test data is given.
-DEFAULT_TEST_FRACTION = 0.2
-#: Dataset-specific defaults, so `edgelstm train --dataset NAME` meets its quality target.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "Airline": {"lookback": 36, "horizon": 12, "season": 12},
-    # 100 raw sensor steps: mean pooling lets every step's gradient reach the encoder; with
-    # last-step pooling the default run reached 0.70 test accuracy with seed 1 (0.95 with mean).
-    "BasicMotions": {"pooling": "mean"},
-    "KDD-TSAD_135": {"lookback": 64},
-}
 
 
 @dataclass(frozen=True)
@@ -67,16 +47,6 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     seconds: float
-
-
-@dataclass(frozen=True)
-class _LoadedData:
-    train: SequenceSet | Series | WindowSet
-    test: SequenceSet | Series | WindowSet | None
-    name: str
-    source: str
-    test_start: int | None
-    defaults: dict[str, Any]
 
 
 ProgressCallback = Callable[[int, int, float, str], None]
@@ -126,7 +96,7 @@ def train(
     check_output_path(out, overwrite=overwrite, kind="folder")
     if preset not in TRAIN_PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose {', '.join(TRAIN_PRESETS)}")
-    loaded = _load(task, dataset, data, test, target)
+    loaded = load_task_data(task, dataset, data, test, target)
     defaults = loaded.defaults
     overrides: dict[str, Any] = {
         "epochs": epochs,
@@ -142,7 +112,7 @@ def train(
         raise InvalidInputError(f"--season must be >= 1, got {season}")
 
     rng = np.random.default_rng(config.seed)
-    prepared = _prepare(task, loaded, config, target, rng)
+    prepared = prepare_task_data(task, loaded, config, target, rng)
     model_config = ModelConfig(
         task=task,  # type: ignore[arg-type]
         input_size=prepared.num_features,
@@ -162,7 +132,7 @@ def train(
     model = build_model(model_config)
     fit = fit_model(model, prepared, config, progress=progress)
     model.eval()
-    metrics, threshold = evaluate(model, prepared, season=season)
+    metrics, threshold = evaluate(torch_predictor(model), prepared, season=season)
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
     metrics["refit_epochs"] = fit.refit_epochs
@@ -193,102 +163,6 @@ def train(
         epochs_run=fit.epochs_run,
         best_epoch=fit.best_epoch,
         seconds=time.perf_counter() - started,
-    )
-
-
-def _load(
-    task: str,
-    dataset: str | None,
-    data: Path | str | None,
-    test: Path | str | None,
-    target: str | None,
-) -> _LoadedData:
-    if (dataset is None) == (data is None):
-        raise InvalidInputError("give exactly one of --dataset NAME or --data FILE")
-    if dataset is not None:
-        from edgelstm.data.datasets import load_dataset
-
-        if test is not None:
-            raise InvalidInputError("--test applies to --data; built-in datasets bring their own")
-        split = load_dataset(dataset)
-        if split.spec.task != task:
-            raise InvalidInputError(
-                f"dataset {split.spec.name} is a {split.spec.task} dataset, not {task}; "
-                f"use --task {split.spec.task}"
-            )
-        return _LoadedData(
-            train=split.train,
-            test=split.test,
-            name=split.spec.name,
-            source=split.spec.source,
-            test_start=split.test_start,
-            defaults=DATASET_DEFAULTS.get(split.spec.name, {}),
-        )
-    from edgelstm.data.readers import load_training_data
-
-    assert data is not None
-    train_data = load_training_data(Path(data), task, target)
-    test_data = load_training_data(Path(test), task, target) if test is not None else None
-    if test_data is not None and type(test_data) is not type(train_data):
-        raise InvalidInputError(
-            f"--test {test} holds {type(test_data).__name__} data but --data {data} holds "
-            f"{type(train_data).__name__}; give both in the same layout"
-        )
-    return _LoadedData(
-        train=train_data,
-        test=test_data,
-        name=Path(data).name,
-        source=str(Path(data).resolve()) + (f" + {Path(test).resolve()}" if test else ""),
-        test_start=None,
-        defaults={},
-    )
-
-
-def _prepare(
-    task: str,
-    loaded: _LoadedData,
-    config: TrainConfig,
-    target: str | None,
-    rng: np.random.Generator,
-) -> PreparedData:
-    train_data, test_data = loaded.train, loaded.test
-    if task == "classify":
-        assert isinstance(train_data, SequenceSet)
-        assert test_data is None or isinstance(test_data, SequenceSet)
-        return prepare_classify(
-            train_data,
-            test_data,
-            val_fraction=config.val_fraction,
-            test_fraction=DEFAULT_TEST_FRACTION,
-            rng=rng,
-        )
-    if task == "forecast":
-        assert isinstance(train_data, Series | WindowSet)
-        assert test_data is None or isinstance(test_data, Series | WindowSet)
-        if isinstance(train_data, WindowSet):
-            targets = train_data.target_indices
-        else:
-            from edgelstm.data.readers import resolve_targets
-
-            targets = resolve_targets(train_data.feature_names, target)
-        return prepare_forecast(
-            train_data,
-            test_data,
-            targets=targets,
-            lookback=config.lookback,
-            horizon=config.horizon,
-            val_fraction=config.val_fraction,
-            test_fraction=DEFAULT_TEST_FRACTION,
-            test_start=loaded.test_start,
-        )
-    assert isinstance(train_data, Series)
-    assert test_data is None or isinstance(test_data, Series)
-    return prepare_anomaly(
-        train_data,
-        test_data,
-        lookback=config.lookback,
-        val_fraction=config.val_fraction,
-        test_start=loaded.test_start,
     )
 
 
@@ -478,91 +352,6 @@ def predict(model: SequenceModel, split: Split, batch_size: int = 256) -> np.nda
     return np.concatenate(outputs, axis=0)
 
 
-def _denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:
-    mean = np.asarray([norm.mean[i] for i in indices], dtype=np.float64)
-    std = np.asarray([norm.std[i] for i in indices], dtype=np.float64)
-    return values.astype(np.float64) * std + mean
-
-
-#: Anything that maps a split to raw model outputs: a torch model or an ONNX Runtime session.
-Predictor = Callable[[Split], np.ndarray]
-
-
-def evaluate(
-    model: SequenceModel | Predictor, prepared: PreparedData, *, season: int = 1
-) -> tuple[dict[str, Any], float | None]:
-    """Test metrics in original units, and the anomaly threshold (None for other tasks).
-
-    ``model`` is a trained :class:`SequenceModel` or any :data:`Predictor`, so exported and
-    quantized models are scored by exactly the same code.
-    """
-    run: Predictor
-    if isinstance(model, SequenceModel):
-        torch_model = model
-
-        def run_torch(split: Split) -> np.ndarray:
-            return predict(torch_model, split)
-
-        run = run_torch
-    else:
-        run = model
-    task = prepared.task
-    test = prepared.test
-    if task == "classify":
-        assert test.y is not None
-        return classify_metrics(test.y, run(test)), None
-    if task == "forecast":
-        assert test.y is not None
-        idx = prepared.target_indices
-        y_true = _denormalize(test.y, prepared.normalization, idx)
-        y_pred = _denormalize(run(test), prepared.normalization, idx)
-        windows = _denormalize(test.x[:, :, list(idx)], prepared.normalization, idx)
-        baseline = seasonal_naive(windows, y_true.shape[1], season)
-        result: dict[str, Any] = forecast_metrics(y_true, y_pred, baseline)
-        result["test_windows"] = len(test)
-        result["season"] = season
-        return result, None
-    assert prepared.reference is not None
-    reference = prepared.reference.x[0]
-    ref_scores = anomaly_scores(reference, run(prepared.reference)[0])
-    # The first steps have almost no context; they would set the threshold on warm-up noise.
-    warmup = min(prepared.details.get("lookback", 1), len(ref_scores) // 4)
-    threshold = choose_threshold(ref_scores[warmup:])
-    series = test.x[0]
-    scores = anomaly_scores(series, run(test)[0])[prepared.test_start :]
-    labels = None if test.y is None else np.asarray(test.y)[prepared.test_start :]
-    result = anomaly_metrics(labels, scores, threshold)
-    result["top_score_index"] += prepared.test_start
-    result["evaluated_steps"] = len(scores)
-    return result, threshold
-
-
-def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord]:
-    """Rebuild a checkpoint's splits exactly as training cut and normalised them.
-
-    Used to score exported or quantized models on the same test data as the checkpoint.
-    The data must be unchanged: its normalisation statistics are compared with the stored ones.
-    """
-    from edgelstm.checkpoint import read_run_record
-    from edgelstm.data.datasets import dataset_names
-
-    record = read_run_record(Path(run_dir))
-    info = record.dataset
-    task = record.model.task
-    target = ",".join(record.target_names) if task == "forecast" else None
-    if info.name in dataset_names():
-        loaded = _load(task, info.name, None, None, target)
-    else:
-        data, _, test = info.source.partition(" + ")
-        loaded = _load(task, None, data, test or None, target)
-    prepared = _prepare(
-        task, loaded, record.train, target, np.random.default_rng(record.train.seed)
-    )
-    if not np.allclose(prepared.normalization.mean, record.normalization.mean, rtol=1e-6) or not (
-        np.allclose(prepared.normalization.std, record.normalization.std, rtol=1e-6)
-    ):
-        raise InvalidInputError(
-            f"the data behind {run_dir} ({info.source}) changed since training (its statistics "
-            "differ); evaluate on the original data or retrain"
-        )
-    return prepared, record
+def torch_predictor(model: SequenceModel) -> Predictor:
+    """A trained model as a :data:`~edgelstm.evaluation.Predictor` for :func:`evaluate`."""
+    return functools.partial(predict, model)

@@ -38,6 +38,7 @@ from edgelstm.exporters.validation import (
     validate_sequence,
     validate_streaming,
 )
+from edgelstm.extras import missing_dependency
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata, record_weights_sha256
 from edgelstm.models import SequenceModel
@@ -442,6 +443,13 @@ def _export_torchscript(source: _Source, path: Path, opset: int) -> int:
 
 def _export_dynamo(source: _Source, path: Path, opset: int) -> int:
     from torch.export import Dim
+
+    try:
+        # torch.onnx runs this exporter on onnxscript, which torch does not install: without
+        # this check the fallback exporter would be rejected with a bare ModuleNotFoundError.
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise missing_dependency(exc, "the torch.export-based exporter") from exc
 
     opset = max(opset, 18)  # the torch.export-based exporter emits opset 18 and newer
     dynamic_shapes = tuple(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import PREFIX, ModelMetadata, record_weights_sha256
 
@@ -475,7 +475,7 @@ def _calibration_reader(
             "static-int8 needs calibration data: pass --calibration DATA.npz or --eval RUN_DIR "
             "(or quantize a model exported from a checkpoint that still exists)"
         )
-    from edgelstm.training import prepare_for_evaluation
+    from edgelstm.evaluation import prepare_for_evaluation
 
     prepared, _ = prepare_for_evaluation(run_dir)
     train = prepared.train
@@ -497,10 +497,17 @@ def _stamp(model: Any, mode: str) -> None:
 def _accuracy_gate(
     float_path: Path, quantized_path: Path, run_dir: Path, max_degradation: float | None
 ) -> AccuracyGate:
+    from edgelstm.evaluation import evaluate, prepare_for_evaluation
     from edgelstm.runtimes.inference import SplitPredictor, cpu_session
-    from edgelstm.training import evaluate, prepare_for_evaluation
 
-    prepared, record = prepare_for_evaluation(run_dir)
+    try:
+        prepared, record = prepare_for_evaluation(run_dir)
+    except MissingDependencyError as exc:
+        # On a device install the checkpoint's data may need an extra (aeon for .ts files
+        # and built-in datasets): say that it is the gate that needs it, and how to go on.
+        raise MissingDependencyError(
+            f"the accuracy gate scores both models on {run_dir}'s test data: {exc}"
+        ) from exc
     season = int(record.dataset.details.get("season", 1))
     metric, higher_better, allowed, relative = DEFAULT_GATES[prepared.task]
     if max_degradation is not None:

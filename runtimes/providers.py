@@ -29,6 +29,7 @@ from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.extras import install_hint
 from edgelstm.hardware import CpuInfo, GpuInfo, cpu_info, gpu_info
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ REPORT_SCHEMA = "edgelstm.providers/1"
 #: Precisions :func:`choose_auto` understands (the ones ``edgelstm quantize`` produces).
 PRECISIONS = ("fp32", "fp16", "int8")
 
-_INSTALL_HINT = "pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]' for CUDA)"
+_INSTALL_HINT = install_hint("cpu")
 
 
 @dataclass(frozen=True)

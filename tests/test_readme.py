@@ -15,14 +15,40 @@ def _readme_command(label: str) -> str:
     return match.group(1)
 
 
-def test_ci_runs_the_readme_setup_and_test_commands_and_nothing_else() -> None:
+def test_ci_runs_the_readme_lines_then_the_device_install() -> None:
     lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     commands = [line for line in lines if not line.startswith(("set -", "cd "))]
-    assert commands == [_readme_command("Set up"), _readme_command("Test")]
+    assert commands == [
+        _readme_command("Set up"),
+        _readme_command("Main job"),
+        _readme_command("Test"),
+        "bash .ci/device-install",
+    ]
+
+
+def test_setup_line_makes_a_fresh_virtual_environment_first() -> None:
+    setup = _readme_command("Set up")
+    assert setup.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install ")
+    assert "--system-site-packages" not in setup
+    assert '".[cpu,train,data,dev]"' in setup
+
+
+def test_device_install_has_no_torch_and_runs_the_device_commands() -> None:
+    script = (REPO / ".ci" / "device-install").read_text(encoding="utf-8")
+    assert 'pip" install -c constraints/cpu.txt ".[cpu]"' in script
+    assert "for module in torch aeon safetensors onnxscript" in script
+    for command in ("run", "benchmark", "providers"):
+        assert f'/bin/edgelstm" {command}' in script or f'"$bin/edgelstm" {command}' in script
+    assert "--stream" in script
+
+
+def test_the_readme_stands_alone() -> None:
+    for name in ("README.md", "constraints/cpu.txt", "benchmarks/results/README.md"):
+        assert "shared/" not in (REPO / name).read_text(encoding="utf-8"), name
 
 
 def test_main_job_is_the_quickstart_and_the_readme_shows_its_results() -> None:

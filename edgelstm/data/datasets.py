@@ -25,7 +25,8 @@ import numpy as np
 
 from edgelstm.data.readers import sequence_set_from_aeon
 from edgelstm.data.types import SequenceSet, Series
-from edgelstm.errors import DatasetNotFoundError, InvalidInputError, MissingDependencyError
+from edgelstm.errors import DatasetNotFoundError, InvalidInputError
+from edgelstm.extras import missing_dependency
 
 __all__ = [
     "DatasetSpec",
@@ -36,8 +37,6 @@ __all__ = [
     "list_datasets",
     "load_dataset",
 ]
-
-_INSTALL_DATA = "pip install 'edgelstm[data]'"
 
 
 @dataclass(frozen=True)
@@ -223,9 +222,7 @@ def _aeon_datasets() -> Any:
     try:
         import aeon.datasets
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"the built-in datasets come with aeon, which is not installed: {_INSTALL_DATA}"
-        ) from exc
+        raise missing_dependency(exc, "loading a built-in dataset") from exc
     return aeon.datasets
 
 

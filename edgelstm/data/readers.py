@@ -27,7 +27,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from edgelstm.data.types import SequenceSet, Series, WindowSet
-from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.errors import InvalidInputError
+from edgelstm.extras import missing_dependency
 
 __all__ = [
     "ANOMALY_LABEL_COLUMNS",
@@ -53,7 +54,6 @@ TIME_COLUMNS: frozenset[str] = frozenset({"timestamp", "time", "date", "datetime
 ANOMALY_LABEL_COLUMNS: frozenset[str] = frozenset({"is_anomaly", "anomaly", "label"})
 
 _NAN_ADVICE = "NaN/Inf or missing values in training data are refused: fill or drop them first"
-_INSTALL_DATA = "pip install 'edgelstm[data]'"
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,9 +472,7 @@ def read_ts(path: Path) -> SequenceSet:
     try:
         from aeon.datasets import load_from_ts_file
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"reading .ts files needs aeon, which is not installed: {_INSTALL_DATA}"
-        ) from exc
+        raise missing_dependency(exc, f"reading {path} (a .ts file)") from exc
     try:
         X, y = load_from_ts_file(str(path))
     except (ValueError, OSError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:

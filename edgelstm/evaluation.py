@@ -1,0 +1,237 @@
+"""Scoring a model on a checkpoint's data: read the data, cut the splits as training did, and
+compute the task's test metrics in original units.
+
+Nothing here imports torch: the accuracy gate of ``quantize`` and ``benchmark --eval`` score
+ONNX models on a device install (``edgelstm[cpu,data]``) exactly as training scored the
+PyTorch model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelstm.config import Normalization, RunRecord, TrainConfig
+from edgelstm.data.types import SequenceSet, Series, WindowSet
+from edgelstm.errors import InvalidInputError
+from edgelstm.tasks import (
+    PreparedData,
+    Split,
+    anomaly_metrics,
+    anomaly_scores,
+    choose_threshold,
+    classify_metrics,
+    forecast_metrics,
+    prepare_anomaly,
+    prepare_classify,
+    prepare_forecast,
+    seasonal_naive,
+)
+
+#: Share of the training data held out as the test split when no test data is given.
+DEFAULT_TEST_FRACTION = 0.2
+#: Dataset-specific defaults, so `edgelstm train --dataset NAME` meets its quality target.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "Airline": {"lookback": 36, "horizon": 12, "season": 12},
+    # 100 raw sensor steps: mean pooling lets every step's gradient reach the encoder; with
+    # last-step pooling the default run reached 0.70 test accuracy with seed 1 (0.95 with mean).
+    "BasicMotions": {"pooling": "mean"},
+    "KDD-TSAD_135": {"lookback": 64},
+}
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """Training and test data as read, before splitting and normalisation."""
+
+    train: SequenceSet | Series | WindowSet
+    test: SequenceSet | Series | WindowSet | None
+    name: str
+    source: str
+    test_start: int | None
+    defaults: dict[str, Any]
+
+
+def load_task_data(
+    task: str,
+    dataset: str | None,
+    data: Path | str | None,
+    test: Path | str | None,
+    target: str | None,
+) -> LoadedData:
+    """Read a built-in dataset or the user's files for ``task`` (exactly one of the two)."""
+    if (dataset is None) == (data is None):
+        raise InvalidInputError("give exactly one of --dataset NAME or --data FILE")
+    if dataset is not None:
+        from edgelstm.data.datasets import load_dataset
+
+        if test is not None:
+            raise InvalidInputError("--test applies to --data; built-in datasets bring their own")
+        split = load_dataset(dataset)
+        if split.spec.task != task:
+            raise InvalidInputError(
+                f"dataset {split.spec.name} is a {split.spec.task} dataset, not {task}; "
+                f"use --task {split.spec.task}"
+            )
+        return LoadedData(
+            train=split.train,
+            test=split.test,
+            name=split.spec.name,
+            source=split.spec.source,
+            test_start=split.test_start,
+            defaults=DATASET_DEFAULTS.get(split.spec.name, {}),
+        )
+    from edgelstm.data.readers import load_training_data
+
+    assert data is not None
+    train_data = load_training_data(Path(data), task, target)
+    test_data = load_training_data(Path(test), task, target) if test is not None else None
+    if test_data is not None and type(test_data) is not type(train_data):
+        raise InvalidInputError(
+            f"--test {test} holds {type(test_data).__name__} data but --data {data} holds "
+            f"{type(train_data).__name__}; give both in the same layout"
+        )
+    return LoadedData(
+        train=train_data,
+        test=test_data,
+        name=Path(data).name,
+        source=str(Path(data).resolve()) + (f" + {Path(test).resolve()}" if test else ""),
+        test_start=None,
+        defaults={},
+    )
+
+
+def prepare_task_data(
+    task: str,
+    loaded: LoadedData,
+    config: TrainConfig,
+    target: str | None,
+    rng: np.random.Generator,
+) -> PreparedData:
+    """Cut and normalise the splits exactly as training does (the same ``rng`` gives the same
+    cut), so a checkpoint's exports are scored on its own test split."""
+    train_data, test_data = loaded.train, loaded.test
+    if task == "classify":
+        assert isinstance(train_data, SequenceSet)
+        assert test_data is None or isinstance(test_data, SequenceSet)
+        return prepare_classify(
+            train_data,
+            test_data,
+            val_fraction=config.val_fraction,
+            test_fraction=DEFAULT_TEST_FRACTION,
+            rng=rng,
+        )
+    if task == "forecast":
+        assert isinstance(train_data, Series | WindowSet)
+        assert test_data is None or isinstance(test_data, Series | WindowSet)
+        if isinstance(train_data, WindowSet):
+            targets = train_data.target_indices
+        else:
+            from edgelstm.data.readers import resolve_targets
+
+            targets = resolve_targets(train_data.feature_names, target)
+        return prepare_forecast(
+            train_data,
+            test_data,
+            targets=targets,
+            lookback=config.lookback,
+            horizon=config.horizon,
+            val_fraction=config.val_fraction,
+            test_fraction=DEFAULT_TEST_FRACTION,
+            test_start=loaded.test_start,
+        )
+    assert isinstance(train_data, Series)
+    assert test_data is None or isinstance(test_data, Series)
+    return prepare_anomaly(
+        train_data,
+        test_data,
+        lookback=config.lookback,
+        val_fraction=config.val_fraction,
+        test_start=loaded.test_start,
+    )
+
+
+def denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:
+    mean = np.asarray([norm.mean[i] for i in indices], dtype=np.float64)
+    std = np.asarray([norm.std[i] for i in indices], dtype=np.float64)
+    return values.astype(np.float64) * std + mean
+
+
+#: Anything that maps a split to raw model outputs: an ONNX Runtime session or a torch model.
+Predictor = Callable[[Split], np.ndarray]
+
+
+def evaluate(
+    run: Predictor, prepared: PreparedData, *, season: int = 1
+) -> tuple[dict[str, Any], float | None]:
+    """Test metrics in original units, and the anomaly threshold (None for other tasks).
+
+    ``run`` maps a split to raw model outputs: an ONNX Runtime session
+    (:class:`edgelstm.runtimes.inference.SplitPredictor`) or a trained PyTorch model
+    (:func:`edgelstm.training.torch_predictor`), so the checkpoint, its exports and their
+    quantized versions are scored by exactly the same code.
+    """
+    task = prepared.task
+    test = prepared.test
+    if task == "classify":
+        assert test.y is not None
+        return classify_metrics(test.y, run(test)), None
+    if task == "forecast":
+        assert test.y is not None
+        idx = prepared.target_indices
+        y_true = denormalize(test.y, prepared.normalization, idx)
+        y_pred = denormalize(run(test), prepared.normalization, idx)
+        windows = denormalize(test.x[:, :, list(idx)], prepared.normalization, idx)
+        baseline = seasonal_naive(windows, y_true.shape[1], season)
+        result: dict[str, Any] = forecast_metrics(y_true, y_pred, baseline)
+        result["test_windows"] = len(test)
+        result["season"] = season
+        return result, None
+    assert prepared.reference is not None
+    reference = prepared.reference.x[0]
+    ref_scores = anomaly_scores(reference, run(prepared.reference)[0])
+    # The first steps have almost no context; they would set the threshold on warm-up noise.
+    warmup = min(prepared.details.get("lookback", 1), len(ref_scores) // 4)
+    threshold = choose_threshold(ref_scores[warmup:])
+    series = test.x[0]
+    scores = anomaly_scores(series, run(test)[0])[prepared.test_start :]
+    labels = None if test.y is None else np.asarray(test.y)[prepared.test_start :]
+    result = anomaly_metrics(labels, scores, threshold)
+    result["top_score_index"] += prepared.test_start
+    result["evaluated_steps"] = len(scores)
+    return result, threshold
+
+
+def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord]:
+    """Rebuild a checkpoint's splits exactly as training cut and normalised them.
+
+    Used to score exported or quantized models on the same test data as the checkpoint.
+    The data must be unchanged: its normalisation statistics are compared with the stored ones.
+    """
+    from edgelstm.checkpoint import read_run_record
+    from edgelstm.data.datasets import dataset_names
+
+    record = read_run_record(Path(run_dir))
+    info = record.dataset
+    task = record.model.task
+    target = ",".join(record.target_names) if task == "forecast" else None
+    if info.name in dataset_names():
+        loaded = load_task_data(task, info.name, None, None, target)
+    else:
+        data, _, test = info.source.partition(" + ")
+        loaded = load_task_data(task, None, data, test or None, target)
+    prepared = prepare_task_data(
+        task, loaded, record.train, target, np.random.default_rng(record.train.seed)
+    )
+    if not np.allclose(prepared.normalization.mean, record.normalization.mean, rtol=1e-6) or not (
+        np.allclose(prepared.normalization.std, record.normalization.std, rtol=1e-6)
+    ):
+        raise InvalidInputError(
+            f"the data behind {run_dir} ({info.source}) changed since training (its statistics "
+            "differ); evaluate on the original data or retrain"
+        )
+    return prepared, record

@@ -1,0 +1,167 @@
+"""The device side runs without torch: `run`, `run --stream`, `benchmark` and `providers` on
+exported models, in a process where torch and the other training/data extras cannot be
+imported (as on a `pip install "edgelstm[cpu]"` device). Commands that need torch say which
+extra to install. CI repeats this in a real second environment (.ci/device-install); this
+test keeps it true between CI runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgelstm.training import TrainResult
+
+#: Modules that only the train/data/plot extras install.
+ABSENT = ("torch", "safetensors", "onnxscript", "aeon", "matplotlib")
+
+# Makes the modules above look uninstalled to `import` and to importlib.util.find_spec alike.
+_LAUNCHER = f"""
+import importlib.abc, sys
+
+class _Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {ABSENT!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, _Absent())
+from edgelstm.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m for m in {ABSENT!r} if m in sys.modules)
+assert not loaded, loaded
+sys.exit(code)
+"""
+
+
+def _device(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *map(str, argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, trained_classify: TrainResult, classify_npz: Path
+) -> dict[str, Path]:
+    from edgelstm.exporters.onnx import export
+
+    folder = tmp_path_factory.mktemp("device")
+    export(trained_classify.out, folder / "model.onnx")
+    export(trained_classify.out, folder / "model.stream.onnx", streaming=True)
+    frames = np.load(classify_npz)["X"][0]
+    np.savetxt(folder / "frames.csv", frames, delimiter=",")
+    return {
+        "model": folder / "model.onnx",
+        "stream": folder / "model.stream.onnx",
+        "frames": folder / "frames.csv",
+    }
+
+
+def test_run_gives_the_same_predictions_without_torch(
+    exported: dict[str, Path], classify_npz: Path, tmp_path: Path
+) -> None:
+    from edgelstm.cli import main
+
+    assert (
+        main(
+            [
+                "run",
+                str(exported["model"]),
+                "--input",
+                str(classify_npz),
+                "--output",
+                str(tmp_path / "with.csv"),
+            ]
+        )
+        == 0
+    )
+    result = _device(
+        "run", exported["model"], "--input", classify_npz, "--output", tmp_path / "without.csv"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "without.csv").read_text() == (tmp_path / "with.csv").read_text()
+
+
+def test_streaming_without_torch(exported: dict[str, Path]) -> None:
+    result = _device(
+        "run", exported["stream"], "--stream", "--chunk", "4", "--input", exported["frames"]
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.strip()]
+    frames = len(np.loadtxt(exported["frames"], delimiter=",", ndmin=2))
+    assert rows[0].startswith("frame,label,confidence")
+    assert len(rows) == 1 + -(-frames // 4)  # a header, then one row per chunk
+
+
+def test_benchmark_skips_the_pytorch_rows_with_the_extra_to_install(
+    exported: dict[str, Path], trained_classify: TrainResult, tmp_path: Path
+) -> None:
+    report = tmp_path / "bench.json"
+    result = _device(
+        "benchmark",
+        exported["model"],
+        "--torch",
+        trained_classify.out,
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+        report,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "note: skipped pytorch: PyTorch baselines need torch, which is not installed: "
+        "pip install 'edgelstm[train]'" in result.stderr
+    )
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["onnxruntime"]
+
+
+def test_benchmark_of_only_a_checkpoint_needs_torch(trained_classify: TrainResult) -> None:
+    result = _device("benchmark", "--torch", trained_classify.out)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --torch {trained_classify.out}: PyTorch baselines need torch, which is not "
+        "installed: pip install 'edgelstm[train]'"
+    ]
+
+
+def test_providers_without_torch() -> None:
+    result = _device("providers", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "cpu" in {p["name"] for p in json.loads(result.stdout)["providers"]}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--task", "classify", "--dataset", "JapaneseVowels", "--out", "{tmp}/run"],
+        ["export", "{run}", "--out", "{tmp}/model.onnx"],
+        ["quickstart", "--out", "{tmp}/qs"],
+    ],
+    ids=["train", "export", "quickstart"],
+)
+def test_commands_that_need_torch_name_the_extra(
+    argv: list[str], trained_classify: TrainResult, tmp_path: Path
+) -> None:
+    args = [a.format(tmp=tmp_path, run=trained_classify.out) for a in argv]
+    result = _device(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: edgelstm {args[0]} needs torch, which is not installed: "
+        "pip install 'edgelstm[train]'"
+    ]
+    assert list(tmp_path.iterdir()) == []
