@@ -130,6 +130,8 @@ class BenchmarkReport:
     skipped: tuple[dict[str, str], ...] = ()
     command: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what can make rows wrong on this machine, e.g. 8-bit INT8 weights on a CPU without VNNI.
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The ``edgelstm.benchmark/1`` document."""
@@ -140,6 +142,7 @@ class BenchmarkReport:
             "plan": self.plan,
             "rows": list(self.rows),
             "skipped": list(self.skipped),
+            "warnings": list(self.warnings),
             **self.extra,
         }
 
@@ -162,7 +165,24 @@ def _model_facts(path: Path) -> dict[str, Any]:
         "streamable": profile.streaming,
         "size_mb": size / 2**20,
         "ops": profile.op_types,
+        "profile": profile,
     }
+
+
+def _warnings(
+    facts: dict[Path, dict[str, Any]], providers: list[str], unusable: frozenset[str]
+) -> tuple[str, ...]:
+    """Per model and provider that runs it here, what can make its rows wrong."""
+    from edgelstm.runtimes.session import reduce_range_warning
+
+    found: list[str] = []
+    for path, info in facts.items():
+        for provider in providers:
+            ran_on = "cpu" if provider in unusable else provider  # --fallback rows run on cpu
+            warning = reduce_range_warning(Path(path), info["profile"], provider=ran_on)
+            if warning is not None and warning not in found:
+                found.append(warning)
+    return tuple(found)
 
 
 def _resolve_providers(
@@ -429,4 +449,5 @@ def run_benchmark(
         rows=tuple(rows),
         skipped=tuple(skipped),
         command=command,
+        warnings=_warnings(facts, providers, unusable),
     )

@@ -4,11 +4,16 @@ Every exported model carries ``metadata_props`` under the ``edgelstm.`` prefix. 
 layer reads them to turn raw inputs into model inputs (normalisation, feature order) and raw
 outputs into labels, forecasts in original units and anomaly verdicts. Values are strings;
 structured values are JSON.
+
+``edgelstm quantize`` adds ``edgelstm.precision`` (``int8`` or ``fp16``), the audit in
+``edgelstm.quantization`` and, for INT8, ``edgelstm.reduce_range`` (:data:`REDUCE_RANGE_KEY`);
+none of them is a weight, so adding them leaves :func:`weights_sha256` unchanged.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,10 @@ SCHEMA = "edgelstm.onnx/1"
 PREFIX = "edgelstm."
 #: metadata key holding the SHA-256 of the model's weights (see :func:`weights_sha256`).
 WEIGHTS_KEY = PREFIX + "weights_sha256"
+#: metadata key of INT8 models: ``"true"`` when the weights were quantized to 7 bits
+#: (``reduce_range``, safe on x86 without VNNI), ``"false"`` for 8 bits. The running CPU
+#: cannot tell from the weights alone, so ``run`` and ``benchmark`` read this to warn.
+REDUCE_RANGE_KEY = PREFIX + "reduce_range"
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,15 @@ class ModelMetadata:
             source_sha256=get("source_sha256"),
             run_record=get("run_record"),
         )
+
+
+def reduce_range_from_props(props: Mapping[str, str]) -> bool | None:
+    """The recorded ``reduce_range`` choice; None when the model does not record one.
+
+    INT8 models from other tools, and edgelstm's from before the key existed, say nothing:
+    their weight range is unknown rather than assumed.
+    """
+    return {"true": True, "false": False}.get(props.get(REDUCE_RANGE_KEY, ""))
 
 
 def read_metadata(path: Path) -> ModelMetadata:

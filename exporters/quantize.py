@@ -8,6 +8,13 @@
 - ``fp16``: float16 weights, float32 inputs/outputs kept; for CUDA/TensorRT. On the CPU
   provider the LSTM runs in float32 between Casts: smaller file, no speed.
 
+INT8 weights are 7-bit (``reduce_range``) unless asked otherwise: ONNX Runtime's x86 u8s8
+kernels without VNNI add pairs of u8*s8 products in 16 bits (VPMADDUBSW), which saturates with
+8-bit weights. The model runs on a device, not on the machine that quantizes it, so the
+default is the choice that is safe on every x86; ``off`` is for targets known to have VNNI
+(or ARM), ``auto`` decides from the CPU running ``quantize``. The choice is recorded in the
+metadata (:data:`~edgelstm.metadata.REDUCE_RANGE_KEY`) so ``run`` can warn on the wrong CPU.
+
 The result is written atomically only after the audit and the accuracy gate pass.
 """
 
@@ -23,15 +30,25 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.fileio import atomic_file, check_output_path
-from edgelstm.metadata import PREFIX, ModelMetadata, record_weights_sha256
+from edgelstm.metadata import (
+    PREFIX,
+    REDUCE_RANGE_KEY,
+    ModelMetadata,
+    record_weights_sha256,
+)
+
+if TYPE_CHECKING:
+    from edgelstm.hardware import CpuInfo
 
 MODES = ("dynamic-int8", "static-int8", "fp16")
+#: ``reduce_range`` choices: 7-bit INT8 weights, 8-bit, or whatever the quantizing CPU needs.
+REDUCE_RANGE_CHOICES = ("on", "off", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: ops that carry the arithmetic; the audit counts them before and after.
 COMPUTE_OPS = ("LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv", "Attention")
@@ -124,6 +141,46 @@ class QuantizeResult:
     gate: AccuracyGate | None
     #: streaming models: max |chunked - whole| of the quantized model per chunk size.
     streaming_drift: dict[str, float] = field(default_factory=dict)
+    #: INT8: whether the weights are 7-bit (also in the metadata); None for fp16.
+    reduce_range: bool | None = None
+
+
+def resolve_reduce_range(choice: str | bool, cpu: CpuInfo | None = None) -> tuple[bool, str]:
+    """``reduce_range`` for a ``--reduce-range`` choice, and a note saying why.
+
+    ``on`` (7-bit weights) is safe on every CPU and costs a little precision; ``off`` keeps 8
+    bits for targets with VNNI or ARM; ``auto`` asks ``cpu`` (default: this machine) and
+    stays on unless its flags are known and show no need. ``True``/``False`` mean on/off.
+
+    Example::
+
+        >>> resolve_reduce_range("on")[0]
+        True
+    """
+    if isinstance(choice, bool):
+        choice = "on" if choice else "off"
+    if choice == "on":
+        return True, "reduce_range on (7-bit weights: safe on every x86, VNNI or not)"
+    if choice == "off":
+        return False, (
+            "reduce_range off (8-bit weights): for CPUs with VNNI or ARM; on x86 without VNNI "
+            "ONNX Runtime's u8s8 products can saturate"
+        )
+    if choice != "auto":
+        raise InvalidInputError(
+            f"unknown --reduce-range {choice!r}; choose {', '.join(REDUCE_RANGE_CHOICES)}"
+        )
+    from edgelstm.hardware import cpu_info, int8_note
+
+    cpu = cpu or cpu_info()
+    # Unknown flags prove nothing about the target: keep the safe choice.
+    needed = cpu.reduce_range_advised or not cpu.flags_known
+    state = "on (7-bit weights)" if needed else "off (8-bit weights)"
+    scope = "safe on any CPU" if needed else "run it only on CPUs with VNNI or ARM"
+    return needed, (
+        f"reduce_range {state}, chosen by --reduce-range auto for the CPU that quantized "
+        f"({cpu.model}: {int8_note(cpu)}): {scope}"
+    )
 
 
 def _load_model(path: Path) -> Any:
@@ -218,15 +275,18 @@ def quantize(
     max_degradation: float | None = None,
     allow_partial: bool = False,
     per_channel: bool = True,
-    reduce_range: bool | None = None,
+    reduce_range: str | bool = "on",
     overwrite: bool = False,
 ) -> QuantizeResult:
     """Quantize an exported model, audit it, gate it on task accuracy, then write it.
 
     ``eval_run`` (default: the checkpoint folder recorded in the model's metadata, when it
     exists) is the run whose test split scores the float and quantized models.
-    ``reduce_range`` defaults to True on CPUs without VNNI, where ONNX Runtime's u8s8 integer
-    products can saturate.
+    ``reduce_range`` (INT8 only) is ``"on"`` (7-bit weights, the default: safe on any x86,
+    including CPUs without VNNI where ONNX Runtime's u8s8 products saturate), ``"off"`` (8-bit,
+    for targets with VNNI or ARM) or ``"auto"`` (decided from the CPU running this function:
+    right only when it is the target); see :func:`resolve_reduce_range`. The choice is
+    recorded in the output's metadata.
 
     Example:
         >>> result = quantize("jv.onnx", "jv.int8.onnx", mode="dynamic-int8")  # doctest: +SKIP
@@ -254,25 +314,21 @@ def quantize(
             f"{src} is already quantized ({props[PREFIX + 'precision']}); quantize the FP32 export"
         )
     run_dir = _eval_run(eval_run, meta)
-    if reduce_range is None:
-        from edgelstm.hardware import cpu_info
-
-        reduce_range = cpu_info().reduce_range_advised
+    reduced, range_note = resolve_reduce_range(reduce_range)
+    int8 = mode != "fp16"
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgelstm-quantize-") as work:
         folded = Path(work) / "folded.onnx"
         _fold_recurrent_weights(src, original, folded, notes)
         quantized_path = Path(work) / "quantized.onnx"
         if mode == "dynamic-int8":
-            _dynamic(folded, quantized_path, per_channel, reduce_range)
-            notes.append(
-                f"per-channel {per_channel}, reduce_range {reduce_range}"
-                + (" (no VNNI on this CPU)" if reduce_range else "")
-            )
+            _dynamic(folded, quantized_path, per_channel, reduced)
+            notes.append(f"per-channel {per_channel}, {range_note}")
         elif mode == "static-int8":
             reader = _calibration_reader(calibration, run_dir, meta, calibration_samples)
-            _static(folded, quantized_path, reader, calibration_method, per_channel, reduce_range)
+            _static(folded, quantized_path, reader, calibration_method, per_channel, reduced)
             notes.append(f"calibration: {reader.description}, method {calibration_method}")
+            notes.append(f"per-channel {per_channel}, {range_note}")
         else:
             _fp16(folded, quantized_path)
         import onnx
@@ -292,7 +348,7 @@ def quantize(
                 )
         if mode == "fp16":
             notes.append("fp16 brings no speed on the CPU provider; use it with cuda/tensorrt")
-        _stamp(result_model, mode)
+        _stamp(result_model, mode, reduced if int8 else None)
         record_weights_sha256(result_model)
         partial = [o for o in ops if o.op == "LSTM" and o.still_float]
         if mode == "dynamic-int8" and partial and not allow_partial:
@@ -332,7 +388,13 @@ def quantize(
             )
         with atomic_file(out, overwrite=overwrite) as tmp:
             final.replace(tmp)
-    return QuantizeResult(out=out, audit=audit, gate=gate, streaming_drift=drift)
+    return QuantizeResult(
+        out=out,
+        audit=audit,
+        gate=gate,
+        streaming_drift=drift,
+        reduce_range=reduced if int8 else None,
+    )
 
 
 def _eval_run(eval_run: Path | str | None, meta: ModelMetadata | None) -> Path | None:
@@ -486,12 +548,14 @@ def _calibration_reader(
     return _CalibrationReader(samples, "x", f"{len(samples)} training sequences of {run_dir}")
 
 
-def _stamp(model: Any, mode: str) -> None:
+def _stamp(model: Any, mode: str, reduce_range: bool | None) -> None:
     precision = "fp16" if mode == "fp16" else "int8"
     for prop in list(model.metadata_props):
-        if prop.key in (PREFIX + "precision", PREFIX + "quantization"):
+        if prop.key in (PREFIX + "precision", PREFIX + "quantization", REDUCE_RANGE_KEY):
             model.metadata_props.remove(prop)
     model.metadata_props.add(key=PREFIX + "precision", value=precision)
+    if reduce_range is not None:
+        model.metadata_props.add(key=REDUCE_RANGE_KEY, value=json.dumps(reduce_range))
 
 
 def _accuracy_gate(
@@ -568,6 +632,7 @@ def quantize_result_json(result: QuantizeResult) -> dict[str, Any]:
         if gate is None
         else {**gate.__dict__, "passed": gate.passed, "summary": gate.describe()},
         "streaming_drift": result.streaming_drift,
+        "reduce_range": result.reduce_range,
     }
 
 

@@ -731,6 +731,7 @@ def stream_model(
     *,
     chunk: int = 1,
     session: SessionConfig | None = None,
+    on_open: Callable[[OpenedSession], None] | None = None,
 ) -> StreamResult:
     """Push frames through a ``--streaming`` export ``chunk`` at a time; rows per chunk.
 
@@ -739,7 +740,9 @@ def stream_model(
     called once per chunk, as soon as it is computed. Classification emits one row per chunk
     (the label after the chunk's last frame); anomaly detection one row per frame (score and
     verdict, identical to a whole-series run). NaN/Inf frames are always refused: they would
-    poison the recurrent state for every later frame.
+    poison the recurrent state for every later frame. ``on_open`` gets the opened session
+    before the first frame is read: a live stream may never end, so what can make its rows
+    wrong (:attr:`OpenedSession.warnings`) is shown up front rather than after the last row.
     """
     from edgelstm.runtimes.streaming import StreamingSession
 
@@ -751,6 +754,8 @@ def stream_model(
         raise InvalidInputError(
             f"{model}: --stream supports classify and anomaly models; this one is {meta.task}"
         )
+    if on_open is not None:
+        on_open(streamer.opened)
     norm = _normalization(meta, Path(model))
     if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
         frames = _text_frames(input, "<stdin>", meta)  # type: ignore[arg-type]

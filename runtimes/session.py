@@ -29,12 +29,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, ProviderUnavailableError
-from edgelstm.metadata import verify_weights_sha256
+from edgelstm.metadata import reduce_range_from_props, verify_weights_sha256
 from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
@@ -42,6 +42,9 @@ from edgelstm.runtimes.providers import (
     node_placement,
     resolve_provider,
 )
+
+if TYPE_CHECKING:
+    from edgelstm.hardware import CpuInfo
 
 __all__ = [
     "GRAPH_OPTIMIZATION_LEVELS",
@@ -53,6 +56,7 @@ __all__ = [
     "model_profile",
     "open_session",
     "parse_provider_list",
+    "reduce_range_warning",
     "run_interruptible",
 ]
 
@@ -152,11 +156,16 @@ def parse_provider_list(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """What the graph says about where it can run: precision and notable ops."""
+    """What the graph says about where it can run: precision and notable ops.
+
+    ``reduce_range`` is what ``edgelstm quantize`` recorded for INT8 weights (True: 7-bit),
+    None when the model records nothing.
+    """
 
     precision: str  # fp32, fp16 or int8
     op_types: frozenset[str]
     streaming: bool
+    reduce_range: bool | None = None
 
     @property
     def cpu_only_ops(self) -> tuple[str, ...]:
@@ -183,7 +192,35 @@ def model_profile(path: Path) -> ModelProfile:
     props = {p.key: p.value for p in model.metadata_props}
     # `edgelstm quantize` stamps the precision it produced; trust it over the op scan.
     precision = props.get("edgelstm.precision", precision)
-    return ModelProfile(precision, ops, props.get("edgelstm.variant") == "streaming")
+    streaming = props.get("edgelstm.variant") == "streaming"
+    return ModelProfile(precision, ops, streaming, reduce_range_from_props(props))
+
+
+def reduce_range_warning(
+    path: Path, profile: ModelProfile, *, provider: str = "cpu", cpu: CpuInfo | None = None
+) -> str | None:
+    """A warning when ``cpu`` (default: this one) needs 7-bit INT8 weights the model lacks.
+
+    ONNX Runtime's x86 u8s8 kernels without VNNI add pairs of u8*s8 products in 16 bits,
+    which saturates with 8-bit weights: outputs change without any error. Models quantized
+    with ``--reduce-range off`` (or ``auto`` on a VNNI machine) say so in their metadata;
+    models that record nothing get no warning, since their weight range is unknown.
+    """
+    if profile.precision != "int8" or profile.reduce_range is not False:
+        return None
+    if provider != "cpu" and not profile.cpu_only_ops:
+        return None  # an accelerator runs every node with its own INT8 kernels
+    from edgelstm.hardware import cpu_info
+
+    cpu = cpu or cpu_info()
+    if not cpu.reduce_range_advised:
+        return None
+    return (
+        f"{path.name} has 8-bit INT8 weights (quantized with reduce_range off) and this CPU "
+        f"({cpu.model}) is x86 without VNNI: ONNX Runtime's u8s8 products can saturate and "
+        "change the outputs silently; quantize it again with --reduce-range on, or run it on a "
+        "CPU with VNNI"
+    )
 
 
 @dataclass(frozen=True)
@@ -193,7 +230,8 @@ class OpenedSession:
     ``provider`` is the short name of the provider that runs the graph; ``requested`` the
     list as resolved (``auto`` replaced by its choice); ``notes`` one line per provider that
     was skipped or per caveat (why, and what to install); ``placement`` maps each provider to
-    the number of nodes it runs, when ONNX Runtime reports it (empty otherwise).
+    the number of nodes it runs, when ONNX Runtime reports it (empty otherwise); ``warnings``
+    holds what can make the outputs wrong here (see :func:`reduce_range_warning`).
     """
 
     session: Any
@@ -204,6 +242,7 @@ class OpenedSession:
     profile: ModelProfile
     notes: tuple[str, ...] = ()
     placement: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def fell_back(self) -> bool:
@@ -230,6 +269,7 @@ class OpenedSession:
             "precision": self.profile.precision,
             "notes": list(self.notes),
             "placement": dict(self.placement),
+            "warnings": list(self.warnings),
             "session_config": self.config.to_json(),
         }
 
@@ -372,6 +412,7 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
                 f"{','.join(config.providers)} did not list it)"
             )
         notes.extend(_placement_notes(spec, profile, placement))
+        warning = reduce_range_warning(path, profile, provider=spec.name)
         return OpenedSession(
             session=session,
             path=path,
@@ -381,6 +422,7 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
             profile=profile,
             notes=tuple(notes),
             placement=placement,
+            warnings=() if warning is None else (warning,),
         )
     hint = "" if allow_next else "; add --fallback to go on with the next provider (the CPU last)"
     if allow_next:
