@@ -14,12 +14,41 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from edgelstm import __version__
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 from edgelstm.extras import missing_dependency, missing_module
 
+
+def _without_flag_metavars(params: list[Any]) -> list[Any]:
+    """Give on/off flags an empty metavar: the help prints it instead of ``<bool>``."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    """typer's command group, with boolean flags shown as flags in every ``--help``.
+
+    typer >= 0.20's rich help prints a type next to every option, so ``--debug <bool>`` reads
+    as if the flag took a value; it takes none. The group fixes its own options and those of
+    each command it resolves (``--help`` included), so a new command needs nothing extra.
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_metavars(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _without_flag_metavars(command.get_params(ctx))
+        return command
+
+
 app = typer.Typer(
+    cls=_Group,
     name="edgelstm",
     help="Train LSTM/GRU models and take them to fast, verified edge inference with ONNX Runtime.",
     no_args_is_help=True,
@@ -301,6 +330,12 @@ class CalibrationChoice(str, Enum):
     percentile = "percentile"
 
 
+class ReduceRangeChoice(str, Enum):
+    on = "on"
+    off = "off"
+    auto = "auto"
+
+
 @app.command()
 def quantize(
     model: Annotated[Path, typer.Argument(help="FP32 model written by `edgelstm export`.")],
@@ -335,6 +370,14 @@ def quantize(
     per_channel: Annotated[
         bool, typer.Option(help="INT8: one scale per output channel (more accurate, ~1% larger).")
     ] = True,
+    reduce_range: Annotated[
+        ReduceRangeChoice,
+        typer.Option(
+            help="INT8: 7-bit weights for the CPU that will run the model. on: safe on any "
+            "x86 (without VNNI 8-bit weights can saturate); off: 8-bit, for targets with VNNI "
+            "or ARM; auto: decide from the CPU running quantize (only if it is the target).",
+        ),
+    ] = ReduceRangeChoice.on,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the audit and gate as JSON on stdout.")
@@ -356,6 +399,7 @@ def quantize(
         max_degradation=max_degradation,
         allow_partial=allow_partial,
         per_channel=per_channel,
+        reduce_range=reduce_range.value,
         overwrite=overwrite,
     )
     if json_output:
@@ -429,7 +473,9 @@ def run_command(
     ] = "cpu",
     fallback: Annotated[
         bool,
-        typer.Option(help="If a provider is unusable, go on with the next one (and say so)."),
+        typer.Option(
+            help="If a provider is unusable, go on with the next one, the CPU last (and say so)."
+        ),
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per session call.")] = 256,
     threads: Annotated[
@@ -548,6 +594,7 @@ def run_command(
             options=options,
             progress=progress,
         )
+    _print_warnings(err, result.opened.warnings)
     _print_notes(err, result.notices)
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -562,6 +609,14 @@ def _print_notes(console: Any, notes: Any) -> None:
 
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _print_warnings(console: Any, warnings: Any) -> None:
+    """``warning:`` lines (stderr): things that can make results wrong, unlike notes."""
+    from rich.markup import escape
+
+    for warning in warnings:
+        console.print(f"[bold red]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def _session_config(
@@ -609,13 +664,22 @@ def _run_stream(
     columns = stream_columns(read_metadata(model))
     source: Any = sys.stdin if input_file == "-" else Path(input_file)
     err = stderr_console()
+
+    def opened(session: Any) -> None:
+        _print_warnings(err, session.warnings)  # before the rows: a live stream may not end
+
     if output is None or output == "-":
         if json_output:
             raise InvalidInputError(
                 "--json with --stream needs --output FILE.csv (stdout holds rows)"
             )
         result = stream_model(
-            model, source, csv_row_writer(sys.stdout, columns), chunk=chunk, session=config
+            model,
+            source,
+            csv_row_writer(sys.stdout, columns),
+            chunk=chunk,
+            session=config,
+            on_open=opened,
         )
     else:
         target = Path(output)
@@ -625,7 +689,12 @@ def _run_stream(
             )
         with atomic_file(target, overwrite=overwrite) as tmp, tmp.open("w", encoding="utf-8") as fh:
             result = stream_model(
-                model, source, csv_row_writer(fh, columns), chunk=chunk, session=config
+                model,
+                source,
+                csv_row_writer(fh, columns),
+                chunk=chunk,
+                session=config,
+                on_open=opened,
             )
     _print_notes(err, result.opened.notes)
     if json_output:
@@ -831,6 +900,7 @@ def benchmark(
     )
     out = stdout_console(min_width=220)
     out.print(render_table(document))
+    _print_warnings(err, report.warnings)
     for skip in report.skipped:
         _print_notes(err, [f"skipped {skip['provider']}: {skip['reason']}"])
     notes = sorted({n for r in report.rows for n in r.get("notes", [])})

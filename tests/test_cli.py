@@ -107,6 +107,44 @@ def test_version(cli: CliRunner) -> None:
     assert result.out.strip() == f"edgelstm {__version__}"
 
 
+def _flag_names(command: Any) -> set[str]:
+    """Long names of the on/off flags of a click/typer command, ``--help`` included."""
+    names = {"--help"}
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            names.update(o for o in [*param.opts, *param.secondary_opts] if o.startswith("--"))
+    return names
+
+
+def test_no_help_shows_a_metavar_on_a_boolean_flag(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    import typer
+
+    from edgelstm.cli import app
+
+    monkeypatch.setenv("COLUMNS", "300")  # one row per option: nothing wraps
+    group = typer.main.get_command(app)
+    commands: dict[str, Any] = {"": group, **getattr(group, "commands", {})}
+    assert {"run", "quantize", "benchmark"} <= set(commands)
+    row = re.compile(r"^\W*(--[\w-]+)(.*)$")
+    for name, command in commands.items():
+        result = cli(*([name] if name else []), "--help")
+        assert result.code == 0, result.err
+        flags = _flag_names(command)
+        seen = set()
+        for line in result.out.splitlines():
+            match = row.match(line)
+            if match is None or match.group(1) not in flags:
+                continue
+            seen.add(match.group(1))
+            # A flag takes no value: no <bool>/<BOOLEAN>/BOOLEAN placeholder in its row.
+            assert not re.search(r"<[^>]*>|\bBOOL(EAN)?\b", match.group(2)), (name, line)
+        assert "--help" in seen and len(seen) > 1, (name, result.out)
+
+
 # --------------------------------------------------------------------------------------------
 # bad inputs: exit 2, one `error:` line, nothing written
 
