@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ def to_markdown(document: dict[str, Any]) -> str:
         "| | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
-    rows = [
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("torch installed", lambda e: "yes" if e["has_torch"] else "no"),
         ("site-packages MB", lambda e: f"{e['site_packages_mb']:.0f}"),
         ("`edgelstm --version` s", lambda e: f"{e['version_p50_s']:.3f}"),
