@@ -103,31 +103,36 @@ def test_streaming_without_torch(exported: dict[str, Path]) -> None:
     assert len(rows) == 1 + -(-frames // 4)  # a header, then one row per chunk
 
 
-def test_benchmark_skips_the_pytorch_rows_with_the_extra_to_install(
+def test_benchmark_skips_the_pytorch_rows_and_still_scores_the_models(
     exported: dict[str, Path], trained_classify: TrainResult, tmp_path: Path
 ) -> None:
     report = tmp_path / "bench.json"
+    run = trained_classify.out
     result = _device(
-        "benchmark",
-        exported["model"],
-        "--torch",
-        trained_classify.out,
-        "--iterations",
-        "5",
-        "--warmup",
-        "1",
-        "--rounds",
-        "1",
-        "--json",
-        report,
-    )
+        "benchmark", exported["model"], "--torch", run, "--eval", run,
+        "--iterations", "5", "--warmup", "1", "--rounds", "1", "--json", report,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (
         "note: skipped pytorch: PyTorch baselines need torch, which is not installed: "
         "pip install 'edgelstm[train]'" in result.stderr
     )
-    rows = json.loads(report.read_text())["rows"]
-    assert [r["runtime"] for r in rows] == ["onnxruntime"]
+    (row,) = json.loads(report.read_text())["rows"]
+    assert row["runtime"] == "onnxruntime"
+    # --eval scores the ONNX model on the checkpoint's test split without torch, and gets
+    # the checkpoint's own accuracy.
+    assert row["metric"] == "accuracy"
+    assert row["metric_value"] == pytest.approx(trained_classify.metrics["accuracy"])
+
+
+def test_quantize_and_its_accuracy_gate_run_without_torch(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "model.int8.onnx"
+    result = _device("quantize", exported["model"], "--mode", "dynamic-int8", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy gate passed" in result.stdout
+    assert out.is_file()
 
 
 def test_benchmark_of_only_a_checkpoint_needs_torch(trained_classify: TrainResult) -> None:
