@@ -2,21 +2,27 @@
 
 train (JapaneseVowels, default settings) → export (sequence and streaming) → quantize
 (dynamic INT8, accuracy-gated) → benchmark every usable provider with PyTorch as the baseline
-and every artifact scored on the test split → pick a deployment (``deploy.json``) → write
-the report (JSON, Markdown, PNG). Everything lands in one folder, written atomically: a
+and every artifact scored on the test split; the whole-sequence artifacts also at a few
+sequence lengths taken from the data → pick a deployment (``deploy.json``) → write the report
+(JSON, Markdown, PNG). Everything lands in one folder, written atomically: a
 failure or Ctrl-C leaves no half-built folder behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.fileio import atomic_folder, relocate_paths
+
+if TYPE_CHECKING:
+    from edgelstm.benchmarks.harness import BenchmarkPlan
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -78,7 +84,10 @@ def quickstart(
             f"quickstart runs a classification dataset (JapaneseVowels, BasicMotions); "
             f"{dataset} is {split.spec.task}"
         )
-    # Benchmark at the longest training sequence: the worst case a deployment must meet.
+    # Deployments are judged at the longest training sequence: the worst case they must meet.
+    # The length sweep adds the typical length and a longer stream, so the report shows how
+    # latency grows (the exported graphs take any length).
+    lengths = sweep_lengths(split.train.lengths)
     longest = int(split.train.lengths.max())
     notes: list[str] = []
     with atomic_folder(final, overwrite=overwrite) as tmp:
@@ -126,13 +135,33 @@ def quickstart(
             isolate=isolate,
         )
         report = run_benchmark(plan, progress=bench_progress, command=command)
-        document = _relocate(report.to_json(), tmp, final)
+        rows = list(report.rows)
+        sweep = _length_sweep(plan, rows, [s for s in lengths if s != longest], batches[0])
+        if sweep is not None:
+            say(
+                f"    sequence lengths {', '.join(map(str, lengths))} at batch {batches[0]} "
+                "(typical and longest in the data, and a 4x longer stream)"
+            )
+            done = len(rows)
+            more = run_benchmark(
+                sweep,
+                progress=None
+                if bench_progress is None
+                else (lambda d, t, label: bench_progress(done + d, done + t, label)),
+                command=command,
+            )
+            rows += _with_scores(more.rows, rows)
+        document = _relocate({**report.to_json(), "rows": rows}, tmp, final)
+        if sweep is not None:
+            document["length_sweep"] = _relocate(sweep.to_json(), tmp, final)
         say("5/5 report: deployment choice, JSON, Markdown, plots")
         deployment = None
         deployments: dict[str, Any] = {}
         for mode, name in (("sequence", "deploy.json"), ("streaming", "deploy.stream.json")):
             try:
-                chosen = choose_deployment(list(report.rows), mode=mode, batch=batches[0])
+                chosen = choose_deployment(
+                    list(report.rows), mode=mode, batch=batches[0], seq=longest
+                )
             except InvalidInputError as exc:
                 notes.append(f"no {mode} deployment chosen: {exc}")
                 continue
@@ -142,12 +171,18 @@ def quickstart(
         deployment = deployments.get("sequence")
         if deployments:
             document["deployment"] = deployments
-        document["summary"] = _summary(document["rows"])
+        document["summary"] = _summary(document["rows"], longest)
+        if sweep is not None:
+            document["summary"]["sequence lengths"] = (
+                f"{', '.join(map(str, lengths))} steps at batch {batches[0]} for the "
+                f"whole-sequence artifacts (typical and longest in {dataset}, and a 4x longer "
+                f"stream); every other row at {longest}"
+            )
         files = [tmp / "report.json", tmp / "report.md"]
         write_json_atomic(tmp / "report.json", document)
         write_text_atomic(tmp / "report.md", to_markdown(document, "edgelstm quickstart"))
         try:
-            write_plot(document, tmp / "report.png")
+            write_plot(document, tmp / "report.png", title="edgelstm quickstart")
             files.append(tmp / "report.png")
         except MissingDependencyError as exc:
             notes.append(f"plots skipped: {exc}")
@@ -162,12 +197,70 @@ def quickstart(
     )
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Headline ratios at batch 1: each ONNX artifact against PyTorch eager FP32."""
+def sweep_lengths(lengths: np.ndarray) -> tuple[int, ...]:
+    """Sequence lengths worth timing for a dataset: its typical (median) and longest
+    sequence, and a stream four times the longest; never fewer than three.
+
+    >>> sweep_lengths(np.array([7, 15, 15, 26]))
+    (15, 26, 104)
+    >>> sweep_lengths(np.array([100, 100]))  # fixed length: add a middle point
+    (100, 200, 400)
+    """
+    longest = int(lengths.max())
+    chosen = {int(np.median(lengths)), longest, 4 * longest}
+    if len(chosen) < 3:
+        chosen.add(2 * longest)
+    return tuple(sorted(chosen))
+
+
+def _length_sweep(
+    plan: BenchmarkPlan, rows: Sequence[dict[str, Any]], seqs: list[int], batch: int
+) -> BenchmarkPlan | None:
+    """The artifacts that got whole-sequence ``rows`` and PyTorch at more lengths, one batch.
+
+    A second plan rather than more ``seqs`` in the first: that would time every length at
+    every batch size, and the streaming artifacts, which do not depend on the length, again.
+    Rows of one shape are still timed side by side, so their ratios stay fair.
+    """
+    import dataclasses
+
+    models = tuple(
+        dict.fromkeys(
+            Path(r["path"])
+            for r in rows
+            if r["runtime"] == "onnxruntime" and r["mode"] == "sequence"
+        )
+    )
+    if not seqs or not models:
+        return None
+    return dataclasses.replace(
+        plan, models=models, batches=(batch,), seqs=tuple(seqs), stream=False, eval_run=None
+    )
+
+
+def _with_scores(
+    rows: Sequence[dict[str, Any]], scored: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Copy each artifact's test-split score onto its sweep rows instead of scoring it twice."""
+    scores = {(r["path"], r["runtime"], r["precision"]): r for r in scored if "metric" in r}
+    out = []
+    for row in rows:
+        source = scores.get((row["path"], row["runtime"], row["precision"]))
+        if source is not None:
+            row = {**row, "metric": source["metric"], "metric_value": source["metric_value"]}
+        out.append(row)
+    return out
+
+
+def _summary(rows: list[dict[str, Any]], seq: int) -> dict[str, str]:
+    """Headline ratios at batch 1 and the deployment length: each ONNX artifact against
+    PyTorch eager FP32."""
     lines: dict[str, str] = {}
     for row in rows:
         if row["runtime"] != "onnxruntime" or row["batch"] != 1:
             continue
+        if row["mode"] == "sequence" and row["seq"] != seq:
+            continue  # the length sweep has its own panel; the headline is the worst case
         ratio = row.get("vs_torch_fp32")
         if ratio is None:
             continue
