@@ -111,7 +111,7 @@ def train(
     ] = None,
     data: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="Training data: .npz (X, y[, lengths]), .npy, .csv or .ts."),
+        typer.Option(help="Training data: .npz (X, y\\[, lengths]), .npy, .csv or .ts."),
     ] = None,
     test: Annotated[
         Optional[Path],  # noqa: UP045
@@ -131,7 +131,7 @@ def train(
     pooling: Annotated[
         Optional[PoolingChoice],  # noqa: UP045
         typer.Option(
-            help="classify: last step or mean over time [default: last; mean for BasicMotions]",
+            help="classify: last step or mean over time \\[default: last; mean for BasicMotions]",
             show_default=False,
         ),
     ] = None,
@@ -345,7 +345,7 @@ def quantize(
     ] = None,
     calibration: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="static-int8: .npz with X [n, time, features] of model inputs."),
+        typer.Option(help="static-int8: .npz with X \\[n, time, features] of model inputs."),
     ] = None,
     calibration_method: Annotated[
         CalibrationChoice, typer.Option(help="static-int8 calibration method.")
@@ -354,7 +354,8 @@ def quantize(
         Optional[Path],  # noqa: UP045
         typer.Option(
             "--eval",
-            help="Checkpoint folder whose test split gates accuracy [default: the model's source].",
+            help="Checkpoint folder whose test split gates accuracy "
+            "\\[default: the model's source].",
         ),
     ] = None,
     max_degradation: Annotated[
@@ -489,7 +490,7 @@ def run_command(
         Optional[bool],  # noqa: UP045
         typer.Option(
             "--spinning/--no-spinning",
-            help="Let idle threads spin (lower latency, busy cores) [default: ONNX Runtime's].",
+            help="Let idle threads spin (lower latency, busy cores) \\[default: ONNX Runtime's].",
             show_default=False,
         ),
     ] = None,
@@ -511,7 +512,7 @@ def run_command(
     ] = False,
     chunk: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="Frames per push with --stream [default: 1, or the config's]."),
+        typer.Option(min=1, help="Frames per push with --stream \\[default: 1, or the config's]."),
     ] = None,
     allow_nonfinite: Annotated[
         bool, typer.Option(help="Feed NaN/Inf as they are instead of refusing them.")
@@ -745,7 +746,7 @@ def benchmark(
     threads: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            help="Intra-op thread counts, e.g. 1,2 [default: 1; with --tune: 1 and all cores]."
+            help="Intra-op thread counts, e.g. 1,2 \\[default: 1; with --tune: 1 and all cores]."
         ),
     ] = None,
     stream: Annotated[
@@ -792,7 +793,7 @@ def benchmark(
     ] = None,
     plot: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(help="Write latency plots as PNG (needs edgelstm[plot])."),
+        typer.Option(help="Write latency plots as PNG (needs edgelstm\\[plot])."),
     ] = None,
     compare: Annotated[
         Optional[Path],  # noqa: UP045

@@ -422,3 +422,16 @@ def test_failure_in_evaluation_writes_nothing(
     assert sum(line.startswith("error:") for line in result.err_lines) == 1
     assert result.out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [("benchmark", "edgelstm[plot]"), ("train", "y[,"), ("quantize", "[n,")],
+)
+def test_bracketed_help_text_is_not_eaten_as_markup(
+    cli: CliRunner, command: str, text: str
+) -> None:
+    # typer renders help with rich, which takes "[plot]" for a style tag and drops it.
+    result = cli(command, "--help")
+    assert result.code == 0
+    assert text in result.out
