@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA
-from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.errors import InvalidInputError
+from edgelstm.extras import missing_dependency
 from edgelstm.fileio import atomic_file, read_json, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ __all__ = [
     "write_report_files",
 ]
 
-#: Fields every row has (GUIDE §2), in the order tables show them.
+#: Fields every row has (the edgelstm.benchmark/1 contract), in the order tables show them.
 REQUIRED_ROW_FIELDS = (
     "model",
     "runtime",
@@ -276,9 +277,7 @@ def require_plotting() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError(
-            "--plot needs matplotlib: pip install 'edgelstm[plot]'"
-        ) from exc
+        raise missing_dependency(exc, "--plot") from exc
 
 
 #: Saved size of the PNG: 2 x 2 panels that stay readable when a README shows it at ~900 px.
