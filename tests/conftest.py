@@ -75,14 +75,18 @@ def write_forecast_csv(path: Path, *, steps: int = 200, seed: int = 0, offset: f
     return path
 
 
-def write_anomaly_csv(path: Path, *, steps: int = 200, seed: int = 0) -> Path:
-    """A noisy sine with a labelled spike region (steps 150..157), label column is_anomaly."""
+def write_anomaly_csv(path: Path, *, steps: int = 200, seed: int = 0, spike: bool = True) -> Path:
+    """A noisy sine with a labelled spike region (steps 150..157), label column is_anomaly.
+
+    ``spike=False`` writes the same kind of series with no spike (all labels 0): normal data.
+    """
     rng = np.random.default_rng(seed)
     t = np.arange(steps)
     values = np.sin(t / 4) + 0.02 * rng.normal(size=steps)
     labels = np.zeros(steps, dtype=np.int64)
-    labels[150:158] = 1
-    values[150:158] += 4.0
+    if spike:
+        labels[150:158] = 1
+        values[150:158] += 4.0
     lines = ["value,is_anomaly"] + [f"{v:.6f},{k}" for v, k in zip(values, labels, strict=True)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
