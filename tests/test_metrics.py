@@ -1,4 +1,4 @@
-"""Metrics against values worked out by hand, and the seasonal-naive baseline."""
+"""Metrics against values worked out by hand, the seasonal-naive baseline, anomaly scores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgelstm import metrics as m
-from edgelstm.tasks import seasonal_naive
+from edgelstm.tasks import anomaly_metrics, anomaly_scores, choose_threshold, seasonal_naive
 
 
 def test_accuracy() -> None:
@@ -118,3 +118,37 @@ def test_seasonal_naive_keeps_batch_and_targets() -> None:
     assert forecast.shape == (2, 2, 2)
     np.testing.assert_array_equal(forecast[0], [[4.0, 40.0], [5.0, 50.0]])
     np.testing.assert_array_equal(forecast[1], -forecast[0])
+
+
+# --------------------------------------------------------------------------------------------
+# anomaly scores
+
+
+def test_anomaly_scores_by_hand() -> None:
+    x = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0], [2.0, 2.0]])  # [T=4, F=2]
+    # predictions[t] predicts x[t + 1]; the last one has nothing to predict.
+    predictions = np.array([[1.0, 1.0], [3.0, 3.0], [0.0, 1.0], [9.0, 9.0]])
+    # step 0: no prediction -> 0
+    # step 1: ((1-1)^2 + (1-2)^2) / 2 = 0.5
+    # step 2: ((3-3)^2 + (3-1)^2) / 2 = 2.0
+    # step 3: ((0-2)^2 + (1-2)^2) / 2 = 2.5
+    scores = anomaly_scores(x, predictions)
+    assert scores.dtype == np.float64
+    assert scores.tolist() == [0.0, 0.5, 2.0, 2.5]
+
+
+def test_anomaly_threshold_and_metrics_by_hand() -> None:
+    assert choose_threshold(np.array([0.5, 2.0, 1.0])) == pytest.approx(2.1)  # 5 % above max
+    labels = np.array([0, 0, 1, 1, 0])
+    scores = np.array([0.1, 2.5, 3.0, 1.0, 0.2])
+    result = anomaly_metrics(labels, scores, threshold=2.1)
+    # flagged: steps 1 and 2 -> tp 1 (step 2), fp 1 (step 1), fn 1 (step 3) -> F1 1/2
+    # AUROC: pos 3.0 beats all 3 negatives, pos 1.0 beats 0.1 and 0.2 -> 5/6
+    assert result == {
+        "threshold": 2.1,
+        "flagged_fraction": pytest.approx(0.4),
+        "top_score_index": 2,
+        "auroc": pytest.approx(5 / 6),
+        "f1": pytest.approx(0.5),
+        "top_score_in_anomaly": True,
+    }
