@@ -151,6 +151,11 @@ def quickstart(
                 command=command,
             )
             rows += _with_scores(more.rows, rows)
+            # Each artifact's lengths next to its other rows in the tables, shortest first.
+            first: dict[tuple[Any, ...], int] = {}
+            for row in rows:
+                first.setdefault(_artifact(row), len(first))
+            rows.sort(key=lambda r: (first[_artifact(r)], r["batch"], r["seq"] or 0))
         document = _relocate({**report.to_json(), "rows": rows}, tmp, final)
         if sweep is not None:
             document["length_sweep"] = _relocate(sweep.to_json(), tmp, final)
@@ -236,6 +241,10 @@ def _length_sweep(
     return dataclasses.replace(
         plan, models=models, batches=(batch,), seqs=tuple(seqs), stream=False, eval_run=None
     )
+
+
+def _artifact(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["model"], row["runtime"], row["provider"], row["precision"], row["mode"])
 
 
 def _with_scores(
