@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgelstm.config import RunRecord, from_dict, to_dict
 from edgelstm.errors import CheckpointError
-from edgelstm.fileio import atomic_folder, read_json
+from edgelstm.fileio import atomic_folder, read_json, recover_interrupted_replace
 
 if TYPE_CHECKING:
     from edgelstm.models import SequenceModel
@@ -100,6 +100,9 @@ def save_checkpoint(
 def read_run_record(run_dir: Path) -> RunRecord:
     """Read and validate ``config.json`` of a checkpoint folder."""
     run_dir = Path(run_dir)
+    # A replace killed between its two renames (where folders cannot be swapped atomically)
+    # left the old checkpoint beside the path: put it back rather than call it missing.
+    recover_interrupted_replace(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(
             f"checkpoint folder {run_dir} does not exist; train one with `edgelstm train --out`"

@@ -412,7 +412,7 @@ def explain_auto(
     reason = (
         "no CUDA provider; FP16 on CPU runs the LSTM in FP32 between Casts"
         if precision == "fp16"
-        else "no CUDA provider installed"
+        else "no usable CUDA provider"
     )
     return "cpu", reason
 

@@ -166,6 +166,21 @@ def test_checkpoints_without_a_checksum_still_load(
     assert load_checkpoint(run).model is not None
 
 
+def test_a_checkpoint_left_aside_by_an_interrupted_replace_is_read_back(
+    trained_classify: TrainResult, tmp_path: Path
+) -> None:
+    import shutil
+
+    from edgelstm.checkpoint import load_checkpoint
+
+    # Where folders cannot be swapped atomically, a kill between the two renames of an
+    # --overwrite leaves the old checkpoint as `.run.*.old` and nothing at `run`.
+    shutil.copytree(trained_classify.out, tmp_path / ".run.k1ll.old")
+    record = load_checkpoint(tmp_path / "run").record
+    assert record == trained_classify.record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_atomic_writes_flush_file_and_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
