@@ -140,7 +140,7 @@ def quickstart(
         if sweep is not None:
             say(
                 f"    sequence lengths {', '.join(map(str, lengths))} at batch {batches[0]} "
-                "(typical and longest in the data, and a 4x longer stream)"
+                "(typical and longest in the data, and 4x the longest)"
             )
             done = len(rows)
             more = run_benchmark(
@@ -180,8 +180,8 @@ def quickstart(
         if sweep is not None:
             document["summary"]["sequence lengths"] = (
                 f"{', '.join(map(str, lengths))} steps at batch {batches[0]} for the "
-                f"whole-sequence artifacts (typical and longest in {dataset}, and a 4x longer "
-                f"stream); every other row at {longest}"
+                f"whole-sequence artifacts (typical and longest in {dataset}, and 4x the "
+                f"longest); every other row at {longest}"
             )
         files = [tmp / "report.json", tmp / "report.md"]
         write_json_atomic(tmp / "report.json", document)
