@@ -20,8 +20,9 @@ from edgelstm.training import TrainResult
 #: Modules that only the train/data/plot extras install.
 ABSENT = ("torch", "safetensors", "onnxscript", "aeon", "matplotlib")
 
-# Makes the modules above look uninstalled to `import` and to importlib.util.find_spec alike.
-_LAUNCHER = f"""
+# Makes the modules above look uninstalled to `import` and to importlib.util.find_spec alike,
+# then runs the code given after it (the CLI by default).
+_ABSENT_FINDER = f"""
 import importlib.abc, sys
 
 class _Absent(importlib.abc.MetaPathFinder):
@@ -31,12 +32,17 @@ class _Absent(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, _Absent())
+"""
+_LAUNCHER = (
+    _ABSENT_FINDER
+    + f"""
 from edgelstm.cli import main
 code = main(sys.argv[1:])
 loaded = sorted(m for m in {ABSENT!r} if m in sys.modules)
 assert not loaded, loaded
 sys.exit(code)
 """
+)
 
 
 def _device(*argv: str | Path) -> subprocess.CompletedProcess[str]:
@@ -170,3 +176,18 @@ def test_commands_that_need_torch_name_the_extra(
         "pip install 'edgelstm[train]'"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_python_api_names_the_extra_too() -> None:
+    code = _ABSENT_FINDER + (
+        "import edgelstm\n"
+        "try:\n"
+        "    edgelstm.train\n"
+        "except edgelstm.MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "edgelstm.train needs torch, which is not installed: pip install 'edgelstm[train]'"
+    )
