@@ -113,8 +113,3 @@ def build_model(config: ModelConfig) -> SequenceModel:
         >>> model = build_model(ModelConfig(task="classify", input_size=12, num_classes=9))
     """
     return SequenceModel(config)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

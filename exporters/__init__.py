@@ -1,4 +1,4 @@
-"""Export room: PyTorch → ONNX export with validation (quantization follows in its own issue).
+"""Export room: PyTorch → ONNX export with multi-shape validation, and INT8/FP16 quantization.
 
 Example:
     >>> from edgelstm.exporters import export

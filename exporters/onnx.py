@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
+from edgelstm.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from edgelstm.config import to_dict
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters.graphs import GraphSpec, build_graph
@@ -260,7 +261,7 @@ def _load_state_dict(path: Path, module: nn.Module) -> dict[str, torch.Tensor]:
 
 def _source_hash(run_dir: Path) -> str:
     digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
         digest.update((run_dir / name).read_bytes())
     return digest.hexdigest()
 
