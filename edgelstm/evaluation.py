@@ -3,11 +3,13 @@ compute the task's test metrics in original units.
 
 Nothing here imports torch: the accuracy gate of ``quantize`` and ``benchmark --eval`` score
 ONNX models on a device install (``edgelstm[cpu,data]``) exactly as training scored the
-PyTorch model.
+PyTorch model. They do it through :class:`ScoringData` and :func:`score` (for ONNX files,
+:func:`edgelstm.runtimes.scoring.score_onnx`), so every score of a model is the same number.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ from edgelstm.config import Normalization, RunRecord, TrainConfig
 from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.tasks import (
+    DEFAULT_GATES,
+    Gate,
     PreparedData,
     Split,
     anomaly_metrics,
@@ -235,3 +239,44 @@ def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord
             "differ); evaluate on the original data or retrain"
         )
     return prepared, record
+
+
+@dataclass(frozen=True)
+class ScoringData:
+    """A checkpoint's test split, prepared once, with what scoring on it needs besides.
+
+    Preparing reads and cuts the whole dataset; a caller scoring several models on one
+    checkpoint (float and quantized in the gate, every artifact in a benchmark) builds this
+    once and passes it to :func:`score` for each.
+
+    Example:
+        >>> data = ScoringData.from_run("runs/jv")  # doctest: +SKIP
+        >>> data.gate.metric, score(predictor, data)  # doctest: +SKIP
+        ('accuracy', 0.9757)
+    """
+
+    run_dir: Path
+    prepared: PreparedData
+    #: forecast: the seasonal-naive baseline's season, as training used it.
+    season: int
+
+    @classmethod
+    def from_run(cls, run_dir: Path | str) -> ScoringData:
+        """The test split of the checkpoint in ``run_dir`` (see :func:`prepare_for_evaluation`)."""
+        prepared, record = prepare_for_evaluation(run_dir)
+        return cls(Path(run_dir), prepared, int(record.dataset.details.get("season", 1)))
+
+    @property
+    def gate(self) -> Gate:
+        """The task's default gate; its ``metric`` is the number :func:`score` returns."""
+        return DEFAULT_GATES[self.prepared.task]
+
+
+def score(run: Predictor, data: ScoringData) -> float:
+    """The gate metric of ``run`` on the checkpoint's test split.
+
+    NaN when the split cannot give it (an anomaly test series without labels has no AUROC):
+    a gate then fails and a benchmark row shows no value, rather than a made-up number.
+    """
+    metrics, _ = evaluate(run, data.prepared, season=data.season)
+    return float(metrics.get(data.gate.metric, math.nan))

@@ -7,7 +7,7 @@ outputs are measured, so training, export checks and accuracy gates agree on eve
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -408,3 +408,70 @@ def anomaly_metrics(
         result["f1"] = m.binary_f1(labels, flagged)
         result["top_score_in_anomaly"] = bool(labels[int(np.argmax(scores))])
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# accuracy gates
+#
+# Here, not in ``exporters``: a gate is arithmetic over two task metrics, and the quantization
+# gate (exporters), the benchmark's ``--eval`` scores and the tuner's budget (benchmarks) all
+# need the same one. In the core every room can import it, and the formula exists once.
+
+#: Slack for float rounding in :meth:`Gate.accepts`: a drop of exactly the allowed amount
+#: (accuracy 0.95 -> 0.94 with 0.01 allowed computes as 0.010000000000000009) passes.
+_ROUNDING_SLACK = 1e-12
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How much a task's headline metric may get worse, e.g. from FP32 to INT8.
+
+    ``relative`` gates measure the loss as a fraction of the value before (2 % of an MAE);
+    the others in the metric's own units (0.01 accuracy).
+
+    Example:
+        >>> gate = DEFAULT_GATES["forecast"]
+        >>> round(gate.degradation(2.0, 2.03), 4), gate.passes(2.0, 2.03)
+        (0.015, True)
+    """
+
+    metric: str
+    higher_is_better: bool
+    allowed: float
+    relative: bool = False
+
+    def degradation(self, before: float, after: float) -> float:
+        """How much worse ``after`` is than ``before`` (negative when it improved).
+
+        A relative loss from a value of 0 is infinite, so a relative gate on it never passes.
+        """
+        change = (before - after) if self.higher_is_better else (after - before)
+        if self.relative:
+            return change / abs(before) if before else math.inf
+        return change
+
+    def accepts(self, degradation: float) -> bool:
+        """Whether a :meth:`degradation` is within ``allowed`` (NaN and infinity never are)."""
+        return math.isfinite(degradation) and degradation <= self.allowed + _ROUNDING_SLACK
+
+    def passes(self, before: float, after: float) -> bool:
+        """Whether going from ``before`` to ``after`` stays within the gate."""
+        return self.accepts(self.degradation(before, after))
+
+    def with_allowed(self, allowed: float | None) -> Gate:
+        """This gate with another allowance (``--max-degradation``); None keeps the default."""
+        return self if allowed is None else replace(self, allowed=allowed)
+
+
+#: Default gate per task: the metric that names the task's quality, and how much of it a
+#: cheaper artifact may lose (quantization gate and ``--tune`` budget alike).
+DEFAULT_GATES: dict[str, Gate] = {
+    "classify": Gate("accuracy", higher_is_better=True, allowed=0.01),
+    "forecast": Gate("mae", higher_is_better=False, allowed=0.02, relative=True),
+    "anomaly": Gate("auroc", higher_is_better=True, allowed=0.01),
+}
+
+
+def gate_for_metric(metric: str) -> Gate | None:
+    """The default gate whose metric is ``metric`` (None for a metric no task gates on)."""
+    return next((g for g in DEFAULT_GATES.values() if g.metric == metric), None)

@@ -21,6 +21,7 @@ _EXPORTS = {
     "run_model": "edgelstm.runtimes.run",
     "stream_model": "edgelstm.runtimes.run",
     "StreamingSession": "edgelstm.runtimes.streaming",
+    "score_onnx": "edgelstm.runtimes.scoring",
     "validate_feeds": "edgelstm.runtimes.feeds",
 }
 
@@ -32,6 +33,7 @@ __all__ = [
     "StreamingSession",
     "open_session",
     "run_model",
+    "score_onnx",
     "stream_model",
     "validate_feeds",
 ]
@@ -39,6 +41,7 @@ __all__ = [
 if TYPE_CHECKING:
     from edgelstm.runtimes.feeds import validate_feeds
     from edgelstm.runtimes.run import RunOptions, RunResult, run_model, stream_model
+    from edgelstm.runtimes.scoring import score_onnx
     from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
     from edgelstm.runtimes.streaming import StreamingSession
 
