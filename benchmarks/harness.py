@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,35 +300,26 @@ def _plan_measurements(
 
 
 def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
-    """Task metric per artifact (and for the torch baselines) on the eval run's test split."""
+    """Task metric per artifact (and for the torch baselines) on the eval run's test split.
+
+    The quantization gate scores through the same function
+    (:func:`~edgelstm.runtimes.scoring.score_onnx`), so a model's ``metric_value`` here is the
+    number its gate reported.
+    """
     if plan.eval_run is None:
         return None, {}
-    from edgelstm.evaluation import evaluate, prepare_for_evaluation
-    from edgelstm.exporters.quantize import DEFAULT_GATES
-    from edgelstm.runtimes.inference import SplitPredictor, cpu_session
+    from edgelstm.evaluation import ScoringData, score
+    from edgelstm.runtimes.scoring import score_onnx
 
-    prepared, record = prepare_for_evaluation(plan.eval_run)
-    season = int(record.dataset.details.get("season", 1))
-    metric = DEFAULT_GATES[prepared.task][0]
-    scores: dict[str, float] = {}
-    for path in plan.models:
-        session = cpu_session(path)
-        inputs = session.get_inputs()[0].shape
-        if isinstance(inputs[-1], int) and inputs[-1] != prepared.num_features:
-            raise InvalidInputError(
-                f"{path} takes {inputs[-1]} features but {plan.eval_run} has "
-                f"{prepared.num_features}; --eval needs the checkpoint the models came from"
-            )
-        metrics, _ = evaluate(SplitPredictor(session), prepared, season=season)
-        scores[str(path)] = float(metrics.get(metric, math.nan))
+    data = ScoringData.from_run(plan.eval_run)
+    scores = {str(path): score_onnx(path, data) for path in plan.models}
     if plan.torch_run is not None:
         from edgelstm.checkpoint import load_checkpoint
         from edgelstm.training import torch_predictor
 
         model = load_checkpoint(plan.torch_run).model
-        metrics, _ = evaluate(torch_predictor(model), prepared, season=season)
-        scores[f"torch:{plan.torch_run}"] = float(metrics.get(metric, math.nan))
-    return metric, scores
+        scores[f"torch:{plan.torch_run}"] = score(torch_predictor(model), data)
+    return data.gate.metric, scores
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,27 +9,15 @@ AUROC). Among qualifying rows at the target shape the lowest p50 wins.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.exporters.quantize import DEFAULT_GATES
 from edgelstm.runtimes.deploy import DeploymentConfig
 from edgelstm.runtimes.session import SessionConfig
+from edgelstm.tasks import gate_for_metric
 
 __all__ = ["choose_deployment"]
-
-#: metric -> (higher is better, default allowed loss, loss is relative): the quantize gates.
-_BUDGETS = {gate[0]: gate[1:] for gate in DEFAULT_GATES.values()}
-
-
-def _loss(metric: str, reference: float, value: float) -> float:
-    higher_better, _, relative = _BUDGETS[metric]
-    change = (reference - value) if higher_better else (value - reference)
-    if relative:
-        return change / abs(reference) if reference else math.inf
-    return change
 
 
 def choose_deployment(
@@ -49,7 +37,9 @@ def choose_deployment(
     if not candidates:
         raise InvalidInputError(f"--tune: no ONNX Runtime {mode} rows were measured")
     metric = next((r.get("metric") for r in candidates if r.get("metric")), None)
-    if metric is None or metric not in _BUDGETS:
+    # The quantization gate's metric, direction and default allowance are the budget's.
+    default_gate = gate_for_metric(metric) if metric else None
+    if default_gate is None:
         raise InvalidInputError(
             "--tune needs --eval RUN_DIR so every artifact is scored: the tuner keeps only "
             "configurations within the accuracy budget"
@@ -68,14 +58,13 @@ def choose_deployment(
     ]
     if not fp32:
         raise InvalidInputError("--tune needs an FP32 artifact among the models as the reference")
-    higher_better, default_budget, relative = _BUDGETS[metric]
-    reference = max(fp32) if higher_better else min(fp32)
-    budget = default_budget if max_degradation is None else max_degradation
+    gate = default_gate.with_allowed(max_degradation)
+    reference = max(fp32) if gate.higher_is_better else min(fp32)
+    budget = gate.allowed
     qualifying = [
         r
         for r in at_shape
-        if r.get("metric_value") is not None
-        and _loss(metric, reference, r["metric_value"]) <= budget + 1e-12
+        if r.get("metric_value") is not None and gate.passes(reference, r["metric_value"])
     ]
     if not qualifying:
         raise InvalidInputError(
@@ -93,12 +82,12 @@ def choose_deployment(
         cuda_graphs=bool(best.get("cuda_graphs")),
     )
     unit = "per frame" if mode == "streaming" else "per call"
-    loss = _loss(metric, reference, best["metric_value"])
+    loss = gate.degradation(reference, best["metric_value"])
     reason = (
         f"fastest of {len(qualifying)} in-budget configuration(s) out of {len(at_shape)} at "
         f"batch {target_batch}: p50 {cost(best):.4f} ms {unit}; {metric} "
         f"{best['metric_value']:.4f} vs FP32 {reference:.4f} "
-        f"(loss {loss:.4f}{' relative' if relative else ''}, budget {budget})"
+        f"(loss {loss:.4f}{' relative' if gate.relative else ''}, budget {budget})"
     )
     return DeploymentConfig(
         model=Path(best["path"]),
