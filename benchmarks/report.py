@@ -702,13 +702,11 @@ def _latency(row: dict[str, Any]) -> Any:
 
 
 def _higher_is_better(metric: str) -> bool | None:
-    """The metric's direction from the quantization gates (None for a metric they lack)."""
-    from edgelstm.exporters.quantize import DEFAULT_GATES
+    """The metric's direction from the task gates (None for a metric they lack)."""
+    from edgelstm.tasks import gate_for_metric
 
-    for name, higher_better, _, _ in DEFAULT_GATES.values():
-        if name == metric:
-            return bool(higher_better)
-    return None
+    gate = gate_for_metric(metric)
+    return None if gate is None else gate.higher_is_better
 
 
 def _panel_streaming(

@@ -42,7 +42,6 @@ from edgelstm.metadata import (
     ModelMetadata,
     record_weights_sha256,
 )
-from edgelstm.tasks import DEFAULT_GATES as TASK_GATES
 from edgelstm.tasks import Gate
 
 if TYPE_CHECKING:
@@ -65,12 +64,6 @@ QUANTIZED_OPS = {
     "ConvInteger": "Conv",
     "QLinearConv": "Conv",
     "QAttention": "Attention",
-}
-#: Legacy view of :data:`edgelstm.tasks.DEFAULT_GATES` as (metric, higher is better, allowed,
-#: relative) tuples, kept only because ``benchmarks/report.py`` still unpacks it; remove once
-#: that reads :func:`edgelstm.tasks.gate_for_metric`.
-DEFAULT_GATES: dict[str, tuple[Any, ...]] = {
-    task: dataclasses.astuple(gate) for task, gate in TASK_GATES.items()
 }
 
 
