@@ -9,15 +9,16 @@ AUROC). Among qualifying rows at the target shape the lowest p50 wins.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.deploy import DeploymentConfig
+from edgelstm.runtimes.deploy import DeploymentConfig, write_deployment
 from edgelstm.runtimes.session import SessionConfig
 from edgelstm.tasks import gate_for_metric
 
-__all__ = ["choose_deployment"]
+__all__ = ["choose_deployment", "tune_deployment", "write_deployments"]
 
 
 def choose_deployment(
@@ -110,3 +111,53 @@ def choose_deployment(
         },
         reason=reason,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark --tune and the report's deployment section
+
+
+def tune_deployment(
+    rows: Sequence[dict[str, Any]],
+    *,
+    stream: bool = False,
+    max_degradation: float | None = None,
+) -> DeploymentConfig:
+    """``benchmark --tune``'s choice: whole sequences whenever ONNX Runtime timed them;
+    streaming (per frame, every chunk size competing) only when ``stream`` timed nothing
+    but streaming exports, since a streaming artifact cannot serve whole-sequence calls."""
+    sequence = any(r["mode"] == "sequence" and r["runtime"] == "onnxruntime" for r in rows)
+    mode = "streaming" if stream and not sequence else "sequence"
+    return choose_deployment(list(rows), mode=mode, max_degradation=max_degradation)
+
+
+def write_deployments(
+    configs: Mapping[Path, DeploymentConfig],
+    *,
+    overwrite: bool = False,
+    relative_to: Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Write each config to its path; return the report's ``deployment`` section.
+
+    The one shape every report carries (``benchmark --tune`` and quickstart alike): one entry
+    per mode, holding the config file's document (model relative to the file) and ``file``,
+    where the config went (relative to ``relative_to`` when given, else as given).
+
+    Example::
+
+        >>> write_deployments({Path("deploy.json"): chosen})  # doctest: +SKIP
+        {'sequence': {'schema': 'edgelstm.deploy/1', 'model': 'model.int8.onnx', ...,
+        'file': 'deploy.json'}}
+    """
+    section: dict[str, dict[str, Any]] = {}
+    for path, config in configs.items():
+        if config.mode in section:
+            raise ValueError(f"two {config.mode} deployments for one report ({path})")
+        write_deployment(config, path, overwrite=overwrite)
+        folder = path.parent if str(path.parent) else Path(".")
+        where = path if relative_to is None else path.relative_to(relative_to)
+        section[config.mode] = {
+            **config.to_json(relative_to=folder),
+            "file": where.as_posix(),
+        }
+    return section

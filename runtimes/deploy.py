@@ -2,8 +2,11 @@
 
 A deployment config is a small JSON file (schema ``edgelstm.deploy/1``) that
 ``edgelstm run --config deploy.json`` reads instead of ``MODEL`` and the session flags, so
-what was measured is exactly what runs. The model path is stored relative to the config
-file when it lives next to it, so the pair can be copied to a device together.
+what was measured is what runs: a streaming deployment streams ``chunk`` frames per push, a
+sequence deployment runs ``batch`` sequences per call. A setting given explicitly beside the
+config overrides it, and :func:`resolve_deployment` names each override in a note. The model
+path is stored relative to the config file when it lives next to it, so the pair can be
+copied to a device together.
 
 Example::
 
@@ -14,7 +17,9 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,14 @@ from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import read_json, write_json_atomic
 from edgelstm.runtimes.session import SessionConfig
 
-__all__ = ["DEPLOY_SCHEMA", "DeploymentConfig", "read_deployment", "write_deployment"]
+__all__ = [
+    "DEPLOY_SCHEMA",
+    "DeploymentConfig",
+    "ResolvedDeployment",
+    "read_deployment",
+    "resolve_deployment",
+    "write_deployment",
+]
 
 DEPLOY_SCHEMA = "edgelstm.deploy/1"
 
@@ -145,3 +157,140 @@ def write_deployment(config: DeploymentConfig, path: Path, *, overwrite: bool = 
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     write_json_atomic(path, config.to_json(relative_to=parent), overwrite=overwrite)
+
+
+#: The ``edgelstm run`` option behind each setting, so a note names what the user typed.
+_OPTIONS = {
+    "providers": "--provider",
+    "fallback": "--fallback",
+    "intra_op_threads": "--threads",
+    "inter_op_threads": "--inter-op-threads",
+    "spinning": "--spinning",
+    "graph_optimization": "--graph-optimization",
+    "memory_arena": "--memory-arena",
+    "cuda_device": "--cuda-device",
+    "tensorrt_fp16": "--tensorrt-fp16",
+    "tensorrt_cache": "--tensorrt-cache",
+    "batch": "--batch-size",
+    "chunk": "--chunk",
+}
+
+
+def _typed(name: str, value: Any) -> str:
+    """How the option that sets ``name`` to ``value`` reads on the command line."""
+    option = _OPTIONS.get(name)
+    if option is None:  # a setting run has no option for (cuda_graphs): the Python spelling
+        return f"{name}={value!r}"
+    if isinstance(value, bool):
+        return option if value else "--no-" + option[2:]
+    if name == "providers":
+        return f"{option} {','.join(value)}"
+    if name == "intra_op_threads" and value is None:
+        return f"{option} 0"
+    return f"{option} {value}"
+
+
+def _shown(name: str, value: Any) -> str:
+    """A setting's value for a note."""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none" if name == "tensorrt_cache" else "ONNX Runtime's default"
+    return str(value)
+
+
+def _override_note(name: str, value: Any, old: Any, source: Path | str) -> str:
+    return f"{_typed(name, value)} overrides {source} ({name} was {_shown(name, old)})"
+
+
+@dataclass(frozen=True)
+class ResolvedDeployment:
+    """A deployment config with the caller's explicit overrides applied, and what to say."""
+
+    config: DeploymentConfig
+    #: one line per override, naming the option, the config and the value it replaced.
+    notes: tuple[str, ...]
+
+    @property
+    def streams(self) -> bool:
+        """Whether the run streams frames (a streaming deployment) or takes whole sequences."""
+        return self.config.mode == "streaming"
+
+    @property
+    def frames_per_push(self) -> int:
+        """Frames per streaming push: the config's chunk, or one frame at a time."""
+        return self.config.chunk or 1
+
+
+def resolve_deployment(
+    deployment: DeploymentConfig,
+    *,
+    source: Path | str = "the deployment config",
+    session: Mapping[str, Any] | None = None,
+    batch: int | None = None,
+    chunk: int | None = None,
+    stream: bool | None = None,
+) -> ResolvedDeployment:
+    """What ``run --config`` runs: the config, with what the caller gave explicitly on top.
+
+    ``session`` holds only the :class:`SessionConfig` settings the caller set (a CLI flag
+    left at its default is not a choice and must not replace the tuned value); ``batch``,
+    ``chunk`` and ``stream`` are None unless given. An override that changes a value replaces
+    it and adds a note naming it, because the config's measured numbers no longer describe
+    the run; one the deployment's mode cannot honour is an error, never dropped: ``chunk``
+    or ``stream`` on a sequence deployment (its model takes whole sequences), ``batch`` or
+    ``stream=False`` on a streaming one.
+
+    Example::
+
+        >>> config = read_deployment(Path("deploy.json"))  # doctest: +SKIP
+        >>> resolve_deployment(config, source="deploy.json", session={"cuda_device": 1}).notes
+        ... # doctest: +SKIP
+        ('--cuda-device 1 overrides deploy.json (cuda_device was 0)',)
+    """
+    if deployment.mode == "sequence":
+        wrong = "--chunk" if chunk is not None else "--stream" if stream else None
+        what = f"{deployment.model.name} takes whole sequences"
+    else:
+        wrong = "--batch-size" if batch is not None else "--no-stream" if stream is False else None
+        what = f"frames are pushed {deployment.chunk or 1} at a time; --chunk changes that"
+    if wrong is not None:
+        raise InvalidInputError(
+            f"{wrong} does not apply to {source}, a {deployment.mode} deployment ({what}); "
+            f"drop {wrong}"
+        )
+    given = dict(session or {})
+    for name in given:
+        if name not in _SESSION_FIELDS:
+            raise InvalidInputError(f"unknown session setting {name!r} to override {source}")
+    current = deployment.session
+    notes = [
+        _override_note(name, value, getattr(current, name), source)
+        for name, value in given.items()
+        if value != getattr(current, name)
+    ]
+    # A streaming config without a chunk pushes one frame at a time: the result says so.
+    chunk_before = (deployment.chunk or 1) if deployment.mode == "streaming" else None
+    batch_now = deployment.batch if batch is None else batch
+    chunk_now = chunk_before if chunk is None else chunk
+    for name, before, now in (
+        ("batch", deployment.batch, batch_now),
+        ("chunk", chunk_before, chunk_now),
+    ):
+        if now != before:
+            notes.append(_override_note(name, now, before, source))
+    if deployment.mode == "streaming" and deployment.batch > 1:
+        # run feeds one stream; the config's per-frame numbers were for several at once.
+        notes.append(
+            f"{source} was measured with {deployment.batch} streams at once; this run feeds "
+            "one stream, so its per-frame latency differs"
+        )
+    config = dataclasses.replace(
+        deployment,
+        session=dataclasses.replace(current, **given),
+        batch=batch_now,
+        chunk=chunk_now,
+    )
+    return ResolvedDeployment(config, tuple(notes))
