@@ -23,6 +23,7 @@ from edgelstm.fileio import atomic_folder, relocate_paths
 
 if TYPE_CHECKING:
     from edgelstm.benchmarks.harness import BenchmarkPlan
+    from edgelstm.runtimes.deploy import DeploymentConfig
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -68,12 +69,11 @@ def quickstart(
     """Run the pipeline into ``out``; see the module docstring. Returns the report and paths."""
     from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
     from edgelstm.benchmarks.report import to_markdown, write_plot
-    from edgelstm.benchmarks.tune import choose_deployment
+    from edgelstm.benchmarks.tune import choose_deployment, write_deployments
     from edgelstm.data.datasets import load_dataset
     from edgelstm.exporters.onnx import export
     from edgelstm.exporters.quantize import quantize
     from edgelstm.fileio import write_json_atomic, write_text_atomic
-    from edgelstm.runtimes.deploy import write_deployment
     from edgelstm.training import train
 
     say = stage or (lambda message: None)
@@ -160,19 +160,17 @@ def quickstart(
         if sweep is not None:
             document["length_sweep"] = _relocate(sweep.to_json(), tmp, final)
         say("5/5 report: deployment choice, JSON, Markdown, plots")
-        deployment = None
-        deployments: dict[str, Any] = {}
+        chosen: dict[Path, DeploymentConfig] = {}
         for mode, name in (("sequence", "deploy.json"), ("streaming", "deploy.stream.json")):
             try:
-                chosen = choose_deployment(
+                chosen[tmp / name] = choose_deployment(
                     list(report.rows), mode=mode, batch=batches[0], seq=longest
                 )
             except InvalidInputError as exc:
                 notes.append(f"no {mode} deployment chosen: {exc}")
-                continue
-            write_deployment(chosen, tmp / name)
-            deployments[mode] = _relocate(chosen.to_json(relative_to=tmp), tmp, final)
-            deployments[mode]["file"] = name
+        deployments: dict[str, Any] = _relocate(
+            write_deployments(chosen, relative_to=tmp), tmp, final
+        )
         deployment = deployments.get("sequence")
         if deployments:
             document["deployment"] = deployments

@@ -439,6 +439,7 @@ class GraphOptimizationChoice(str, Enum):
 
 @app.command(name="run")
 def run_command(
+    ctx: typer.Context,
     model: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Argument(help="The .onnx model (edgelstm's or any other).", show_default=False),
@@ -447,7 +448,9 @@ def run_command(
         Optional[Path],  # noqa: UP045
         typer.Option(
             "--config",
-            help="Deployment config from `benchmark --tune`: model, provider and threads.",
+            help="Deployment config from `benchmark --tune`: model, mode, batch or chunk, and "
+            "session; a session flag, --batch-size or --chunk given beside it overrides the "
+            "config's value (with a note).",
         ),
     ] = None,
     input_file: Annotated[
@@ -539,43 +542,63 @@ def run_command(
         from edgelstm.runtimes.session import limit_memory
 
         limit_memory(memory_limit)
+    config = _session_config(
+        provider,
+        fallback,
+        threads,
+        inter_op_threads,
+        spinning,
+        graph_optimization.value,
+        memory_arena,
+        cuda_device,
+        tensorrt_fp16,
+        tensorrt_cache,
+    )
+    err = stderr_console()
+    notes: tuple[str, ...] = ()  # the config's overrides, shown once the session is open
     if config_path is not None:
-        from edgelstm.runtimes.deploy import read_deployment
+        from edgelstm.runtimes.deploy import read_deployment, resolve_deployment
 
         if model is not None:
             raise InvalidInputError("give either MODEL or --config (which names the model)")
-        if provider != "cpu" or threads != 1 or fallback:
-            raise InvalidInputError(
-                f"--config {config_path} sets the provider and threads; drop --provider, "
-                "--threads and --fallback (or edit the config)"
-            )
-        deployment = read_deployment(config_path)
-        model = deployment.model
-        config = deployment.session
-        chunk = chunk or deployment.chunk
+
+        def given(name: str) -> bool:
+            # Typed on the command line, not left at its default: a default is no choice and
+            # must not replace the tuned value, even when it equals the value the user typed.
+            source = ctx.get_parameter_source(name)
+            return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+        # Flags beside --config override it, with a note, rather than being refused: a config
+        # tuned on one machine often needs a host's own setting (--cuda-device, --threads for
+        # its cores, --tensorrt-cache) without editing JSON, and the note keeps it visible.
+        resolved = resolve_deployment(
+            read_deployment(config_path),
+            source=config_path,
+            session={
+                field: getattr(config, field)
+                for option, field in _SESSION_OPTIONS.items()
+                if given(option)
+            },
+            batch=batch_size if given("batch_size") else None,
+            chunk=chunk,
+            stream=stream if given("stream") else None,
+        )
+        notes = resolved.notes
+        model, config, batch_size = (
+            resolved.config.model,
+            resolved.config.session,
+            resolved.config.batch,
+        )
+        stream, chunk = resolved.streams, resolved.frames_per_push
     elif model is None:
         raise InvalidInputError("give the MODEL.onnx to run (or --config deploy.json)")
-    else:
-        config = _session_config(
-            provider,
-            fallback,
-            threads,
-            inter_op_threads,
-            spinning,
-            graph_optimization.value,
-            memory_arena,
-            cuda_device,
-            tensorrt_fp16,
-            tensorrt_cache,
-        )
-    err = stderr_console()
     if stream:
         if allow_nonfinite:
             raise InvalidInputError(
                 "--allow-nonfinite cannot be used with --stream: NaN/Inf would poison the "
                 "recurrent state of every later frame"
             )
-        _run_stream(model, input_file, output, chunk or 1, config, overwrite, json_output)
+        _run_stream(model, input_file, output, chunk or 1, config, overwrite, json_output, notes)
         return
     if input_file == "-":
         raise InvalidInputError("--input - (stdin) works only with --stream; give a file")
@@ -596,7 +619,7 @@ def run_command(
             progress=progress,
         )
     _print_warnings(err, result.opened.warnings)
-    _print_notes(err, result.notices)
+    _print_notes(err, [*notes, *result.notices])
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -618,6 +641,21 @@ def _print_warnings(console: Any, warnings: Any) -> None:
 
     for warning in warnings:
         console.print(f"[bold red]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+#: run's session options (parameter names) and the SessionConfig field each one sets.
+_SESSION_OPTIONS = {
+    "provider": "providers",
+    "fallback": "fallback",
+    "threads": "intra_op_threads",
+    "inter_op_threads": "inter_op_threads",
+    "spinning": "spinning",
+    "graph_optimization": "graph_optimization",
+    "memory_arena": "memory_arena",
+    "cuda_device": "cuda_device",
+    "tensorrt_fp16": "tensorrt_fp16",
+    "tensorrt_cache": "tensorrt_cache",
+}
 
 
 def _session_config(
@@ -656,6 +694,7 @@ def _run_stream(
     config: Any,
     overwrite: bool,
     json_output: bool,
+    notes: tuple[str, ...] = (),
 ) -> None:
     from edgelstm.console import stderr_console
     from edgelstm.fileio import atomic_file
@@ -667,7 +706,9 @@ def _run_stream(
     err = stderr_console()
 
     def opened(session: Any) -> None:
-        _print_warnings(err, session.warnings)  # before the rows: a live stream may not end
+        # Before the rows: a live stream may not end.
+        _print_warnings(err, session.warnings)
+        _print_notes(err, notes)
 
     if output is None or output == "-":
         if json_output:
@@ -874,20 +915,10 @@ def benchmark(
     document = report.to_json()
     chosen = None
     if tune:
-        from edgelstm.benchmarks.tune import choose_deployment
-        from edgelstm.runtimes.deploy import write_deployment
+        from edgelstm.benchmarks.tune import tune_deployment, write_deployments
 
-        mode = (
-            "streaming"
-            if stream
-            and not any(
-                r["mode"] == "sequence" and r["runtime"] == "onnxruntime" for r in report.rows
-            )
-            else "sequence"
-        )
-        chosen = choose_deployment(list(report.rows), mode=mode, max_degradation=max_degradation)
-        write_deployment(chosen, tune_out, overwrite=overwrite)
-        document["deployment"] = chosen.to_json(relative_to=tune_out.parent)
+        chosen = tune_deployment(report.rows, stream=stream, max_degradation=max_degradation)
+        document["deployment"] = write_deployments({tune_out: chosen}, overwrite=overwrite)
     comparison = None
     if old is not None:
         comparison = compare_reports(document, old, threshold=regression_threshold)
