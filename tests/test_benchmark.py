@@ -1200,10 +1200,21 @@ def test_cli_benchmark_tune_writes_a_deploy_config_that_run_uses(
     result = cli("run", "--config", deploy, "--input", classify_npz, "--output", via_config)
     assert result.code == 0, result.err
     direct = tmp_path / "direct.csv"
-    # Same thread count as the config: two threads may round the reductions differently.
+    # Same thread count as the config: two threads may round the reductions differently; and
+    # the same batch size, the config's: dynamic INT8 scales activations per call.
     threads = str(config.session.intra_op_threads)
+    batch = str(config.batch)
     result = cli(
-        "run", config.model, "--input", classify_npz, "--output", direct, "--threads", threads
+        "run",
+        config.model,
+        "-i",
+        classify_npz,
+        "-o",
+        direct,
+        "--threads",
+        threads,
+        "--batch-size",
+        batch,
     )
     assert result.code == 0, result.err
     assert via_config.read_text(encoding="utf-8") == direct.read_text(encoding="utf-8")
