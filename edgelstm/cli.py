@@ -592,6 +592,11 @@ def run_command(
         stream, chunk = resolved.streams, resolved.frames_per_push
     elif model is None:
         raise InvalidInputError("give the MODEL.onnx to run (or --config deploy.json)")
+    elif chunk is not None and not stream:
+        raise InvalidInputError(
+            f"--chunk {chunk} applies only to --stream (frames per push); add --stream, or use "
+            "--batch-size for whole sequences"
+        )
     if stream:
         if allow_nonfinite:
             raise InvalidInputError(

@@ -435,3 +435,10 @@ def test_bracketed_help_text_is_not_eaten_as_markup(
     result = cli(command, "--help")
     assert result.code == 0
     assert text in result.out
+
+
+def test_chunk_without_stream_is_refused_not_ignored(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    result = cli("run", tmp_path / "m.onnx", "--input", tmp_path / "x.npz", "--output", out,
+                 "--chunk", "4")  # fmt: skip
+    assert_clean_failure(result, out, "--chunk 4 applies only to --stream")
