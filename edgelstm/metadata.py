@@ -13,7 +13,7 @@ none of them is a weight, so adding them leaves :func:`weights_sha256` unchanged
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,57 +89,152 @@ class ModelMetadata:
         }
 
     @classmethod
-    def from_props(cls, props: dict[str, str], *, where: str = "model") -> ModelMetadata:
-        """Parse ``metadata_props``; raises :class:`InvalidInputError` when they are not ours."""
-        if props.get(PREFIX + "schema") != SCHEMA:
+    def from_props(cls, props: Mapping[str, str], *, where: str = "model") -> ModelMetadata:
+        """Parse ``metadata_props``; raises :class:`InvalidInputError` when they are not ours.
+
+        :func:`metadata_from_props` is the same parse for callers that also take models
+        from other tools.
+        """
+        meta = metadata_from_props(props, where=where)
+        if meta is None:
             raise InvalidInputError(
                 f"{where} has no edgelstm metadata (schema {SCHEMA}); export it with "
                 "`edgelstm export`"
             )
+        return meta
 
-        def get(key: str, default: Any = None) -> Any:
-            value = props.get(PREFIX + key)
-            if value is None:
-                return default
-            if key in (
-                "variant",
-                "exporter",
-                "torch_version",
-                "edgelstm_version",
-                "task",
-                "arch",
-                "source",
-                "source_sha256",
-            ):
-                return value
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError:
-                raise InvalidInputError(
-                    f"{where}: metadata {PREFIX}{key} is not valid JSON; re-export the model"
-                ) from None
 
-        return cls(
-            variant=get("variant", "sequence"),
-            exporter=get("exporter", ""),
-            opset=int(get("opset", 0)),
-            torch_version=get("torch_version", ""),
-            edgelstm_version=get("edgelstm_version", ""),
-            inputs=get("inputs", {}),
-            outputs=get("outputs", {}),
-            state=get("state", {}),
-            task=get("task"),
-            arch=get("arch"),
-            feature_names=tuple(get("feature_names", [])),
-            normalization=get("normalization"),
-            class_labels=tuple(get("class_labels", [])),
-            target_names=tuple(get("target_names", [])),
-            target_indices=tuple(get("target_indices", [])),
-            anomaly_threshold=get("anomaly_threshold"),
-            source=get("source"),
-            source_sha256=get("source_sha256"),
-            run_record=get("run_record"),
+#: Keys stored as plain strings; every other key holds JSON.
+_TEXT_KEYS = frozenset(
+    (
+        "variant",
+        "exporter",
+        "torch_version",
+        "edgelstm_version",
+        "task",
+        "arch",
+        "source",
+        "source_sha256",
+    )
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_list_of(kind: type | tuple[type, ...]) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in value
         )
+
+    return check
+
+
+def _is_normalization(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        return False
+    mean, std = value["mean"], value["std"]
+    return (
+        _is_list_of((int, float))(mean)
+        and _is_list_of((int, float))(std)
+        and len(mean) == len(std)
+        and all(s > 0 for s in std)
+    )
+
+
+#: What each JSON key must hold once parsed: a truncated or hand-edited value is refused by
+#: name here, once, instead of surfacing later as a KeyError or as silently wrong outputs.
+_JSON_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "opset": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "inputs": (lambda v: isinstance(v, dict), "an object"),
+    "outputs": (lambda v: isinstance(v, dict), "an object"),
+    "state": (lambda v: isinstance(v, dict), "an object"),
+    "feature_names": (_is_list_of(str), "a list of strings"),
+    "class_labels": (_is_list_of(str), "a list of strings"),
+    "target_names": (_is_list_of(str), "a list of strings"),
+    "target_indices": (_is_list_of(int), "a list of integers"),
+    "normalization": (
+        _is_normalization,
+        'an object {"mean": [...], "std": [...]} of equal-length number lists, std > 0',
+    ),
+    "anomaly_threshold": (lambda v: v is None or _is_number(v), "a number"),
+    "run_record": (lambda v: v is None or isinstance(v, dict), "an object"),
+}
+
+
+def metadata_from_props(props: Mapping[str, str], *, where: str = "model") -> ModelMetadata | None:
+    """The edgelstm metadata in ``metadata_props``; None for a model from another tool.
+
+    A model is edgelstm's when it carries ``edgelstm.schema``. Its other ``edgelstm.*`` values
+    must then parse: a corrupt one (truncated JSON, a wrong type, normalisation statistics
+    that do not match the features) raises :class:`InvalidInputError` naming the key, because
+    running such a model as a foreign one would write raw, un-normalised outputs as if all
+    were well. Every reader of a model's metadata (``run``, ``--stream``, ``benchmark``,
+    :class:`~edgelstm.runtimes.streaming.StreamingSession`) comes through here.
+    """
+    schema = props.get(PREFIX + "schema")
+    if schema is None:
+        return None
+    if schema != SCHEMA:
+        raise InvalidInputError(
+            f"{where}: metadata {PREFIX}schema is {schema[:40]!r}; this edgelstm reads "
+            f"{SCHEMA}: export it again with `edgelstm export`"
+        )
+
+    def corrupt(key: str, problem: str) -> InvalidInputError:
+        return InvalidInputError(
+            f"{where}: metadata {PREFIX}{key} {problem}; the model's metadata is corrupt: "
+            "export it again with `edgelstm export`"
+        )
+
+    def get(key: str, default: Any = None) -> Any:
+        value = props.get(PREFIX + key)
+        if value is None:
+            return default
+        if key in _TEXT_KEYS:
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise corrupt(key, f"is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        check, expected = _JSON_KINDS[key]
+        if not check(parsed):
+            raise corrupt(key, f"must be {expected}, got {value[:60]!r}")
+        return parsed
+
+    meta = ModelMetadata(
+        variant=get("variant", "sequence"),
+        exporter=get("exporter", ""),
+        opset=get("opset", 0),
+        torch_version=get("torch_version", ""),
+        edgelstm_version=get("edgelstm_version", ""),
+        inputs=get("inputs", {}),
+        outputs=get("outputs", {}),
+        state=get("state", {}),
+        task=get("task"),
+        arch=get("arch"),
+        feature_names=tuple(get("feature_names", [])),
+        normalization=get("normalization"),
+        class_labels=tuple(get("class_labels", [])),
+        target_names=tuple(get("target_names", [])),
+        target_indices=tuple(get("target_indices", [])),
+        anomaly_threshold=get("anomaly_threshold"),
+        source=get("source"),
+        source_sha256=get("source_sha256"),
+        run_record=get("run_record"),
+    )
+    stats = meta.normalization
+    if stats is not None and meta.feature_names and len(stats["mean"]) != len(meta.feature_names):
+        raise corrupt(
+            "normalization",
+            f"holds {len(stats['mean'])} mean(s) for {len(meta.feature_names)} feature(s) "
+            f"({', '.join(meta.feature_names)})",
+        )
+    return meta
 
 
 def reduce_range_from_props(props: Mapping[str, str]) -> bool | None:

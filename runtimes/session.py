@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, ProviderUnavailableError
-from edgelstm.metadata import reduce_range_from_props, verify_weights_sha256
+from edgelstm.metadata import (
+    ModelMetadata,
+    metadata_from_props,
+    reduce_range_from_props,
+    verify_weights_sha256,
+)
 from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
@@ -159,13 +164,15 @@ class ModelProfile:
     """What the graph says about where it can run: precision and notable ops.
 
     ``reduce_range`` is what ``edgelstm quantize`` recorded for INT8 weights (True: 7-bit),
-    None when the model records nothing.
+    None when the model records nothing. ``metadata`` is the model's edgelstm metadata, None
+    for a model from another tool.
     """
 
     precision: str  # fp32, fp16 or int8
     op_types: frozenset[str]
     streaming: bool
     reduce_range: bool | None = None
+    metadata: ModelMetadata | None = None
 
     @property
     def cpu_only_ops(self) -> tuple[str, ...]:
@@ -174,7 +181,11 @@ class ModelProfile:
 
 
 def model_profile(path: Path) -> ModelProfile:
-    """Read the graph (not its weights) to learn precision, op types and streaming state."""
+    """Read the graph (not its weights) to learn precision, op types and streaming state.
+
+    The edgelstm metadata is parsed here, once per opened model, so a corrupt value stops
+    ``run``, ``--stream`` and ``benchmark`` alike with the same error naming the key.
+    """
     import onnx
 
     try:
@@ -192,8 +203,9 @@ def model_profile(path: Path) -> ModelProfile:
     props = {p.key: p.value for p in model.metadata_props}
     # `edgelstm quantize` stamps the precision it produced; trust it over the op scan.
     precision = props.get("edgelstm.precision", precision)
-    streaming = props.get("edgelstm.variant") == "streaming"
-    return ModelProfile(precision, ops, streaming, reduce_range_from_props(props))
+    meta = metadata_from_props(props, where=str(path))
+    streaming = meta is not None and meta.variant == "streaming"
+    return ModelProfile(precision, ops, streaming, reduce_range_from_props(props), meta)
 
 
 def reduce_range_warning(

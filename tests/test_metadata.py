@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
-from edgelstm.metadata import PREFIX, SCHEMA, ModelMetadata, read_metadata
+from edgelstm.metadata import PREFIX, SCHEMA, ModelMetadata, metadata_from_props, read_metadata
 from edgelstm.training import TrainResult
 
 
@@ -174,6 +174,41 @@ def test_corrupt_json_value_is_refused() -> None:
     props[PREFIX + "normalization"] = "{not json"
     with pytest.raises(InvalidInputError, match="normalization"):
         ModelMetadata.from_props(props)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("normalization", '{"mean": [0.1, -2.5], "std": [1.0, 0.3', ["not valid JSON"]),
+        ("normalization", '{"mean": [0.1], "std": [1.0]}', ["1 mean(s) for 2 feature(s)"]),
+        ("normalization", '{"mean": [0.1, 2], "std": [1.0, 0]}', ["std > 0"]),
+        ("normalization", '{"mean": [0.1, 2]}', ["std"]),
+        ("class_labels", '"ab"', ["a list of strings"]),
+        ("feature_names", "[1, 2]", ["a list of strings"]),
+        ("opset", '"17"', ["an integer"]),
+        ("anomaly_threshold", '"high"', ["a number"]),
+        ("state", "[]", ["an object"]),
+    ],
+)
+def test_corrupt_values_are_refused_by_key(key: str, value: str, words: list[str]) -> None:
+    """A value that parses as JSON but not as what the key holds is refused just the same,
+    naming the key, instead of a ValueError later or a wrong tuple of characters."""
+    props = _full_metadata().to_props()
+    props[PREFIX + key] = value
+    with pytest.raises(InvalidInputError) as exc:
+        ModelMetadata.from_props(props, where="m.onnx")
+    message = str(exc.value)
+    for word in ["m.onnx", f"{PREFIX}{key}", "export it again", *words]:
+        assert word in message, message
+
+
+def test_only_a_model_without_the_schema_is_foreign() -> None:
+    assert metadata_from_props({"author": "someone else"}) is None
+    props = _full_metadata().to_props()
+    assert metadata_from_props(props) == _full_metadata()
+    props[PREFIX + "normalization"] = "{not json"
+    with pytest.raises(InvalidInputError, match=r"edgelstm\.normalization"):
+        metadata_from_props(props)
 
 
 @pytest.mark.parametrize(
