@@ -10,6 +10,7 @@ import pytest
 
 from edgelstm.data.readers import (
     load_training_data,
+    open_csv,
     read_arrays,
     read_csv_series,
     read_ts,
@@ -161,6 +162,30 @@ def test_csv_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError) as exc:
         read_csv_series(path)
     expect_error(exc, "latin.csv", "UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "row"),
+    [("# temp,rpm\n1,2\n", "row 1"), ("temp,rpm\n1,2\n#N/A,3\n", "row 3")],
+    ids=["savetxt-header", "excel-missing-value"],
+)
+def test_csv_comment_lines_are_refused(tmp_path: Path, text: str, row: str) -> None:
+    """No comment lines in the one CSV dialect: skipping one would drop a time step."""
+    with pytest.raises(InvalidInputError) as exc:
+        read_csv_series(write(tmp_path, "hash.csv", text))
+    expect_error(exc, "hash.csv", row, "starts with '#'", "comments=''")
+
+
+def test_open_csv_reads_rows_only_when_asked() -> None:
+    """The stream reader's contract: the header now, each data row when it is taken."""
+    lines = iter(["temp,is_anomaly\n", "\n", "1.5,0\n", "x,1\n"])
+    opened = open_csv(lines, "<stdin>")
+    assert opened is not None
+    layout, rows = opened
+    assert layout.feature_names == ("temp",)
+    assert next(rows) == (3, [1.5], 0)
+    assert next(lines) == "x,1\n"  # the bad row is still unread: nothing was read ahead
+    assert open_csv(iter(["\n"]), "<stdin>") is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import itertools
 import math
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,8 +36,10 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "TASKS",
     "TIME_COLUMNS",
+    "CsvLayout",
     "load_inference_data",
     "load_training_data",
+    "open_csv",
     "read_arrays",
     "read_csv_series",
     "read_ts",
@@ -53,7 +56,7 @@ TIME_COLUMNS: frozenset[str] = frozenset({"timestamp", "time", "date", "datetime
 #: CSV header names (case-insensitive) read as per-step anomaly labels instead of a feature.
 ANOMALY_LABEL_COLUMNS: frozenset[str] = frozenset({"is_anomaly", "anomaly", "label"})
 
-_NAN_ADVICE = "NaN/Inf or missing values in training data are refused: fill or drop them first"
+_NAN_ADVICE = "NaN/Inf or missing values are refused: fill or drop them first"
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,29 +150,42 @@ def _binary_labels(values: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# CSV
+# CSV: one dialect for every reader (training and test files, `run` inputs, `run --stream`)
+#
+# Comma-separated UTF-8; blank lines are skipped; the first row is a header when all its
+# cells are names and data when all are numbers (a mix is refused); later rows are all data,
+# with the first row's cell count. There are no comment lines: a skipped line would silently
+# drop a time step, and a '#N/A' cell (Excel's missing value) would pass for a comment.
+
+#: Largest float32 magnitude: a CSV value beyond it would become Inf in the model's input.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(line number, cells)`` for non-blank rows; line numbers are 1-based like editors."""
+def _csv_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line number, cells)`` for non-blank rows, lazily; numbers are 1-based like
+    editors show them. ``lines`` is an open file (``newline=""``) or any line iterable."""
+    reader = csv.reader(lines)
     try:
-        # utf-8-sig drops the byte-order mark Excel writes, which would else glue onto the
-        # first header name.
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            for cells in reader:
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue  # blank line (often a trailing newline): not data
-                yield reader.line_num, [c.strip() for c in cells]
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # blank line (often a trailing newline): not data
+            stripped = [c.strip() for c in cells]
+            if stripped[0].startswith("#"):
+                raise InvalidInputError(
+                    f"{source}: row {reader.line_num} starts with '#'; CSV input has no "
+                    "comment lines (skipping one would silently drop a time step): remove it "
+                    "(np.savetxt writes its header as a comment unless given comments='')"
+                )
+            yield reader.line_num, stripped
     except UnicodeDecodeError as exc:
         raise InvalidInputError(
-            f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV"
+            f"{source}: is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV"
         ) from exc
     except csv.Error as exc:
-        raise InvalidInputError(f"{path}: is not a readable CSV file ({exc})") from exc
+        raise InvalidInputError(f"{source}: is not a readable CSV file ({exc})") from exc
 
 
-def _read_header(path: Path, line: int, cells: list[str]) -> tuple[str, ...] | None:
+def _read_header(source: str, line: int, cells: list[str]) -> tuple[str, ...] | None:
     """Return header names when the first row is a header, None when it is already data.
 
     A header is a row of names only. A row mixing names and numbers (``1.0,temp,3``) is
@@ -181,7 +197,7 @@ def _read_header(path: Path, line: int, cells: list[str]) -> tuple[str, ...] | N
     if any(kinds):
         numeric = [f"column {j + 1} ({cells[j]!r})" for j, k in enumerate(kinds) if k]
         raise InvalidInputError(
-            f"{path}: row {line} mixes names and numbers ({', '.join(numeric[:3])} look like "
+            f"{source}: row {line} mixes names and numbers ({', '.join(numeric[:3])} look like "
             "numbers); a header row must be all names, and a data row all numbers. Rename those "
             "columns (e.g. 'sensor_1' instead of '1') or remove the row"
         )
@@ -189,42 +205,144 @@ def _read_header(path: Path, line: int, cells: list[str]) -> tuple[str, ...] | N
     for j, name in enumerate(names):
         if not name:
             raise InvalidInputError(
-                f"{path}: column {j + 1} has no name in the header row (row {line}); name it or "
-                "remove the column (an unnamed first column is often a pandas index: save with "
-                "index=False)"
+                f"{source}: column {j + 1} has no name in the header row (row {line}); name it "
+                "or remove the column (an unnamed first column is often a pandas index: save "
+                "with index=False)"
             )
     seen: dict[str, int] = {}
     for j, name in enumerate(names):
         if name in seen:
             raise InvalidInputError(
-                f"{path}: columns {seen[name] + 1} and {j + 1} are both named {name!r}; "
+                f"{source}: columns {seen[name] + 1} and {j + 1} are both named {name!r}; "
                 "column names must be unique"
             )
         seen[name] = j
     return names
 
 
-def _bad_cell_message(path: Path, line: int, column: str, cell: str) -> str:
+def _bad_cell_message(source: str, line: int, column: str, cell: str) -> str:
     if not cell:
-        return f"{path}: row {line}, {column} is empty; {_NAN_ADVICE}"
+        return f"{source}: row {line}, {column} is empty; {_NAN_ADVICE}"
     value = _parse_float(cell)
     if value is None:
         return (
-            f"{path}: row {line}, {column}: {cell!r} is not a number; every data cell must be "
+            f"{source}: row {line}, {column}: {cell!r} is not a number; every data cell must be "
             "numeric (time stamps only in a column named timestamp/time/date/datetime)"
         )
     if math.isnan(value) or math.isinf(value):
-        return f"{path}: row {line}, {column} is {cell!r}; {_NAN_ADVICE}"
-    return f"{path}: row {line}, {column}: {cell!r} is outside the float32 range (about ±3.4e38)"
+        return f"{source}: row {line}, {column} is {cell!r}; {_NAN_ADVICE}"
+    return (
+        f"{source}: row {line}, {column}: {cell!r} is outside the float32 range (about ±3.4e38); "
+        "rescale the data"
+    )
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """What a CSV's first row says about every row: the names and which cells hold what.
+
+    Without a header the names are ``f0, f1, ...`` and every cell is a feature. With one,
+    ``timestamp``/``time``/``date``/``datetime`` cells are skipped (the model sees steps, not
+    clock times) and one ``is_anomaly``/``anomaly``/``label`` cell is the step's 0/1 label.
+    """
+
+    source: str
+    names: tuple[str, ...]
+    header: bool
+    first_line: int
+    feature_columns: tuple[int, ...]
+    label_column: int | None
+
+    @classmethod
+    def from_first_row(cls, source: str, line: int, cells: list[str]) -> CsvLayout:
+        """The layout a file's first non-blank row (header or data) sets."""
+        header = _read_header(source, line, cells)
+        names = header if header is not None else _default_names(len(cells))
+        lowered = [n.lower() for n in names] if header is not None else []
+        labels = [j for j, n in enumerate(lowered) if n in ANOMALY_LABEL_COLUMNS]
+        if len(labels) > 1:
+            listed = ", ".join(repr(names[j]) for j in labels)
+            raise InvalidInputError(
+                f"{source}: several label columns ({listed}); keep exactly one anomaly label column"
+            )
+        skipped = {j for j, n in enumerate(lowered) if n in TIME_COLUMNS | ANOMALY_LABEL_COLUMNS}
+        features = tuple(j for j in range(len(names)) if j not in skipped)
+        if not features:
+            raise InvalidInputError(
+                f"{source}: no feature columns left after removing the time and label columns "
+                f"({', '.join(names)}); add at least one numeric feature column"
+            )
+        return cls(source, names, header is not None, line, features, labels[0] if labels else None)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(self.names[j] for j in self.feature_columns)
+
+    def _column(self, j: int) -> str:
+        return f"column {self.names[j]!r}" if self.header else f"column {j + 1}"
+
+    def parse(self, line: int, cells: list[str]) -> tuple[list[float], int | None]:
+        """One data row: its feature values (finite, within float32) and its 0/1 label."""
+        if len(cells) != len(self.names):
+            raise InvalidInputError(
+                f"{self.source}: row {line} has {len(cells)} columns, expected "
+                f"{len(self.names)} (as in row {self.first_line}); fix the row or check the "
+                "delimiter (comma expected)"
+            )
+        try:
+            # Fast path: the usual all-good row costs one comprehension and one range check
+            # (NaN fails the comparison too, so it takes the slow path, which names it).
+            values = [float(cells[j]) for j in self.feature_columns]
+        except ValueError:
+            values = []
+        if len(values) != len(self.feature_columns) or not all(
+            -_FLOAT32_MAX <= v <= _FLOAT32_MAX for v in values
+        ):
+            for j in self.feature_columns:
+                value = _parse_float(cells[j])
+                if value is None or not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+                    raise InvalidInputError(
+                        _bad_cell_message(self.source, line, self._column(j), cells[j])
+                    )
+        if self.label_column is None:
+            return values, None
+        j = self.label_column
+        label = _parse_float(cells[j])
+        if label not in (0.0, 1.0):
+            raise InvalidInputError(
+                f"{self.source}: row {line}, {self._column(j)}: {cells[j]!r} is not a valid "
+                "label; anomaly labels must be 0 (normal) or 1 (anomaly)"
+            )
+        return values, int(label == 1.0)
+
+
+def open_csv(
+    lines: Iterable[str], source: str
+) -> tuple[CsvLayout, Iterator[tuple[int, list[float], int | None]]] | None:
+    """Read the first row of ``lines`` now and the data rows lazily (None: no rows at all).
+
+    The rows come as ``(line number, feature values, label)``, each checked as it is read,
+    so a live stream (``run --stream`` on stdin) is read with the same rules as a file.
+    """
+    rows = _csv_rows(lines, source)
+    first = next(rows, None)
+    if first is None:
+        return None
+    layout = CsvLayout.from_first_row(source, *first)
+    pending = [] if layout.header else [first]
+
+    def data() -> Iterator[tuple[int, list[float], int | None]]:
+        for line, cells in itertools.chain(pending, rows):
+            yield (line, *layout.parse(line, cells))
+
+    return layout, data()
 
 
 def read_csv_series(path: Path) -> Series:
     """Read one multivariate series from a CSV file: rows are time steps, columns features.
 
-    The first row is a header when any of its cells is not a number; header names become
-    feature names (otherwise ``f0, f1, ...``). Columns named ``timestamp``/``time``/``date``/
-    ``datetime`` are dropped (the model sees steps, not clock times); a column named
-    ``is_anomaly``/``anomaly``/``label`` becomes :attr:`Series.labels` (0/1 per step).
+    The first row is a header when its cells are names (see :class:`CsvLayout` for the time
+    and label columns); header names become feature names (otherwise ``f0, f1, ...``).
 
     Example::
 
@@ -232,83 +350,27 @@ def read_csv_series(path: Path) -> Series:
         series.values.shape  # (steps, 2); series.labels.shape == (steps,)
     """
     _require_file(path)
-    rows = _csv_rows(path)
-    first = next(rows, None)
-    if first is None:
-        raise InvalidInputError(f"{path}: the file is empty; it needs one row per time step")
-    first_line, first_cells = first
-    header = _read_header(path, first_line, first_cells)
-    width = len(first_cells)
-    names = header if header is not None else _default_names(width)
-
-    label_cols = [j for j, n in enumerate(names) if header and n.lower() in ANOMALY_LABEL_COLUMNS]
-    if len(label_cols) > 1:
-        listed = ", ".join(repr(names[j]) for j in label_cols)
-        raise InvalidInputError(
-            f"{path}: several label columns ({listed}); keep exactly one anomaly label column"
-        )
-    skipped = {j for j, n in enumerate(names) if header and n.lower() in TIME_COLUMNS}
-    skipped.update(label_cols)
-    feature_cols = [j for j in range(width) if j not in skipped]
-    if not feature_cols:
-        raise InvalidInputError(
-            f"{path}: no feature columns left after removing the time and label columns "
-            f"({', '.join(names)}); add at least one numeric feature column"
-        )
-
-    def column(j: int) -> str:
-        return f"column {names[j]!r}" if header else f"column {j + 1}"
-
-    data_rows: list[list[float]] = []
-    data_lines: list[int] = []
-    labels: list[float] = []
-    pending: list[tuple[int, list[str]]] = [] if header is not None else [first]
-    for line, cells in itertools.chain(pending, rows):  # stream: files can be large
-        if len(cells) != width:
-            raise InvalidInputError(
-                f"{path}: row {line} has {len(cells)} columns, expected {width} (as in row "
-                f"{first_line}); fix the row or check the delimiter (comma expected)"
-            )
-        try:
-            # Fast path: the usual all-good row costs one comprehension.
-            row = [float(cells[j]) for j in feature_cols]
-        except ValueError:
-            row = []
-        if len(row) != len(feature_cols) or not all(math.isfinite(v) for v in row):
-            for j in feature_cols:
-                value = _parse_float(cells[j])
-                if value is None or not math.isfinite(value):
-                    raise InvalidInputError(_bad_cell_message(path, line, column(j), cells[j]))
-        data_rows.append(row)
-        data_lines.append(line)
-        if label_cols:
-            j = label_cols[0]
-            label = _parse_float(cells[j])
-            if label not in (0.0, 1.0):
-                raise InvalidInputError(
-                    f"{path}: row {line}, {column(j)}: {cells[j]!r} is not a valid label; anomaly "
-                    "labels must be 0 (normal) or 1 (anomaly)"
-                )
-            labels.append(1.0 if label == 1.0 else 0.0)
-
+    # utf-8-sig drops the byte-order mark Excel writes, which would else glue onto the first
+    # header name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        opened = open_csv(handle, str(path))
+        if opened is None:
+            raise InvalidInputError(f"{path}: the file is empty; it needs one row per time step")
+        layout, rows = opened
+        data_rows: list[list[float]] = []
+        labels: list[int] = []
+        for _, values, label in rows:  # stream: files can be large
+            data_rows.append(values)
+            if label is not None:
+                labels.append(label)
     if not data_rows:
         raise InvalidInputError(
             f"{path}: has a header row but no data rows; add one row per time step"
         )
-    with np.errstate(over="ignore"):  # overflow is reported below, with its row
-        values = np.asarray(data_rows, dtype=np.float32)
-    overflow = ~np.isfinite(values)  # finite float64 beyond ±3.4e38 becomes Inf in float32
-    if overflow.any():
-        i, k = (int(v) for v in np.argwhere(overflow)[0])
-        j = feature_cols[k]
-        raise InvalidInputError(
-            f"{path}: row {data_lines[i]}, {column(j)}: {data_rows[i][k]!r} is outside the "
-            "float32 range (about ±3.4e38); rescale the data"
-        )
     return Series(
-        values=values,
-        feature_names=tuple(names[j] for j in feature_cols),
-        labels=np.asarray(labels, dtype=np.int64) if label_cols else None,
+        values=np.asarray(data_rows, dtype=np.float32),
+        feature_names=layout.feature_names,
+        labels=np.asarray(labels, dtype=np.int64) if layout.label_column is not None else None,
     )
 
 
