@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.config import Normalization, RunRecord, TrainConfig
+from edgelstm.config import RunRecord, TrainConfig
 from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.tasks import (
@@ -29,6 +29,7 @@ from edgelstm.tasks import (
     anomaly_scores,
     choose_threshold,
     classify_metrics,
+    denormalize,
     forecast_metrics,
     prepare_anomaly,
     prepare_classify,
@@ -157,12 +158,6 @@ def prepare_task_data(
         val_fraction=config.val_fraction,
         test_start=loaded.test_start,
     )
-
-
-def denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:
-    mean = np.asarray([norm.mean[i] for i in indices], dtype=np.float64)
-    std = np.asarray([norm.std[i] for i in indices], dtype=np.float64)
-    return values.astype(np.float64) * std + mean
 
 
 #: Anything that maps a split to raw model outputs: an ONNX Runtime session or a torch model.

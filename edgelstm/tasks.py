@@ -74,6 +74,17 @@ def normalize(values: np.ndarray, norm: Normalization) -> np.ndarray:
     return ((values - mean) / std).astype(np.float32)
 
 
+def denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:
+    """Undo ``norm`` for the features ``indices`` (the last axis of ``values``), as float64.
+
+    Forecasts are scored (training, gates) and written (``run``) in original units through
+    this one function.
+    """
+    mean = np.asarray([norm.mean[i] for i in indices], dtype=np.float64)
+    std = np.asarray([norm.std[i] for i in indices], dtype=np.float64)
+    return values.astype(np.float64) * std + mean
+
+
 def _stratified_holdout(
     labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -341,14 +352,19 @@ def prepare_anomaly(
     )
 
 
-def anomaly_scores(x: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+def anomaly_scores(
+    x: np.ndarray, predictions: np.ndarray, *, previous: np.ndarray | None = None
+) -> np.ndarray:
     """Per-step score: mean squared error of the next-step prediction (step 0 scores 0).
 
     ``x`` and ``predictions`` are ``[T, F]`` in normalised units; ``predictions[t]`` predicts
-    ``x[t + 1]``.
+    ``x[t + 1]``. A stream scored chunk by chunk passes the prediction made before ``x[0]``
+    (the previous chunk's last one) as ``previous``, so its scores equal the whole series'.
     """
     scores = np.zeros(x.shape[0], dtype=np.float64)
     scores[1:] = np.mean((predictions[:-1] - x[1:]) ** 2, axis=-1)
+    if previous is not None:
+        scores[0] = np.mean((previous - x[0]) ** 2)
     return scores
 
 
