@@ -114,6 +114,7 @@ def _inputs(batch: int, steps: int, features: int) -> np.ndarray:
 
 def _onnx(m: Measurement) -> Prepared:
     from edgelstm.runtimes.feeds import input_specs
+    from edgelstm.runtimes.inference import zero_state
     from edgelstm.runtimes.session import DeviceRunner, SessionConfig, open_session
     from edgelstm.runtimes.streaming import StreamingSession
 
@@ -140,10 +141,8 @@ def _onnx(m: Measurement) -> Prepared:
             f"feature axis; its first input is {x_spec.describe()}"
         )
     x = _inputs(m.batch, m.seq, x_spec.shape[2])
-    feeds = {x_spec.name: x}
-    for spec in specs[1:]:  # streaming graphs run whole sequences from zero state
-        dims = [d if isinstance(d, int) else m.batch for d in spec.shape]
-        feeds[spec.name] = np.zeros(dims, spec.dtype)
+    # Streaming graphs run whole sequences from zero state.
+    feeds = {x_spec.name: x, **zero_state(specs[1:], m.batch)}
     names = [o.name for o in opened.session.get_outputs()]
     run: Callable[[], object]
     if m.mode == "streaming":

@@ -591,11 +591,13 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     Dynamic INT8 computes activation scales per call, so chunks see different scales than
     one whole-sequence call: the difference is real and reported, not hidden.
     """
-    from edgelstm.runtimes.inference import cpu_session
+    from edgelstm.runtimes.feeds import input_specs
+    from edgelstm.runtimes.inference import cpu_session, zero_state
 
     session = cpu_session(path)
     inputs = {i.name: i for i in session.get_inputs()}
     state_names = list(meta.state)
+    state_specs = [s for s in input_specs(session) if s.name in meta.state]
     features = inputs["x"].shape[2]
     if not isinstance(features, int):
         return {}
@@ -605,10 +607,7 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     outputs = [o.name for o in session.get_outputs()]
 
     def run(chunk: int) -> np.ndarray:
-        states = {
-            n: np.zeros([d if isinstance(d, int) else batch for d in meta.state[n]], np.float32)
-            for n in state_names
-        }
+        states = zero_state(state_specs, batch)
         pieces = []
         for start in range(0, steps, chunk):
             results = session.run(outputs, {"x": x[:, start : start + chunk], **states})

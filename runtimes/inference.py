@@ -1,18 +1,28 @@
-"""Run an ONNX model over prepared task data, the way training scored the torch model.
+"""How recurrent ONNX models are fed: zero initial state, length buckets, and task splits.
 
-Exported graphs take unpadded input, so variable-length sequences are grouped by length
-(bucketing) and each group runs as one batch; outputs come back in the original order.
+Every caller that runs an edgelstm graph over whole sequences (``run``, the accuracy gates,
+the streaming drift audit, the benchmark) starts a streaming graph's state from
+:func:`zero_state`, and every caller with sequences of several lengths goes through
+:func:`run_bucketed`: exported graphs take unpadded input, so equal lengths are grouped into
+batches and the outputs come back in the original order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgelstm.runtimes.feeds import InputSpec, input_specs
 from edgelstm.runtimes.session import SessionConfig, open_session
 from edgelstm.tasks import Split
+
+__all__ = ["Progress", "SplitPredictor", "cpu_session", "run_bucketed", "zero_state"]
+
+#: ``progress(done, total)``: items (sequences, windows or batches) finished so far.
+Progress = Callable[[int, int], None]
 
 
 def cpu_session(path: Path, *, threads: int | None = None) -> Any:
@@ -25,6 +35,59 @@ def cpu_session(path: Path, *, threads: int | None = None) -> Any:
     return open_session(path, config).session
 
 
+def zero_state(specs: Iterable[InputSpec], batch: int) -> dict[str, np.ndarray]:
+    """Zero arrays for state inputs (``h``, ``c``: ``[layers*directions, batch, hidden]``).
+
+    Symbolic dimensions take ``batch``: the state's only symbolic axis is the batch axis.
+
+    Example::
+
+        >>> state = zero_state(input_specs(session)[1:], batch=4)  # doctest: +SKIP
+        >>> state["h"].shape  # doctest: +SKIP
+        (2, 4, 128)
+    """
+    return {
+        spec.name: np.zeros([d if isinstance(d, int) else batch for d in spec.shape], spec.dtype)
+        for spec in specs
+    }
+
+
+def run_bucketed(
+    run: Callable[[np.ndarray], np.ndarray],
+    sequences: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``run`` over ``sequences`` ``[time_i, features]`` of any lengths, one output row each.
+
+    Sequences of one length are stacked into batches of at most ``batch_size`` (no padding
+    reaches the graph); the result holds the outputs in input order. ``progress`` hears the
+    sequences done so far after every batch.
+
+    Example::
+
+        >>> out = run_bucketed(lambda x: session.run(None, {"x": x})[0], seqs, batch_size=256)
+        ... # doctest: +SKIP
+    """
+    lengths = np.array([len(s) for s in sequences])
+    result: np.ndarray | None = None
+    done = 0
+    for length in np.unique(lengths):
+        idx = np.flatnonzero(lengths == length)
+        for start in range(0, len(idx), batch_size):
+            part = idx[start : start + batch_size]
+            out = run(np.stack([sequences[i] for i in part]))
+            if result is None:
+                result = np.empty((len(sequences), *out.shape[1:]), dtype=out.dtype)
+            result[part] = out
+            done += len(part)
+            if progress is not None:
+                progress(done, len(sequences))
+    assert result is not None
+    return result
+
+
 class SplitPredictor:
     """Callable ``Split -> outputs`` over an ONNX Runtime session (first output only).
 
@@ -35,32 +98,18 @@ class SplitPredictor:
     def __init__(self, session: Any, *, batch_size: int = 256) -> None:
         self.session = session
         self.batch_size = batch_size
-        inputs = session.get_inputs()
-        self.input_name = inputs[0].name
-        # State inputs are [layers*directions, batch, hidden]; the batch axis is symbolic.
-        self.state_shapes = {i.name: list(i.shape) for i in inputs[1:]}
+        specs = input_specs(session)
+        self.input_name = specs[0].name
+        self.state_specs = specs[1:]
         self.output_name = session.get_outputs()[0].name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(x), self.batch_size):
-            chunk = np.ascontiguousarray(x[start : start + self.batch_size])
-            feeds = {self.input_name: chunk}
-            for name, shape in self.state_shapes.items():
-                dims = [d if isinstance(d, int) else len(chunk) for d in shape]
-                feeds[name] = np.zeros(dims, dtype=np.float32)
-            outputs.append(self.session.run([self.output_name], feeds)[0])
-        return np.concatenate(outputs, axis=0)
+        feeds = {self.input_name: x, **zero_state(self.state_specs, len(x))}
+        output: np.ndarray = self.session.run([self.output_name], feeds)[0]
+        return output
 
     def __call__(self, split: Split) -> np.ndarray:
-        if split.lengths is None:
-            return self._run(split.x)
-        result: np.ndarray | None = None
-        for length in np.unique(split.lengths):
-            idx = np.flatnonzero(split.lengths == length)
-            out = self._run(split.x[idx, : int(length)])
-            if result is None:
-                result = np.empty((len(split), *out.shape[1:]), dtype=out.dtype)
-            result[idx] = out
-        assert result is not None
-        return result
+        sequences: Sequence[np.ndarray] = list(split.x)
+        if split.lengths is not None:
+            sequences = [x[: int(n)] for x, n in zip(split.x, split.lengths, strict=True)]
+        return run_bucketed(self._run, sequences, batch_size=self.batch_size)

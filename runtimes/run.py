@@ -34,8 +34,9 @@ from edgelstm.config import Normalization
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
-from edgelstm.metadata import ModelMetadata, read_metadata
+from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
+from edgelstm.runtimes.inference import Progress, run_bucketed, zero_state
 from edgelstm.runtimes.session import (
     OpenedSession,
     SessionConfig,
@@ -55,9 +56,6 @@ __all__ = [
 
 #: Output file extensions :func:`run_model` writes.
 OUTPUT_FORMATS = (".csv", ".json", ".npy", ".npz")
-
-#: ``progress(done, total)``: items (sequences, windows or batches) finished so far.
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -128,10 +126,7 @@ class _Feeder:
         self.notices: list[str] = []
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        arrays = {self.specs[0].name: x}
-        for spec in self.specs[1:]:
-            dims = [d if isinstance(d, int) else x.shape[0] for d in spec.shape]
-            arrays[spec.name] = np.zeros(dims, dtype=spec.dtype)
+        arrays = {self.specs[0].name: x, **zero_state(self.specs[1:], x.shape[0])}
         feeds, notices = validate_feeds(
             arrays, self.specs, source=self.source, allow_nonfinite=self.options.allow_nonfinite
         )
@@ -141,30 +136,9 @@ class _Feeder:
         outputs: list[np.ndarray] = run_interruptible(self.session, None, feeds, where=self.source)
         return outputs
 
-
-def _run_sequences(
-    feed: _Feeder,
-    sequences: list[np.ndarray],
-    batch_size: int,
-    progress: Progress | None,
-) -> np.ndarray:
-    """First output for each sequence, grouping equal lengths into batches, in input order."""
-    lengths = np.array([len(s) for s in sequences])
-    result: np.ndarray | None = None
-    done = 0
-    for length in np.unique(lengths):
-        idx = np.flatnonzero(lengths == length)
-        for start in range(0, len(idx), batch_size):
-            part = idx[start : start + batch_size]
-            out = feed(np.stack([sequences[i] for i in part]))[0]
-            if result is None:
-                result = np.empty((len(sequences), *out.shape[1:]), dtype=out.dtype)
-            result[part] = out
-            done += len(part)
-            if progress is not None:
-                progress(done, len(sequences))
-    assert result is not None
-    return result
+    def first(self, x: np.ndarray) -> np.ndarray:
+        """The task output (the first one) of one batch."""
+        return self(x)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,8 +146,8 @@ def _run_sequences(
 
 
 def _normalization(meta: ModelMetadata, where: Path) -> Normalization:
-    raw = meta.normalization
-    if not raw or "mean" not in raw or "std" not in raw:
+    raw = meta.normalization  # its shape was checked when the metadata was read
+    if raw is None:
         raise InvalidInputError(
             f"{where} carries no normalisation statistics; re-export it with `edgelstm export`"
         )
@@ -227,7 +201,7 @@ def _classify(
     progress: Progress | None,
 ) -> Predictions:
     sequences = [_normalize(s[:, order], norm) for s in data.sequences]
-    logits = _run_sequences(feed, sequences, options.batch_size, progress)
+    logits = run_bucketed(feed.first, sequences, batch_size=options.batch_size, progress=progress)
     probs = _softmax(logits)
     labels = meta.class_labels or tuple(str(i) for i in range(probs.shape[1]))
     if len(labels) != probs.shape[1]:
@@ -291,11 +265,11 @@ def _forecast(
         windows = [_normalize(values, norm)]
     else:
         windows = [_normalize(w[:, order], norm) for w in data.sequences]
-    raw = _run_sequences(feed, windows, options.batch_size, progress)
+    from edgelstm.tasks import denormalize
+
+    raw = run_bucketed(feed.first, windows, batch_size=options.batch_size, progress=progress)
     indices = meta.target_indices or tuple(range(raw.shape[-1]))
-    mean = np.array([norm.mean[i] for i in indices])
-    std = np.array([norm.std[i] for i in indices])
-    forecast = raw.astype(np.float64) * std + mean
+    forecast = denormalize(raw, norm, indices)
     names = meta.target_names or tuple(meta.feature_names[i] for i in indices)
     records = [
         {"window": w, "step_ahead": h + 1, **{n: float(v) for n, v in zip(names, row, strict=True)}}
@@ -318,7 +292,7 @@ def _anomaly(
     from edgelstm.tasks import anomaly_scores
 
     x = _normalize(data.values[:, order], norm)
-    prediction = feed(x[None])[0][0]
+    prediction = feed.first(x[None])[0]
     if progress is not None:
         progress(1, 1)
     scores = anomaly_scores(x, prediction)
@@ -544,14 +518,6 @@ def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool
 # the entry point
 
 
-def _metadata_or_none(path: Path) -> ModelMetadata | None:
-    try:
-        meta = read_metadata(path)
-    except InvalidInputError:
-        return None
-    return meta if meta.task else None
-
-
 def run_model(
     model: Path | str,
     input: Path | str,
@@ -580,8 +546,10 @@ def run_model(
     if not source.is_file():
         raise InvalidInputError(f"input file {source} does not exist")
     opened = open_session(model_path, session)
-    meta = _metadata_or_none(model_path)
-    if meta is not None and not _is_raw_npz(source, opened):
+    # Read with the session, once; a model whose edgelstm metadata is corrupt never gets here
+    # (it must not run as a foreign model: its outputs would be raw and un-normalised).
+    meta = opened.profile.metadata
+    if meta is not None and meta.task and not _is_raw_npz(source, opened):
         predictions, notices = _task_predictions(opened, meta, source, options, progress)
     else:
         predictions, notices = _raw_predictions(opened, source, options, progress)

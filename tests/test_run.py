@@ -42,9 +42,10 @@ from edgelstm.checkpoint import load_checkpoint
 from edgelstm.config import Normalization
 from edgelstm.errors import InvalidInputError, OutputExistsError, ProviderUnavailableError
 from edgelstm.exporters import export
-from edgelstm.metadata import ModelMetadata, read_metadata
+from edgelstm.metadata import PREFIX, ModelMetadata, read_metadata
 from edgelstm.runtimes.run import RunOptions, run_model, stream_model
 from edgelstm.runtimes.session import SessionConfig
+from edgelstm.runtimes.streaming import StreamingSession
 from edgelstm.tasks import normalize
 from edgelstm.training import TrainResult, train
 
@@ -1348,3 +1349,59 @@ def test_stream_that_cannot_start_prints_nothing_on_stdout(
     result = cli("run", anomaly_model.model, "--stream", "--input", anomaly_csv)
     assert_clean_failure(result, None, "--streaming")
     assert result.out == ""
+
+
+# ============================================================================================
+# one reading of each artifact and input: `run`, `--stream` and `benchmark` agree
+
+
+def _with_props(source: Path, out: Path, **changes: str | None) -> Path:
+    """A copy of ``source`` with ``edgelstm.<key>`` metadata replaced (None: removed).
+
+    The weights checksum covers the weights only, so the copy loads like a real artifact
+    whose metadata went bad (a truncated write, a hand edit).
+    """
+    model = onnx.load(str(source))
+    for key, value in changes.items():
+        for prop in [p for p in model.metadata_props if p.key == PREFIX + key]:
+            model.metadata_props.remove(prop)
+        if value is not None:
+            model.metadata_props.add(key=PREFIX + key, value=value)
+    onnx.save(model, str(out))
+    return out
+
+
+def _sequence_csv(path: Path, classify_npz: Path, index: int = 0) -> Path:
+    data = np.load(classify_npz)
+    rows = data["X"][index, : int(data["lengths"][index])]
+    body = "\n".join(",".join(f"{v:.8f}" for v in row) for row in rows)
+    path.write_text("f0,f1,f2\n" + body + "\n", encoding="utf-8")
+    return path
+
+
+def test_corrupt_metadata_is_one_error_naming_the_key_everywhere(
+    cli: CliRunner, tmp_path: Path, classify_model: Exported, classify_npz: Path
+) -> None:
+    """Before: `run` swallowed the parse error and ran the model as a foreign one (raw,
+    un-normalised logits from an .npz, exit 0; 'a model without edgelstm metadata' for a
+    .csv), and `benchmark` timed it."""
+    assert classify_model.stream is not None
+    truncated = classify_model.meta.to_props()[PREFIX + "normalization"][:25]
+    model = _with_props(classify_model.model, tmp_path / "bad.onnx", normalization=truncated)
+    stream = _with_props(
+        classify_model.stream, tmp_path / "bad.stream.onnx", normalization=truncated
+    )
+    x_only = tmp_path / "x.npz"
+    np.savez(x_only, X=np.load(classify_npz)["X"][:4])
+    seq_csv = _sequence_csv(tmp_path / "seq.csv", classify_npz)
+    words = (str(model), "edgelstm.normalization", "not valid JSON", "export it again")
+
+    for source in (x_only, seq_csv):
+        out = tmp_path / "p.csv"
+        assert_clean_failure(cli("run", model, "--input", source, "--output", out), out, *words)
+    result = cli("run", stream, "--stream", "--input", seq_csv)
+    assert_clean_failure(result, None, str(stream), "edgelstm.normalization", "not valid JSON")
+    with pytest.raises(InvalidInputError, match=r"edgelstm\.normalization"):
+        StreamingSession(stream)
+    bench = ["--no-isolate", "--warmup", "0", "--iterations", "1", "--seq", "4"]
+    assert_clean_failure(cli("benchmark", model, *bench), None, *words)

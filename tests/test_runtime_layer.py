@@ -1,0 +1,37 @@
+"""The shared runtime mechanics: one zero-state builder and one length-bucketing helper."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgelstm.runtimes.feeds import InputSpec
+from edgelstm.runtimes.inference import run_bucketed, zero_state
+
+
+def test_zero_state_fills_the_batch_axis_and_keeps_the_dtype() -> None:
+    specs = (
+        InputSpec("h", np.float32, (2, "batch", 8)),
+        InputSpec("c", np.float16, (2, None, 8)),
+    )
+    state = zero_state(specs, batch=5)
+    assert list(state) == ["h", "c"]
+    assert state["h"].shape == state["c"].shape == (2, 5, 8)
+    assert state["h"].dtype == np.float32 and state["c"].dtype == np.float16
+    assert not state["h"].any() and not state["c"].any()
+
+
+def test_run_bucketed_batches_equal_lengths_and_keeps_the_input_order() -> None:
+    lengths = [3, 5, 3, 3, 5, 1]
+    sequences = [np.full((n, 2), float(i)) for i, n in enumerate(lengths)]
+    calls: list[tuple[int, int]] = []
+    progress: list[tuple[int, int]] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape[:2])
+        return np.stack([x[:, 0, 0], x.sum(axis=(1, 2))], axis=1)  # id and size per sequence
+
+    out = run_bucketed(run, sequences, batch_size=2, progress=lambda d, t: progress.append((d, t)))
+    assert sorted(calls) == [(1, 1), (1, 3), (2, 3), (2, 5)]  # never a padded or mixed batch
+    np.testing.assert_array_equal(out[:, 0], np.arange(len(lengths)))
+    np.testing.assert_array_equal(out[:, 1], [i * n * 2 for i, n in enumerate(lengths)])
+    assert progress[-1] == (6, 6) and [d for d, _ in progress] == sorted(d for d, _ in progress)
