@@ -155,7 +155,7 @@ def _normalization(meta: ModelMetadata, where: Path) -> Normalization:
 
 
 def _feature_order(
-    names: tuple[str, ...], meta: ModelMetadata, source: Path
+    names: tuple[str, ...], meta: ModelMetadata, source: str | Path
 ) -> tuple[list[int], str | None]:
     """Column order mapping the input's features onto the model's, and a notice if it guessed.
 
@@ -191,6 +191,39 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return probs
 
 
+def class_names(meta: ModelMetadata) -> tuple[str, ...]:
+    """What a classifier's outputs stand for, in output order: its labels, or ``0..n-1``.
+
+    A model exported from a bare module records only its class count (in the run record);
+    ``run`` and ``--stream`` both name its classes by index, so their columns agree.
+    """
+    if meta.class_labels:
+        return meta.class_labels
+    count = ((meta.run_record or {}).get("model") or {}).get("num_classes")
+    if not isinstance(count, int) or count < 1:
+        raise InvalidInputError(
+            "the model's metadata names no classes (edgelstm.class_labels, or num_classes in "
+            "edgelstm.run_record); export it again with `edgelstm export`"
+        )
+    return tuple(str(i) for i in range(count))
+
+
+def _check_class_count(labels: tuple[str, ...], outputs: int) -> None:
+    if len(labels) != outputs:
+        raise InvalidInputError(
+            f"the model has {outputs} outputs but its metadata names {len(labels)} classes"
+        )
+
+
+def _class_record(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    """One classification row (``label``, ``confidence``, ``prob_<class>``...), as ``run``
+    and ``--stream`` write it."""
+    record: dict[str, Any] = {"label": labels[int(probs.argmax())]}
+    record["confidence"] = round(float(probs.max()), 6)
+    record.update({f"prob_{c}": round(float(p), 6) for c, p in zip(labels, probs, strict=True)})
+    return record
+
+
 def _classify(
     feed: _Feeder,
     data: SequenceSet,
@@ -203,17 +236,12 @@ def _classify(
     sequences = [_normalize(s[:, order], norm) for s in data.sequences]
     logits = run_bucketed(feed.first, sequences, batch_size=options.batch_size, progress=progress)
     probs = _softmax(logits)
-    labels = meta.class_labels or tuple(str(i) for i in range(probs.shape[1]))
-    if len(labels) != probs.shape[1]:
-        raise InvalidInputError(
-            f"the model has {probs.shape[1]} outputs but its metadata names {len(labels)} classes"
-        )
+    labels = class_names(meta)
+    _check_class_count(labels, probs.shape[1])
     predicted = np.array([labels[i] for i in probs.argmax(axis=1)])
     records: list[dict[str, Any]] = []
     for i, row in enumerate(probs):
-        record: dict[str, Any] = {"index": i, "label": str(predicted[i])}
-        record["confidence"] = round(float(row.max()), 6)
-        record.update({f"prob_{c}": round(float(p), 6) for c, p in zip(labels, row, strict=True)})
+        record: dict[str, Any] = {"index": i, **_class_record(row, labels)}
         if data.labels is not None:
             record["true_label"] = str(data.labels[i])
         records.append(record)
@@ -590,69 +618,26 @@ class StreamResult:
         return {"frames": self.frames, "chunks": self.chunks, "session": self.opened.to_json()}
 
 
-def _header_columns(cells: list[str], meta: ModelMetadata, source: str, number: int) -> list[int]:
-    """Which columns of a header line hold the model's features, in the model's order."""
-    from edgelstm.data.readers import ANOMALY_LABEL_COLUMNS, TIME_COLUMNS
-
-    lowered = [c.lower() for c in cells]
-    wanted = [n.lower() for n in meta.feature_names]
-    if all(n in lowered for n in wanted):
-        return [lowered.index(n) for n in wanted]
-    skip = TIME_COLUMNS | ANOMALY_LABEL_COLUMNS
-    rest = [i for i, c in enumerate(lowered) if c not in skip]
-    if len(rest) == len(wanted):
-        return rest  # other names, same count: take them in the model's order
-    missing = [n for n, low in zip(meta.feature_names, wanted, strict=True) if low not in lowered]
-    raise InvalidInputError(
-        f"{source} line {number}: the header lacks the model's feature(s) {', '.join(missing)} "
-        f"and has {len(rest)} data column(s), not {len(wanted)}; the model takes "
-        f"{', '.join(meta.feature_names)}"
-    )
-
-
 def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iterator[np.ndarray]:
-    """Frames from CSV lines, one per line, read lazily; an optional header maps columns."""
-    width = len(meta.feature_names)
-    columns: list[int] | None = None
-    expected_cells = width  # cells per line: the header's count when there is one
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        cells = [c.strip() for c in next(csv.reader([text]))]
-        if columns is None:
-            if _is_header(cells):
-                columns = _header_columns(cells, meta, source, number)
-                expected_cells = len(cells)
-                continue
-            columns = list(range(width))  # no header: the model's feature order
-        if len(cells) != expected_cells:
-            raise InvalidInputError(
-                f"{source} line {number}: {len(cells)} value(s), expected {expected_cells} "
-                f"({', '.join(meta.feature_names)})"
-            )
-        try:
-            yield np.array([float(cells[i]) for i in columns], dtype=np.float64)
-        except ValueError:
-            raise InvalidInputError(
-                f"{source} line {number}: {text[:80]!r} is not {width} number(s)"
-            ) from None
+    """Frames from CSV lines, one per row, read lazily with the dialect of every CSV reader
+    (:func:`edgelstm.data.readers.open_csv`); the columns map onto the model's features as
+    for ``run`` on a whole file."""
+    from edgelstm.data.readers import open_csv
+
+    opened = open_csv(lines, source)
+    if opened is None:
+        return
+    layout, rows = opened
+    order, _ = _feature_order(layout.feature_names, meta, source)
+    for _, values, _ in rows:
+        yield np.array([values[i] for i in order], dtype=np.float64)
 
 
 def _file_frames(path: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
     """Frames from a CSV file, read lazily; the file closes when the stream ends or fails."""
-    # utf-8-sig: a byte-order mark (Excel writes one) must not turn row 1 into a "header".
-    with path.open(encoding="utf-8-sig") as handle:
+    # utf-8-sig: a byte-order mark (Excel writes one) must not glue onto the first name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         yield from _text_frames(handle, str(path), meta)
-
-
-def _is_header(cells: list[str]) -> bool:
-    for cell in cells:
-        try:
-            float(cell)
-        except ValueError:
-            return True
-    return False
 
 
 def _array_frames(source: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
@@ -687,8 +672,7 @@ def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
 def stream_columns(meta: ModelMetadata) -> list[str]:
     """CSV columns :func:`stream_model` writes for this model (classify or anomaly)."""
     if meta.task == "classify":
-        labels = meta.class_labels
-        return ["frame", "label", "confidence", *[f"prob_{c}" for c in labels]]
+        return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
     return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
 
 
@@ -735,35 +719,27 @@ def stream_model(
             frames = _file_frames(path, meta)
         else:
             frames = _array_frames(path, meta)
-    labels = meta.class_labels
+    from edgelstm.tasks import anomaly_scores
+
+    labels = class_names(meta) if meta.task == "classify" else ()
     threshold = meta.anomaly_threshold
     seen = chunks = 0
     previous: np.ndarray | None = None  # anomaly: the last frame's next-step prediction
     for block in _chunks(frames, chunk):
-        if not np.isfinite(block).all():
-            raise InvalidInputError(
-                f"frames {seen}..{seen + len(block) - 1} contain NaN or Inf; they would poison "
-                "the recurrent state of every later frame: clean the input"
-            )
         x = _normalize(block, norm)
         out = streamer.push(x[None])
         rows: list[dict[str, Any]] = []
         if meta.task == "classify":
             probs = _softmax(out)[0]
-            row: dict[str, Any] = {"frame": seen + len(block) - 1}
-            row["label"] = labels[int(probs.argmax())] if labels else str(int(probs.argmax()))
-            row["confidence"] = round(float(probs.max()), 6)
-            row.update(
-                {f"prob_{c}": round(float(p), 6) for c, p in zip(labels, probs, strict=False)}
-            )
-            rows.append(row)
+            if not seen:
+                _check_class_count(labels, len(probs))
+            rows.append({"frame": seen + len(block) - 1, **_class_record(probs, labels)})
         else:
             prediction = out[0]
-            for k in range(len(block)):
-                # Same arithmetic as the whole-series score (tasks.anomaly_scores).
-                score = 0.0 if previous is None else float(np.mean((previous - x[k]) ** 2))
-                previous = prediction[k]
-                row = {"frame": seen + k, "score": score}
+            scores = anomaly_scores(x, prediction, previous=previous)
+            previous = prediction[-1]
+            for k, score in enumerate(scores.tolist()):
+                row: dict[str, Any] = {"frame": seen + k, "score": score}
                 if threshold is not None:
                     row["anomaly"] = int(score > threshold)
                 rows.append(row)

@@ -1155,7 +1155,8 @@ def test_stream_bad_line_names_its_number(
     assert "Traceback" not in result.err
     errors = [line for line in result.err_lines if line.startswith("error:")]
     assert len(errors) == 1 and len(result.err_lines) == 1, result.err
-    assert "line 4" in errors[0] and "abc" in errors[0]
+    # Numbered as every CSV reader numbers rows (editor lines), here the stdin's 4th line.
+    assert "<stdin>: row 4" in errors[0] and "abc" in errors[0]
     assert not out.exists()
     assert not list(tmp_path.glob(".rows.csv.*"))
 
@@ -1320,7 +1321,7 @@ def test_stream_refuses_a_headerless_line_with_extra_values(
     monkeypatch.setattr(sys, "stdin", io.StringIO("0.1\n0.2,7.5\n0.3\n"))
     result = cli("run", anomaly_model.stream, "--stream", "--input", "-")
     assert result.code == 2, result
-    assert "line 2" in result.err_lines[-1]
+    assert "row 2 has 2 columns, expected 1" in result.err_lines[-1]
 
 
 def test_scalar_input_model(tmp_path: Path) -> None:
@@ -1405,3 +1406,54 @@ def test_corrupt_metadata_is_one_error_naming_the_key_everywhere(
         StreamingSession(stream)
     bench = ["--no-isolate", "--warmup", "0", "--iterations", "1", "--seq", "4"]
     assert_clean_failure(cli("benchmark", model, *bench), None, *words)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("value\n0.1\n# sensor restarted\n0.2\n", ["row 3", "starts with '#'"]),
+        ("value,1\n0.1,5\n0.2,6\n", ["row 1", "mixes names and numbers"]),
+        ("value,other\n0.1,5\n0.2,6\n", ["2 feature(s)", "takes 1"]),
+        ("value\n0.1\n1e39\n", ["row 3", "float32 range"]),
+    ],
+    ids=["comment", "mixed-header", "extra-column", "float32-overflow"],
+)
+def test_stream_reads_csv_with_the_rules_of_run(
+    cli: CliRunner, tmp_path: Path, anomaly_model: Exported, text: str, words: list[str]
+) -> None:
+    """One CSV dialect. Before: the stream skipped '#' lines, took any row with a name in it
+    for a header, picked the model's columns out of extra ones, and fed 1e39 on as Inf,
+    where `run` on the same file refused each."""
+    assert anomaly_model.stream is not None
+    source = tmp_path / "frames.csv"
+    source.write_text(text, encoding="utf-8")
+    out = tmp_path / "scores.csv"
+    whole = cli("run", anomaly_model.model, "--input", source, "--output", out)
+    assert_clean_failure(whole, out, str(source), *words)
+    streamed = cli("run", anomaly_model.stream, "--stream", "--input", source)
+    # Rows before the bad one were streamed already; the error is the same line, word for word.
+    assert streamed.code == 2, streamed
+    assert streamed.err_lines == whole.err_lines
+
+
+def test_stream_and_run_name_unlabelled_classes_alike(
+    cli: CliRunner, tmp_path: Path, classify_model: Exported, classify_npz: Path
+) -> None:
+    """A classifier whose metadata lists no class labels (an export of a bare module records
+    only the count). Before: `run` wrote prob_0, prob_1 and `--stream` no probabilities."""
+    assert classify_model.stream is not None
+    model = _with_props(classify_model.model, tmp_path / "m.onnx", class_labels=None)
+    stream = _with_props(classify_model.stream, tmp_path / "m.stream.onnx", class_labels=None)
+    seq_csv = _sequence_csv(tmp_path / "seq.csv", classify_npz)
+    out = tmp_path / "p.csv"
+    assert cli("run", model, "--input", seq_csv, "--output", out).code == 0
+    whole = _read_csv(out)[0]
+    result = cli("run", stream, "--stream", "--chunk", "1000", "--input", seq_csv)
+    assert result.code == 0, result.err
+    (last,) = _csv_rows(result.out)
+    probabilities = ["prob_0", "prob_1"]
+    assert list(whole) == ["index", "label", "confidence", *probabilities]
+    assert list(last) == ["frame", "label", "confidence", *probabilities]
+    assert last["label"] == whole["label"]
+    for column in probabilities:
+        assert float(last[column]) == pytest.approx(float(whole[column]), abs=1e-5)
