@@ -180,11 +180,15 @@ def _torch(m: Measurement) -> Prepared:
     import torch
 
     from edgelstm.checkpoint import load_checkpoint
+    from edgelstm.exporters.graphs import check_streamable
 
     torch.set_num_threads(m.threads)
     started = time.perf_counter()
     checkpoint = load_checkpoint(Path(m.model))
     model = checkpoint.model.eval()
+    if m.mode == "streaming":
+        # The export's rule: a row must not time a streaming mode no export could have.
+        check_streamable(model)
     if m.precision == "int8":
         if m.provider != "cpu":
             raise InvalidInputError("PyTorch dynamic INT8 runs on the CPU only")
@@ -209,8 +213,6 @@ def _torch(m: Measurement) -> Prepared:
 
     run: Callable[[], object]
     if m.mode == "streaming":
-        if model.config.bidirectional:
-            raise InvalidInputError("a bidirectional model cannot be streamed")
         layers = checkpoint.record.model.num_layers
         hidden = checkpoint.record.model.hidden_size
         zeros = torch.zeros(layers, m.batch, hidden, device=device)

@@ -1,9 +1,17 @@
-"""The shared runtime mechanics: one zero-state builder and one length-bucketing helper."""
+"""The shared runtime mechanics: one zero-state builder, one length-bucketing helper, and the
+export's streamability rule applied by the benchmark too."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
+from conftest import TINY_KW, single_thread
+
+from edgelstm.benchmarks.measure import Measurement, measure
+from edgelstm.errors import InvalidInputError
 from edgelstm.runtimes.feeds import InputSpec
 from edgelstm.runtimes.inference import run_bucketed, zero_state
 
@@ -35,3 +43,32 @@ def test_run_bucketed_batches_equal_lengths_and_keeps_the_input_order() -> None:
     np.testing.assert_array_equal(out[:, 0], np.arange(len(lengths)))
     np.testing.assert_array_equal(out[:, 1], [i * n * 2 for i, n in enumerate(lengths)])
     assert progress[-1] == (6, 6) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [({"pooling": "mean"}, "mean-pooled"), ({"bidirectional": True}, "bidirectional")],
+)
+def test_benchmark_streams_torch_only_what_could_be_exported_streaming(
+    tmp_path: Path, classify_npz: Path, options: dict[str, Any], words: str
+) -> None:
+    """The benchmark's torch streaming rows follow the export's rule (before: only a
+    bidirectional model was refused, so a mean-pooled classifier got a streaming row)."""
+    single_thread()
+    from edgelstm.training import train
+
+    run = train("classify", data=classify_npz, out=tmp_path / "run", seed=0, **TINY_KW, **options)
+    streaming = Measurement(
+        model=str(run.out),
+        runtime="torch",
+        provider="cpu",
+        precision="fp32",
+        mode="streaming",
+        batch=1,
+        seq=4,
+        threads=1,
+        warmup=0,
+        iterations=1,
+    )
+    with pytest.raises(InvalidInputError, match=words):
+        measure(streaming)
