@@ -284,7 +284,8 @@ def finish_row(m: Measurement, info: dict[str, Any], samples: list[float]) -> di
     if callable(finish):
         finish()
     if m.duration_s is not None and len(samples) < 10:
-        raise InvalidInputError("internal: a duration run must time at least 10 calls")
+        # A bug in the timing loop, not the user's input: let it show as one.
+        raise RuntimeError("internal: a duration run must time at least 10 calls")
     stats = latency_stats(samples)
     row: dict[str, Any] = {**stats.to_json()}
     # Sequences per second (streaming: streams advanced per second) and frames per second.
@@ -394,7 +395,7 @@ class _Runner:
         if status == "error":
             raise InvalidInputError(str(payload))
         if status != expected:
-            raise InvalidInputError(f"internal: worker said {status!r}, expected {expected!r}")
+            raise RuntimeError(f"internal: worker said {status!r}, expected {expected!r}")
         return payload
 
     def time(self, quota: dict[str, Any]) -> list[float]:

@@ -44,11 +44,6 @@ class QuickstartResult:
     notes: tuple[str, ...]
 
 
-def _relocate(value: Any, tmp: Path, final: Path) -> Any:
-    """Rewrite paths inside the temporary folder to their final place (for the JSON files)."""
-    return relocate_paths(value, tmp, final)
-
-
 def quickstart(
     out: Path | str = Path("quickstart"),
     *,
@@ -156,9 +151,9 @@ def quickstart(
             for row in rows:
                 first.setdefault(_artifact(row), len(first))
             rows.sort(key=lambda r: (first[_artifact(r)], r["batch"], r["seq"] or 0))
-        document = _relocate({**report.to_json(), "rows": rows}, tmp, final)
+        document = relocate_paths({**report.to_json(), "rows": rows}, tmp, final)
         if sweep is not None:
-            document["length_sweep"] = _relocate(sweep.to_json(), tmp, final)
+            document["length_sweep"] = relocate_paths(sweep.to_json(), tmp, final)
         say("5/5 report: deployment choice, JSON, Markdown, plots")
         chosen: dict[Path, DeploymentConfig] = {}
         for mode, name in (("sequence", "deploy.json"), ("streaming", "deploy.stream.json")):
@@ -168,7 +163,7 @@ def quickstart(
                 )
             except InvalidInputError as exc:
                 notes.append(f"no {mode} deployment chosen: {exc}")
-        deployments: dict[str, Any] = _relocate(
+        deployments: dict[str, Any] = relocate_paths(
             write_deployments(chosen, relative_to=tmp), tmp, final
         )
         deployment = deployments.get("sequence")

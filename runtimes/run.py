@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from edgelstm.runtimes.session import (
     open_session,
     run_interruptible,
 )
+from edgelstm.tasks import normalize
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -233,7 +233,7 @@ def _classify(
     options: RunOptions,
     progress: Progress | None,
 ) -> Predictions:
-    sequences = [_normalize(s[:, order], norm) for s in data.sequences]
+    sequences = [normalize(s[:, order], norm) for s in data.sequences]
     logits = run_bucketed(feed.first, sequences, batch_size=options.batch_size, progress=progress)
     probs = _softmax(logits)
     labels = class_names(meta)
@@ -256,12 +256,6 @@ def _classify(
         "class_labels": np.array(labels),
     }
     return Predictions("classify", arrays, "probabilities", records, summary)
-
-
-def _normalize(values: np.ndarray, norm: Normalization) -> np.ndarray:
-    from edgelstm.tasks import normalize
-
-    return normalize(values, norm)
 
 
 def _lookback(meta: ModelMetadata) -> int | None:
@@ -290,9 +284,9 @@ def _forecast(
                     f"the last {lookback} (its lookback): give at least {lookback}"
                 )
             values = values[-lookback:]
-        windows = [_normalize(values, norm)]
+        windows = [normalize(values, norm)]
     else:
-        windows = [_normalize(w[:, order], norm) for w in data.sequences]
+        windows = [normalize(w[:, order], norm) for w in data.sequences]
     from edgelstm.tasks import denormalize
 
     raw = run_bucketed(feed.first, windows, batch_size=options.batch_size, progress=progress)
@@ -319,7 +313,7 @@ def _anomaly(
 ) -> Predictions:
     from edgelstm.tasks import anomaly_scores
 
-    x = _normalize(data.values[:, order], norm)
+    x = normalize(data.values[:, order], norm)
     prediction = feed.first(x[None])[0]
     if progress is not None:
         progress(1, 1)
@@ -726,7 +720,7 @@ def stream_model(
     seen = chunks = 0
     previous: np.ndarray | None = None  # anomaly: the last frame's next-step prediction
     for block in _chunks(frames, chunk):
-        x = _normalize(block, norm)
+        x = normalize(block, norm)
         out = streamer.push(x[None])
         rows: list[dict[str, Any]] = []
         if meta.task == "classify":
@@ -767,8 +761,3 @@ def csv_row_writer(stream: IO[str], columns: list[str]) -> Callable[[list[dict[s
         stream.flush()
 
     return write
-
-
-def stdin_text() -> IO[str]:
-    """Standard input as text, line-buffered reading for live frames."""
-    return sys.stdin

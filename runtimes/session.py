@@ -40,6 +40,7 @@ from edgelstm.metadata import (
     reduce_range_from_props,
     verify_weights_sha256,
 )
+from edgelstm.runtimes.feeds import numpy_dtype
 from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
@@ -601,7 +602,7 @@ class DeviceRunner:
             shapes = output_shapes(self.session, self.shapes)
             for out in self.session.get_outputs():
                 buffer = ort.OrtValue.ortvalue_from_shape_and_type(
-                    shapes[out.name], _numpy_dtype(out.type), "cuda", self.device_id
+                    shapes[out.name], numpy_dtype(out.type), "cuda", self.device_id
                 )
                 self.binding.bind_ortvalue_output(out.name, buffer)
         else:
@@ -620,12 +621,6 @@ class DeviceRunner:
         self.session.run_with_iobinding(self.binding)
         outputs: list[np.ndarray] = self.binding.copy_outputs_to_cpu()
         return outputs
-
-
-def _numpy_dtype(onnx_type: str) -> Any:
-    from edgelstm.runtimes.feeds import numpy_dtype
-
-    return numpy_dtype(onnx_type)
 
 
 def output_shapes(

@@ -1400,9 +1400,11 @@ def test_quickstart_writes_models_and_report(quick: Quick) -> None:
 
 
 def test_quickstart_relocates_paths_under_a_non_ascii_folder(tmp_path: Path) -> None:
+    from edgelstm.fileio import relocate_paths
+
     tmp, final = tmp_path / ".résultats.x1.tmp", tmp_path / "résultats"
     document = {"rows": [{"path": str(tmp / "model.onnx")}], "plan": {"torch_run": str(tmp)}}
-    moved = quickstart_module._relocate(document, tmp, final)
+    moved = relocate_paths(document, tmp, final)
     assert moved == {
         "rows": [{"path": str(final / "model.onnx")}],
         "plan": {"torch_run": str(final)},
