@@ -19,7 +19,8 @@ import edgelstm.exporters.quantize as qmod
 from edgelstm.config import ModelConfig
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters import export
-from edgelstm.exporters.quantize import QuantizationAudit, QuantizeResult, quantize
+from edgelstm.exporters.audit import QuantizationAudit
+from edgelstm.exporters.quantize import QuantizeResult, quantize
 from edgelstm.models import build_model
 from edgelstm.training import TrainResult, train
 
