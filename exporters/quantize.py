@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgelstm.checkpoint import CONFIG_FILE
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.exporters.audit import QUANTIZED_OPS, QuantizationAudit, audit_ops, providers_note
 from edgelstm.fileio import atomic_file, check_output_path
@@ -296,12 +297,12 @@ def quantize(
 def _eval_run(eval_run: Path | str | None, meta: ModelMetadata | None) -> Path | None:
     if eval_run is not None:
         path = Path(eval_run)
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG_FILE).is_file():
             raise InvalidInputError(
                 f"--eval {path} is not an edgelstm checkpoint folder (no config.json)"
             )
         return path
-    if meta is not None and meta.source and (Path(meta.source) / "config.json").is_file():
+    if meta is not None and meta.source and (Path(meta.source) / CONFIG_FILE).is_file():
         return Path(meta.source)
     return None
 
@@ -479,11 +480,10 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     one whole-sequence call: the difference is real and reported, not hidden.
     """
     from edgelstm.runtimes.feeds import input_specs
-    from edgelstm.runtimes.inference import cpu_session, zero_state
+    from edgelstm.runtimes.inference import cpu_session, run_in_chunks
 
     session = cpu_session(path)
     inputs = {i.name: i for i in session.get_inputs()}
-    state_names = list(meta.state)
     state_specs = [s for s in input_specs(session) if s.name in meta.state]
     features = inputs["x"].shape[2]
     if not isinstance(features, int):
@@ -491,19 +491,13 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     rng = np.random.default_rng(0)
     steps, batch = 60, 2
     x = rng.standard_normal((batch, steps, features)).astype(np.float32)
-    outputs = [o.name for o in session.get_outputs()]
-
-    def run(chunk: int) -> np.ndarray:
-        states = zero_state(state_specs, batch)
-        pieces = []
-        for start in range(0, steps, chunk):
-            results = session.run(outputs, {"x": x[:, start : start + chunk], **states})
-            pieces.append(results[0])
-            states = dict(zip(state_names, results[1:], strict=True))
-        return np.concatenate(pieces, axis=1) if meta.task == "anomaly" else pieces[-1]
-
-    whole = run(steps)
-    return {f"chunk {c}": float(np.max(np.abs(run(c) - whole))) for c in (1, 7)}
+    joined = meta.task == "anomaly"
+    whole, _ = run_in_chunks(session, x, steps, state_specs, concatenate=joined)
+    drift = {}
+    for chunk in (1, 7):
+        chunked, _ = run_in_chunks(session, x, chunk, state_specs, concatenate=joined)
+        drift[f"chunk {chunk}"] = float(np.max(np.abs(chunked - whole)))
+    return drift
 
 
 def quantize_result_json(result: QuantizeResult) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.runtimes.inference import cpu_session
+from edgelstm.runtimes.feeds import input_specs
+from edgelstm.runtimes.inference import cpu_session, run_in_chunks
 
 if TYPE_CHECKING:
     import onnx
@@ -227,21 +228,13 @@ def validate_streaming(
     want_states = [s.numpy() for s in final_states]
     output = spec.output_names[0]
     state_names = list(spec.state_shapes)
+    session_inputs = {s.name: s for s in input_specs(session)}
+    state_specs = [session_inputs[name] for name in state_names]
     rows = []
     for chunk in chunks:
-        states = {
-            name: np.zeros(
-                (cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size), np.float32
-            )
-            for name in state_names
-        }
-        pieces = []
-        for start in range(0, steps, chunk):
-            feeds = {"x": x[:, start : start + chunk], **states}
-            results = session.run(list(spec.output_names), feeds)
-            pieces.append(results[0])
-            states = dict(zip(state_names, results[1:], strict=True))
-        got = np.concatenate(pieces, axis=1) if cfg.task == "anomaly" else pieces[-1]
+        got, states = run_in_chunks(
+            session, x, chunk, state_specs, concatenate=cfg.task == "anomaly"
+        )
         check = f"stream {steps} steps in chunks of {chunk}"
         rows.append(_compare(check, output, got, whole, atol))
         rows.extend(

@@ -52,6 +52,27 @@ def zero_state(specs: Iterable[InputSpec], batch: int) -> dict[str, np.ndarray]:
     }
 
 
+def run_in_chunks(
+    session: Any, x: np.ndarray, chunk: int, state_specs: Sequence[InputSpec], *, concatenate: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Feed ``x`` ``[batch, time, features]`` to a streaming graph ``chunk`` steps at a time.
+
+    The state starts at zero and is carried from each call's state outputs, which follow the
+    task output in the order of the state inputs (the streaming export's contract). Returns the
+    task output (every chunk's, joined along time, when ``concatenate``; else the last) and the
+    final state. Export validation and the quantizer's drift report both stream this way.
+    """
+    names = [spec.name for spec in state_specs]
+    outputs = [o.name for o in session.get_outputs()]
+    states = zero_state(state_specs, x.shape[0])
+    pieces = []
+    for start in range(0, x.shape[1], chunk):
+        results = session.run(outputs, {"x": x[:, start : start + chunk], **states})
+        pieces.append(results[0])
+        states = dict(zip(names, results[1 : 1 + len(names)], strict=True))
+    return (np.concatenate(pieces, axis=1) if concatenate else pieces[-1]), states
+
+
 def run_bucketed(
     run: Callable[[np.ndarray], np.ndarray],
     sequences: Sequence[np.ndarray],
