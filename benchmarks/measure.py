@@ -180,7 +180,6 @@ def _torch(m: Measurement) -> Prepared:
     import torch
 
     from edgelstm.checkpoint import load_checkpoint
-    from edgelstm.exporters.graphs import check_streamable
 
     torch.set_num_threads(m.threads)
     started = time.perf_counter()
@@ -188,7 +187,7 @@ def _torch(m: Measurement) -> Prepared:
     model = checkpoint.model.eval()
     if m.mode == "streaming":
         # The export's rule: a row must not time a streaming mode no export could have.
-        check_streamable(model)
+        model.config.check_streamable()
     if m.precision == "int8":
         if m.provider != "cpu":
             raise InvalidInputError("PyTorch dynamic INT8 runs on the CPU only")

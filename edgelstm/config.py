@@ -50,6 +50,30 @@ class ModelConfig:
     #: which lets a small model follow trends it never saw in training (RevIN-style).
     window_norm: bool = True
 
+    def check_streamable(self) -> None:
+        """Refuse a model whose output needs the whole sequence at once, saying why.
+
+        The one rule for streaming: export applies it before writing a ``--streaming`` graph
+        and the benchmark before timing a PyTorch streaming row, so no row measures a mode no
+        export could have. It reads only the configuration, so it needs no torch.
+        """
+        if self.bidirectional:
+            raise InvalidInputError(
+                "a bidirectional model cannot stream: its backward direction needs the end of "
+                "the sequence before the first output; export without --streaming or retrain "
+                "without --bidirectional"
+            )
+        if self.task == "classify" and self.pooling == "mean":
+            raise InvalidInputError(
+                "a mean-pooled classifier cannot stream (the mean needs every step); export "
+                "without --streaming or retrain with --pooling last"
+            )
+        if self.task == "forecast" and self.window_norm:
+            raise InvalidInputError(
+                "this forecaster normalises each input window by its own mean/std, which needs "
+                "the whole window; export without --streaming (forecast windows are short)"
+            )
+
     def __post_init__(self) -> None:
         problems = []
         if self.task not in TASKS:

@@ -82,27 +82,6 @@ class StreamingGRUGraph(nn.Module):
         return self.model.decode(out), h_out
 
 
-def check_streamable(model: SequenceModel) -> None:
-    """Refuse models whose output needs the whole sequence at once, saying why."""
-    cfg = model.config
-    if cfg.bidirectional:
-        raise InvalidInputError(
-            "a bidirectional model cannot stream: its backward direction needs the end of the "
-            "sequence before the first output; export without --streaming or retrain without "
-            "--bidirectional"
-        )
-    if cfg.task == "classify" and cfg.pooling == "mean":
-        raise InvalidInputError(
-            "a mean-pooled classifier cannot stream (the mean needs every step); export without "
-            "--streaming or retrain with --pooling last"
-        )
-    if cfg.task == "forecast" and cfg.window_norm:
-        raise InvalidInputError(
-            "this forecaster normalises each input window by its own mean/std, which needs the "
-            "whole window; export without --streaming (forecast windows are short)"
-        )
-
-
 def state_shapes(model: SequenceModel) -> dict[str, list[int | str]]:
     cfg = model.config
     shape: list[int | str] = [cfg.num_layers * cfg.num_directions, "batch", cfg.hidden_size]
@@ -129,7 +108,7 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
         )
     if variant != "streaming":
         raise InvalidInputError(f"unknown graph variant {variant!r}; use sequence or streaming")
-    check_streamable(model)
+    model.config.check_streamable()
     states = state_shapes(model)
     state_names = tuple(states)
     outputs = (output, *(f"{name}_out" for name in state_names))
