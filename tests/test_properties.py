@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from edgelstm.benchmarks.stats import latency_stats
 from edgelstm.config import ModelConfig
-from edgelstm.data.readers import ANOMALY_LABEL_COLUMNS, TIME_COLUMNS, read_csv_series
+from edgelstm.data.csv_files import ANOMALY_LABEL_COLUMNS, TIME_COLUMNS, read_csv_series
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.metadata import ModelMetadata

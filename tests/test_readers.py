@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgelstm.data.readers import (
-    load_training_data,
-    open_csv,
-    read_arrays,
-    read_csv_series,
-    read_ts,
-    resolve_targets,
-)
+from edgelstm.data.arrays import read_arrays
+from edgelstm.data.csv_files import open_csv, read_csv_series
+from edgelstm.data.readers import load_training_data, resolve_targets
+from edgelstm.data.ts import read_ts
 from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
 

@@ -20,7 +20,7 @@ from conftest import (
 
 from edgelstm.checkpoint import load_checkpoint
 from edgelstm.config import RunRecord, from_dict
-from edgelstm.data.readers import read_csv_series
+from edgelstm.data.csv_files import read_csv_series
 from edgelstm.errors import InvalidInputError
 from edgelstm.training import TrainResult, train
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.data.readers import sequence_set_from_aeon
+from edgelstm.data.ts import sequence_set_from_aeon
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import DatasetNotFoundError, InvalidInputError
 from edgelstm.extras import missing_dependency

@@ -1,0 +1,164 @@
+""".npy and .npz files: loaded safely (no pickle) and within a memory budget.
+
+This module owns reading NumPy files into a dict of arrays: refusing object (pickled)
+arrays, and checking every array header against the file's real size and the machine's
+memory before NumPy allocates anything, so a forged or truncated file cannot take the
+machine down. What the arrays mean for each task is decided in :mod:`edgelstm.data.readers`.
+
+Example::
+
+    from pathlib import Path
+    from edgelstm.data.arrays import read_arrays
+
+    arrays = read_arrays(Path("train.npz"))  # {"X": ..., "y": ..., "lengths": ...}
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from edgelstm.data.checks import require_file
+from edgelstm.errors import InvalidInputError
+
+__all__ = ["read_arrays"]
+
+
+#: Largest array total edgelstm loads from one file: half the machine's memory (or 8 GiB
+#: when that cannot be read). Bigger inputs need splitting, not a machine-wide swap storm.
+def _memory_budget() -> int:
+    try:
+        budget = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (ValueError, OSError, AttributeError):
+        budget = 8 * 2**30
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        limit = -1
+    if limit > 0:  # a memory-limited process (ulimit -v): stay well inside its limit
+        budget = min(budget, limit // 2)
+    return budget
+
+
+def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
+    """Bytes the ``.npy`` header in ``handle`` promises (None when it is not an .npy header)."""
+    from numpy.lib import format as npy_format
+
+    # NumPy's format helpers are untyped; the header is (shape, fortran_order, dtype).
+    format_module: Any = npy_format
+    try:
+        version = format_module.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = format_module.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = format_module.read_array_header_2_0(handle)
+    except (ValueError, OSError, EOFError, SyntaxError):
+        return None  # np.load reports the malformed header itself
+    if dtype.hasobject:
+        return 0  # object arrays are refused later, with the pickle explanation
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count * int(dtype.itemsize)
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse files whose headers claim more data than they hold or than memory allows.
+
+    A forged or truncated header (``shape=(10**7, 10**6, 40)`` in a 1 kB file) would make
+    NumPy try to allocate terabytes before noticing; checking first keeps the machine up.
+    """
+    budget = _memory_budget()
+    total = 0
+    try:
+        if path.suffix.lower() == ".npy":
+            with path.open("rb") as handle:
+                declared = _declared_bytes(handle, str(path))
+                available = path.stat().st_size - handle.tell()
+            members = [(path.name, declared, available)]
+        else:
+            members = []
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    with archive.open(info) as member:
+                        declared = _declared_bytes(member, info.filename)  # type: ignore[arg-type]
+                        available = info.file_size - member.tell()
+                    members.append((info.filename, declared, available))
+    except (OSError, zipfile.BadZipFile):
+        return  # np.load gives the precise error for unreadable files
+    for name, declared, available in members:
+        if declared is None:
+            continue
+        if declared > available:
+            raise InvalidInputError(
+                f"{path}: array {name} claims {_size(declared)} but the file holds "
+                f"{_size(max(available, 0))}; it is truncated or its header is forged: save it "
+                "again with np.save / np.savez"
+            )
+        total += declared
+    if total > budget:
+        raise InvalidInputError(
+            f"{path}: holds {_size(total)} of arrays, more than edgelstm loads at once "
+            f"({_size(budget)}, half of the memory this process may use); split it into "
+            "smaller files"
+        )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Load a ``.npy`` (as ``{"X": array}``) or ``.npz`` file into a dict of arrays.
+
+    Pickle is never allowed: an object array in a file someone sent you could run arbitrary
+    code when loaded, so such files are refused with an explanation.
+
+    Example::
+
+        arrays = read_arrays(Path("train.npz"))  # {"X": ..., "y": ..., "lengths": ...}
+    """
+    require_file(path)
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise InvalidInputError(f"{path}: expected a .npy or .npz file, got {path.suffix!r}")
+    _check_declared_sizes(path)
+    try:
+        # We own the file handle: np.load(path) leaks it when the zip is corrupt.
+        with path.open("rb") as handle:
+            loaded = np.load(handle, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return {"X": loaded}
+            with loaded as archive:
+                arrays = {name: archive[name] for name in archive.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InvalidInputError(
+                f"{path}: holds an object (pickled) array; object arrays are refused for safety "
+                "because loading them can run code. Save plain numeric arrays, e.g. "
+                "np.savez(path, X=np.asarray(X, dtype=np.float32), y=np.asarray(y))"
+            ) from exc
+        raise InvalidInputError(
+            f"{path}: is not a valid NumPy file ({exc}); it may be truncated or corrupt: "
+            "save it again with np.save / np.savez"
+        ) from exc
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise InvalidInputError(
+            f"{path}: could not be read as a NumPy file ({type(exc).__name__}: {exc}); it may be "
+            "truncated or corrupt: save it again with np.save / np.savez"
+        ) from exc
+    if not arrays:
+        raise InvalidInputError(f"{path}: the .npz archive holds no arrays; expected at least X")
+    return arrays
