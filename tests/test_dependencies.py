@@ -43,11 +43,13 @@ def test_every_import_is_declared_and_every_dependency_used() -> None:
 
 
 def test_an_undeclared_import_fails_the_check(project_copy: Path) -> None:
-    cli = project_copy / "edgelstm" / "cli.py"
+    cli = project_copy / "edgelstm" / "cli" / "__init__.py"
     cli.write_text(cli.read_text() + "\n\ndef _late() -> None:\n    import click  # noqa: F401\n")
     result = _deptry(project_copy)
     assert result.returncode != 0
-    assert re.search(r"edgelstm/cli\.py:\d+:\d+: DEP00[13] 'click'", result.stdout), result.stdout
+    assert re.search(r"edgelstm/cli/__init__\.py:\d+:\d+: DEP00[13] 'click'", result.stdout), (
+        result.stdout
+    )
 
 
 def test_the_fallback_exporters_onnxscript_must_be_declared(project_copy: Path) -> None:

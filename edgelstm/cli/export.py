@@ -1,0 +1,208 @@
+"""``edgelstm export`` and ``edgelstm quantize``: from a checkpoint to a validated ONNX file,
+and from that to an audited INT8/FP16 one (:mod:`edgelstm.exporters`)."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from edgelstm.errors import InvalidInputError
+
+
+def export(
+    run_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="Checkpoint folder written by `edgelstm train`.", show_default=False),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="The .onnx file to write (single file, with edgelstm metadata)."),
+    ] = None,
+    streaming: Annotated[
+        bool,
+        typer.Option(
+            help="Export the streaming variant: state in (h, c), state out (h_out, c_out)."
+        ),
+    ] = False,
+    opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 17,
+    atol: Annotated[
+        float, typer.Option(min=0.0, help="Max abs difference from PyTorch allowed in validation.")
+    ] = 1e-4,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="A module edgelstm did not train: file.py:factory or package.module:factory."
+        ),
+    ] = None,
+    weights: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="With --model: .safetensors or .pt state dict."),
+    ] = None,
+    input_shape: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="With --model: example input shape B,T,F."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the result and validation as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Export to ONNX, validated against PyTorch at several shapes before anything is written."""
+    from edgelstm.console import stdout_console
+
+    if out is None:
+        raise InvalidInputError("--out MODEL.onnx is required")
+    if model is not None:
+        if run_dir is not None:
+            raise InvalidInputError("give either RUN_DIR or --model, not both")
+        if weights is None or input_shape is None:
+            raise InvalidInputError("--model needs --weights W and --input-shape B,T,F")
+        if streaming:
+            raise InvalidInputError(
+                "--streaming needs an edgelstm checkpoint (its recurrent state is known)"
+            )
+        from edgelstm.exporters.onnx import export_user_model
+
+        result = export_user_model(
+            model, weights, input_shape, out, opset=opset, atol=atol, overwrite=overwrite
+        )
+    else:
+        if run_dir is None:
+            raise InvalidInputError("give a checkpoint folder RUN_DIR or --model file.py:factory")
+        if weights is not None or input_shape is not None:
+            raise InvalidInputError("--weights and --input-shape apply only to --model")
+        from edgelstm.exporters.onnx import export as export_model
+
+        result = export_model(
+            run_dir, out, streaming=streaming, opset=opset, atol=atol, overwrite=overwrite
+        )
+    if json_output:
+        typer.echo(json.dumps(export_summary(result), indent=2))
+        return
+    from edgelstm.exporters.validation import print_validation
+
+    console = stdout_console()
+    print_validation(result.report, console)
+    console.print(describe_export(result), highlight=False)
+
+
+def export_summary(result: Any) -> dict[str, Any]:
+    """The JSON form of an export result."""
+    return {
+        "out": str(result.out),
+        "variant": result.variant,
+        "exporter": result.exporter,
+        "opset": result.opset,
+        "size_bytes": result.size_bytes,
+        "external_data": result.external_data,
+        "rejected": [list(r) for r in result.rejected],
+        "validation": result.report.to_json(),
+    }
+
+
+def describe_export(result: Any) -> str:
+    lines = [
+        f"wrote {result.out} ({result.size_bytes / 1e6:.2f} MB, {result.variant}, "
+        f"{result.exporter} exporter, opset {result.opset})"
+    ]
+    if result.external_data:
+        lines.append(f"the model is over 2 GB: its weights are in {result.out}.data; keep both")
+    for name, why in result.rejected:
+        lines.append(f"{name} exporter rejected: {why}")
+    return "\n".join(lines)
+
+
+class QuantModeChoice(str, Enum):
+    dynamic_int8 = "dynamic-int8"
+    static_int8 = "static-int8"
+    fp16 = "fp16"
+
+
+class CalibrationChoice(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class ReduceRangeChoice(str, Enum):
+    on = "on"
+    off = "off"
+    auto = "auto"
+
+
+def quantize(
+    model: Annotated[Path, typer.Argument(help="FP32 model written by `edgelstm export`.")],
+    mode: Annotated[QuantModeChoice, typer.Option(help="Precision to produce.")],
+    out: Annotated[
+        Optional[Path], typer.Option(help="The quantized .onnx to write.")  # noqa: UP045
+    ] = None,
+    calibration: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="static-int8: .npz with X \\[n, time, features] of model inputs."),
+    ] = None,
+    calibration_method: Annotated[
+        CalibrationChoice, typer.Option(help="static-int8 calibration method.")
+    ] = CalibrationChoice.minmax,
+    eval_run: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--eval",
+            help="Checkpoint folder whose test split gates accuracy "
+            "\\[default: the model's source].",
+        ),
+    ] = None,
+    max_degradation: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.0,
+            help="Allowed loss: accuracy 0.01, forecast MAE 0.02 relative, AUROC 0.01 by default.",
+        ),
+    ] = None,
+    allow_partial: Annotated[
+        bool, typer.Option(help="Keep a dynamic-int8 result even if an LSTM stayed float.")
+    ] = False,
+    per_channel: Annotated[
+        bool, typer.Option(help="INT8: one scale per output channel (more accurate, ~1% larger).")
+    ] = True,
+    reduce_range: Annotated[
+        ReduceRangeChoice,
+        typer.Option(
+            help="INT8: 7-bit weights for the CPU that will run the model. on: safe on any "
+            "x86 (without VNNI 8-bit weights can saturate); off: 8-bit, for targets with VNNI "
+            "or ARM; auto: decide from the CPU running quantize (only if it is the target).",
+        ),
+    ] = ReduceRangeChoice.on,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the audit and gate as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Quantize to INT8 or FP16 with an audit and an accuracy gate; writes only on success."""
+    if out is None:
+        raise InvalidInputError("--out OUT.onnx is required")
+    from edgelstm.exporters.quantize import print_quantize_result, quantize_result_json
+    from edgelstm.exporters.quantize import quantize as quantize_model
+
+    result = quantize_model(
+        model,
+        out,
+        mode=mode.value,
+        calibration=calibration,
+        calibration_method=calibration_method.value,
+        eval_run=eval_run,
+        max_degradation=max_degradation,
+        allow_partial=allow_partial,
+        per_channel=per_channel,
+        reduce_range=reduce_range.value,
+        overwrite=overwrite,
+    )
+    if json_output:
+        typer.echo(json.dumps(quantize_result_json(result), indent=2))
+    else:
+        from edgelstm.console import stdout_console
+
+        print_quantize_result(result, stdout_console())

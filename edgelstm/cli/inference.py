@@ -1,0 +1,326 @@
+"""``edgelstm run``: inference over files, or frame by frame with ``--stream``, on the
+session options given as flags or by a ``benchmark --tune`` deployment config
+(:mod:`edgelstm.runtimes.run`, :mod:`edgelstm.runtimes.deploy`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from edgelstm.cli.app import print_notes, print_warnings
+from edgelstm.errors import InvalidInputError
+
+
+class GraphOptimizationChoice(str, Enum):
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
+def run_command(
+    ctx: typer.Context,
+    model: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="The .onnx model (edgelstm's or any other).", show_default=False),
+    ] = None,
+    config_path: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--config",
+            help="Deployment config from `benchmark --tune`: model, mode, batch or chunk, and "
+            "session; a session flag, --batch-size or --chunk given beside it overrides the "
+            "config's value (with a note).",
+        ),
+    ] = None,
+    input_file: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--input",
+            "-i",
+            help="Inputs: .ts/.csv/.npy/.npz; any ONNX model: .npz keyed by input names. "
+            "With --stream, '-' reads frames from stdin.",
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write: .csv, .json, .npy or .npz. With --stream: a .csv, or '-' "
+            "(the default) for stdout.",
+        ),
+    ] = None,
+    provider: Annotated[
+        str,
+        typer.Option(help="Execution provider, an ordered list (cuda,cpu), or auto."),
+    ] = "cpu",
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            help="If a provider is unusable, go on with the next one, the CPU last (and say so)."
+        ),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per session call.")] = 256,
+    threads: Annotated[
+        int, typer.Option(min=0, help="Intra-op threads; 0 = ONNX Runtime's default (all cores).")
+    ] = 1,
+    inter_op_threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Inter-op threads (parallel branches)."),
+    ] = None,
+    spinning: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--spinning/--no-spinning",
+            help="Let idle threads spin (lower latency, busy cores) \\[default: ONNX Runtime's].",
+            show_default=False,
+        ),
+    ] = None,
+    graph_optimization: Annotated[
+        GraphOptimizationChoice, typer.Option(help="ONNX Runtime graph optimization level.")
+    ] = GraphOptimizationChoice.all,
+    memory_arena: Annotated[
+        bool, typer.Option(help="Use ONNX Runtime's memory arena (faster, holds memory).")
+    ] = True,
+    cuda_device: Annotated[int, typer.Option(min=0, help="CUDA/TensorRT device id.")] = 0,
+    tensorrt_fp16: Annotated[bool, typer.Option(help="TensorRT: build FP16 engines.")] = False,
+    tensorrt_cache: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="TensorRT: folder to cache built engines in."),
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(help="Stream frames through a --streaming export, printing each chunk."),
+    ] = False,
+    chunk: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Frames per push with --stream \\[default: 1, or the config's]."),
+    ] = None,
+    allow_nonfinite: Annotated[
+        bool, typer.Option(help="Feed NaN/Inf as they are instead of refusing them.")
+    ] = False,
+    memory_limit: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.1,
+            help="Cap this process's memory (GiB): an untrusted model that tries to allocate "
+            "more fails with an error instead of exhausting the machine.",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+) -> None:
+    """Run a model on a chosen execution provider; strict unless --fallback."""
+    from edgelstm.console import count_progress, stderr_console
+
+    if input_file is None:
+        raise InvalidInputError("--input FILE is required (with --stream, '-' reads stdin)")
+    if memory_limit is not None:
+        from edgelstm.runtimes.session import limit_memory
+
+        limit_memory(memory_limit)
+    config = _session_config(
+        provider,
+        fallback,
+        threads,
+        inter_op_threads,
+        spinning,
+        graph_optimization.value,
+        memory_arena,
+        cuda_device,
+        tensorrt_fp16,
+        tensorrt_cache,
+    )
+    err = stderr_console()
+    notes: tuple[str, ...] = ()  # the config's overrides, shown once the session is open
+    if config_path is not None:
+        from edgelstm.runtimes.deploy import read_deployment, resolve_deployment
+
+        if model is not None:
+            raise InvalidInputError("give either MODEL or --config (which names the model)")
+
+        def given(name: str) -> bool:
+            # Typed on the command line, not left at its default: a default is no choice and
+            # must not replace the tuned value, even when it equals the value the user typed.
+            source = ctx.get_parameter_source(name)
+            return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+        # Flags beside --config override it, with a note, rather than being refused: a config
+        # tuned on one machine often needs a host's own setting (--cuda-device, --threads for
+        # its cores, --tensorrt-cache) without editing JSON, and the note keeps it visible.
+        resolved = resolve_deployment(
+            read_deployment(config_path),
+            source=config_path,
+            session={
+                field: getattr(config, field)
+                for option, field in _SESSION_OPTIONS.items()
+                if given(option)
+            },
+            batch=batch_size if given("batch_size") else None,
+            chunk=chunk,
+            stream=stream if given("stream") else None,
+        )
+        notes = resolved.notes
+        model, config, batch_size = (
+            resolved.config.model,
+            resolved.config.session,
+            resolved.config.batch,
+        )
+        stream, chunk = resolved.streams, resolved.frames_per_push
+    elif model is None:
+        raise InvalidInputError("give the MODEL.onnx to run (or --config deploy.json)")
+    elif chunk is not None and not stream:
+        raise InvalidInputError(
+            f"--chunk {chunk} applies only to --stream (frames per push); add --stream, or use "
+            "--batch-size for whole sequences"
+        )
+    if stream:
+        if allow_nonfinite:
+            raise InvalidInputError(
+                "--allow-nonfinite cannot be used with --stream: NaN/Inf would poison the "
+                "recurrent state of every later frame"
+            )
+        _run_stream(model, input_file, output, chunk or 1, config, overwrite, json_output, notes)
+        return
+    if input_file == "-":
+        raise InvalidInputError("--input - (stdin) works only with --stream; give a file")
+    if output is None or output == "-":
+        raise InvalidInputError("--output FILE (.csv, .json, .npy or .npz) is required")
+    from edgelstm.runtimes.run import RunOptions, run_model
+
+    options = RunOptions(
+        batch_size=batch_size, allow_nonfinite=allow_nonfinite, overwrite=overwrite
+    )
+    with count_progress(err, "inference", enabled=not json_output) as progress:
+        result = run_model(
+            model,
+            Path(input_file),
+            Path(output),
+            session=config,
+            options=options,
+            progress=progress,
+        )
+    print_warnings(err, result.opened.warnings)
+    print_notes(err, [*notes, *result.notices])
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    from edgelstm.runtimes.run import describe_run
+
+    err.print(describe_run(result), highlight=False, markup=False, soft_wrap=True)
+
+
+#: run's session options (parameter names) and the SessionConfig field each one sets.
+_SESSION_OPTIONS = {
+    "provider": "providers",
+    "fallback": "fallback",
+    "threads": "intra_op_threads",
+    "inter_op_threads": "inter_op_threads",
+    "spinning": "spinning",
+    "graph_optimization": "graph_optimization",
+    "memory_arena": "memory_arena",
+    "cuda_device": "cuda_device",
+    "tensorrt_fp16": "tensorrt_fp16",
+    "tensorrt_cache": "tensorrt_cache",
+}
+
+
+def _session_config(
+    provider: str,
+    fallback: bool,
+    threads: int,
+    inter_op_threads: int | None,
+    spinning: bool | None,
+    graph_optimization: str,
+    memory_arena: bool,
+    cuda_device: int,
+    tensorrt_fp16: bool,
+    tensorrt_cache: Path | None,
+) -> Any:
+    from edgelstm.runtimes.session import SessionConfig, parse_provider_list
+
+    return SessionConfig(
+        providers=parse_provider_list(provider),
+        fallback=fallback,
+        intra_op_threads=threads or None,
+        inter_op_threads=inter_op_threads,
+        spinning=spinning,
+        graph_optimization=graph_optimization,
+        memory_arena=memory_arena,
+        cuda_device=cuda_device,
+        tensorrt_fp16=tensorrt_fp16,
+        tensorrt_cache=tensorrt_cache,
+    )
+
+
+def _run_stream(
+    model: Path,
+    input_file: str,
+    output: str | None,
+    chunk: int,
+    config: Any,
+    overwrite: bool,
+    json_output: bool,
+    notes: tuple[str, ...] = (),
+) -> None:
+    from edgelstm.console import stderr_console
+    from edgelstm.fileio import atomic_file
+    from edgelstm.metadata import read_metadata
+    from edgelstm.runtimes.run import csv_row_writer, stream_columns, stream_model
+
+    columns = stream_columns(read_metadata(model))
+    source: Any = sys.stdin if input_file == "-" else Path(input_file)
+    err = stderr_console()
+
+    def opened(session: Any) -> None:
+        # Before the rows: a live stream may not end.
+        print_warnings(err, session.warnings)
+        print_notes(err, notes)
+
+    if output is None or output == "-":
+        if json_output:
+            raise InvalidInputError(
+                "--json with --stream needs --output FILE.csv (stdout holds rows)"
+            )
+        result = stream_model(
+            model,
+            source,
+            csv_row_writer(sys.stdout, columns),
+            chunk=chunk,
+            session=config,
+            on_open=opened,
+        )
+    else:
+        target = Path(output)
+        if target.suffix.lower() != ".csv":
+            raise InvalidInputError(
+                f"--stream writes CSV rows; give --output FILE.csv, not {target}"
+            )
+        with atomic_file(target, overwrite=overwrite) as tmp, tmp.open("w", encoding="utf-8") as fh:
+            result = stream_model(
+                model,
+                source,
+                csv_row_writer(fh, columns),
+                chunk=chunk,
+                session=config,
+                on_open=opened,
+            )
+    print_notes(err, result.opened.notes)
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        err.print(
+            f"streamed {result.frames} frames in {result.chunks} chunks on "
+            f"{result.opened.describe()}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )

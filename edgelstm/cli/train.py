@@ -1,0 +1,146 @@
+"""``edgelstm train``: options for training a model, handed to :func:`edgelstm.training.train`."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgelstm.errors import InvalidInputError
+
+
+class TaskChoice(str, Enum):
+    classify = "classify"
+    forecast = "forecast"
+    anomaly = "anomaly"
+
+
+class ArchChoice(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+
+
+class PoolingChoice(str, Enum):
+    last = "last"
+    mean = "mean"
+
+
+def train(
+    task: Annotated[
+        Optional[TaskChoice], typer.Option(help="What the model learns.", show_default=False)  # noqa: UP045
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Checkpoint folder to write (config.json, model.safetensors, metrics.json)."
+        ),
+    ] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="Built-in dataset name (see --list-datasets).")  # noqa: UP045
+    ] = None,
+    data: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Training data: .npz (X, y\\[, lengths]), .npy, .csv or .ts."),
+    ] = None,
+    test: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Test data in the same layout; default: hold out 20 % of --data."),
+    ] = None,
+    target: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="forecast: columns to predict, names or 0-based indices (a,b or 0,2)."),
+    ] = None,
+    arch: Annotated[ArchChoice, typer.Option(help="Recurrent cell.")] = ArchChoice.lstm,
+    layers: Annotated[int, typer.Option(min=1, help="Stacked recurrent layers.")] = 2,
+    hidden: Annotated[int, typer.Option(min=1, help="Hidden size per layer.")] = 128,
+    bidirectional: Annotated[
+        bool, typer.Option(help="Read sequences both ways (not for anomaly or streaming).")
+    ] = False,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Dropout.")] = 0.1,
+    pooling: Annotated[
+        Optional[PoolingChoice],  # noqa: UP045
+        typer.Option(
+            help="classify: last step or mean over time \\[default: last; mean for BasicMotions]",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")  # noqa: UP045
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size.")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate.")] = None,  # noqa: UP045
+    lookback: Annotated[
+        Optional[int], typer.Option(min=2, help="forecast/anomaly: input window length.")  # noqa: UP045
+    ] = None,
+    horizon: Annotated[
+        Optional[int], typer.Option(min=1, help="forecast: steps predicted per window.")  # noqa: UP045
+    ] = None,
+    season: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="forecast: season length of the seasonal-naive baseline."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the test metrics as JSON on stdout.")
+    ] = False,
+    list_datasets: Annotated[
+        bool, typer.Option("--list-datasets", help="List the built-in datasets and exit.")
+    ] = False,
+) -> None:
+    """Train an LSTM/GRU on a built-in dataset or your data and write a checkpoint folder."""
+    from edgelstm.console import (
+        print_dataset_table,
+        print_train_result,
+        stderr_console,
+        stdout_console,
+        training_progress,
+    )
+
+    if list_datasets:
+        from edgelstm.data.datasets import dataset_table_rows
+
+        rows = dataset_table_rows()
+        if json_output:
+            typer.echo(json.dumps(rows, indent=2))
+        else:
+            print_dataset_table(rows, stdout_console())
+        return
+    if task is None:
+        raise InvalidInputError("--task is required (classify, forecast or anomaly)")
+    if out is None:
+        raise InvalidInputError("--out RUN_DIR is required: the checkpoint folder to write")
+    from edgelstm.training import train as train_model
+
+    err = stderr_console()
+    with training_progress(err) as progress:
+        result = train_model(
+            task.value,
+            out=out,
+            dataset=dataset,
+            data=data,
+            test=test,
+            target=target,
+            arch=arch.value,
+            layers=layers,
+            hidden=hidden,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            pooling=pooling.value if pooling else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            lookback=lookback,
+            horizon=horizon,
+            season=season,
+            seed=seed,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if json_output:
+        typer.echo(json.dumps(result.metrics, indent=2))
+    else:
+        print_train_result(result, stdout_console())
