@@ -113,9 +113,10 @@ def _inputs(batch: int, steps: int, features: int) -> np.ndarray:
 
 
 def _onnx(m: Measurement) -> Prepared:
+    from edgelstm.runtimes.execution import DeviceRunner
     from edgelstm.runtimes.feeds import input_specs
     from edgelstm.runtimes.inference import zero_state
-    from edgelstm.runtimes.session import DeviceRunner, SessionConfig, open_session
+    from edgelstm.runtimes.session import SessionConfig, open_session
     from edgelstm.runtimes.streaming import StreamingSession
 
     # With fallback the session config itself ends on the CPU when the provider is unusable.

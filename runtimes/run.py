@@ -34,14 +34,10 @@ from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.execution import run_interruptible
 from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
 from edgelstm.runtimes.inference import Progress, run_bucketed, zero_state
-from edgelstm.runtimes.session import (
-    OpenedSession,
-    SessionConfig,
-    open_session,
-    run_interruptible,
-)
+from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
 from edgelstm.tasks import normalize
 
 __all__ = [

@@ -31,16 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edgelstm.errors import EdgeLSTMError, InvalidInputError, ProviderUnavailableError
+from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 from edgelstm.metadata import (
     ModelMetadata,
     metadata_from_props,
     reduce_range_from_props,
     verify_weights_sha256,
 )
-from edgelstm.runtimes.feeds import numpy_dtype
 from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
@@ -54,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAPH_OPTIMIZATION_LEVELS",
-    "DeviceRunner",
     "ModelProfile",
     "OpenedSession",
     "SessionConfig",
@@ -63,7 +59,6 @@ __all__ = [
     "open_session",
     "parse_provider_list",
     "reduce_range_warning",
-    "run_interruptible",
 ]
 
 #: ``--graph-optimization`` values → ``onnxruntime.GraphOptimizationLevel`` member names.
@@ -89,7 +84,8 @@ class SessionConfig:
     because recurrent models at small batch gain nothing from more and often lose.
     ``spinning=None`` keeps ONNX Runtime's default (threads spin while waiting).
     ``cuda_graphs`` captures the whole graph once and replays it: it needs fixed input shapes
-    for the session's lifetime and runs through IO binding (see :class:`DeviceRunner`).
+    for the session's lifetime and runs through IO binding
+    (see :class:`edgelstm.runtimes.execution.DeviceRunner`).
     ``fallback`` goes on to the next provider when one is unusable and always ends on the CPU:
     ``("cuda",)`` with fallback tries ``cuda`` then ``cpu``. A list that names the CPU keeps
     it where it is; without fallback the list is strict and nothing is added.
@@ -329,7 +325,8 @@ def _provider_options(spec: ProviderSpec, config: SessionConfig) -> dict[str, st
     return {}
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (at most 300 characters): ONNX Runtime errors run to pages."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
@@ -478,7 +475,7 @@ def _try_open(
             warnings.simplefilter("ignore")
             session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile/RuntimeException
-        message = _first_line(exc)
+        message = first_line(exc)
         if spec.name == "cpu" or _is_model_error(message):
             raise InvalidInputError(f"ONNX Runtime cannot load {path}: {message}") from None
         raise ProviderUnavailableError(
@@ -527,131 +524,3 @@ def limit_memory(gib: float) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ValueError, OSError) as exc:
         raise InvalidInputError(f"--memory-limit {gib} GiB could not be applied ({exc})") from None
-
-
-def run_interruptible(
-    session: Any, output_names: list[str] | None, feeds: dict[str, Any], *, where: str
-) -> list[Any]:
-    """``session.run`` that Ctrl-C can stop mid-call, with ONNX Runtime errors made readable.
-
-    Python sees Ctrl-C only between bytecodes, so a long ``session.run`` would finish first.
-    The call runs in a helper thread; the main thread waits interruptibly and, on Ctrl-C,
-    sets ``RunOptions.terminate`` so ONNX Runtime abandons the run, then re-raises
-    ``KeyboardInterrupt`` (the CLI exits 130 without writing anything).
-    """
-    import threading
-
-    ort = import_onnxruntime()
-    options = ort.RunOptions()
-    outcome: dict[str, Any] = {}
-
-    options.log_severity_level = 4  # a terminated run is expected, not an error to log
-    finished = threading.Event()
-
-    def call() -> None:
-        try:
-            outcome["outputs"] = session.run(output_names, feeds, options)
-        except BaseException as exc:  # handed to the main thread below
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
-    # An Event, not Thread.join: a join interrupted by Ctrl-C can stop waiting for good.
-    threading.Thread(target=call, name="edgelstm-run", daemon=True).start()
-    try:
-        while not finished.wait(0.05):
-            pass
-    except KeyboardInterrupt:
-        options.terminate = True
-        finished.wait(10)  # ONNX Runtime checks the flag between kernels
-        raise
-    error = outcome.get("error")
-    if error is not None:
-        if isinstance(error, EdgeLSTMError | KeyboardInterrupt):
-            raise error
-        raise InvalidInputError(f"ONNX Runtime failed on {where}: {_first_line(error)}") from None
-    outputs: list[Any] = outcome["outputs"]
-    return outputs
-
-
-class DeviceRunner:
-    """Run a CUDA session through IO binding, optionally replaying a captured CUDA graph.
-
-    Inputs are copied into device buffers allocated once; with CUDA graphs ONNX Runtime needs
-    the same buffers (so the same shapes) on every run, and outputs bound to preallocated
-    device buffers too, whose shapes follow from the inputs' symbolic dimensions.
-    Measured on an H200 host: plain ``run`` 2.3-3.3 ms, IO binding + CUDA graph 0.84 ms.
-    """
-
-    def __init__(self, opened: OpenedSession, example: dict[str, np.ndarray]) -> None:
-        ort = import_onnxruntime()
-        self.session = opened.session
-        self.device_id = opened.config.cuda_device
-        self.cuda_graphs = opened.config.cuda_graphs
-        self.binding = self.session.io_binding()
-        self.inputs = {}
-        for name, array in example.items():
-            value = ort.OrtValue.ortvalue_from_numpy(
-                np.ascontiguousarray(array), "cuda", self.device_id
-            )
-            self.inputs[name] = value
-            self.binding.bind_ortvalue_input(name, value)
-        self.shapes = {name: tuple(a.shape) for name, a in example.items()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        if self.cuda_graphs:
-            shapes = output_shapes(self.session, self.shapes)
-            for out in self.session.get_outputs():
-                buffer = ort.OrtValue.ortvalue_from_shape_and_type(
-                    shapes[out.name], numpy_dtype(out.type), "cuda", self.device_id
-                )
-                self.binding.bind_ortvalue_output(out.name, buffer)
-        else:
-            for name in self.output_names:
-                self.binding.bind_output(name, "cuda", self.device_id)
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Copy ``feeds`` into the device buffers, run, and copy the outputs back."""
-        for name, array in feeds.items():
-            if tuple(array.shape) != self.shapes[name]:
-                raise InvalidInputError(
-                    f"input `{name}` has shape {tuple(array.shape)} but this device runner was "
-                    f"set up for {self.shapes[name]} (CUDA graphs need fixed shapes)"
-                )
-            self.inputs[name].update_inplace(np.ascontiguousarray(array))
-        self.session.run_with_iobinding(self.binding)
-        outputs: list[np.ndarray] = self.binding.copy_outputs_to_cpu()
-        return outputs
-
-
-def output_shapes(
-    session: Any, input_shapes: dict[str, tuple[int, ...]]
-) -> dict[str, tuple[int, ...]]:
-    """Concrete output shapes from the inputs' symbolic dimensions (``batch``, ``time``...).
-
-    Raises :class:`InvalidInputError` for an output whose dimension no input names, since
-    buffers for a CUDA graph must be allocated before the first run.
-    """
-    symbols: dict[str, int] = {}
-    for spec in session.get_inputs():
-        shape = input_shapes.get(spec.name)
-        if shape is None:
-            continue
-        for dim, size in zip(spec.shape, shape, strict=False):
-            if isinstance(dim, str):
-                symbols[dim] = size
-    result = {}
-    for out in session.get_outputs():
-        dims = []
-        for axis, dim in enumerate(out.shape):
-            if isinstance(dim, int):
-                dims.append(dim)
-            elif isinstance(dim, str) and dim in symbols:
-                dims.append(symbols[dim])
-            else:
-                raise InvalidInputError(
-                    f"output `{out.name}` axis {axis} ({dim!r}) does not follow from the input "
-                    "shapes, so its CUDA-graph buffer cannot be allocated; run without "
-                    "--cuda-graphs"
-                )
-        result[out.name] = tuple(dims)
-    return result

@@ -21,9 +21,10 @@ import numpy as np
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import read_metadata
+from edgelstm.runtimes.execution import output_shapes
 from edgelstm.runtimes.feeds import input_specs, numpy_dtype
 from edgelstm.runtimes.inference import zero_state
-from edgelstm.runtimes.session import SessionConfig, open_session, output_shapes
+from edgelstm.runtimes.session import SessionConfig, open_session
 
 
 @dataclass(frozen=True)

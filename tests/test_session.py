@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 from edgelstm.runtimes import session as session_mod
+from edgelstm.runtimes.execution import output_shapes
 from edgelstm.runtimes.feeds import InputSpec, input_specs, validate_feeds
 from edgelstm.runtimes.providers import resolve_provider
 from edgelstm.runtimes.session import (
@@ -27,7 +28,6 @@ from edgelstm.runtimes.session import (
     SessionConfig,
     model_profile,
     open_session,
-    output_shapes,
     parse_provider_list,
 )
 
@@ -510,7 +510,7 @@ def _cuda_or_skip() -> None:
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_device_runner_matches_cpu(relu_model: Path, cuda_graphs: bool) -> None:
     _cuda_or_skip()
-    from edgelstm.runtimes.session import DeviceRunner
+    from edgelstm.runtimes.execution import DeviceRunner
 
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     cpu = open_session(relu_model).session.run(None, {"x": x})[0]
