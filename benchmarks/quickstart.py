@@ -63,7 +63,8 @@ def quickstart(
 ) -> QuickstartResult:
     """Run the pipeline into ``out``; see the module docstring. Returns the report and paths."""
     from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
-    from edgelstm.benchmarks.report import to_markdown, write_plot
+    from edgelstm.benchmarks.plots import write_plot
+    from edgelstm.benchmarks.report import to_markdown
     from edgelstm.benchmarks.tune import choose_deployment, write_deployments
     from edgelstm.data.datasets import load_dataset
     from edgelstm.exporters.onnx import export

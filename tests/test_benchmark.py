@@ -30,6 +30,7 @@ from edgelstm.benchmarks.harness import (
     run_benchmark,
 )
 from edgelstm.benchmarks.measure import Measurement, environment, measure, measure_isolated
+from edgelstm.benchmarks.plots import write_plot
 from edgelstm.benchmarks.quickstart import QuickstartResult, quickstart
 from edgelstm.benchmarks.report import (
     REQUIRED_ROW_FIELDS,
@@ -40,7 +41,6 @@ from edgelstm.benchmarks.report import (
     row_key,
     table_rows,
     to_markdown,
-    write_plot,
     write_report_files,
 )
 from edgelstm.benchmarks.stats import LatencyStats, latency_stats, percentile, throughput

@@ -25,8 +25,8 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
 from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA
+from edgelstm.benchmarks.plots import build_figure, write_plot
 from edgelstm.benchmarks.quickstart import sweep_lengths
-from edgelstm.benchmarks.report import build_figure, write_plot
 from edgelstm.errors import OutputExistsError
 
 if TYPE_CHECKING:
