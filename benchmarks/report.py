@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA
-
-# require_plotting is re-exported only because edgelstm/cli/benchmark.py imports it from here
-# (the CLI is being split by someone else); new code imports it from edgelstm.benchmarks.plots.
-from edgelstm.benchmarks.plots import require_plotting, write_plot
+from edgelstm.benchmarks.plots import write_plot
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import read_json, write_json_atomic, write_text_atomic
 
@@ -32,7 +29,6 @@ __all__ = [
     "load_report",
     "provider_label",
     "render_table",
-    "require_plotting",
     "row_key",
     "to_markdown",
     "write_report_files",

@@ -416,7 +416,7 @@ def _calibration_reader(
             "--streaming) or use dynamic-int8"
         )
     if calibration is not None:
-        from edgelstm.data.readers import read_arrays
+        from edgelstm.data.arrays import read_arrays
 
         arrays = read_arrays(Path(calibration))
         x = arrays.get("X")

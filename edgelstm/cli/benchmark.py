@@ -141,7 +141,7 @@ def benchmark(
     if tune and eval_run is None:
         raise InvalidInputError("--tune needs --eval RUN_DIR: only scored artifacts can be kept")
     if plot is not None:
-        from edgelstm.benchmarks.report import require_plotting
+        from edgelstm.benchmarks.plots import require_plotting
 
         require_plotting()
     plan = BenchmarkPlan(
