@@ -19,7 +19,7 @@ _EXPORTS = {
     "RunOptions": "edgelstm.runtimes.run",
     "RunResult": "edgelstm.runtimes.run",
     "run_model": "edgelstm.runtimes.run",
-    "stream_model": "edgelstm.runtimes.run",
+    "stream_model": "edgelstm.runtimes.stream",
     "StreamingSession": "edgelstm.runtimes.streaming",
     "score_onnx": "edgelstm.runtimes.scoring",
     "validate_feeds": "edgelstm.runtimes.feeds",
@@ -40,9 +40,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from edgelstm.runtimes.feeds import validate_feeds
-    from edgelstm.runtimes.run import RunOptions, RunResult, run_model, stream_model
+    from edgelstm.runtimes.run import RunOptions, RunResult, run_model
     from edgelstm.runtimes.scoring import score_onnx
     from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
+    from edgelstm.runtimes.stream import stream_model
     from edgelstm.runtimes.streaming import StreamingSession
 
 

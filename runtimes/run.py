@@ -11,47 +11,47 @@ Two ways in:
   (validated against the signature first) and every output is written under its name. A
   model with one input also takes a ``.npy``.
 
-Outputs go to ``.csv``, ``.json``, ``.npy`` or ``.npz`` by extension, written atomically.
-:func:`stream_model` feeds a ``--streaming`` export frame by frame from a file or stdin and
-emits each chunk's rows as soon as they are computed.
+Outputs go to ``.csv``, ``.json``, ``.npy`` or ``.npz`` by extension, written atomically
+(:mod:`edgelstm.runtimes.writers`). Streaming over files and stdin (``run --stream``) is
+:mod:`edgelstm.runtimes.stream`; it reuses this module's per-task scoring.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgelstm.config import Normalization
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import InvalidInputError
-from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.execution import run_interruptible
 from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
 from edgelstm.runtimes.inference import Progress, run_bucketed, zero_state
 from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
+from edgelstm.runtimes.writers import check_output_format, csv_row_writer, write_predictions
 from edgelstm.tasks import normalize
 
+if TYPE_CHECKING:
+    from edgelstm.runtimes.stream import stream_columns, stream_model
+
+# csv_row_writer (writers.py), stream_columns and stream_model (stream.py) are re-exported only
+# while the CLI (edgelstm/cli, being split into a package right now) imports them from here:
+# import them from their own modules.
 __all__ = [
-    "OUTPUT_FORMATS",
     "Predictions",
     "RunOptions",
     "RunResult",
-    "StreamResult",
+    "class_names",
+    "csv_row_writer",
+    "describe_run",
     "run_model",
+    "stream_columns",
     "stream_model",
 ]
-
-#: Output file extensions :func:`run_model` writes.
-OUTPUT_FORMATS = (".csv", ".json", ".npy", ".npz")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class _Feeder:
 # edgelstm models: original units in, user terms out
 
 
-def _normalization(meta: ModelMetadata, where: Path) -> Normalization:
+def stored_normalization(meta: ModelMetadata, where: Path) -> Normalization:
     raw = meta.normalization  # its shape was checked when the metadata was read
     if raw is None:
         raise InvalidInputError(
@@ -150,7 +150,7 @@ def _normalization(meta: ModelMetadata, where: Path) -> Normalization:
     return Normalization(mean=tuple(raw["mean"]), std=tuple(raw["std"]))
 
 
-def _feature_order(
+def feature_order(
     names: tuple[str, ...], meta: ModelMetadata, source: str | Path
 ) -> tuple[list[int], str | None]:
     """Column order mapping the input's features onto the model's, and a notice if it guessed.
@@ -180,7 +180,7 @@ def _feature_order(
     return list(range(len(want))), notice
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted.astype(np.float64))
     probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
@@ -204,14 +204,14 @@ def class_names(meta: ModelMetadata) -> tuple[str, ...]:
     return tuple(str(i) for i in range(count))
 
 
-def _check_class_count(labels: tuple[str, ...], outputs: int) -> None:
+def check_class_count(labels: tuple[str, ...], outputs: int) -> None:
     if len(labels) != outputs:
         raise InvalidInputError(
             f"the model has {outputs} outputs but its metadata names {len(labels)} classes"
         )
 
 
-def _class_record(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+def class_record(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
     """One classification row (``label``, ``confidence``, ``prob_<class>``...), as ``run``
     and ``--stream`` write it."""
     record: dict[str, Any] = {"label": labels[int(probs.argmax())]}
@@ -231,13 +231,13 @@ def _classify(
 ) -> Predictions:
     sequences = [normalize(s[:, order], norm) for s in data.sequences]
     logits = run_bucketed(feed.first, sequences, batch_size=options.batch_size, progress=progress)
-    probs = _softmax(logits)
+    probs = softmax(logits)
     labels = class_names(meta)
-    _check_class_count(labels, probs.shape[1])
+    check_class_count(labels, probs.shape[1])
     predicted = np.array([labels[i] for i in probs.argmax(axis=1)])
     records: list[dict[str, Any]] = []
     for i, row in enumerate(probs):
-        record: dict[str, Any] = {"index": i, **_class_record(row, labels)}
+        record: dict[str, Any] = {"index": i, **class_record(row, labels)}
         if data.labels is not None:
             record["true_label"] = str(data.labels[i])
         records.append(record)
@@ -346,9 +346,9 @@ def _task_predictions(
     from edgelstm.data.readers import load_inference_data
 
     assert meta.task is not None
-    norm = _normalization(meta, opened.path)
+    norm = stored_normalization(meta, opened.path)
     data = load_inference_data(source, meta.task, num_features=len(meta.feature_names))
-    order, notice = _feature_order(data.feature_names, meta, source)
+    order, notice = feature_order(data.feature_names, meta, source)
     feed = _Feeder(opened, options, str(source))
     if notice is not None:
         feed.notices.append(notice)
@@ -472,67 +472,6 @@ def _scalar(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# writing
-
-
-def _check_output_format(output: Path, overwrite: bool) -> str:
-    suffix = output.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise InvalidInputError(
-            f"output {output}: unsupported extension {output.suffix or '(none)'!r}; use one of "
-            f"{', '.join(OUTPUT_FORMATS)}"
-        )
-    check_output_path(output, overwrite=overwrite)
-    return suffix
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/Inf (possible with --allow-nonfinite) become null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool) -> None:
-    """Write ``predictions`` to ``output`` (format by extension), atomically."""
-    suffix = _check_output_format(output, overwrite)
-    if suffix in (".csv", ".json") and predictions.records is None:
-        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in predictions.arrays.items())
-        raise InvalidInputError(
-            f"output {output}: the model's outputs ({shapes}) are not one table; write an .npz "
-            "(all outputs by name) instead"
-        )
-    if suffix == ".npy" and predictions.kind == "raw" and len(predictions.arrays) > 1:
-        raise InvalidInputError(
-            f"output {output}: the model has {len(predictions.arrays)} outputs "
-            f"({', '.join(predictions.arrays)}); an .npy holds one, write an .npz instead"
-        )
-    with atomic_file(output, overwrite=overwrite) as tmp:
-        if suffix == ".npz":
-            with tmp.open("wb") as handle:
-                arrays: dict[str, Any] = predictions.arrays
-                np.savez(handle, **arrays)
-        elif suffix == ".npy":
-            with tmp.open("wb") as handle:
-                np.save(handle, predictions.arrays[predictions.primary])
-        elif suffix == ".json":
-            payload: dict[str, Any] = {"kind": predictions.kind, "summary": predictions.summary}
-            payload["records"] = predictions.records
-            text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
-            tmp.write_text(text + "\n", "utf-8")
-        else:
-            assert predictions.records is not None
-            with tmp.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(predictions.records[0]))
-                writer.writeheader()
-                writer.writerows(predictions.records)
-
-
-# --------------------------------------------------------------------------------------------
 # the entry point
 
 
@@ -560,7 +499,7 @@ def run_model(
     """
     model_path, source, target = Path(model), Path(input), Path(output)
     options = options or RunOptions()
-    _check_output_format(target, options.overwrite)
+    check_output_format(target, options.overwrite)
     if not source.is_file():
         raise InvalidInputError(f"input file {source} does not exist")
     opened = open_session(model_path, session)
@@ -591,169 +530,14 @@ def describe_run(result: RunResult) -> str:
     return text
 
 
-# --------------------------------------------------------------------------------------------
-# streaming
+_MOVED_TO_STREAM = ("stream_columns", "stream_model")
 
 
-@dataclass(frozen=True)
-class StreamResult:
-    """What :func:`stream_model` did."""
+def __getattr__(name: str) -> Any:
+    # The CLI re-exports (__all__): resolved on use, since edgelstm.runtimes.stream imports
+    # this module at its top and a top-level import here would be a cycle.
+    if name in _MOVED_TO_STREAM:
+        from edgelstm.runtimes import stream
 
-    frames: int
-    chunks: int
-    opened: OpenedSession
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready summary with stable keys."""
-        return {"frames": self.frames, "chunks": self.chunks, "session": self.opened.to_json()}
-
-
-def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iterator[np.ndarray]:
-    """Frames from CSV lines, one per row, read lazily with the dialect of every CSV reader
-    (:func:`edgelstm.data.readers.open_csv`); the columns map onto the model's features as
-    for ``run`` on a whole file."""
-    from edgelstm.data.readers import open_csv
-
-    opened = open_csv(lines, source)
-    if opened is None:
-        return
-    layout, rows = opened
-    order, _ = _feature_order(layout.feature_names, meta, source)
-    for _, values, _ in rows:
-        yield np.array([values[i] for i in order], dtype=np.float64)
-
-
-def _file_frames(path: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
-    """Frames from a CSV file, read lazily; the file closes when the stream ends or fails."""
-    # utf-8-sig: a byte-order mark (Excel writes one) must not glue onto the first name.
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        yield from _text_frames(handle, str(path), meta)
-
-
-def _array_frames(source: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
-    from edgelstm.data.readers import load_inference_data
-
-    task = meta.task or "anomaly"
-    data = load_inference_data(source, task, num_features=len(meta.feature_names))
-    if isinstance(data, SequenceSet):
-        if len(data) != 1:
-            raise InvalidInputError(
-                f"{source}: holds {len(data)} sequences; --stream takes one stream at a time "
-                "(use the StreamingSession API for a batch of streams)"
-            )
-        values = data.sequences[0]
-    else:
-        values = data.values
-    order, _ = _feature_order(data.feature_names, meta, source)
-    yield from values[:, order].astype(np.float64)
-
-
-def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    buffer: list[np.ndarray] = []
-    for frame in frames:
-        buffer.append(frame)
-        if len(buffer) == size:
-            yield np.stack(buffer)
-            buffer = []
-    if buffer:
-        yield np.stack(buffer)
-
-
-def stream_columns(meta: ModelMetadata) -> list[str]:
-    """CSV columns :func:`stream_model` writes for this model (classify or anomaly)."""
-    if meta.task == "classify":
-        return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
-    return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
-
-
-def stream_model(
-    model: Path | str,
-    input: Path | str | IO[str],
-    write_rows: Callable[[list[dict[str, Any]]], None],
-    *,
-    chunk: int = 1,
-    session: SessionConfig | None = None,
-    on_open: Callable[[OpenedSession], None] | None = None,
-) -> StreamResult:
-    """Push frames through a ``--streaming`` export ``chunk`` at a time; rows per chunk.
-
-    ``input`` is a file (``.csv``/``.npy``/``.npz``/``.ts``, one sequence) or an open text
-    stream (stdin) read line by line, so a live sensor can pipe frames in. ``write_rows`` is
-    called once per chunk, as soon as it is computed. Classification emits one row per chunk
-    (the label after the chunk's last frame); anomaly detection one row per frame (score and
-    verdict, identical to a whole-series run). NaN/Inf frames are always refused: they would
-    poison the recurrent state for every later frame. ``on_open`` gets the opened session
-    before the first frame is read: a live stream may never end, so what can make its rows
-    wrong (:attr:`OpenedSession.warnings`) is shown up front rather than after the last row.
-    """
-    from edgelstm.runtimes.streaming import StreamingSession
-
-    if chunk < 1:
-        raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
-    streamer = StreamingSession(model, session=session)
-    meta = streamer.metadata
-    if meta.task not in ("classify", "anomaly"):
-        raise InvalidInputError(
-            f"{model}: --stream supports classify and anomaly models; this one is {meta.task}"
-        )
-    if on_open is not None:
-        on_open(streamer.opened)
-    norm = _normalization(meta, Path(model))
-    if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
-        frames = _text_frames(input, "<stdin>", meta)  # type: ignore[arg-type]
-    else:
-        path = Path(input)  # type: ignore[arg-type]
-        if not path.is_file():
-            raise InvalidInputError(f"input file {path} does not exist")
-        if path.suffix.lower() == ".csv":
-            frames = _file_frames(path, meta)
-        else:
-            frames = _array_frames(path, meta)
-    from edgelstm.tasks import anomaly_scores
-
-    labels = class_names(meta) if meta.task == "classify" else ()
-    threshold = meta.anomaly_threshold
-    seen = chunks = 0
-    previous: np.ndarray | None = None  # anomaly: the last frame's next-step prediction
-    for block in _chunks(frames, chunk):
-        x = normalize(block, norm)
-        out = streamer.push(x[None])
-        rows: list[dict[str, Any]] = []
-        if meta.task == "classify":
-            probs = _softmax(out)[0]
-            if not seen:
-                _check_class_count(labels, len(probs))
-            rows.append({"frame": seen + len(block) - 1, **_class_record(probs, labels)})
-        else:
-            prediction = out[0]
-            scores = anomaly_scores(x, prediction, previous=previous)
-            previous = prediction[-1]
-            for k, score in enumerate(scores.tolist()):
-                row: dict[str, Any] = {"frame": seen + k, "score": score}
-                if threshold is not None:
-                    row["anomaly"] = int(score > threshold)
-                rows.append(row)
-        seen += len(block)
-        chunks += 1
-        write_rows(rows)
-    if seen == 0:
-        raise InvalidInputError(
-            "no frames arrived on the input; send one line of numbers per frame"
-        )
-    return StreamResult(seen, chunks, streamer.opened)
-
-
-def csv_row_writer(stream: IO[str], columns: list[str]) -> Callable[[list[dict[str, Any]]], None]:
-    """A ``write_rows`` for :func:`stream_model` that prints CSV and flushes every chunk."""
-    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-    started: list[bool] = []
-
-    def write(rows: list[dict[str, Any]]) -> None:
-        # The header waits for the first rows: a stream that fails to start prints nothing.
-        if not started:
-            writer.writeheader()
-            started.append(True)
-        writer.writerows(rows)
-        stream.flush()
-
-    return write
+        return getattr(stream, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

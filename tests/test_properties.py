@@ -27,7 +27,7 @@ from edgelstm.exporters import export
 from edgelstm.metadata import ModelMetadata
 from edgelstm.models import SequenceModel, build_model
 from edgelstm.runtimes.feeds import InputSpec, validate_feeds
-from edgelstm.runtimes.run import _text_frames
+from edgelstm.runtimes.stream import _text_frames
 from edgelstm.runtimes.streaming import StreamingSession
 
 FEATURES = 3

@@ -1,4 +1,5 @@
-"""`edgelstm run` and :mod:`edgelstm.runtimes.run`: task models, any ONNX model, streaming.
+"""`edgelstm run`, :mod:`edgelstm.runtimes.run` and :mod:`~edgelstm.runtimes.stream`: task models,
+any ONNX model, streaming.
 
 Tiny models are trained and exported once per module; arbitrary ONNX graphs are built here
 with ``onnx.helper``. Expected values come from independent paths: the torch checkpoint,
@@ -43,8 +44,9 @@ from edgelstm.config import Normalization
 from edgelstm.errors import InvalidInputError, OutputExistsError, ProviderUnavailableError
 from edgelstm.exporters import export
 from edgelstm.metadata import PREFIX, ModelMetadata, read_metadata
-from edgelstm.runtimes.run import RunOptions, run_model, stream_model
+from edgelstm.runtimes.run import RunOptions, run_model
 from edgelstm.runtimes.session import SessionConfig
+from edgelstm.runtimes.stream import stream_model
 from edgelstm.runtimes.streaming import StreamingSession
 from edgelstm.tasks import normalize
 from edgelstm.training import TrainResult, train

@@ -1,0 +1,191 @@
+"""``edgelstm run --stream``: push frames from a file or stdin through a streaming export.
+
+:func:`stream_model` reads frames lazily (CSV rows with the one CSV dialect of
+:func:`edgelstm.data.readers.open_csv`, or one sequence from ``.npy``/``.npz``/``.ts``),
+normalises them with the model's stored statistics, pushes them ``chunk`` at a time through
+a :class:`~edgelstm.runtimes.streaming.StreamingSession` and hands each chunk's rows to
+``write_rows`` as soon as they are computed. The per-task scoring (class names, softmax,
+feature order) is the one :mod:`edgelstm.runtimes.run` uses for whole files.
+
+Example::
+
+    >>> import sys
+    >>> from edgelstm.runtimes.writers import csv_row_writer
+    >>> meta = read_metadata("jv.stream.onnx")  # doctest: +SKIP
+    >>> stream_model("jv.stream.onnx", sys.stdin,
+    ...              csv_row_writer(sys.stdout, stream_columns(meta)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from edgelstm.data.types import SequenceSet
+from edgelstm.errors import InvalidInputError
+from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.run import (
+    check_class_count,
+    class_names,
+    class_record,
+    feature_order,
+    softmax,
+    stored_normalization,
+)
+from edgelstm.runtimes.session import OpenedSession, SessionConfig
+from edgelstm.tasks import normalize
+
+__all__ = ["StreamResult", "stream_columns", "stream_model"]
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What :func:`stream_model` did."""
+
+    frames: int
+    chunks: int
+    opened: OpenedSession
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary with stable keys."""
+        return {"frames": self.frames, "chunks": self.chunks, "session": self.opened.to_json()}
+
+
+def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iterator[np.ndarray]:
+    """Frames from CSV lines, one per row, read lazily with the dialect of every CSV reader
+    (:func:`edgelstm.data.readers.open_csv`); the columns map onto the model's features as
+    for ``run`` on a whole file."""
+    from edgelstm.data.readers import open_csv
+
+    opened = open_csv(lines, source)
+    if opened is None:
+        return
+    layout, rows = opened
+    order, _ = feature_order(layout.feature_names, meta, source)
+    for _, values, _ in rows:
+        yield np.array([values[i] for i in order], dtype=np.float64)
+
+
+def _file_frames(path: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
+    """Frames from a CSV file, read lazily; the file closes when the stream ends or fails."""
+    # utf-8-sig: a byte-order mark (Excel writes one) must not glue onto the first name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        yield from _text_frames(handle, str(path), meta)
+
+
+def _array_frames(source: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
+    from edgelstm.data.readers import load_inference_data
+
+    task = meta.task or "anomaly"
+    data = load_inference_data(source, task, num_features=len(meta.feature_names))
+    if isinstance(data, SequenceSet):
+        if len(data) != 1:
+            raise InvalidInputError(
+                f"{source}: holds {len(data)} sequences; --stream takes one stream at a time "
+                "(use the StreamingSession API for a batch of streams)"
+            )
+        values = data.sequences[0]
+    else:
+        values = data.values
+    order, _ = feature_order(data.feature_names, meta, source)
+    yield from values[:, order].astype(np.float64)
+
+
+def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    buffer: list[np.ndarray] = []
+    for frame in frames:
+        buffer.append(frame)
+        if len(buffer) == size:
+            yield np.stack(buffer)
+            buffer = []
+    if buffer:
+        yield np.stack(buffer)
+
+
+def stream_columns(meta: ModelMetadata) -> list[str]:
+    """CSV columns :func:`stream_model` writes for this model (classify or anomaly)."""
+    if meta.task == "classify":
+        return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
+    return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
+
+
+def stream_model(
+    model: Path | str,
+    input: Path | str | IO[str],
+    write_rows: Callable[[list[dict[str, Any]]], None],
+    *,
+    chunk: int = 1,
+    session: SessionConfig | None = None,
+    on_open: Callable[[OpenedSession], None] | None = None,
+) -> StreamResult:
+    """Push frames through a ``--streaming`` export ``chunk`` at a time; rows per chunk.
+
+    ``input`` is a file (``.csv``/``.npy``/``.npz``/``.ts``, one sequence) or an open text
+    stream (stdin) read line by line, so a live sensor can pipe frames in. ``write_rows`` is
+    called once per chunk, as soon as it is computed. Classification emits one row per chunk
+    (the label after the chunk's last frame); anomaly detection one row per frame (score and
+    verdict, identical to a whole-series run). NaN/Inf frames are always refused: they would
+    poison the recurrent state for every later frame. ``on_open`` gets the opened session
+    before the first frame is read: a live stream may never end, so what can make its rows
+    wrong (:attr:`OpenedSession.warnings`) is shown up front rather than after the last row.
+    """
+    from edgelstm.runtimes.streaming import StreamingSession
+
+    if chunk < 1:
+        raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
+    streamer = StreamingSession(model, session=session)
+    meta = streamer.metadata
+    if meta.task not in ("classify", "anomaly"):
+        raise InvalidInputError(
+            f"{model}: --stream supports classify and anomaly models; this one is {meta.task}"
+        )
+    if on_open is not None:
+        on_open(streamer.opened)
+    norm = stored_normalization(meta, Path(model))
+    if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
+        frames = _text_frames(input, "<stdin>", meta)  # type: ignore[arg-type]
+    else:
+        path = Path(input)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise InvalidInputError(f"input file {path} does not exist")
+        if path.suffix.lower() == ".csv":
+            frames = _file_frames(path, meta)
+        else:
+            frames = _array_frames(path, meta)
+    from edgelstm.tasks import anomaly_scores
+
+    labels = class_names(meta) if meta.task == "classify" else ()
+    threshold = meta.anomaly_threshold
+    seen = chunks = 0
+    previous: np.ndarray | None = None  # anomaly: the last frame's next-step prediction
+    for block in _chunks(frames, chunk):
+        x = normalize(block, norm)
+        out = streamer.push(x[None])
+        rows: list[dict[str, Any]] = []
+        if meta.task == "classify":
+            probs = softmax(out)[0]
+            if not seen:
+                check_class_count(labels, len(probs))
+            rows.append({"frame": seen + len(block) - 1, **class_record(probs, labels)})
+        else:
+            prediction = out[0]
+            scores = anomaly_scores(x, prediction, previous=previous)
+            previous = prediction[-1]
+            for k, score in enumerate(scores.tolist()):
+                row: dict[str, Any] = {"frame": seen + k, "score": score}
+                if threshold is not None:
+                    row["anomaly"] = int(score > threshold)
+                rows.append(row)
+        seen += len(block)
+        chunks += 1
+        write_rows(rows)
+    if seen == 0:
+        raise InvalidInputError(
+            "no frames arrived on the input; send one line of numbers per frame"
+        )
+    return StreamResult(seen, chunks, streamer.opened)
