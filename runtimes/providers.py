@@ -1,9 +1,9 @@
-"""ONNX Runtime execution providers: the registry, name resolution, ``auto`` policy and report.
+"""ONNX Runtime execution providers: the registry, name resolution, ``auto`` policy, probes.
 
 One place knows every provider edgelstm can name: its short name (``cuda``), ONNX Runtime's
 name (``CUDAExecutionProvider``), which install provides it, and whether it can run the
 ``DynamicQuantizeLSTM`` kernel that makes INT8 LSTMs fast (only the CPU provider can).
-``edgelstm providers`` prints :func:`provider_report`.
+``edgelstm providers`` prints :func:`edgelstm.runtimes.provider_report.provider_report`.
 
 onnxruntime is imported lazily, inside functions: importing this module costs nothing, and a
 missing install surfaces as :class:`~edgelstm.errors.MissingDependencyError` with the extra to
@@ -23,26 +23,27 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.errors import InvalidInputError, MissingDependencyError
 from edgelstm.extras import install_hint
-from edgelstm.hardware import CpuInfo, GpuInfo, cpu_info, gpu_info
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from edgelstm.runtimes.provider_report import print_provider_report, provider_report
 
+# print_provider_report and provider_report (provider_report.py) are re-exported only while the
+# CLI (edgelstm/cli, being split into a package right now) imports them from here: import them
+# from their own module.
 __all__ = [
     "PROVIDERS",
-    "REPORT_SCHEMA",
     "ProbeResult",
-    "ProviderReport",
     "ProviderSpec",
     "available_providers",
     "choose_auto",
+    "conflict_warning",
     "explain_auto",
     "import_onnxruntime",
     "installed_onnxruntime_distributions",
@@ -50,12 +51,8 @@ __all__ = [
     "print_provider_report",
     "probe_provider",
     "provider_report",
-    "render_provider_report",
     "resolve_provider",
 ]
-
-#: ``schema`` value of :meth:`ProviderReport.to_json`; bump on incompatible changes.
-REPORT_SCHEMA = "edgelstm.providers/1"
 
 #: Precisions :func:`choose_auto` understands (the ones ``edgelstm quantize`` produces).
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -282,7 +279,8 @@ def installed_onnxruntime_distributions() -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def _conflict_warning(dists: Sequence[tuple[str, str]]) -> str | None:
+def conflict_warning(dists: Sequence[tuple[str, str]]) -> str | None:
+    """How to fix two onnxruntime distributions installed side by side; None for one or none."""
     if len(dists) < 2:
         return None
     listed = ", ".join(f"{n} {v}" for n, v in dists)
@@ -312,7 +310,7 @@ def import_onnxruntime() -> ModuleType:
         else:
             listed = ", ".join(f"{n} {v}" for n, v in dists)
             message = f"onnxruntime is installed ({listed}) but failed to import: {exc}"
-            conflict = _conflict_warning(dists)
+            conflict = conflict_warning(dists)
             message += f". {conflict}" if conflict else f". Reinstall it: {_INSTALL_HINT}"
         raise MissingDependencyError(message) from exc
 
@@ -560,191 +558,11 @@ def probe_provider(name: str) -> ProbeResult:
     )
 
 
-# --------------------------------------------------------------------------- report
+def __getattr__(name: str) -> Any:
+    # The CLI re-exports (__all__): resolved on use, since edgelstm.runtimes.provider_report
+    # imports this module at its top and a top-level import here would be a cycle.
+    if name in ("print_provider_report", "provider_report"):
+        from edgelstm.runtimes import provider_report
 
-
-@dataclass(frozen=True)
-class ProviderReport:
-    """Everything ``edgelstm providers`` shows: install, providers, auto choices, hardware."""
-
-    onnxruntime_version: str
-    onnxruntime_device: str
-    distributions: tuple[tuple[str, str], ...]
-    providers: tuple[ProviderSpec, ...]
-    auto: Mapping[str, str]
-    auto_reasons: Mapping[str, str]
-    cpu: CpuInfo
-    gpus: tuple[GpuInfo, ...]
-    probes: tuple[ProbeResult, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict; keys are stable under schema ``edgelstm.providers/1``.
-
-        ``auto`` maps ``fp32``, ``fp16``, ``int8`` (an INT8 graph with ``DynamicQuantizeLSTM``)
-        and ``streaming`` (fp32, one frame per call) to a short provider name.
-        """
-        return {
-            "schema": REPORT_SCHEMA,
-            "onnxruntime": {
-                "version": self.onnxruntime_version,
-                "device": self.onnxruntime_device,
-                "distributions": [{"name": n, "version": v} for n, v in self.distributions],
-            },
-            "providers": [p.to_json() for p in self.providers],
-            "auto": dict(self.auto),
-            "auto_reasons": dict(self.auto_reasons),
-            "probes": [p.to_json() for p in self.probes],
-            "cpu": self.cpu.to_json(),
-            "gpus": [g.to_json() for g in self.gpus],
-            "warnings": list(self.warnings),
-        }
-
-
-def _hardware_warnings(providers: Iterable[ProviderSpec], gpus: Sequence[GpuInfo]) -> list[str]:
-    names = {p.name for p in providers}
-    warnings: list[str] = []
-    if gpus and "cuda" not in names:
-        warnings.append(
-            f"nvidia-smi sees {len(gpus)} GPU(s) ({gpus[0].name}) but this onnxruntime has no "
-            "CUDAExecutionProvider: pip uninstall -y onnxruntime && pip install 'edgelstm[gpu]'"
-        )
-    if "cuda" in names and not gpus:
-        warnings.append(
-            "CUDAExecutionProvider is built in but nvidia-smi found no GPU: sessions asking for "
-            "cuda will fall back to CPU (check the driver, or run with probe to confirm)"
-        )
-    return warnings
-
-
-def provider_report(*, probe: bool = False) -> ProviderReport:
-    """Collect the provider report for this machine.
-
-    With ``probe=True`` every available provider except CPU and Azure gets a one-node session
-    (:func:`probe_provider`), and the ``auto`` choices only count providers that passed.
-
-    Raises:
-        MissingDependencyError: onnxruntime is not installed (the message names the extra).
-
-    Example::
-
-        >>> report = provider_report()
-        >>> report.to_json()["schema"]
-        'edgelstm.providers/1'
-    """
-    ort = import_onnxruntime()
-    dists = installed_onnxruntime_distributions()
-    providers = tuple(available_providers())
-    gpus = tuple(gpu_info())
-    warnings: list[str] = []
-    conflict = _conflict_warning(dists)
-    if conflict:
-        warnings.append(conflict)
-    warnings.extend(_hardware_warnings(providers, gpus))
-
-    probes: tuple[ProbeResult, ...] = ()
-    usable = [p.ep_name for p in providers]
-    if probe:
-        probes = tuple(
-            probe_provider(p.ep_name) for p in providers if p.name not in {"cpu", "azure"}
-        )
-        failed = {r.provider for r in probes if not r.usable}
-        usable = [p.ep_name for p in providers if p.name not in failed]
-        warnings.extend(f"{r.provider}: {r.detail}" for r in probes if not r.usable)
-
-    cases: dict[str, dict[str, Any]] = {
-        "fp32": {"precision": "fp32"},
-        "fp16": {"precision": "fp16"},
-        "int8": {"precision": "int8", "has_dynamic_quant_lstm": True},
-        "streaming": {"precision": "fp32", "streaming": True},
-    }
-    explained = {key: explain_auto(usable, **kwargs) for key, kwargs in cases.items()}
-    return ProviderReport(
-        onnxruntime_version=str(ort.__version__),
-        onnxruntime_device=str(ort.get_device()),
-        distributions=tuple(dists),
-        providers=providers,
-        auto=MappingProxyType({k: v[0] for k, v in explained.items()}),
-        auto_reasons=MappingProxyType({k: v[1] for k, v in explained.items()}),
-        cpu=cpu_info(),
-        gpus=gpus,
-        probes=probes,
-        warnings=tuple(warnings),
-    )
-
-
-def render_provider_report(report: ProviderReport) -> list[RenderableType]:
-    """Rich renderables for the report, in print order (header, providers, auto, hardware)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    dists = ", ".join(f"{n} {v}" for n, v in report.distributions) or "unknown distribution"
-    items: list[RenderableType] = [
-        Text.assemble(
-            ("onnxruntime ", "bold"),
-            f"{report.onnxruntime_version} ({dists}; device {report.onnxruntime_device})",
-        )
-    ]
-
-    probes = {p.provider: p for p in report.probes}
-    table = Table(title="Execution providers (ONNX Runtime priority order)", title_justify="left")
-    table.add_column("name", style="bold")
-    table.add_column("ONNX Runtime name")
-    table.add_column("kind")
-    table.add_column("INT8 LSTM")
-    table.add_column("notes")
-    for spec in report.providers:
-        probe = probes.get(spec.name)
-        note = spec.description
-        if probe is not None:
-            note += f" [probe: {'ok' if probe.usable else 'FAILED'}]"
-        table.add_row(
-            spec.name,
-            spec.ep_name,
-            "accelerator" if spec.accelerator else "host",
-            "yes" if spec.dynamic_quant_lstm else "no",
-            note,
-        )
-    items.append(table)
-
-    auto = Table(title="--provider auto", title_justify="left")
-    auto.add_column("model")
-    auto.add_column("provider", style="bold")
-    auto.add_column("why")
-    for key, choice in report.auto.items():
-        auto.add_row(key, choice, report.auto_reasons.get(key, ""))
-    items.append(auto)
-
-    cpu = report.cpu
-    isa = [
-        n
-        for n in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx", "neon", "asimddp", "i8mm")
-        if getattr(cpu, n)
-    ]
-    hw = Table(title="Hardware", title_justify="left", show_header=False)
-    hw.add_column("what", style="bold")
-    hw.add_column("value")
-    cores = f"{cpu.logical_cores} logical"
-    if cpu.physical_cores is not None:
-        cores += f", {cpu.physical_cores} physical"
-    if cpu.usable_cores is not None and cpu.usable_cores != cpu.logical_cores:
-        cores += f", {cpu.usable_cores} usable by this process"
-    hw.add_row("CPU", f"{cpu.model} ({cpu.architecture}; {cores})")
-    hw.add_row("INT8 ISA", ", ".join(isa) if cpu.flags_known else "unknown")
-    hw.add_row("INT8 note", cpu.to_json()["int8_note"])
-    for gpu in report.gpus:
-        mem = f"{gpu.memory_mib} MiB" if gpu.memory_mib is not None else "memory unknown"
-        driver = f"driver {gpu.driver_version or '?'}, CUDA {gpu.cuda_version or '?'}"
-        hw.add_row(f"GPU {gpu.index}", f"{gpu.name} ({mem}; {driver})")
-    if not report.gpus:
-        hw.add_row("GPU", "none found by nvidia-smi")
-    items.append(hw)
-
-    items.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
-    return items
-
-
-def print_provider_report(report: ProviderReport, console: Console) -> None:
-    """Print :func:`render_provider_report` to ``console`` (the CLI passes its own)."""
-    for item in render_provider_report(report):
-        console.print(item)
+        return getattr(provider_report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Tests for :mod:`edgelstm.runtimes.providers`: registry, names, ``auto`` policy, report."""
+"""Tests for :mod:`edgelstm.runtimes.providers` (registry, names, ``auto`` policy) and
+:mod:`edgelstm.runtimes.provider_report` (the report)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,18 @@ from rich.console import Console
 
 from edgelstm.errors import InvalidInputError, MissingDependencyError
 from edgelstm.hardware import GpuInfo
+from edgelstm.runtimes import provider_report as report_module
 from edgelstm.runtimes import providers
+from edgelstm.runtimes.provider_report import REPORT_SCHEMA, print_provider_report, provider_report
 from edgelstm.runtimes.providers import (
     PROVIDERS,
-    REPORT_SCHEMA,
     ProviderSpec,
     available_providers,
     choose_auto,
     explain_auto,
     import_onnxruntime,
     installed_onnxruntime_distributions,
-    print_provider_report,
     probe_provider,
-    provider_report,
     resolve_provider,
 )
 
@@ -216,6 +216,7 @@ def test_broken_onnxruntime_still_names_the_extra(monkeypatch: pytest.MonkeyPatc
 def test_conflicting_distributions_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     two = [("onnxruntime", "1.32.0"), ("onnxruntime-gpu", "1.32.0")]
     monkeypatch.setattr(providers, "installed_onnxruntime_distributions", lambda: two)
+    monkeypatch.setattr(report_module, "installed_onnxruntime_distributions", lambda: two)
     report = provider_report()
     assert len(report.distributions) == 2
     (warning,) = [w for w in report.warnings if "distributions are installed" in w]
@@ -303,7 +304,7 @@ def test_provider_report_with_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     # a probe auto picks it, with one the report names the failure and auto stays on CPU.
     real = ort.get_available_providers()
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, *real])
-    monkeypatch.setattr(providers, "gpu_info", lambda: [])
+    monkeypatch.setattr(report_module, "gpu_info", lambda: [])
     assert provider_report().auto["fp32"] == "cuda"
     report = provider_report(probe=True)
     (probe,) = report.probes
@@ -319,7 +320,7 @@ def test_gpu_without_cuda_provider_warns(monkeypatch: pytest.MonkeyPatch) -> Non
     ort = import_onnxruntime()
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU_EP])
     gpu = GpuInfo(0, "NVIDIA L4", "550.54.15", "12.4", 23034)
-    monkeypatch.setattr(providers, "gpu_info", lambda: [gpu])
+    monkeypatch.setattr(report_module, "gpu_info", lambda: [gpu])
     report = provider_report()
     assert report.gpus == (gpu,)
     assert any("edgelstm[gpu]" in w and "NVIDIA L4" in w for w in report.warnings)
@@ -329,7 +330,7 @@ def test_gpu_without_cuda_provider_warns(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cuda_provider_without_gpu_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     ort = import_onnxruntime()
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
-    monkeypatch.setattr(providers, "gpu_info", lambda: [])
+    monkeypatch.setattr(report_module, "gpu_info", lambda: [])
     report = provider_report()
     assert report.auto["fp32"] == "cuda"
     assert report.auto["int8"] == "cpu"
