@@ -152,7 +152,7 @@ class BenchmarkReport:
 
 def _model_facts(path: Path) -> dict[str, Any]:
     """Precision, streaming capability, feature count and label of one ONNX artifact."""
-    from edgelstm.runtimes.session import model_profile
+    from edgelstm.runtimes.artifact import model_profile
 
     profile = model_profile(path)
     size = path.stat().st_size

@@ -303,20 +303,23 @@ def record_weights_sha256(model: Any) -> str:
     return value
 
 
-def verify_weights_sha256(path: Path) -> bool:
+def verify_weights_sha256(path: Path, model: Any | None = None) -> bool:
     """Check an ``.onnx`` file's weights against its stored checksum.
 
     Returns False when the file carries none (a model from another tool, or an edgelstm
     model from before checksums); raises :class:`InvalidInputError` naming the file when the
-    weights do not match, i.e. the file changed after edgelstm wrote it.
+    weights do not match, i.e. the file changed after edgelstm wrote it. ``model`` is the
+    file already parsed without external data (the runtime's artifact), so it is not parsed
+    twice; its external weights are loaded into it.
     """
     import onnx
 
     path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends for files that are not ONNX
-        raise InvalidInputError(f"{path} is not a readable ONNX model ({exc})") from None
+    if model is None:
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # DecodeError and friends for files that are not ONNX
+            raise InvalidInputError(f"{path} is not a readable ONNX model ({exc})") from None
     stored = next((p.value for p in model.metadata_props if p.key == WEIGHTS_KEY), None)
     if stored is None:
         return False

@@ -28,6 +28,7 @@ from edgelstm.config import Normalization
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.artifact import Artifact
 from edgelstm.runtimes.execution import run_interruptible
 from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
 from edgelstm.runtimes.inference import Progress, run_bucketed, zero_state
@@ -476,7 +477,7 @@ def _scalar(value: Any) -> Any:
 
 
 def run_model(
-    model: Path | str,
+    model: Artifact | Path | str,
     input: Path | str,
     output: Path | str,
     *,
@@ -485,6 +486,8 @@ def run_model(
     progress: Progress | None = None,
 ) -> RunResult:
     """Run ``model`` over the file ``input`` and write ``output``; the Python face of ``run``.
+
+    ``model`` is a path or an :class:`~edgelstm.runtimes.artifact.Artifact` already read.
 
     Raises :class:`~edgelstm.errors.ProviderUnavailableError` when the requested provider
     cannot run (strict unless ``session.fallback``) and
@@ -497,12 +500,12 @@ def run_model(
         >>> result.predictions.summary["accuracy"]  # doctest: +SKIP
         0.9757
     """
-    model_path, source, target = Path(model), Path(input), Path(output)
+    source, target = Path(input), Path(output)
     options = options or RunOptions()
     check_output_format(target, options.overwrite)
     if not source.is_file():
         raise InvalidInputError(f"input file {source} does not exist")
-    opened = open_session(model_path, session)
+    opened = open_session(model, session)
     # Read with the session, once; a model whose edgelstm metadata is corrupt never gets here
     # (it must not run as a foreign model: its outputs would be raw and un-normalised).
     meta = opened.profile.metadata

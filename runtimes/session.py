@@ -32,12 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
-from edgelstm.metadata import (
-    ModelMetadata,
-    metadata_from_props,
-    reduce_range_from_props,
-    verify_weights_sha256,
-)
+from edgelstm.runtimes.artifact import Artifact, ModelProfile, load_artifact
 from edgelstm.runtimes.providers import (
     ProviderSpec,
     explain_auto,
@@ -51,11 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAPH_OPTIMIZATION_LEVELS",
-    "ModelProfile",
     "OpenedSession",
     "SessionConfig",
     "limit_memory",
-    "model_profile",
     "open_session",
     "parse_provider_list",
     "reduce_range_warning",
@@ -68,11 +61,6 @@ GRAPH_OPTIMIZATION_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
-
-#: Ops that only ONNX Runtime's CPU provider implements; on an accelerator they run on the
-#: host between copies (or the session fails), so their presence decides ``auto``.
-_CPU_ONLY_INT8_OPS = frozenset({"DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulInteger"})
-_INT8_OPS = _CPU_ONLY_INT8_OPS | {"QuantizeLinear", "DequantizeLinear", "QLinearMatMul"}
 
 
 @dataclass(frozen=True)
@@ -154,55 +142,6 @@ def parse_provider_list(text: str) -> tuple[str, ...]:
     if len(names) > 1 and any(n.lower() == "auto" for n in names):
         raise InvalidInputError("--provider auto cannot be combined with other providers")
     return names
-
-
-@dataclass(frozen=True)
-class ModelProfile:
-    """What the graph says about where it can run: precision and notable ops.
-
-    ``reduce_range`` is what ``edgelstm quantize`` recorded for INT8 weights (True: 7-bit),
-    None when the model records nothing. ``metadata`` is the model's edgelstm metadata, None
-    for a model from another tool.
-    """
-
-    precision: str  # fp32, fp16 or int8
-    op_types: frozenset[str]
-    streaming: bool
-    reduce_range: bool | None = None
-    metadata: ModelMetadata | None = None
-
-    @property
-    def cpu_only_ops(self) -> tuple[str, ...]:
-        """Ops in the graph that only the CPU provider implements."""
-        return tuple(sorted(self.op_types & _CPU_ONLY_INT8_OPS))
-
-
-def model_profile(path: Path) -> ModelProfile:
-    """Read the graph (not its weights) to learn precision, op types and streaming state.
-
-    The edgelstm metadata is parsed here, once per opened model, so a corrupt value stops
-    ``run``, ``--stream`` and ``benchmark`` alike with the same error naming the key.
-    """
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends for files that are not ONNX
-        raise InvalidInputError(f"{path} is not a readable ONNX model ({exc})") from None
-    ops = frozenset(node.op_type for node in model.graph.node)
-    fp16 = onnx.TensorProto.FLOAT16
-    if ops & _INT8_OPS:
-        precision = "int8"
-    elif any(init.data_type == fp16 for init in model.graph.initializer):
-        precision = "fp16"
-    else:
-        precision = "fp32"
-    props = {p.key: p.value for p in model.metadata_props}
-    # `edgelstm quantize` stamps the precision it produced; trust it over the op scan.
-    precision = props.get("edgelstm.precision", precision)
-    meta = metadata_from_props(props, where=str(path))
-    streaming = meta is not None and meta.variant == "streaming"
-    return ModelProfile(precision, ops, streaming, reduce_range_from_props(props), meta)
 
 
 def reduce_range_warning(
@@ -363,8 +302,11 @@ def _resolve_requested(
     return tuple(specs), notes
 
 
-def open_session(model: Path | str, config: SessionConfig | None = None) -> OpenedSession:
-    """Open ``model`` on the first usable provider of ``config.providers``.
+def open_session(
+    model: Artifact | Path | str, config: SessionConfig | None = None
+) -> OpenedSession:
+    """Open ``model`` (a path, or an :class:`Artifact` already read) on the first usable
+    provider of ``config.providers``.
 
     Strict by default: when the first provider is not built into the installed onnxruntime,
     fails to initialise, or is silently replaced by the CPU, this raises
@@ -378,15 +320,20 @@ def open_session(model: Path | str, config: SessionConfig | None = None) -> Open
         >>> opened = open_session("jv.onnx")  # doctest: +SKIP
         >>> opened.session.run(None, {"x": x})  # doctest: +SKIP
     """
-    path = Path(model)
+    artifact: Artifact | None = None
+    if isinstance(model, Artifact):
+        artifact, path = model, model.path
+    else:
+        path = Path(model)
     config = config or SessionConfig()
     if path.is_dir():
         raise InvalidInputError(f"model path {path} is a folder; give the .onnx file inside it")
     if not path.is_file():
         raise InvalidInputError(f"model file {path} does not exist")
     ort = import_onnxruntime()
-    verify_weights_sha256(path)  # an edgelstm artifact changed since it was written: refuse
-    profile = model_profile(path)
+    # Parsed once; the checksum refuses an edgelstm artifact changed since it was written.
+    artifact = load_artifact(path) if artifact is None else artifact.verify()
+    profile = artifact.profile
     available = [str(p) for p in ort.get_available_providers()]
     is_auto = len(config.providers) == 1 and config.providers[0].lower() == "auto"
     specs, notes = _resolve_requested(

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.metadata import read_metadata
+from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.artifact import Artifact, load_artifact
 from edgelstm.runtimes.execution import output_shapes
 from edgelstm.runtimes.feeds import input_specs, numpy_dtype
 from edgelstm.runtimes.inference import zero_state
@@ -49,19 +50,27 @@ class StreamingSession:
     ``[features]`` frame are accepted too. Inputs are in the model's normalised units.
 
     ``session`` picks the provider and options (default: CPU, one thread, strict); ``threads``
-    overrides its intra-op thread count. :attr:`opened` says which provider runs.
+    overrides its intra-op thread count. :attr:`opened` says which provider runs. ``model`` is
+    a path or an :class:`~edgelstm.runtimes.artifact.Artifact` already read.
     """
 
     def __init__(
         self,
-        model: Path | str,
+        model: Artifact | Path | str,
         *,
         streams: int = 1,
         threads: int | None = None,
         session: SessionConfig | None = None,
     ) -> None:
-        path = Path(model)
-        meta = read_metadata(path)
+        if isinstance(model, Artifact):
+            artifact, path = model, model.path
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise InvalidInputError(f"model file {path} does not exist")
+            # The checksum waits for open_session below: these checks came first, and still do.
+            artifact = load_artifact(path, verify=False)
+        meta = ModelMetadata.from_props(artifact.props, where=str(path))
         if meta.variant != "streaming" or not meta.state:
             raise InvalidInputError(
                 f"{path} is a {meta.variant} model without state inputs; export it with "
@@ -75,7 +84,7 @@ class StreamingSession:
         config = session or SessionConfig()
         if threads is not None:
             config = replace(config, intra_op_threads=threads)
-        self.opened = open_session(path, config)
+        self.opened = open_session(artifact, config)
         self._session = self.opened.session
         inputs = {i.name: i for i in self._session.get_inputs()}
         features = inputs["x"].shape[2]

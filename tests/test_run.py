@@ -44,6 +44,7 @@ from edgelstm.config import Normalization
 from edgelstm.errors import InvalidInputError, OutputExistsError, ProviderUnavailableError
 from edgelstm.exporters import export
 from edgelstm.metadata import PREFIX, ModelMetadata, read_metadata
+from edgelstm.runtimes.artifact import load_artifact
 from edgelstm.runtimes.run import RunOptions, run_model
 from edgelstm.runtimes.session import SessionConfig
 from edgelstm.runtimes.stream import stream_model
@@ -1459,3 +1460,16 @@ def test_stream_and_run_name_unlabelled_classes_alike(
     assert last["label"] == whole["label"]
     for column in probabilities:
         assert float(last[column]) == pytest.approx(float(whole[column]), abs=1e-5)
+
+
+def test_run_model_takes_an_artifact_read_once(
+    classify_model: Exported, classify_npz: Path, tmp_path: Path
+) -> None:
+    artifact = load_artifact(classify_model.model)
+    from_artifact = run_model(artifact, classify_npz, tmp_path / "artifact.npz")
+    from_path = run_model(classify_model.model, classify_npz, tmp_path / "path.npz")
+    assert from_artifact.opened.profile is artifact.profile
+    np.testing.assert_array_equal(
+        from_artifact.predictions.arrays["probabilities"],
+        from_path.predictions.arrays["probabilities"],
+    )

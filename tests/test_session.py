@@ -20,16 +20,11 @@ from onnx import TensorProto, helper
 
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 from edgelstm.runtimes import session as session_mod
+from edgelstm.runtimes.artifact import ModelProfile, load_artifact, model_profile
 from edgelstm.runtimes.execution import output_shapes
 from edgelstm.runtimes.feeds import InputSpec, input_specs, validate_feeds
 from edgelstm.runtimes.providers import resolve_provider
-from edgelstm.runtimes.session import (
-    ModelProfile,
-    SessionConfig,
-    model_profile,
-    open_session,
-    parse_provider_list,
-)
+from edgelstm.runtimes.session import SessionConfig, open_session, parse_provider_list
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -531,3 +526,34 @@ def test_runtimes_room_exports_resolve_lazily() -> None:
         assert getattr(room, name) is not None
     with pytest.raises(AttributeError):
         _ = room.no_such_name
+
+
+def test_open_session_parses_the_model_once(
+    relu_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[object] = []
+    real = onnx.load
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        parsed.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", counted)
+    open_session(relu_model)
+    assert len(parsed) == 1  # checksum and profile share one parse
+    artifact = load_artifact(relu_model)
+    parsed.clear()
+    opened = open_session(artifact)
+    assert parsed == []
+    assert opened.profile is artifact.profile
+    assert opened.path == relu_model
+
+
+def test_load_artifact_refuses_folders_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="is a folder; give the"):
+        load_artifact(tmp_path)
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        load_artifact(tmp_path / "missing.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(InvalidInputError, match="is not a readable ONNX model"):
+        load_artifact(tmp_path / "bad.onnx")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from edgelstm.config import ModelConfig
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.models import SequenceModel, build_model
+from edgelstm.runtimes.artifact import load_artifact
 from edgelstm.runtimes.streaming import StreamingSession
 
 FEATURES = 3
@@ -169,3 +172,26 @@ def test_a_long_stream_keeps_memory_flat_and_a_reset_stream_fresh(
     assert result["frames"] == 20_000
     assert result["growth_mb"] < 5.0, result["memory_mb"]
     assert result["reset_vs_fresh_max_abs"] == 0.0
+
+
+def test_an_artifact_read_once_streams_like_its_path(
+    streaming_export: tuple[SequenceModel, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, path = streaming_export
+    parsed: list[object] = []
+    real = onnx.load
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        parsed.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", counted)
+    session = StreamingSession(path)
+    assert len(parsed) == 1  # metadata, checksum and profile from one parse
+    artifact = load_artifact(path, verify=False)
+    parsed.clear()
+    from_artifact = StreamingSession(artifact)
+    assert parsed == []
+    x = _frames(1, 6)
+    np.testing.assert_allclose(from_artifact.push(x), _whole(model, x), atol=1e-5)
+    np.testing.assert_allclose(session.push(x), _whole(model, x), atol=1e-5)
