@@ -26,17 +26,11 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgelstm.errors import InvalidInputError, MissingDependencyError
 from edgelstm.extras import install_hint
 
-if TYPE_CHECKING:
-    from edgelstm.runtimes.provider_report import print_provider_report, provider_report
-
-# print_provider_report and provider_report (provider_report.py) are re-exported only while the
-# CLI (edgelstm/cli, being split into a package right now) imports them from here: import them
-# from their own module.
 __all__ = [
     "PROVIDERS",
     "ProbeResult",
@@ -48,9 +42,7 @@ __all__ = [
     "import_onnxruntime",
     "installed_onnxruntime_distributions",
     "node_placement",
-    "print_provider_report",
     "probe_provider",
-    "provider_report",
     "resolve_provider",
 ]
 
@@ -556,13 +548,3 @@ def probe_provider(name: str) -> ProbeResult:
         f"asked for {spec.ep_name}, got {', '.join(used) or 'nothing'} (silent fallback); "
         f"install: {spec.install}",
     )
-
-
-def __getattr__(name: str) -> Any:
-    # The CLI re-exports (__all__): resolved on use, since edgelstm.runtimes.provider_report
-    # imports this module at its top and a top-level import here would be a cycle.
-    if name in ("print_provider_report", "provider_report"):
-        from edgelstm.runtimes import provider_report
-
-        return getattr(provider_report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

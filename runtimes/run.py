@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -33,25 +33,16 @@ from edgelstm.runtimes.execution import run_interruptible
 from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
 from edgelstm.runtimes.inference import Progress, run_bucketed, zero_state
 from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
-from edgelstm.runtimes.writers import check_output_format, csv_row_writer, write_predictions
+from edgelstm.runtimes.writers import check_output_format, write_predictions
 from edgelstm.tasks import normalize
 
-if TYPE_CHECKING:
-    from edgelstm.runtimes.stream import stream_columns, stream_model
-
-# csv_row_writer (writers.py), stream_columns and stream_model (stream.py) are re-exported only
-# while the CLI (edgelstm/cli, being split into a package right now) imports them from here:
-# import them from their own modules.
 __all__ = [
     "Predictions",
     "RunOptions",
     "RunResult",
     "class_names",
-    "csv_row_writer",
     "describe_run",
     "run_model",
-    "stream_columns",
-    "stream_model",
 ]
 
 
@@ -369,7 +360,7 @@ def _task_predictions(
 
 
 def _raw_arrays(source: Path, opened: OpenedSession) -> dict[str, np.ndarray]:
-    from edgelstm.data.readers import read_arrays
+    from edgelstm.data.arrays import read_arrays
 
     specs = input_specs(opened.session)
     suffix = source.suffix.lower()
@@ -531,16 +522,3 @@ def describe_run(result: RunResult) -> str:
     if "accuracy" in summary:
         text += f"; accuracy {summary['accuracy']:.4f} against the labels in the input"
     return text
-
-
-_MOVED_TO_STREAM = ("stream_columns", "stream_model")
-
-
-def __getattr__(name: str) -> Any:
-    # The CLI re-exports (__all__): resolved on use, since edgelstm.runtimes.stream imports
-    # this module at its top and a top-level import here would be a cycle.
-    if name in _MOVED_TO_STREAM:
-        from edgelstm.runtimes import stream
-
-        return getattr(stream, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -58,9 +58,9 @@ class StreamResult:
 
 def _text_frames(lines: Iterable[str], source: str, meta: ModelMetadata) -> Iterator[np.ndarray]:
     """Frames from CSV lines, one per row, read lazily with the dialect of every CSV reader
-    (:func:`edgelstm.data.readers.open_csv`); the columns map onto the model's features as
+    (:func:`edgelstm.data.csv_files.open_csv`); the columns map onto the model's features as
     for ``run`` on a whole file."""
-    from edgelstm.data.readers import open_csv
+    from edgelstm.data.csv_files import open_csv
 
     opened = open_csv(lines, source)
     if opened is None:

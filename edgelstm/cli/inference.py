@@ -274,7 +274,8 @@ def _run_stream(
     from edgelstm.console import stderr_console
     from edgelstm.fileio import atomic_file
     from edgelstm.metadata import read_metadata
-    from edgelstm.runtimes.run import csv_row_writer, stream_columns, stream_model
+    from edgelstm.runtimes.stream import stream_columns, stream_model
+    from edgelstm.runtimes.writers import csv_row_writer
 
     columns = stream_columns(read_metadata(model))
     source: Any = sys.stdin if input_file == "-" else Path(input_file)

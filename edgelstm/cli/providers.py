@@ -17,7 +17,7 @@ def providers(
 ) -> None:
     """List ONNX Runtime execution providers, what `auto` picks, and the CPU/GPU they run on."""
     from edgelstm.console import stdout_console
-    from edgelstm.runtimes.providers import print_provider_report, provider_report
+    from edgelstm.runtimes.provider_report import print_provider_report, provider_report
 
     report = provider_report(probe=probe)
     if json_output:

@@ -34,7 +34,7 @@ from edgelstm.data.checks import (
     default_names,
     require_file,
 )
-from edgelstm.data.csv_files import open_csv, read_csv_series
+from edgelstm.data.csv_files import read_csv_series
 from edgelstm.data.ts import read_ts
 from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
@@ -44,10 +44,6 @@ __all__ = [
     "TASKS",
     "load_inference_data",
     "load_training_data",
-    # Re-exported only for edgelstm.runtimes.run and edgelstm.exporters.quantize, which import
-    # them from here; they belong to csv_files / arrays: import them from there.
-    "open_csv",
-    "read_arrays",
     "resolve_targets",
 ]
 
