@@ -10,6 +10,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from edgelstm.errors import CheckpointError, InvalidInputError
@@ -220,54 +221,79 @@ T = TypeVar("T")
 
 
 def to_dict(obj: Any) -> Any:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return dataclasses.asdict(obj)
+    """A JSON-ready dict of a config dataclass (tuples become lists, paths strings)."""
+    return _jsonable(dataclasses.asdict(obj))
 
 
-def from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
-    """Rebuild a config dataclass from :func:`to_dict` output, naming the bad key on failure."""
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
+
+
+def from_dict(
+    cls: type[T],
+    data: Any,
+    *,
+    where: str = "config",
+    error: type[InvalidInputError] = CheckpointError,
+) -> T:
+    """Rebuild a config dataclass from :func:`to_dict` output, naming the bad key on failure.
+
+    ``error`` is the exception raised for bad content: :class:`CheckpointError` for checkpoint
+    files, :class:`InvalidInputError` for documents a user writes (deployment configs).
+    """
     if not isinstance(data, dict):
-        raise CheckpointError(f"{where}: expected an object, got {type(data).__name__}")
+        raise error(f"{where}: expected an object, got {type(data).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise CheckpointError(
-            f"{where}: unknown keys {unknown}; was it written by a newer edgelstm?"
+        raise error(
+            f"{where}: unknown keys {unknown} (known: {', '.join(sorted(names))}); "
+            "was it written by a newer edgelstm?"
         )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}", error)
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
+        raise error(f"{where}: {exc}") from None
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: Any, value: Any, where: str, error: type[InvalidInputError]) -> Any:
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_dict(hint, value, where=where)
+        return from_dict(hint, value, where=where, error=error)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise CheckpointError(f"{where}: expected a list, got {type(value).__name__}")
+            raise error(f"{where}: expected a list, got {type(value).__name__}")
         (item_hint, *_rest) = get_args(hint)
-        return tuple(_convert(item_hint, v, where) for v in value)
+        return tuple(_convert(item_hint, v, where, error) for v in value)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
         if value is None and type(None) in get_args(hint):
             return None
         if len(options) == 1:
-            return _convert(options[0], value, where)
+            return _convert(options[0], value, where, error)
         return value
     if hint is bool and not isinstance(value, bool):
-        raise CheckpointError(f"{where}: expected true/false, got {value!r}")
+        raise error(f"{where}: expected true/false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise CheckpointError(f"{where}: expected an integer, got {value!r}")
+        raise error(f"{where}: expected an integer, got {value!r}")
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise CheckpointError(f"{where}: expected a number, got {value!r}")
+            raise error(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if hint is Path:
+        if not isinstance(value, str):
+            raise error(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
     if hint is str and not isinstance(value, str):
-        raise CheckpointError(f"{where}: expected a string, got {value!r}")
+        raise error(f"{where}: expected a string, got {value!r}")
     return value

@@ -38,20 +38,7 @@ __all__ = [
 ]
 
 DEPLOY_SCHEMA = "edgelstm.deploy/1"
-
-_SESSION_FIELDS: dict[str, Any] = {
-    "providers": tuple,
-    "fallback": bool,
-    "intra_op_threads": (int, type(None)),
-    "inter_op_threads": (int, type(None)),
-    "spinning": (bool, type(None)),
-    "graph_optimization": str,
-    "memory_arena": bool,
-    "cuda_device": int,
-    "cuda_graphs": bool,
-    "tensorrt_fp16": bool,
-    "tensorrt_cache": (str, type(None)),
-}
+_SESSION_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SessionConfig))
 
 
 @dataclass(frozen=True)
@@ -84,29 +71,6 @@ class DeploymentConfig:
             "measured": self.measured,
             "reason": self.reason,
         }
-
-
-def _session_from_json(raw: Any, where: Path) -> SessionConfig:
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"{where}: 'session' must be an object")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        expected = _SESSION_FIELDS.get(key)
-        if expected is None:
-            raise InvalidInputError(f"{where}: unknown session setting {key!r}")
-        if expected is tuple:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise InvalidInputError(f"{where}: session.{key} must be a list of names")
-            value = tuple(value)
-        elif not isinstance(value, expected) or (
-            isinstance(value, bool)
-            and key not in ("fallback", "spinning", "memory_arena", "cuda_graphs", "tensorrt_fp16")
-        ):
-            raise InvalidInputError(f"{where}: session.{key} has the wrong type ({value!r})")
-        if key == "tensorrt_cache" and value is not None:
-            value = Path(value)
-        values[key] = value
-    return SessionConfig(**values)
 
 
 def _positive_int(value: Any) -> bool:
@@ -144,7 +108,7 @@ def read_deployment(path: Path) -> DeploymentConfig:
     return DeploymentConfig(
         model=model_path,
         mode=mode,
-        session=_session_from_json(raw.get("session", {}), path),
+        session=SessionConfig.from_json(raw.get("session", {}), where=f"{path}: session"),
         batch=batch,
         chunk=chunk,
         measured=dict(measured),
@@ -263,7 +227,7 @@ def resolve_deployment(
         )
     given = dict(session or {})
     for name in given:
-        if name not in _SESSION_FIELDS:
+        if name not in _SESSION_FIELD_NAMES:
             raise InvalidInputError(f"unknown session setting {name!r} to override {source}")
     current = deployment.session
     notes = [

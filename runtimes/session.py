@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgelstm.config import from_dict, to_dict
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 from edgelstm.runtimes.artifact import Artifact, ModelProfile, load_artifact
 from edgelstm.runtimes.providers import (
@@ -112,20 +113,19 @@ class SessionConfig:
             raise InvalidInputError(f"CUDA device id must be >= 0, got {self.cuda_device}")
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict with stable keys (benchmark rows and deployment configs use it)."""
-        return {
-            "providers": list(self.providers),
-            "fallback": self.fallback,
-            "intra_op_threads": self.intra_op_threads,
-            "inter_op_threads": self.inter_op_threads,
-            "spinning": self.spinning,
-            "graph_optimization": self.graph_optimization,
-            "memory_arena": self.memory_arena,
-            "cuda_device": self.cuda_device,
-            "cuda_graphs": self.cuda_graphs,
-            "tensorrt_fp16": self.tensorrt_fp16,
-            "tensorrt_cache": None if self.tensorrt_cache is None else str(self.tensorrt_cache),
-        }
+        """JSON-ready dict with stable keys (benchmark rows and deployment configs use it).
+
+        ``log_severity`` is left out: it only keeps ONNX Runtime's own log lines off the
+        console and says nothing about the measurement or the deployment.
+        """
+        document: dict[str, Any] = to_dict(self)
+        del document["log_severity"]
+        return document
+
+    @classmethod
+    def from_json(cls, document: Any, *, where: str = "session") -> SessionConfig:
+        """The inverse of :meth:`to_json`, naming the bad key of a hand-edited document."""
+        return from_dict(cls, document, where=where, error=InvalidInputError)
 
 
 def parse_provider_list(text: str) -> tuple[str, ...]:
