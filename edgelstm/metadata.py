@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgelstm.config import to_dict
 from edgelstm.errors import InvalidInputError
 
 SCHEMA = "edgelstm.onnx/1"
@@ -60,28 +61,7 @@ class ModelMetadata:
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries (all strings)."""
-        raw: dict[str, Any] = {
-            "schema": SCHEMA,
-            "variant": self.variant,
-            "exporter": self.exporter,
-            "opset": self.opset,
-            "torch_version": self.torch_version,
-            "edgelstm_version": self.edgelstm_version,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-            "state": self.state,
-            "task": self.task,
-            "arch": self.arch,
-            "feature_names": list(self.feature_names),
-            "normalization": self.normalization,
-            "class_labels": list(self.class_labels),
-            "target_names": list(self.target_names),
-            "target_indices": list(self.target_indices),
-            "anomaly_threshold": self.anomaly_threshold,
-            "source": self.source,
-            "source_sha256": self.source_sha256,
-            "run_record": self.run_record,
-        }
+        raw: dict[str, Any] = {"schema": SCHEMA, **to_dict(self)}
         return {
             PREFIX + key: value if isinstance(value, str) else json.dumps(value)
             for key, value in raw.items()
