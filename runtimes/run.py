@@ -1,4 +1,4 @@
-"""``edgelstm run``: inference over files on an explicit provider, and live streaming.
+"""``edgelstm run``: inference over whole files on an explicit provider, per task.
 
 Two ways in:
 
