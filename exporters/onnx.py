@@ -66,6 +66,31 @@ class ExportResult:
     size_bytes: int
     external_data: bool = False
 
+    def to_json(self) -> dict[str, Any]:
+        """The result and its validation as plain JSON values (``export --json``)."""
+        return {
+            "out": str(self.out),
+            "variant": self.variant,
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "size_bytes": self.size_bytes,
+            "external_data": self.external_data,
+            "rejected": [list(r) for r in self.rejected],
+            "validation": self.report.to_json(),
+        }
+
+    def describe(self) -> str:
+        """What was written, one line each, for a person reading the terminal."""
+        lines = [
+            f"wrote {self.out} ({self.size_bytes / 1e6:.2f} MB, {self.variant}, "
+            f"{self.exporter} exporter, opset {self.opset})"
+        ]
+        if self.external_data:
+            lines.append(f"the model is over 2 GB: its weights are in {self.out}.data; keep both")
+        for name, why in self.rejected:
+            lines.append(f"{name} exporter rejected: {why}")
+        return "\n".join(lines)
+
 
 @dataclass(frozen=True)
 class _Source:
@@ -148,6 +173,8 @@ def export_user_model(
 ) -> ExportResult:
     """Export a module edgelstm did not train: ``file.py:factory`` or ``package.module:factory``.
 
+    ``streaming`` is refused (by :func:`export`): a foreign module's recurrent state is unknown.
+
     ``weights`` is a ``.safetensors`` file or a ``.pt`` state dict (loaded with
     ``weights_only=True``; a pickled whole module is refused).
     """
@@ -155,7 +182,13 @@ def export_user_model(
     module = load_user_module(model)
     module.load_state_dict(_load_state_dict(Path(weights), module), strict=True)
     return export(
-        module.eval(), out, input_shape=shape, opset=opset, atol=atol, overwrite=overwrite
+        module.eval(),
+        out,
+        streaming=streaming,
+        input_shape=shape,
+        opset=opset,
+        atol=atol,
+        overwrite=overwrite,
     )
 
 

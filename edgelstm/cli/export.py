@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -61,14 +61,17 @@ def export(
             raise InvalidInputError("give either RUN_DIR or --model, not both")
         if weights is None or input_shape is None:
             raise InvalidInputError("--model needs --weights W and --input-shape B,T,F")
-        if streaming:
-            raise InvalidInputError(
-                "--streaming needs an edgelstm checkpoint (its recurrent state is known)"
-            )
         from edgelstm.exporters.onnx import export_user_model
 
         result = export_user_model(
-            model, weights, input_shape, out, opset=opset, atol=atol, overwrite=overwrite
+            model,
+            weights,
+            input_shape,
+            out,
+            streaming=streaming,
+            opset=opset,
+            atol=atol,
+            overwrite=overwrite,
         )
     else:
         if run_dir is None:
@@ -81,39 +84,13 @@ def export(
             run_dir, out, streaming=streaming, opset=opset, atol=atol, overwrite=overwrite
         )
     if json_output:
-        typer.echo(json.dumps(export_summary(result), indent=2))
+        typer.echo(json.dumps(result.to_json(), indent=2))
         return
     from edgelstm.exporters.validation import print_validation
 
     console = stdout_console()
     print_validation(result.report, console)
-    console.print(describe_export(result), highlight=False)
-
-
-def export_summary(result: Any) -> dict[str, Any]:
-    """The JSON form of an export result."""
-    return {
-        "out": str(result.out),
-        "variant": result.variant,
-        "exporter": result.exporter,
-        "opset": result.opset,
-        "size_bytes": result.size_bytes,
-        "external_data": result.external_data,
-        "rejected": [list(r) for r in result.rejected],
-        "validation": result.report.to_json(),
-    }
-
-
-def describe_export(result: Any) -> str:
-    lines = [
-        f"wrote {result.out} ({result.size_bytes / 1e6:.2f} MB, {result.variant}, "
-        f"{result.exporter} exporter, opset {result.opset})"
-    ]
-    if result.external_data:
-        lines.append(f"the model is over 2 GB: its weights are in {result.out}.data; keep both")
-    for name, why in result.rejected:
-        lines.append(f"{name} exporter rejected: {why}")
-    return "\n".join(lines)
+    console.print(result.describe(), highlight=False)
 
 
 class QuantModeChoice(str, Enum):
