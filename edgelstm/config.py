@@ -270,11 +270,23 @@ def _convert(hint: Any, value: Any, where: str, error: type[InvalidInputError]) 
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return from_dict(hint, value, where=where, error=error)
-    if origin is tuple:
+    if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise error(f"{where}: expected a list, got {type(value).__name__}")
         (item_hint, *_rest) = get_args(hint)
-        return tuple(_convert(item_hint, v, where, error) for v in value)
+        items = [_convert(item_hint, v, where, error) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise error(f"{where}: expected an object, got {type(value).__name__}")
+        args = get_args(hint)
+        if not args:
+            return value
+        key_hint, value_hint = args
+        return {
+            _convert(key_hint, k, where, error): _convert(value_hint, v, f"{where}.{k}", error)
+            for k, v in value.items()
+        }
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
         if value is None and type(None) in get_args(hint):

@@ -12,13 +12,14 @@ none of them is a weight, so adding them leaves :func:`weights_sha256` unchanged
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
-from edgelstm.config import to_dict
+from edgelstm.config import from_dict, to_dict
 from edgelstm.errors import InvalidInputError
 
 SCHEMA = "edgelstm.onnx/1"
@@ -46,6 +47,9 @@ class ModelMetadata:
     #: streaming only: state input name -> [layers*directions, "batch", hidden]; the matching
     #: output is the same name with ``_out``.
     state: dict[str, list[Any]] = field(default_factory=dict)
+    #: streaming only: every chunk must hold a multiple of this many frames (a conv front end
+    #: with stride > 1 reads one step per that many frames); 1 for any chunk.
+    stream_chunk_multiple: int = 1
     task: str | None = None
     arch: str | None = None
     feature_names: tuple[str, ...] = ()
@@ -77,73 +81,26 @@ class ModelMetadata:
         """
         meta = metadata_from_props(props, where=where)
         if meta is None:
-            raise InvalidInputError(
-                f"{where} has no edgelstm metadata (schema {SCHEMA}); export it with "
-                "`edgelstm export`"
-            )
+            raise not_edgelstm_model(where)
         return meta
 
 
-#: Keys stored as plain strings; every other key holds JSON.
-_TEXT_KEYS = frozenset(
-    (
-        "variant",
-        "exporter",
-        "torch_version",
-        "edgelstm_version",
-        "task",
-        "arch",
-        "source",
-        "source_sha256",
-    )
-)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_list_of(kind: type | tuple[type, ...]) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        return isinstance(value, list) and all(
-            isinstance(v, kind) and not isinstance(v, bool) for v in value
-        )
-
-    return check
-
-
-def _is_normalization(value: Any) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
-        return False
-    mean, std = value["mean"], value["std"]
-    return (
-        _is_list_of((int, float))(mean)
-        and _is_list_of((int, float))(std)
-        and len(mean) == len(std)
-        and all(s > 0 for s in std)
+def not_edgelstm_model(where: str) -> InvalidInputError:
+    """The error for a model from another tool where edgelstm metadata is needed."""
+    return InvalidInputError(
+        f"{where} has no edgelstm metadata (schema {SCHEMA}); export it with `edgelstm export`"
     )
 
 
-#: What each JSON key must hold once parsed: a truncated or hand-edited value is refused by
-#: name here, once, instead of surfacing later as a KeyError or as silently wrong outputs.
-_JSON_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "opset": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "inputs": (lambda v: isinstance(v, dict), "an object"),
-    "outputs": (lambda v: isinstance(v, dict), "an object"),
-    "state": (lambda v: isinstance(v, dict), "an object"),
-    "feature_names": (_is_list_of(str), "a list of strings"),
-    "class_labels": (_is_list_of(str), "a list of strings"),
-    "target_names": (_is_list_of(str), "a list of strings"),
-    "target_indices": (_is_list_of(int), "a list of integers"),
-    "normalization": (
-        _is_normalization,
-        'an object {"mean": [...], "std": [...]} of equal-length number lists, std > 0',
-    ),
-    "anomaly_threshold": (lambda v: v is None or _is_number(v), "a number"),
-    "run_record": (lambda v: v is None or isinstance(v, dict), "an object"),
-}
+#: Stands for the metadata in from_dict's error messages, so the field name can be read back.
+_KEY_MARK = "<metadata>"
+
+
+def _is_normalization(value: dict[str, list[float]]) -> bool:
+    # from_dict already checked it is an object of number lists; its shape is checked here.
+    return set(value) == {"mean", "std"} and (
+        len(value["mean"]) == len(value["std"]) and all(s > 0 for s in value["std"])
+    )
 
 
 def metadata_from_props(props: Mapping[str, str], *, where: str = "model") -> ModelMetadata | None:
@@ -171,43 +128,44 @@ def metadata_from_props(props: Mapping[str, str], *, where: str = "model") -> Mo
             "export it again with `edgelstm export`"
         )
 
-    def get(key: str, default: Any = None) -> Any:
-        value = props.get(PREFIX + key)
+    # Each field is stored as a plain string when its type is a string, as JSON otherwise
+    # (the inverse of ModelMetadata.to_props); the typed from_dict checks every parsed value
+    # against the dataclass, so a truncated or hand-edited value is refused by name here,
+    # once, instead of surfacing later as a KeyError or as silently wrong outputs.
+    hints = get_type_hints(ModelMetadata)
+    raw: dict[str, Any] = {}
+    for name in (f.name for f in dataclasses.fields(ModelMetadata)):
+        value = props.get(PREFIX + name)
         if value is None:
-            return default
-        if key in _TEXT_KEYS:
-            return value
+            continue
+        if hints[name] in (str, str | None):
+            raw[name] = value
+            continue
         try:
-            parsed = json.loads(value)
+            raw[name] = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise corrupt(key, f"is not valid JSON ({exc.msg} at character {exc.pos})") from None
-        check, expected = _JSON_KINDS[key]
-        if not check(parsed):
-            raise corrupt(key, f"must be {expected}, got {value[:60]!r}")
-        return parsed
-
-    meta = ModelMetadata(
-        variant=get("variant", "sequence"),
-        exporter=get("exporter", ""),
-        opset=get("opset", 0),
-        torch_version=get("torch_version", ""),
-        edgelstm_version=get("edgelstm_version", ""),
-        inputs=get("inputs", {}),
-        outputs=get("outputs", {}),
-        state=get("state", {}),
-        task=get("task"),
-        arch=get("arch"),
-        feature_names=tuple(get("feature_names", [])),
-        normalization=get("normalization"),
-        class_labels=tuple(get("class_labels", [])),
-        target_names=tuple(get("target_names", [])),
-        target_indices=tuple(get("target_indices", [])),
-        anomaly_threshold=get("anomaly_threshold"),
-        source=get("source"),
-        source_sha256=get("source_sha256"),
-        run_record=get("run_record"),
+            raise corrupt(name, f"is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    no_default = dataclasses.MISSING
+    required = (
+        f
+        for f in dataclasses.fields(ModelMetadata)
+        if f.default is no_default and f.default_factory is no_default
     )
+    missing = next((f.name for f in required if f.name not in raw), None)
+    if missing is not None:  # every export writes these: the file lost part of its metadata
+        raise corrupt(missing, "is missing")
+    try:
+        meta = from_dict(ModelMetadata, raw, where=_KEY_MARK, error=InvalidInputError)
+    except InvalidInputError as exc:
+        # from_dict names the field as "<mark>.<field>[.<item>]: <problem>".
+        key, _, problem = str(exc).removeprefix(_KEY_MARK + ".").partition(": ")
+        raise corrupt(key, problem) from None
     stats = meta.normalization
+    if stats is not None and not _is_normalization(stats):
+        raise corrupt(
+            "normalization",
+            'must be an object {"mean": [...], "std": [...]} of equal-length number lists, std > 0',
+        )
     if stats is not None and meta.feature_names and len(stats["mean"]) != len(meta.feature_names):
         raise corrupt(
             "normalization",

@@ -183,18 +183,24 @@ def test_corrupt_json_value_is_refused() -> None:
         ("normalization", '{"mean": [0.1], "std": [1.0]}', ["1 mean(s) for 2 feature(s)"]),
         ("normalization", '{"mean": [0.1, 2], "std": [1.0, 0]}', ["std > 0"]),
         ("normalization", '{"mean": [0.1, 2]}', ["std"]),
-        ("class_labels", '"ab"', ["a list of strings"]),
-        ("feature_names", "[1, 2]", ["a list of strings"]),
-        ("opset", '"17"', ["an integer"]),
-        ("anomaly_threshold", '"high"', ["a number"]),
-        ("state", "[]", ["an object"]),
+        ("class_labels", '"ab"', ["expected a list"]),
+        ("feature_names", "[1, 2]", ["expected a string"]),
+        ("opset", '"17"', ["expected an integer"]),
+        ("anomaly_threshold", '"high"', ["expected a number"]),
+        ("state", "[]", ["expected an object"]),
+        ("inputs", '{"x": 3}', ["inputs.x", "expected a string"]),
+        ("variant", None, ["is missing"]),
     ],
 )
-def test_corrupt_values_are_refused_by_key(key: str, value: str, words: list[str]) -> None:
-    """A value that parses as JSON but not as what the key holds is refused just the same,
-    naming the key, instead of a ValueError later or a wrong tuple of characters."""
+def test_corrupt_values_are_refused_by_key(key: str, value: str | None, words: list[str]) -> None:
+    """A value that parses as JSON but not as what the key holds (or a key every export
+    writes, missing) is refused just the same, naming the key, instead of a ValueError later
+    or a wrong tuple of characters."""
     props = _full_metadata().to_props()
-    props[PREFIX + key] = value
+    if value is None:
+        del props[PREFIX + key]
+    else:
+        props[PREFIX + key] = value
     with pytest.raises(InvalidInputError) as exc:
         ModelMetadata.from_props(props, where="m.onnx")
     message = str(exc.value)
