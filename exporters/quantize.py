@@ -139,25 +139,16 @@ def resolve_reduce_range(choice: str | bool, cpu: CpuInfo | None = None) -> tupl
     )
 
 
-def _load_model(path: Path) -> Any:
+def _check_graph(model: Any, path: Path) -> None:
+    """Refuse what the quantizer would choke on with a traceback: no nodes, an invalid graph."""
     import onnx
 
-    if not path.is_file():
-        raise InvalidInputError(f"model file {path} does not exist")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # DecodeError and friends for non-ONNX bytes
-        raise InvalidInputError(
-            f"{path} is not an ONNX model ({type(exc).__name__}); "
-            "give a file written by `edgelstm export`"
-        ) from None
     if len(model.graph.node) == 0:
         raise InvalidInputError(f"{path} holds no graph (empty or truncated file); re-export it")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise InvalidInputError(f"{path} is not a valid ONNX model: {exc}") from None
-    return model
 
 
 def quantize(
@@ -203,9 +194,14 @@ def quantize(
     if src.resolve() == out.resolve():
         raise InvalidInputError("--out must differ from the input model; the original is kept")
     check_output_path(out, overwrite=overwrite, kind="file")
-    original = _load_model(src)
-    props = {p.key: p.value for p in original.metadata_props}
-    meta = ModelMetadata.from_props(props, where=str(src)) if PREFIX + "schema" in props else None
+    from edgelstm.runtimes.artifact import load_artifact
+
+    # One reading: the checksum is verified, a corrupt edgelstm.* value names its key, and a
+    # model from another tool (meta None) is quantized all the same.
+    artifact = load_artifact(src)
+    original = artifact.with_weights()
+    _check_graph(original, src)
+    props, meta = artifact.props, artifact.metadata
     if meta is not None and PREFIX + "precision" in props:
         raise InvalidInputError(
             f"{src} is already quantized ({props[PREFIX + 'precision']}); quantize the FP32 export"

@@ -24,6 +24,7 @@ from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import (
     ModelMetadata,
     metadata_from_props,
+    not_edgelstm_model,
     reduce_range_from_props,
     verify_weights_sha256,
 )
@@ -114,6 +115,26 @@ class Artifact:
     def metadata(self) -> ModelMetadata | None:
         """The edgelstm metadata; None for a model from another tool."""
         return self.profile.metadata
+
+    def edgelstm_metadata(self) -> ModelMetadata:
+        """The edgelstm metadata, or an error naming the file for a model from another tool
+        (for callers that need it: streaming, ``run --stream``)."""
+        if self.profile.metadata is None:
+            raise not_edgelstm_model(str(self.path))
+        return self.profile.metadata
+
+    def with_weights(self) -> Any:
+        """``proto`` with its external weights loaded (in place, once), for callers that
+        rewrite the graph and save it, as the quantizer does."""
+        import onnx
+
+        try:
+            onnx.load_external_data_for_model(self.proto, str(self.path.parent))
+        except Exception as exc:  # missing or escaping external data: onnx refuses it
+            raise InvalidInputError(
+                f"{self.path}: its external weights cannot be read ({exc})"
+            ) from None
+        return self.proto
 
     def verify(self) -> Artifact:
         """This artifact with its weights checked against the stored checksum (once)."""

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.artifact import Artifact, load_artifact
 from edgelstm.runtimes.execution import output_shapes
 from edgelstm.runtimes.feeds import input_specs, numpy_dtype
@@ -70,7 +69,7 @@ class StreamingSession:
                 raise InvalidInputError(f"model file {path} does not exist")
             # The checksum waits for open_session below: these checks came first, and still do.
             artifact = load_artifact(path, verify=False)
-        meta = ModelMetadata.from_props(artifact.props, where=str(path))
+        meta = artifact.edgelstm_metadata()
         if meta.variant != "streaming" or not meta.state:
             raise InvalidInputError(
                 f"{path} is a {meta.variant} model without state inputs; export it with "

@@ -66,6 +66,14 @@ def test_a_flipped_weight_bit_is_refused_everywhere(
     assert len(result.err_lines) == 1
     assert result.err_lines[0].startswith(f"error: {flipped}: the weights do not match")
     assert not out.exists()
+    # quantize reads its source through the same artifact loader: a tampered FP32 model is
+    # not turned into a fresh INT8 file with a valid checksum of its own.
+    quantized = tmp_path / "flipped.int8.onnx"
+    result = cli("quantize", flipped, "--mode", "dynamic-int8", "--out", quantized)
+    assert result.code == 2, result
+    assert result.err_lines == [result.err_lines[0]]
+    assert result.err_lines[0].startswith(f"error: {flipped}: the weights do not match")
+    assert not quantized.exists()
 
 
 def test_metadata_changes_keep_the_checksum_valid(exported: Path, tmp_path: Path) -> None:

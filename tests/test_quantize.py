@@ -586,7 +586,7 @@ def _write_bad(kind: str, tmp_path: Path, fp32: Path, quantized: Path) -> tuple[
     [
         ("missing", "does not exist"),
         ("empty", "no graph"),
-        ("text", "not an ONNX model"),
+        ("text", "not a readable ONNX model"),
         ("truncated", "ONNX"),
         ("out-suffix", "should end in .onnx"),
         ("unknown-mode", "int4"),
