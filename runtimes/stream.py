@@ -7,13 +7,13 @@ a :class:`~edgelstm.runtimes.streaming.StreamingSession` and hands each chunk's 
 ``write_rows`` as soon as they are computed. The per-task scoring (class names, softmax,
 feature order) is the one :mod:`edgelstm.runtimes.run` uses for whole files.
 
+:func:`stream_to_output` writes those rows as CSV to stdout or to a file, as ``run --stream``
+does.
+
 Example::
 
     >>> import sys
-    >>> from edgelstm.runtimes.writers import csv_row_writer
-    >>> meta = read_metadata("jv.stream.onnx")  # doctest: +SKIP
-    >>> stream_model("jv.stream.onnx", sys.stdin,
-    ...              csv_row_writer(sys.stdout, stream_columns(meta)))  # doctest: +SKIP
+    >>> stream_to_output("jv.stream.onnx", sys.stdin, sys.stdout, chunk=4)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.artifact import Artifact, load_artifact
 from edgelstm.runtimes.run import (
     check_class_count,
     class_names,
@@ -40,7 +41,7 @@ from edgelstm.runtimes.run import (
 from edgelstm.runtimes.session import OpenedSession, SessionConfig
 from edgelstm.tasks import normalize
 
-__all__ = ["StreamResult", "stream_columns", "stream_model"]
+__all__ = ["StreamResult", "stream_columns", "stream_model", "stream_to_output"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,48 @@ def stream_columns(meta: ModelMetadata) -> list[str]:
     return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
 
 
+def stream_to_output(
+    model: Artifact | Path | str,
+    input: Path | str | IO[str],
+    output: Path | IO[str],
+    *,
+    chunk: int = 1,
+    session: SessionConfig | None = None,
+    overwrite: bool = False,
+    on_open: Callable[[OpenedSession], None] | None = None,
+) -> StreamResult:
+    """:func:`stream_model` writing CSV rows (:func:`stream_columns`) to ``output``: an open
+    text stream (stdout, rows flushed per chunk) or a ``.csv`` file written atomically, so a
+    stream that fails part-way leaves no half-written file."""
+    from edgelstm.fileio import atomic_file
+    from edgelstm.runtimes.writers import csv_row_writer
+
+    artifact = model if isinstance(model, Artifact) else load_artifact(model, verify=False)
+    columns = stream_columns(artifact.edgelstm_metadata())
+    if not isinstance(output, Path):
+        return stream_model(
+            artifact,
+            input,
+            csv_row_writer(output, columns),
+            chunk=chunk,
+            session=session,
+            on_open=on_open,
+        )
+    if output.suffix.lower() != ".csv":
+        raise InvalidInputError(f"--stream writes CSV rows; give --output FILE.csv, not {output}")
+    with atomic_file(output, overwrite=overwrite) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        return stream_model(
+            artifact,
+            input,
+            csv_row_writer(fh, columns),
+            chunk=chunk,
+            session=session,
+            on_open=on_open,
+        )
+
+
 def stream_model(
-    model: Path | str,
+    model: Artifact | Path | str,
     input: Path | str | IO[str],
     write_rows: Callable[[list[dict[str, Any]]], None],
     *,
@@ -139,14 +180,14 @@ def stream_model(
     if chunk < 1:
         raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
     streamer = StreamingSession(model, session=session)
-    meta = streamer.metadata
+    meta, where = streamer.metadata, streamer.path
     if meta.task not in ("classify", "anomaly"):
         raise InvalidInputError(
-            f"{model}: --stream supports classify and anomaly models; this one is {meta.task}"
+            f"{where}: --stream supports classify and anomaly models; this one is {meta.task}"
         )
     if on_open is not None:
         on_open(streamer.opened)
-    norm = stored_normalization(meta, Path(model))
+    norm = stored_normalization(meta, where)
     if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
         frames = _text_frames(input, "<stdin>", meta)  # type: ignore[arg-type]
     else:

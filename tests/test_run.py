@@ -1411,6 +1411,34 @@ def test_corrupt_metadata_is_one_error_naming_the_key_everywhere(
     assert_clean_failure(cli("benchmark", model, *bench), None, *words)
 
 
+def test_run_and_stream_parse_the_model_once(
+    cli: CliRunner,
+    tmp_path: Path,
+    classify_model: Exported,
+    classify_npz: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: `run --stream` parsed the .onnx four times (the CLI's metadata read, the
+    streaming session's own, the checksum, the profile) before ONNX Runtime read it."""
+    assert classify_model.stream is not None
+    seq_csv = _sequence_csv(tmp_path / "seq.csv", classify_npz)
+    parsed: list[str] = []
+    real = onnx.load
+
+    def counted(path: Any, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", counted)
+    result = cli("run", classify_model.stream, "--stream", "--chunk", "4", "--input", seq_csv)
+    assert result.code == 0, result
+    assert parsed == [str(classify_model.stream)]
+    parsed.clear()
+    out = tmp_path / "p.csv"
+    assert cli("run", classify_model.model, "--input", seq_csv, "--output", out).code == 0
+    assert parsed == [str(classify_model.model)]
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

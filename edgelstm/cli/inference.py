@@ -272,13 +272,8 @@ def _run_stream(
     notes: tuple[str, ...] = (),
 ) -> None:
     from edgelstm.console import stderr_console
-    from edgelstm.fileio import atomic_file
-    from edgelstm.metadata import read_metadata
-    from edgelstm.runtimes.stream import stream_columns, stream_model
-    from edgelstm.runtimes.writers import csv_row_writer
+    from edgelstm.runtimes.stream import stream_to_output
 
-    columns = stream_columns(read_metadata(model))
-    source: Any = sys.stdin if input_file == "-" else Path(input_file)
     err = stderr_console()
 
     def opened(session: Any) -> None:
@@ -286,34 +281,18 @@ def _run_stream(
         print_warnings(err, session.warnings)
         print_notes(err, notes)
 
-    if output is None or output == "-":
-        if json_output:
-            raise InvalidInputError(
-                "--json with --stream needs --output FILE.csv (stdout holds rows)"
-            )
-        result = stream_model(
-            model,
-            source,
-            csv_row_writer(sys.stdout, columns),
-            chunk=chunk,
-            session=config,
-            on_open=opened,
-        )
-    else:
-        target = Path(output)
-        if target.suffix.lower() != ".csv":
-            raise InvalidInputError(
-                f"--stream writes CSV rows; give --output FILE.csv, not {target}"
-            )
-        with atomic_file(target, overwrite=overwrite) as tmp, tmp.open("w", encoding="utf-8") as fh:
-            result = stream_model(
-                model,
-                source,
-                csv_row_writer(fh, columns),
-                chunk=chunk,
-                session=config,
-                on_open=opened,
-            )
+    to_stdout = output is None or output == "-"
+    if to_stdout and json_output:
+        raise InvalidInputError("--json with --stream needs --output FILE.csv (stdout holds rows)")
+    result = stream_to_output(
+        model,
+        sys.stdin if input_file == "-" else Path(input_file),
+        sys.stdout if to_stdout else Path(str(output)),
+        chunk=chunk,
+        session=config,
+        overwrite=overwrite,
+        on_open=opened,
+    )
     print_notes(err, result.opened.notes)
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
