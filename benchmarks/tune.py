@@ -18,7 +18,28 @@ from edgelstm.runtimes.deploy import DeploymentConfig, write_deployment
 from edgelstm.runtimes.session import SessionConfig
 from edgelstm.tasks import gate_for_metric
 
-__all__ = ["choose_deployment", "tune_deployment", "write_deployments"]
+__all__ = [
+    "check_tunable",
+    "choose_deployment",
+    "tune_deployment",
+    "tuning_threads",
+    "write_deployments",
+]
+
+
+def tuning_threads() -> tuple[int, ...]:
+    """Thread counts ``--tune`` tries when none are given: one (best for small recurrent
+    batches) and every usable core, so the tuner can choose between them."""
+    from edgelstm.hardware import cpu_info
+
+    return tuple(sorted({1, cpu_info().usable_cores or 1}))
+
+
+def check_tunable(eval_run: Path | None) -> None:
+    """Refuse ``--tune`` before anything is timed when it could not choose: the tuner keeps
+    only artifacts whose accuracy was scored within budget."""
+    if eval_run is None:
+        raise InvalidInputError("--tune needs --eval RUN_DIR: only scored artifacts can be kept")
 
 
 def choose_deployment(

@@ -24,16 +24,6 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
-def _default_threads(tune: bool) -> tuple[int, ...]:
-    """One thread (best for small recurrent batches); --tune also tries every usable core."""
-    if not tune:
-        return (1,)
-    from edgelstm.hardware import cpu_info
-
-    cores = cpu_info().usable_cores or 1
-    return tuple(sorted({1, cores}))
-
-
 def benchmark(
     models: Annotated[
         Optional[list[Path]],  # noqa: UP045
@@ -138,8 +128,13 @@ def benchmark(
     for path in (json_path, markdown, plot, tune_out if tune else None):
         if path is not None:
             check_output_path(path, overwrite=overwrite)
-    if tune and eval_run is None:
-        raise InvalidInputError("--tune needs --eval RUN_DIR: only scored artifacts can be kept")
+    if tune:
+        from edgelstm.benchmarks.tune import check_tunable, tuning_threads
+
+        check_tunable(eval_run)
+        default_threads = tuning_threads()
+    else:
+        default_threads = BenchmarkPlan.threads
     if plot is not None:
         from edgelstm.benchmarks.plots import require_plotting
 
@@ -149,7 +144,7 @@ def benchmark(
         providers=names,
         batches=_int_list(batch, "--batch"),
         seqs=_int_list(seq, "--seq"),
-        threads=_int_list(threads, "--threads") if threads else _default_threads(tune),
+        threads=_int_list(threads, "--threads") if threads else default_threads,
         stream=stream,
         chunks=_int_list(chunk, "--chunk"),
         torch_run=torch_run,
