@@ -142,19 +142,17 @@ def _ratio(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+#: The columns that say which configuration a row measured, in every table of rows.
+ROW_KEY_COLUMNS = ("model", "runtime", "provider", "prec", "mode", "shape", "thr")
+
+
 def table_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the terminal table and the Markdown table."""
     has_metric = any(r.get("metric_value") is not None for r in rows)
     metric = next((r.get("metric") for r in rows if r.get("metric")), "metric")
     has_stream = any(r["mode"] == "streaming" for r in rows)
     header = [
-        "model",
-        "runtime",
-        "provider",
-        "prec",
-        "mode",
-        "shape",
-        "thr",
+        *ROW_KEY_COLUMNS,
         "p50 ms",
         "p90 ms",
         "p99 ms",
@@ -361,18 +359,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     table = Table(
         title=f"compared with the old report (regression: > {1 + comparison.threshold:.2f}x)"
     )
-    for name in (
-        "model",
-        "runtime",
-        "provider",
-        "prec",
-        "mode",
-        "shape",
-        "thr",
-        "old p50",
-        "new p50",
-        "ratio",
-    ):
+    for name in (*ROW_KEY_COLUMNS, "old p50", "new p50", "ratio"):
         table.add_column(name)
     for r in comparison.rows:
         style = "bold red" if r["regression"] else None

@@ -28,6 +28,17 @@ def stdout_console(*, min_width: int | None = None) -> Console:
     return console
 
 
+def _progress_bar(console: Console, fields: str | None = None, *, transient: bool = False) -> Any:
+    """One look for every bar: name, bar, done/total, ``fields`` (a format of the task's
+    fields), elapsed time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if fields is not None:
+        columns.append(TextColumn(fields))
+    return Progress(*columns, TimeElapsedColumn(), console=console, transient=transient)
+
+
 @contextlib.contextmanager
 def training_progress(console: Console, enabled: bool = True) -> Iterator[ProgressCallback | None]:
     """A progress bar with loss and the validation metric, as a training callback.
@@ -38,16 +49,7 @@ def training_progress(console: Console, enabled: bool = True) -> Iterator[Progre
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[shown]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    bar = _progress_bar(console, "loss {task.fields[loss]:.4f}  {task.fields[shown]}")
     tasks: dict[str, Any] = {}
 
     def update(epoch: int, total: int, loss: float, shown: str) -> None:
@@ -78,16 +80,7 @@ def count_progress(
     if not enabled or not console.is_terminal:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    bar = _progress_bar(console, transient=True)
     task: list[Any] = []
 
     def update(done: int, total: int) -> None:
