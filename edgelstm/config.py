@@ -16,11 +16,15 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from edgelstm.errors import CheckpointError, InvalidInputError
 
 Task = Literal["classify", "forecast", "anomaly"]
-Arch = Literal["lstm", "gru"]
+#: ``lstm-fcn``: an LSTM branch beside a fully convolutional branch (Karim et al., 2017).
+Arch = Literal["lstm", "gru", "lstm-fcn"]
 Pooling = Literal["last", "mean"]
+#: ``conv``: a strided causal Conv1d that shortens the sequence before the recurrent layers.
+Frontend = Literal["none", "conv"]
 TASKS: tuple[str, ...] = get_args(Task)
 ARCHS: tuple[str, ...] = get_args(Arch)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+FRONTENDS: tuple[str, ...] = get_args(Frontend)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,19 @@ class ModelConfig:
     #: forecast: normalise each input window by its own mean/std and undo it on the output,
     #: which lets a small model follow trends it never saw in training (RevIN-style).
     window_norm: bool = True
+    #: lstm-fcn: filters of the three Conv1d blocks (kernels :attr:`fcn_kernels`, BatchNorm,
+    #: ReLU, then global average pooling). The paper's 128-256-128 holds ~270k weights at 12
+    #: features (1.1 MB before the LSTM); 64-128-64 holds a quarter of that, so the whole
+    #: exported model stays well under 2 MB with the default 2x128 LSTM.
+    fcn_filters: tuple[int, ...] = (64, 128, 64)
+    fcn_kernels: tuple[int, ...] = (8, 5, 3)
+    #: lstm/gru: ``conv`` puts a causal Conv1d (+ ReLU) before the recurrent layers. It reads
+    #: the last ``frontend_kernel`` frames (left padding only) every ``frontend_stride``
+    #: frames, at frames 0, s, 2s, ...: a sequence of T frames becomes ceil(T / s) steps.
+    frontend: Frontend = "none"
+    frontend_channels: int = 64
+    frontend_kernel: int = 8
+    frontend_stride: int = 4
 
     def check_streamable(self) -> None:
         """Refuse a model whose output needs the whole sequence at once, saying why.
@@ -58,6 +75,13 @@ class ModelConfig:
         and the benchmark before timing a PyTorch streaming row, so no row measures a mode no
         export could have. It reads only the configuration, so it needs no torch.
         """
+        if self.arch == "lstm-fcn":
+            raise InvalidInputError(
+                "an LSTM-FCN cannot stream: its convolutional branch averages over the whole "
+                "sequence (global average pooling) and its 'same'-padded convolutions read "
+                "frames ahead; export without --streaming, or train --arch lstm --frontend conv "
+                "for a convolutional model that streams"
+            )
         if self.bidirectional:
             raise InvalidInputError(
                 "a bidirectional model cannot stream: its backward direction needs the end of "
@@ -101,6 +125,7 @@ class ModelConfig:
             bad = [i for i in self.target_indices if not 0 <= i < self.input_size]
             if bad:
                 problems.append(f"target indices {bad} are outside 0..{self.input_size - 1}")
+        problems.extend(self._conv_problems())
         if self.task == "anomaly" and self.bidirectional:
             problems.append(
                 "anomaly models predict the next step, so they cannot be bidirectional "
@@ -109,9 +134,57 @@ class ModelConfig:
         if problems:
             raise InvalidInputError("; ".join(problems))
 
+    def _conv_problems(self) -> list[str]:
+        problems = []
+        if self.frontend not in FRONTENDS:
+            problems.append(
+                f"frontend must be one of {', '.join(FRONTENDS)}, got {self.frontend!r}"
+            )
+        if self.arch == "lstm-fcn":
+            if self.task != "classify":
+                problems.append(
+                    f"lstm-fcn is a classifier; for {self.task} use --arch lstm or gru "
+                    "(optionally with --frontend conv)"
+                )
+            if len(self.fcn_filters) != 3 or min(self.fcn_filters, default=0) < 1:
+                problems.append(f"fcn filters must be three counts >= 1, got {self.fcn_filters}")
+            if len(self.fcn_kernels) != 3 or min(self.fcn_kernels, default=0) < 1:
+                problems.append(f"fcn kernels must be three sizes >= 1, got {self.fcn_kernels}")
+            if self.frontend != "none":
+                problems.append(
+                    "--frontend conv combines with lstm or gru; lstm-fcn has its own "
+                    "convolutional branch"
+                )
+        if self.frontend == "conv":
+            if self.frontend_channels < 1:
+                problems.append(f"frontend channels must be >= 1, got {self.frontend_channels}")
+            if self.frontend_stride < 1:
+                problems.append(f"frontend stride must be >= 1, got {self.frontend_stride}")
+            if self.frontend_kernel < max(2, self.frontend_stride):
+                problems.append(
+                    f"frontend kernel must be >= 2 and >= the stride ({self.frontend_stride}) "
+                    f"so that no frame is skipped, got {self.frontend_kernel}"
+                )
+            if self.task == "anomaly" and self.frontend_stride != 1:
+                problems.append(
+                    "anomaly models predict every next frame, so a strided front end would "
+                    f"drop frames; use --frontend-stride 1 (got {self.frontend_stride})"
+                )
+        return problems
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def cell(self) -> Literal["lstm", "gru"]:
+        """The recurrent cell: lstm-fcn's recurrent branch is an LSTM."""
+        return "gru" if self.arch == "gru" else "lstm"
+
+    @property
+    def stride(self) -> int:
+        """Input frames per recurrent step (1 without a strided front end)."""
+        return self.frontend_stride if self.frontend == "conv" else 1
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,27 @@
 """The model zoo: one recurrent encoder (LSTM or GRU) with a task head.
 
+Two convolutional variants (see :class:`edgelstm.config.ModelConfig`):
+
+- ``frontend="conv"``: a strided causal Conv1d shortens the sequence before the recurrent
+  layers; being causal, it streams with the last ``kernel - 1`` frames as extra state.
+- ``arch="lstm-fcn"``: an LSTM branch beside three Conv1d/BatchNorm/ReLU blocks with global
+  average pooling (Karim et al., 2017), both pooled vectors joined into the head. The LSTM
+  reads the series time-major like every other model here, not the paper's "dimension
+  shuffle" (all of it as one multivariate step), which throws away the recurrence.
+
 Inputs are ``[batch, time, features]``. Training passes ``lengths`` so variable-length batches
-are packed and never see padding; exported graphs take unpadded ``x`` only (sequences of one
-length are batched together at inference).
+are packed and never see padding (convolutions mask padded steps); exported graphs take
+unpadded ``x`` only (sequences of one length are batched together at inference).
 
 This module imports torch at the top: the CLI and ``edgelstm/__init__`` import it lazily.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -22,9 +34,14 @@ class SequenceModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        rnn_cls = nn.LSTM if config.arch == "lstm" else nn.GRU
+        rnn_input = config.input_size
+        self.frontend: CausalConvFrontend | None = None
+        if config.frontend == "conv":
+            self.frontend = CausalConvFrontend(config)
+            rnn_input = config.frontend_channels
+        rnn_cls = nn.LSTM if config.cell == "lstm" else nn.GRU
         self.rnn = rnn_cls(
-            input_size=config.input_size,
+            input_size=rnn_input,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
             batch_first=True,
@@ -32,6 +49,10 @@ class SequenceModel(nn.Module):
             bidirectional=config.bidirectional,
         )
         width = config.hidden_size * config.num_directions
+        self.fcn: FullyConvolutionalBranch | None = None
+        if config.arch == "lstm-fcn":
+            self.fcn = FullyConvolutionalBranch(config)
+            width += config.fcn_filters[-1]
         self.dropout = nn.Dropout(config.dropout)
         if config.task == "classify":
             self.head = nn.Linear(width, config.num_classes)
@@ -44,13 +65,62 @@ class SequenceModel(nn.Module):
         stats = self._window_stats(x)
         if stats is not None:
             x = (x - stats[0]) / stats[1]
+        steps, steps_lengths = self.front(x, lengths)
+        out, _ = self.recur(steps, steps_lengths)
+        pooled = self.fcn(x, lengths) if self.fcn is not None else None
+        return self.decode(out, steps_lengths, stats, extra=pooled)
+
+    def front(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The recurrent layers' input and lengths: ``x`` itself, or the conv front end's."""
+        if self.frontend is None:
+            return x, lengths
+        steps = self.frontend(x)
         if lengths is not None:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_out, _ = self.rnn(packed)
-            out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
+            # Step j reads frames up to j*s: a sequence of L frames has ceil(L/s) valid steps,
+            # and (the convolution being causal) none of them saw the padding after frame L.
+            lengths = torch.div(lengths - 1, self.config.stride, rounding_mode="floor") + 1
+        return steps, lengths
+
+    def recur(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Recurrent outputs ``[batch, time, hidden*directions]`` and the final state."""
+        if lengths is None:
+            return self.rnn(x)  # type: ignore[no-any-return]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, state = self.rnn(packed)
+        out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
+        return out, state
+
+    def state_names(self) -> tuple[str, ...]:
+        """Streaming state, in the order :meth:`step` takes and returns it."""
+        names = ("h", "c") if self.config.cell == "lstm" else ("h",)
+        return (*names, "frames") if self.frontend is not None else names
+
+    def step(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One streaming chunk: the task output for it and the state after it.
+
+        ``state`` is ``h`` (and ``c`` for LSTM), ``[layers*directions, batch, hidden]``, then,
+        with a conv front end, ``frames`` ``[kernel-1, batch, features]`` (the frames before
+        ``x``); all zeros at the start. With a strided front end every chunk must hold a
+        multiple of the stride (see :meth:`edgelstm.config.ModelConfig.check_streamable`).
+        """
+        rest = list(state)
+        new: list[torch.Tensor] = []
+        if self.frontend is not None:
+            x, frames = self.frontend.step(x, rest.pop())
+            new.append(frames)
+        if self.config.cell == "lstm":
+            out, (h, c) = self.rnn(x, (rest[0], rest[1]))
+            new[:0] = [h, c]
         else:
-            out, _ = self.rnn(x)
-        return self.decode(out, lengths, stats)
+            out, h = self.rnn(x, rest[0])
+            new.insert(0, h)
+        return self.decode(out), tuple(new)
 
     def _window_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.config.task != "forecast" or not self.config.window_norm:
@@ -64,17 +134,22 @@ class SequenceModel(nn.Module):
         out: torch.Tensor,
         lengths: torch.Tensor | None = None,
         stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        extra: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Task head over recurrent outputs ``[batch, time, hidden*directions]``.
 
         Streaming graphs call this per chunk: the classify/forecast heads read the chunk's last
-        step, the anomaly head every step.
+        step, the anomaly head every step. ``extra`` (lstm-fcn: the convolutional branch's
+        pooled features) joins the pooled recurrent features before the head.
         """
         cfg = self.config
         if cfg.task == "anomaly":
             # Per step: the prediction of the next frame (normalised units).
             return self.head(self.dropout(out))  # type: ignore[no-any-return]
-        y = self.head(self.dropout(self._pool(out, lengths)))
+        pooled = self._pool(out, lengths)
+        if extra is not None:
+            pooled = torch.cat([pooled, extra], dim=1)
+        y = self.head(self.dropout(pooled))
         if cfg.task == "classify":
             return y  # type: ignore[no-any-return]
         y = y.reshape(out.shape[0], cfg.horizon, len(cfg.target_indices))
@@ -103,6 +178,73 @@ class SequenceModel(nn.Module):
         # The backward direction has read the whole sequence at step 0, not at the end.
         h = cfg.hidden_size
         return torch.cat([last[:, :h], out[:, 0, h:]], dim=1)
+
+
+def _valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[batch, 1, steps]``: 1 at valid steps, 0 at padding (channels-first layout)."""
+    arange = torch.arange(steps, device=lengths.device)
+    return (arange[None, :] < lengths[:, None]).unsqueeze(1)
+
+
+class CausalConvFrontend(nn.Module):
+    """Strided causal Conv1d + ReLU: ``[batch, T, features]`` → ``[batch, ceil(T/s), channels]``.
+
+    Left padding of ``kernel - 1`` frames makes step j read frames ``j*s - kernel + 1 .. j*s``:
+    nothing after them, so it streams (the graph keeps the last ``kernel - 1`` frames as
+    state) and padding at the end of a training batch never reaches a valid step.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.kernel = config.frontend_kernel
+        self.stride = config.frontend_stride
+        self.conv = nn.Conv1d(
+            config.input_size, config.frontend_channels, self.kernel, stride=self.stride
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.pad(x.transpose(1, 2), (self.kernel - 1, 0))
+        return torch.relu(self.conv(y)).transpose(1, 2)
+
+    def step(self, x: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One streaming chunk: ``frames`` ``[kernel-1, batch, features]`` are the frames
+        before ``x`` (zeros at the start). Returns the chunk's steps and the new ``frames``.
+
+        With chunks of a multiple of the stride, every chunk starts at a step boundary, so
+        its steps are exactly the whole-sequence steps that fall in it.
+        """
+        joined = torch.cat([frames.transpose(0, 1), x], dim=1)
+        steps = torch.relu(self.conv(joined.transpose(1, 2))).transpose(1, 2)
+        return steps, joined[:, 1 - self.kernel :].transpose(0, 1)
+
+
+class FullyConvolutionalBranch(nn.Module):
+    """LSTM-FCN's convolutional branch: three Conv1d/BatchNorm/ReLU blocks, then the mean
+    over valid steps. Padded steps are zeroed before every block, so a padded sequence sees
+    the same zero 'same'-padding as when it runs alone."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        widths = (config.input_size, *config.fcn_filters)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_in, c_out, kernel)
+            for c_in, c_out, kernel in zip(widths[:-1], widths[1:], config.fcn_kernels, strict=True)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(c) for c in config.fcn_filters)
+        self.kernels = tuple(config.fcn_kernels)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        y = x.transpose(1, 2)
+        mask = None if lengths is None else _valid_mask(lengths.to(x.device), y.shape[2])
+        for conv, norm, kernel in zip(self.convs, self.norms, self.kernels, strict=True):
+            if mask is not None:
+                y = y * mask
+            y = F.pad(y, ((kernel - 1) // 2, kernel // 2))  # 'same' length
+            y = torch.relu(norm(conv(y)))
+        if mask is None:
+            return y.mean(dim=2)
+        y = y * mask
+        return y.sum(dim=2) / mask.sum(dim=2).to(y.dtype)
 
 
 def build_model(config: ModelConfig) -> SequenceModel:

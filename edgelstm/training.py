@@ -66,6 +66,11 @@ def train(
     bidirectional: bool = False,
     dropout: float = 0.1,
     pooling: str | None = None,
+    frontend: str = "none",
+    frontend_stride: int = 4,
+    frontend_kernel: int = 8,
+    frontend_channels: int = 64,
+    fcn_filters: tuple[int, ...] = (64, 128, 64),
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
@@ -78,6 +83,11 @@ def train(
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """Train an LSTM/GRU on a built-in dataset or your files and write a checkpoint folder.
+
+    ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch with ``fcn_filters``;
+    ``frontend="conv"`` puts a causal Conv1d with ``frontend_channels`` filters of
+    ``frontend_kernel`` frames every ``frontend_stride`` frames before the recurrent layers
+    (see :class:`edgelstm.config.ModelConfig`).
 
     Exactly one of ``dataset`` (see :func:`edgelstm.data.datasets.list_datasets`) or ``data``
     (``.npz``/``.npy``/``.csv``/``.ts``) is required. The checkpoint at ``out`` holds
@@ -127,6 +137,11 @@ def train(
         if task == "forecast" and prepared.test.y is not None
         else 0,
         target_indices=prepared.target_indices,
+        frontend=frontend,  # type: ignore[arg-type]
+        frontend_stride=frontend_stride,
+        frontend_kernel=frontend_kernel,
+        frontend_channels=frontend_channels,
+        fcn_filters=tuple(fcn_filters),
     )
     torch.manual_seed(config.seed)
     model = build_model(model_config)

@@ -21,6 +21,12 @@ class TaskChoice(str, Enum):
 class ArchChoice(str, Enum):
     lstm = "lstm"
     gru = "gru"
+    lstm_fcn = "lstm-fcn"
+
+
+class FrontendChoice(str, Enum):
+    none = "none"
+    conv = "conv"
 
 
 class PoolingChoice(str, Enum):
@@ -53,7 +59,33 @@ def train(
         Optional[str],  # noqa: UP045
         typer.Option(help="forecast: columns to predict, names or 0-based indices (a,b or 0,2)."),
     ] = None,
-    arch: Annotated[ArchChoice, typer.Option(help="Recurrent cell.")] = ArchChoice.lstm,
+    arch: Annotated[
+        ArchChoice,
+        typer.Option(
+            help="Recurrent cell; lstm-fcn (classify): an LSTM beside a fully convolutional "
+            "branch with global pooling (does not stream)."
+        ),
+    ] = ArchChoice.lstm,
+    frontend: Annotated[
+        FrontendChoice,
+        typer.Option(
+            help="conv: a strided causal Conv1d before the LSTM/GRU that shortens long "
+            "sequences; it streams (in chunks of a multiple of the stride)."
+        ),
+    ] = FrontendChoice.none,
+    frontend_stride: Annotated[
+        int, typer.Option(min=1, help="--frontend conv: input frames per recurrent step.")
+    ] = 4,
+    frontend_kernel: Annotated[
+        int, typer.Option(min=2, help="--frontend conv: frames each step reads (>= stride).")
+    ] = 8,
+    frontend_channels: Annotated[
+        int, typer.Option(min=1, help="--frontend conv: output channels.")
+    ] = 64,
+    fcn_filters: Annotated[
+        str,
+        typer.Option(help="lstm-fcn: filters of its three conv blocks (the paper: 128,256,128)."),
+    ] = "64,128,64",
     layers: Annotated[int, typer.Option(min=1, help="Stacked recurrent layers.")] = 2,
     hidden: Annotated[int, typer.Option(min=1, help="Hidden size per layer.")] = 128,
     bidirectional: Annotated[
@@ -125,6 +157,11 @@ def train(
             test=test,
             target=target,
             arch=arch.value,
+            frontend=frontend.value,
+            frontend_stride=frontend_stride,
+            frontend_kernel=frontend_kernel,
+            frontend_channels=frontend_channels,
+            fcn_filters=_int_list(fcn_filters, "--fcn-filters"),
             layers=layers,
             hidden=hidden,
             bidirectional=bidirectional,
@@ -144,3 +181,12 @@ def train(
         typer.echo(json.dumps(result.metrics, indent=2))
     else:
         print_train_result(result, stdout_console())
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidInputError(
+            f"{option} {text!r} must be comma-separated integers (e.g. 64,128,64)"
+        ) from None
