@@ -127,20 +127,12 @@ def load_training_data(
 
         train = load_training_data(Path("train.npz"), task="classify")
     """
-    if task not in TASKS:
-        raise InvalidInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     if target is not None and task != "forecast":
         raise InvalidInputError(
             f"--target applies only to --task forecast (it picks the predicted columns); "
             f"remove it for --task {task}"
         )
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_EXTENSIONS:
-        raise InvalidInputError(
-            f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; supported: "
-            f"{', '.join(SUPPORTED_EXTENSIONS)}"
-        )
-    require_file(path)
+    suffix = _readable_suffix(path, task)
     if task == "classify":
         return _load_classify(path, suffix)
     if suffix == ".ts":
@@ -151,6 +143,21 @@ def load_training_data(
     if task == "forecast":
         return _load_forecast(path, suffix, target)
     return _load_anomaly(path, suffix)
+
+
+def _readable_suffix(path: Path, task: str) -> str:
+    """The file's lower-case suffix, once the task is known and the file exists with a
+    suffix some reader takes: the checks both loaders make before reading a byte."""
+    if task not in TASKS:
+        raise InvalidInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise InvalidInputError(
+            f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; supported: "
+            f"{', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    require_file(path)
+    return suffix
 
 
 def load_inference_data(
@@ -168,15 +175,7 @@ def load_inference_data(
 
         data = load_inference_data(Path("new.ts"), "classify")
     """
-    if task not in TASKS:
-        raise InvalidInputError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_EXTENSIONS:
-        raise InvalidInputError(
-            f"{path}: unsupported input file type {path.suffix or '(no extension)'!r}; "
-            f"supported: {', '.join(SUPPORTED_EXTENSIONS)}"
-        )
-    require_file(path)
+    suffix = _readable_suffix(path, task)
     if suffix == ".ts" and task != "classify":
         raise InvalidInputError(
             f"{path}: .ts files hold sequences for classification; a {task} model needs a "
