@@ -2,8 +2,11 @@
 
 ``sequence``: ``x [batch, time, features]`` → the task output.
 ``streaming``: ``x`` plus the recurrent state (``h``, and ``c`` for LSTM, each
-``[layers*directions, batch, hidden]``) → the task output for the chunk plus the new state
-(``h_out``, ``c_out``), so a caller can feed a long sequence chunk by chunk.
+``[layers*directions, batch, hidden]``; with a conv front end also ``frames``
+``[kernel-1, batch, features]``, the last input frames it has read) → the task output for the
+chunk plus the new state (``h_out``, ``c_out``, ``frames_out``), so a caller can feed a long
+sequence chunk by chunk. Every state entry has the batch on axis 1, so zero state and
+per-stream reset treat them alike.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
     inputs_meaning: dict[str, str]
     outputs_meaning: dict[str, str]
-    #: streaming: state name -> [layers*directions, "batch", hidden]
+    #: streaming: state name -> its shape, "batch" on axis 1
     state_shapes: dict[str, list[int | str]]
+    #: streaming: every chunk must hold a multiple of this many frames (a strided front end)
+    chunk_multiple: int = 1
 
 
 class SequenceGraph(nn.Module):
@@ -56,37 +61,32 @@ class SequenceGraph(nn.Module):
         return self.model(x)  # type: ignore[no-any-return]
 
 
-class StreamingLSTMGraph(nn.Module):
-    """``(x, h, c)`` → ``(output, h_out, c_out)`` for one chunk."""
+class StreamingGraph(nn.Module):
+    """``(x, *state)`` → ``(output, *state_out)`` for one chunk (see :meth:`SequenceModel.step`)."""
 
     def __init__(self, model: SequenceModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(
-        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out, (h_out, c_out) = self.model.rnn(x, (h, c))
-        return self.model.decode(out), h_out, c_out
-
-
-class StreamingGRUGraph(nn.Module):
-    """``(x, h)`` → ``(output, h_out)`` for one chunk."""
-
-    def __init__(self, model: SequenceModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, h_out = self.model.rnn(x, h)
-        return self.model.decode(out), h_out
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output, new = self.model.step(x, state)
+        return (output, *new)
 
 
 def state_shapes(model: SequenceModel) -> dict[str, list[int | str]]:
     cfg = model.config
     shape: list[int | str] = [cfg.num_layers * cfg.num_directions, "batch", cfg.hidden_size]
-    names = ("h", "c") if cfg.arch == "lstm" else ("h",)
-    return {name: list(shape) for name in names}
+    shapes = {name: list(shape) for name in model.state_names() if name != "frames"}
+    if model.frontend is not None:
+        shapes["frames"] = [cfg.frontend_kernel - 1, "batch", cfg.input_size]
+    return shapes
+
+
+STATE_MEANING = {
+    "h": "recurrent state in [layers*directions, batch, hidden]; zeros to start",
+    "c": "recurrent state in [layers*directions, batch, hidden]; zeros to start",
+    "frames": "conv front end's last input frames [kernel-1, batch, features]; zeros to start",
+}
 
 
 def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpec]:
@@ -117,27 +117,25 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
         axes[name] = {1: "batch"}
         axes[f"{name}_out"] = {1: "batch"}
     chunk_meaning = meaning + (" for the chunk's last step" if not per_step else " for the chunk")
-    module: nn.Module = (
-        StreamingLSTMGraph(model) if cfg.arch == "lstm" else StreamingGRUGraph(model)
-    )
-    return module.eval(), GraphSpec(
+    if cfg.stride > 1:
+        chunk_meaning += f"; chunks must hold a multiple of {cfg.stride} frames"
+    return StreamingGraph(model).eval(), GraphSpec(
         variant="streaming",
         input_names=("x", *state_names),
         output_names=outputs,
         dynamic_axes=axes,
         inputs_meaning={
             **inputs_meaning,
-            **{
-                n: "recurrent state in [layers*directions, batch, hidden]; zeros to start"
-                for n in state_names
-            },
+            **{n: STATE_MEANING[n] for n in state_names},
         },
         outputs_meaning={
             output: chunk_meaning,
             **{
-                f"{n}_out": f"recurrent state after the chunk; feed back as {n}"
+                f"{n}_out": ("front end frames" if n == "frames" else "recurrent state")
+                + f" after the chunk; feed back as {n}"
                 for n in state_names
             },
         },
         state_shapes=states,
+        chunk_multiple=cfg.stride,
     )

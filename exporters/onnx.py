@@ -340,14 +340,16 @@ def _prepare_source(
         steps = int(record.dataset.details["lookback"])
     else:
         steps = 16
+    if streaming:
+        steps = -(-steps // cfg.stride) * cfg.stride  # a chunk the streaming graph accepts
     x = torch.zeros(batch, steps, cfg.input_size).normal_(
         generator=torch.Generator().manual_seed(0)
     )
     example: tuple[torch.Tensor, ...] = (x,)
     if streaming:
         example += tuple(
-            torch.zeros(cfg.num_layers * cfg.num_directions, batch, cfg.hidden_size)
-            for _ in spec.state_shapes
+            torch.zeros([batch if isinstance(d, str) else d for d in shape])
+            for shape in spec.state_shapes.values()
         )
     metadata = ModelMetadata(
         variant=variant,
@@ -358,6 +360,7 @@ def _prepare_source(
         inputs=spec.inputs_meaning,
         outputs=spec.outputs_meaning,
         state=spec.state_shapes,
+        stream_chunk_multiple=spec.chunk_multiple,
         task=cfg.task,
         arch=cfg.arch,
         feature_names=record.feature_names if record else (),
@@ -535,6 +538,28 @@ def _restore_axis_names(path: Path, spec: GraphSpec) -> None:
     onnx.save(model, str(path))
 
 
+def _declare_state_outputs(model: Any, spec: GraphSpec) -> None:
+    """Give each ``<state>_out`` the declared shape of its state input.
+
+    A state computed by slicing (the conv front end's last frames) comes out of the
+    exporter with a symbolic length, which consumers that preallocate outputs (CUDA graphs,
+    IO binding) cannot size; its shape is known, so it is written down.
+    """
+    outputs = {o.name: o for o in model.graph.output}
+    for name, shape in spec.state_shapes.items():
+        value = outputs.get(f"{name}_out")
+        if value is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for dim, size in zip(dims, shape, strict=True):
+            if isinstance(size, int):
+                dim.dim_value = size
+            else:
+                dim.dim_param = size
+
+
 def _try_exporter(
     exporter: str, source: _Source, opset: int, atol: float, dst: Path, out: Path
 ) -> tuple[ValidationReport, int, bool] | str:
@@ -556,6 +581,7 @@ def _try_exporter(
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             return f"export failed ({type(exc).__name__}: {first})"
         proto = onnx.load(str(candidate))
+        _declare_state_outputs(proto, source.spec)
         problems, recurrent = inspect_graph(proto, source.spec)
         meta = dataclasses.replace(source.metadata, exporter=exporter, opset=used)
         del proto.metadata_props[:]

@@ -213,19 +213,29 @@ def validate_streaming(
 
     PyTorch runs the whole sequence at once; the chunked ONNX outputs must match its
     per-step outputs (anomaly) or its final output (classify/forecast), and the final state
-    must match PyTorch's final state.
+    must match PyTorch's final state. With a strided front end, ``chunks`` and ``steps`` count
+    in multiples of the stride (the only chunks such a graph takes).
     """
     import torch
 
     session = cpu_session(path)
     rng = np.random.default_rng(seed)
     cfg = model.config
+    multiple = spec.chunk_multiple
+    chunks = tuple(c * multiple for c in chunks)
+    steps = -(-steps // multiple) * multiple
     x = rng.standard_normal((batch, steps, cfg.input_size)).astype(np.float32)
     with torch.no_grad():
-        out, state = model.rnn(torch.from_numpy(x))
+        front, _ = model.front(torch.from_numpy(x))
+        out, state = model.recur(front)
         whole = model.decode(out).numpy()
     final_states = state if isinstance(state, tuple) else (state,)
     want_states = [s.numpy() for s in final_states]
+    if model.frontend is not None:
+        # The front end's state is the last kernel-1 frames, time-major.
+        keep = cfg.frontend_kernel - 1
+        padded = np.concatenate([np.zeros((batch, keep, cfg.input_size), np.float32), x], 1)
+        want_states.append(np.ascontiguousarray(padded[:, -keep:].transpose(1, 0, 2)))
     output = spec.output_names[0]
     state_names = list(spec.state_shapes)
     session_inputs = {s.name: s for s in input_specs(session)}

@@ -91,6 +91,8 @@ class StreamingSession:
             raise InvalidInputError(f"{path}: the feature axis of `x` must be fixed")
         self.num_features = features
         self._state_names = list(meta.state)
+        #: a strided conv front end reads one step per this many frames: chunks hold multiples
+        self.chunk_multiple = meta.stream_chunk_multiple
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._output_types = {o.name: numpy_dtype(o.type) for o in self._session.get_outputs()}
         # The state lives in preallocated buffers bound to the session (IO binding): a push
@@ -122,6 +124,12 @@ class StreamingSession:
             )
         if x.shape[1] == 0:
             raise InvalidInputError("push() got zero frames; send at least one")
+        if x.shape[1] % self.chunk_multiple:
+            raise InvalidInputError(
+                f"push() got {x.shape[1]} frames, but {self.path} reads one step per "
+                f"{self.chunk_multiple} frames (a strided conv front end): send chunks of a "
+                f"multiple of {self.chunk_multiple} frames (buffer the rest until then)"
+            )
         if not np.issubdtype(x.dtype, np.floating):
             raise InvalidInputError(f"frames must be floating point, got {x.dtype}")
         if x.dtype != np.float32:
@@ -142,6 +150,7 @@ class StreamingSession:
             and x.shape[0] == self.streams
             and x.shape[2] == self.num_features
             and x.shape[1] > 0
+            and x.shape[1] % self.chunk_multiple == 0
             and x.flags.c_contiguous
             and np.isfinite(x.sum())
         ):

@@ -205,3 +205,31 @@ def test_wrong_scalar_type_is_a_checkpoint_error() -> None:
     data["model"]["hidden_size"] = 8.5
     with pytest.raises(CheckpointError, match="hidden_size"):
         from_dict(RunRecord, data)
+
+
+def test_conv_options_default_to_the_plain_recurrent_model() -> None:
+    # A config.json from before the convolutional models has none of their keys.
+    old = {"task": "classify", "input_size": 3, "arch": "gru", "num_classes": 2}
+    config = from_dict(ModelConfig, old)
+    assert (config.frontend, config.stride, config.cell) == ("none", 1, "gru")
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"frontend": "conv", "frontend_stride": 4, "frontend_kernel": 3}, "kernel must be"),
+        ({"frontend": "conv", "frontend_channels": 0}, "channels must be"),
+        ({"frontend": "fir"}, "frontend must be one of"),
+        ({"arch": "lstm-fcn", "fcn_filters": (8, 8)}, "three counts"),
+        ({"arch": "lstm-fcn", "frontend": "conv"}, "own convolutional branch"),
+    ],
+)
+def test_bad_conv_options_are_refused(options: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidInputError, match=problem):
+        ModelConfig(task="classify", input_size=3, num_classes=2, **options)
+
+
+def test_strided_front_end_cannot_serve_anomaly_but_stride_1_can() -> None:
+    with pytest.raises(InvalidInputError, match="--frontend-stride 1"):
+        ModelConfig(task="anomaly", input_size=3, frontend="conv", frontend_stride=2)
+    ModelConfig(task="anomaly", input_size=3, frontend="conv", frontend_stride=1).check_streamable()

@@ -212,6 +212,7 @@ def test_zoo_streaming_export_carries_state(
         pytest.param("gru", True, "forecast", {}, "bidirectional", id="bidirectional-gru"),
         pytest.param("lstm", False, "classify", {"pooling": "mean"}, "mean", id="mean-pooling"),
         pytest.param("gru", False, "forecast", {"window_norm": True}, "window", id="window-norm"),
+        pytest.param("lstm-fcn", False, "classify", {}, "global average pooling", id="lstm-fcn"),
     ],
 )
 def test_unstreamable_models_are_refused(
@@ -223,6 +224,85 @@ def test_unstreamable_models_are_refused(
         export(model, out, streaming=True)
     assert "--streaming" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# convolutional models: LSTM-FCN and the causal conv front end
+
+CONV_ZOO = [
+    pytest.param("lstm-fcn", "classify", {"fcn_filters": (8, 16, 8)}, id="lstm-fcn"),
+    pytest.param("lstm-fcn", "classify", {"pooling": "mean"}, id="lstm-fcn-mean"),
+    pytest.param(
+        "lstm",
+        "classify",
+        {"frontend": "conv", "frontend_stride": 3, "frontend_kernel": 5, "frontend_channels": 8},
+        id="lstm-conv-s3",
+    ),
+    pytest.param(
+        "gru",
+        "forecast",
+        {"frontend": "conv", "frontend_stride": 2, "frontend_kernel": 4, "frontend_channels": 8},
+        id="gru-conv-s2-forecast",
+    ),
+    pytest.param(
+        "lstm",
+        "anomaly",
+        {"frontend": "conv", "frontend_stride": 1, "frontend_kernel": 3, "frontend_channels": 8},
+        id="lstm-conv-s1-anomaly",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arch", "task", "extra"), CONV_ZOO)
+def test_conv_models_export_valid_at_lengths_the_stride_does_not_divide(
+    tmp_path: Path, arch: str, task: str, extra: dict[str, Any]
+) -> None:
+    model = _model(arch, 2, False, task, **extra)
+    out = tmp_path / "m.onnx"
+    result = export(model, out)
+    assert result.report.passed, result.report.summary()
+    checked = {r.check for r in result.report.rows}
+    assert {"batch 1, time 1", "batch 1, time 160", "batch 4, time 19"} <= checked
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "Conv" in ops
+    # BatchNorm is folded into the Conv weights by the export, so the quantizer sees them.
+    assert "BatchNormalization" not in ops
+    _assert_recurrent_hygiene(proto, expected_nodes=2)
+    session = _session(out)
+    for batch, steps in ((1, 1), (2, 7), (3, 20), (1, 101)):
+        x = _x(batch, steps)
+        (got,) = session.run(None, {"x": x})
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert read_metadata(out).arch == arch
+
+
+def test_lstm_fcn_stays_edge_sized_at_12_features(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(task="classify", input_size=12, num_classes=9, arch="lstm-fcn")
+    result = export(build_model(config).eval(), tmp_path / "m.onnx")
+    assert result.size_bytes < 2_000_000, result.size_bytes
+
+
+def test_conv_front_end_streaming_export_carries_its_frames(tmp_path: Path) -> None:
+    extra = {"frontend": "conv", "frontend_stride": 2, "frontend_kernel": 5, "frontend_channels": 8}
+    model = _model("lstm", 2, False, "classify", **extra)
+    out = tmp_path / "s.onnx"
+    result = export(model, out, streaming=True)
+    assert result.report.passed, result.report.summary()
+    # Validation streams in chunks of whole strides (1 and 7 strides).
+    assert any("chunks of 2" in r.check for r in result.report.rows)
+    assert any(r.output == "frames_out" for r in result.report.rows)
+    proto = onnx.load(str(out))
+    inputs = {i.name: _dims(i) for i in proto.graph.input}
+    assert list(inputs) == ["x", "h", "c", "frames"]
+    assert inputs["frames"] == [4, "batch", FEATURES]
+    assert [o.name for o in proto.graph.output][1:] == ["h_out", "c_out", "frames_out"]
+    meta = read_metadata(out)
+    assert meta.state["frames"] == [4, "batch", FEATURES]
+    assert meta.stream_chunk_multiple == 2
 
 
 def test_mean_pooled_classifier_still_exports_as_a_sequence_model(tmp_path: Path) -> None:

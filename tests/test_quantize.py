@@ -668,3 +668,96 @@ def test_cli_overwrite_replaces(fp32: Path, tmp_path: Path, cli: CliRunner) -> N
     result = cli("quantize", fp32, "--mode", "fp16", "--out", out, "--overwrite")
     assert result.code == 0, result
     assert _props(out)["edgelstm.precision"] == "fp16"
+
+
+# --------------------------------------------------------------------------------------------
+# convolutional models: Conv becomes ConvInteger in dynamic INT8, audited like LSTM
+
+CONV_RUNS = {
+    "lstm-fcn": {"arch": "lstm-fcn", "fcn_filters": (8, 16, 8)},
+    "conv-front-end": {
+        "frontend": "conv",
+        "frontend_stride": 2,
+        "frontend_kernel": 4,
+        "frontend_channels": 8,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONV_RUNS))
+def conv_fp32(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained convolutional classifier's FP32 export (the gate scores its test split)."""
+    single_thread()
+    folder = tmp_path_factory.mktemp(f"quantize-{request.param}")
+    data = write_classify_npz(folder / "classify.npz")
+    options: dict[str, Any] = CONV_RUNS[request.param]
+    run = train("classify", data=data, out=folder / "run", hidden=16, layers=1, epochs=4, **options)
+    assert run.metrics["accuracy"] >= 0.9, run.metrics
+    out = folder / "m.onnx"
+    export(run.out, out)
+    return out
+
+
+def test_dynamic_int8_quantizes_conv_and_passes_the_gate(conv_fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q.onnx"
+    result = quantize(conv_fp32, out, mode="dynamic-int8")
+    conv = _op(result.audit, "Conv")
+    assert conv.before >= 1
+    assert (conv.quantized, conv.still_float) == (conv.before, 0)
+    assert result.audit.kernels.get("ConvInteger") == conv.before
+    assert (_op(result.audit, "LSTM").quantized, _op(result.audit, "LSTM").still_float) == (1, 0)
+    assert result.gate is not None and result.gate.passed, result.gate
+    stored = json.loads(_props(out)["edgelstm.quantization"])
+    assert any(o["op"] == "Conv" and o["still_float"] == 0 for o in stored["ops"])
+
+
+@pytest.mark.parametrize("mode", ["static-int8", "fp16"])
+def test_static_int8_and_fp16_of_conv_models_pass_the_gate(
+    conv_fp32: Path, tmp_path: Path, mode: str
+) -> None:
+    result = quantize(conv_fp32, tmp_path / "q.onnx", mode=mode)
+    assert _op(result.audit, "Conv").quantized >= 1
+    assert result.gate is not None and result.gate.passed, result.gate
+
+
+def _no_conv(src: Path, dst: Path, *_args: Any, **_kwargs: Any) -> None:
+    """Stand-in for ``_dynamic`` that quantizes everything but Conv."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with qmod._quiet_quantizer():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm", "LSTM"],
+        )
+
+
+def test_conv_left_float_is_a_partial_result(
+    conv_fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _no_conv)
+    out = tmp_path / "partial.onnx"
+    with pytest.raises(CheckFailedError, match=r"Conv node\(s\) stayed float.*--allow-partial"):
+        quantize(conv_fp32, out, mode="dynamic-int8")
+    assert not out.exists()
+    result = quantize(conv_fp32, out, mode="dynamic-int8", allow_partial=True)
+    conv = _op(result.audit, "Conv")
+    assert conv.still_float == conv.before >= 1
+
+
+def test_conv_front_end_streaming_int8_reports_whole_stride_drift(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        task="classify",
+        input_size=FEATURES,
+        hidden_size=16,
+        num_layers=1,
+        num_classes=2,
+        **CONV_RUNS["conv-front-end"],
+    )
+    src = tmp_path / "conv.s.onnx"
+    export(build_model(config).eval(), src, streaming=True)
+    result = quantize(src, tmp_path / "q.onnx", mode="dynamic-int8")
+    assert set(result.streaming_drift) == {"chunk 2", "chunk 14"}
+    assert _op(result.audit, "Conv").still_float == 0

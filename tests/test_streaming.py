@@ -195,3 +195,63 @@ def test_an_artifact_read_once_streams_like_its_path(
     x = _frames(1, 6)
     np.testing.assert_allclose(from_artifact.push(x), _whole(model, x), atol=1e-5)
     np.testing.assert_allclose(session.push(x), _whole(model, x), atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# the causal conv front end streams with its own state (the last kernel-1 frames)
+
+
+def _front_end_export(tmp_path: Path, stride: int) -> tuple[SequenceModel, Path]:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        task="classify",
+        input_size=FEATURES,
+        hidden_size=8,
+        num_layers=2,
+        num_classes=3,
+        dropout=0.0,
+        frontend="conv",
+        frontend_stride=stride,
+        frontend_kernel=stride + 3,
+        frontend_channels=6,
+    )
+    model = build_model(config).eval()
+    path = tmp_path / f"conv-s{stride}.onnx"
+    export(model, path, streaming=True)
+    return model, path
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_conv_front_end_streams_like_the_sequence_model(
+    tmp_path: Path, stride: int, chunk: int
+) -> None:
+    """Chunks of ``chunk`` strides (any chunk at stride 1) equal the whole-sequence output."""
+    model, path = _front_end_export(tmp_path, stride)
+    frames = chunk * stride
+    x = _frames(2, 6 * frames + 2 * stride)  # the last chunk is a shorter whole-stride one
+    session = StreamingSession(path, streams=2)
+    for start in range(0, x.shape[1], frames):
+        out = session.push(np.ascontiguousarray(x[:, start : start + frames]))
+        np.testing.assert_allclose(out, _whole(model, x[:, : start + frames]), atol=1e-5)
+    assert session.get_state()["frames"].shape == (stride + 2, 2, FEATURES)
+
+
+def test_conv_front_end_refuses_chunks_that_split_a_stride(tmp_path: Path) -> None:
+    path = _front_end_export(tmp_path, 2)[1]
+    session = StreamingSession(path)
+    assert session.chunk_multiple == 2
+    with pytest.raises(InvalidInputError, match="multiple of 2 frames"):
+        session.push(_frames(1, 3))
+    session.push(_frames(1, 4))  # whole strides are fine
+
+
+def test_conv_front_end_reset_restarts_one_stream(tmp_path: Path) -> None:
+    model, path = _front_end_export(tmp_path, 2)
+    x = _frames(2, 8)
+    session = StreamingSession(path, streams=2)
+    session.push(x[:, :4].copy())
+    session.reset(1)  # stream 1 forgets its frames and recurrent state
+    out = session.push(x[:, 4:].copy())
+    np.testing.assert_allclose(out[0], _whole(model, x[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(out[1], _whole(model, x[1:, 4:])[0], atol=1e-5)

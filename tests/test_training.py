@@ -221,6 +221,43 @@ def test_classify_architectures(
     assert result.metrics["accuracy"] >= 0.9, result.metrics
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"arch": "lstm-fcn", "fcn_filters": (8, 16, 8)}, id="lstm-fcn"),
+        pytest.param(
+            {"frontend": "conv", "frontend_stride": 3, "frontend_kernel": 4}, id="conv-front-end"
+        ),
+    ],
+)
+def test_conv_models_train_on_variable_lengths_and_ignore_padding(
+    options: dict[str, Any], tmp_path: Path, classify_npz: Path
+) -> None:
+    result = _train("classify", classify_npz, tmp_path / "run", epochs=6, **options)
+    assert result.metrics["accuracy"] >= 0.9, result.metrics
+    model = load_checkpoint(tmp_path / "run").model.eval()
+    config = model.config
+    assert (config.arch, config.frontend) == (
+        options.get("arch", "lstm"),
+        options.get("frontend", "none"),
+    )
+    # A sequence padded in a batch (with junk after its end) gives what it gives alone.
+    lengths = torch.tensor([20, 13, 7, 1, 11])
+    x = torch.randn(5, 20, 3, generator=torch.Generator().manual_seed(0))
+    for i, n in enumerate(lengths.tolist()):
+        x[i, n:] = 7.0
+    with torch.no_grad():
+        batched = model(x, lengths)
+        alone = torch.cat([model(x[i : i + 1, :n]) for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+
+
+def test_lstm_fcn_is_a_classifier_only(tmp_path: Path, forecast_csv: Path) -> None:
+    with pytest.raises(InvalidInputError, match="lstm-fcn is a classifier"):
+        _train("forecast", forecast_csv, tmp_path / "run", arch="lstm-fcn")
+    assert not (tmp_path / "run").exists()
+
+
 def test_anomaly_bidirectional_is_refused(tmp_path: Path, anomaly_csv: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(InvalidInputError, match="bidirectional"):
