@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,10 +22,18 @@ from edgelstm.errors import DatasetNotFoundError, InvalidInputError
 pytest.importorskip("aeon", reason="built-in datasets need aeon: pip install 'edgelstm[data]'")
 
 
-def test_registry_is_exactly_the_four() -> None:
+def test_registry_is_exactly_the_seven() -> None:
     specs = list_datasets()
-    assert [s.name for s in specs] == ["JapaneseVowels", "BasicMotions", "Airline", "KDD-TSAD_135"]
-    assert [s.task for s in specs] == ["classify", "classify", "forecast", "anomaly"]
+    assert [s.name for s in specs] == [
+        "JapaneseVowels",
+        "BasicMotions",
+        "ACSF1",
+        "OSULeaf",
+        "ItalyPowerDemand",
+        "Airline",
+        "KDD-TSAD_135",
+    ]
+    assert [s.task for s in specs] == ["classify"] * 5 + ["forecast", "anomaly"]
     assert dataset_names() == [s.name for s in specs]
     with pytest.raises(dataclasses.FrozenInstanceError):
         specs[0].name = "x"  # type: ignore[misc]
@@ -83,6 +92,44 @@ def test_basic_motions() -> None:
     assert len(np.unique(train.labels)) == 4  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("name", "sizes", "length", "classes", "feature"),
+    [
+        ("ACSF1", (100, 100), 1460, 10, "power"),
+        ("OSULeaf", (200, 242), 427, 6, "outline"),
+        ("ItalyPowerDemand", (67, 1029), 24, 2, "demand"),
+    ],
+)
+def test_univariate_ucr_sets(
+    name: str, sizes: tuple[int, int], length: int, classes: int, feature: str
+) -> None:
+    split = load_dataset(name)
+    train = _check_sequences(split.train, sizes[0], 1)
+    test = _check_sequences(split.test, sizes[1], 1)
+    assert train.feature_names == test.feature_names == (feature,)
+    assert set(np.concatenate([train.lengths, test.lengths]).tolist()) == {length}
+    assert len(np.unique(train.labels)) == classes  # type: ignore[arg-type]
+    assert set(test.labels.tolist()) <= set(train.labels.tolist())  # type: ignore[union-attr]
+    assert split.test_start is None
+
+
+def test_a_bundled_file_aeon_dropped_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import aeon.datasets
+
+    from edgelstm.errors import MissingDependencyError
+
+    # aeon 1.7 plans to stop bundling ACSF1 and OSULeaf: pretend its data folder is empty.
+    monkeypatch.setattr(aeon.datasets, "__file__", str(tmp_path / "__init__.py"))
+    with pytest.raises(MissingDependencyError) as exc:
+        load_dataset("OSULeaf")
+    message = str(exc.value)
+    assert "does not bundle OSULeaf" in message
+    assert "aeon>=1.0,<1.7" in message
+    assert "--data/--test" in message
+
+
 def test_airline() -> None:
     split = load_dataset("Airline")
     assert isinstance(split.train, Series)
@@ -121,6 +168,8 @@ def test_table_rows() -> None:
     assert by_name["JapaneseVowels"]["length"] == "7-29"
     assert by_name["JapaneseVowels"]["train"] == "270 sequences"
     assert by_name["BasicMotions"]["features"] == "6"
+    assert by_name["ACSF1"]["length"] == "1460"
+    assert by_name["ItalyPowerDemand"]["test"] == "1029 sequences"
     assert by_name["Airline"]["test"] == "24 steps scored (of 144)"
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgelstm.data.ts import sequence_set_from_aeon
 from edgelstm.data.types import SequenceSet, Series
-from edgelstm.errors import DatasetNotFoundError, InvalidInputError
+from edgelstm.errors import DatasetNotFoundError, InvalidInputError, MissingDependencyError
 from edgelstm.extras import missing_dependency
 
 __all__ = [
@@ -113,6 +113,37 @@ _SPECS: tuple[DatasetSpec, ...] = (
         domain="motion sensors",
     ),
     DatasetSpec(
+        name="ACSF1",
+        task="classify",
+        description=(
+            "power consumption of home appliances (ACS-F1 signature database), univariate, "
+            "length 1460, long idle stretches with short bursts; 10 appliance types, "
+            "100 train / 100 test sequences"
+        ),
+        source="UCR archive via aeon's bundled files (ACSF1_TRAIN.ts / _TEST.ts)",
+        domain="energy",
+    ),
+    DatasetSpec(
+        name="OSULeaf",
+        task="classify",
+        description=(
+            "leaf outlines traced from segmented images as one-dimensional series, univariate, "
+            "length 427; 6 maple and oak species, 200 train / 242 test, classes unbalanced"
+        ),
+        source="UCR archive via aeon's bundled files (OSULeaf_TRAIN.ts / _TEST.ts)",
+        domain="image outlines",
+    ),
+    DatasetSpec(
+        name="ItalyPowerDemand",
+        task="classify",
+        description=(
+            "Italian electrical power demand, 24 hourly values per day, univariate; tell days "
+            "of October-March from April-September; only 67 train / 1029 test sequences"
+        ),
+        source="UCR archive via aeon's bundled files (ItalyPowerDemand_TRAIN.ts / _TEST.ts)",
+        domain="energy",
+    ),
+    DatasetSpec(
         name="Airline",
         task="forecast",
         description=(
@@ -136,6 +167,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
 
 _JAPANESE_VOWELS_NAMES = tuple(f"cepstrum_{i}" for i in range(12))
 _BASIC_MOTIONS_NAMES = ("acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z")
+_UNIVARIATE_NAMES = {"ACSF1": ("power",), "OSULeaf": ("outline",), "ItalyPowerDemand": ("demand",)}
 _AIRLINE_TRAIN_MONTHS = 120
 _KDD_TRAIN_POINTS = 1200
 
@@ -192,7 +224,7 @@ def dataset_table_rows() -> list[dict[str, str]]:
     """One row per dataset for ``edgelstm train --list-datasets``.
 
     Keys: ``name``, ``task``, ``domain``, ``train``, ``test``, ``length``, ``features``,
-    ``source``. Sizes come from loading the data (well under a second for all four after
+    ``source``. Sizes come from loading the data (a second or two for all of them after
     aeon is imported), so the table cannot drift from what training sees.
     """
     rows: list[dict[str, str]] = []
@@ -253,6 +285,40 @@ def _load_basic_motions(spec: DatasetSpec) -> DatasetSplit:
     return _classification(spec, "load_basic_motions", _BASIC_MOTIONS_NAMES)
 
 
+def _bundled_ts(spec: DatasetSpec) -> DatasetSplit:
+    """A classification set read straight from the ``.ts`` files in aeon's package data.
+
+    aeon 1.6 deprecates its ``load_acsf1``/``load_osuleaf`` functions (they warn) and plans to
+    drop those two bundled files in 1.7; reading the files through its ``.ts`` parser works
+    for as long as they ship, and a missing file says what to do instead.
+    """
+    aeon_datasets = _aeon_datasets()
+    folder = Path(aeon_datasets.__file__).parent / "data" / spec.name
+    feature_names = _UNIVARIATE_NAMES[spec.name]
+    parts: list[SequenceSet] = []
+    for split in ("TRAIN", "TEST"):
+        path = folder / f"{spec.name}_{split}.ts"
+        if not path.is_file():
+            import aeon
+
+            raise MissingDependencyError(
+                f"aeon {aeon.__version__} does not bundle {spec.name} ({path} is missing); "
+                "install an aeon that does (pip install 'aeon>=1.0,<1.7'), or download "
+                f"{spec.name}_TRAIN.ts and _TEST.ts from timeseriesclassification.com and "
+                "train with --data/--test"
+            )
+        X, y = aeon_datasets.load_from_ts_file(str(path))
+        data = sequence_set_from_aeon(X, y, path)
+        if data.num_features != len(feature_names) or data.labels is None:
+            raise InvalidInputError(
+                f"{path} has {data.num_features} channels (expected {len(feature_names)}) or "
+                "no labels; this aeon version bundles a different file: report it, and use "
+                "--data with your own copy meanwhile"
+            )
+        parts.append(replace(data, feature_names=feature_names))
+    return DatasetSplit(spec=spec, train=parts[0], test=parts[1], test_start=None)
+
+
 def _column(values: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(values, dtype=np.float32).reshape(-1, 1))
 
@@ -292,6 +358,9 @@ def _load_kdd_tsad_135(spec: DatasetSpec) -> DatasetSplit:
 _LOADERS: dict[str, Callable[[DatasetSpec], DatasetSplit]] = {
     "JapaneseVowels": _load_japanese_vowels,
     "BasicMotions": _load_basic_motions,
+    "ACSF1": _bundled_ts,
+    "OSULeaf": _bundled_ts,
+    "ItalyPowerDemand": _bundled_ts,
     "Airline": _load_airline,
     "KDD-TSAD_135": _load_kdd_tsad_135,
 }
