@@ -17,6 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edgelstm.baselines import (
+    BaselineComparison,
+    classification_baselines,
+    compare_with_baselines,
+)
 from edgelstm.config import RunRecord, TrainConfig
 from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
@@ -203,6 +208,52 @@ def evaluate(
     result["top_score_index"] += prepared.test_start
     result["evaluated_steps"] = len(scores)
     return result, threshold
+
+
+def raw_classification_sets(prepared: PreparedData) -> tuple[SequenceSet, SequenceSet]:
+    """The sequences a classifier learnt from (training + validation) and is scored on (test),
+    unpadded and back in original units, with their class labels.
+
+    The baselines of :mod:`edgelstm.baselines` are computed on exactly these, so they and
+    the model share one train/test split, whether the test data came from ``--test`` or was
+    held out of ``--data``.
+    """
+    if prepared.task != "classify":
+        raise InvalidInputError(f"raw sequences exist for classify data, not {prepared.task}")
+    indices = tuple(range(prepared.num_features))
+
+    def unpad(split: Split) -> tuple[list[np.ndarray], list[str]]:
+        assert split.lengths is not None and split.y is not None
+        values = denormalize(split.x, prepared.normalization, indices)
+        sequences = [values[i, : int(n)] for i, n in enumerate(split.lengths.tolist())]
+        return sequences, [prepared.class_labels[int(k)] for k in split.y.tolist()]
+
+    def as_set(*splits: Split) -> SequenceSet:
+        sequences: list[np.ndarray] = []
+        labels: list[str] = []
+        for split in splits:
+            seqs, labs = unpad(split)
+            sequences += seqs
+            labels += labs
+        return SequenceSet(tuple(sequences), np.asarray(labels), prepared.feature_names)
+
+    return as_set(prepared.train, prepared.val), as_set(prepared.test)
+
+
+def compare_model_with_baselines(
+    prepared: PreparedData, metrics: dict[str, Any], *, dtw_budget_s: float = 60.0
+) -> BaselineComparison:
+    """The task's baselines on the split ``metrics`` were computed on, beside the model.
+
+    classify computes majority class, 1-NN ED and 1-NN DTW (:func:`classification_baselines`
+    with ``dtw_budget_s``); anomaly and forecast read what ``metrics`` already hold (random
+    scores' AUROC 0.5, the seasonal-naive MAE).
+    """
+    scores = None
+    if prepared.task == "classify":
+        train, test = raw_classification_sets(prepared)
+        scores = classification_baselines(train, test, dtw_budget_s=dtw_budget_s)
+    return compare_with_baselines(prepared.task, metrics, scores)
 
 
 def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord]:

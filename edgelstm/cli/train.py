@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -115,6 +116,36 @@ def train(
         typer.Option(min=1, help="forecast: season length of the seasonal-naive baseline."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")] = 0,
+    min_accuracy: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help=(
+                "Fail (exit 1, nothing written) below this test accuracy (classify) or AUROC "
+                "(anomaly)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    require_baseline: Annotated[
+        bool,
+        typer.Option(
+            help=(
+                "Fail (exit 1, nothing written) unless the model beats chance clearly and "
+                "scores at least as well as every baseline computed (classify: majority "
+                "class, 1-NN ED, 1-NN DTW; anomaly: AUROC 0.5; forecast: seasonal naive)."
+            )
+        ),
+    ] = False,
+    dtw_budget: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            metavar="SECONDS",
+            help="classify: time allowed for the 1-NN DTW baseline (estimated first; 0 skips).",
+        ),
+    ] = 60.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the test metrics as JSON on stdout.")
@@ -176,11 +207,34 @@ def train(
             seed=seed,
             overwrite=overwrite,
             progress=progress,
+            min_accuracy=min_accuracy,
+            require_baseline=require_baseline,
+            dtw_budget_s=dtw_budget,
         )
+    from edgelstm.cli.app import print_warnings
+
+    print_warnings(err, result.warnings)
     if json_output:
         typer.echo(json.dumps(result.metrics, indent=2))
     else:
-        print_train_result(result, stdout_console())
+        print_train_result(replace(result, metrics=summary_rows(result.metrics)), stdout_console())
+
+
+def summary_rows(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics as table rows: the ``baselines`` entry becomes one row per baseline
+    (``baseline 1-NN ED``) and a ``better than chance`` row, right after the model's metrics."""
+    rows = {k: v for k, v in metrics.items() if k != "baselines"}
+    baselines = metrics.get("baselines")
+    if not isinstance(baselines, dict):
+        return rows
+    notes = baselines.get("notes") or {}
+    for name, value in (baselines.get("values") or {}).items():
+        rows[f"baseline {name}"] = value if value is not None else notes.get(name, "skipped")
+    clears = baselines.get("clears_chance")
+    if clears is not None:
+        rows["better than chance"] = clears
+        rows[f"beats {baselines.get('best')}"] = baselines.get("beats_best")
+    return rows
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
