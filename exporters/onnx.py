@@ -167,6 +167,7 @@ def export_user_model(
     input_shape: str,
     out: Path | str,
     *,
+    streaming: bool = False,
     opset: int = DEFAULT_OPSET,
     atol: float = DEFAULT_ATOL,
     overwrite: bool = False,
