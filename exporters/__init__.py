@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["ExportResult", "export", "export_user_model"]
 
 if TYPE_CHECKING:
-    from edgelstm.exporters.onnx import ExportResult, export, export_user_model
+    from edgelstm.exporters.onnx import ExportResult, export
+    from edgelstm.exporters.user_models import export_user_model
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing the room must not import torch.
+    if name == "export_user_model":
+        from edgelstm.exporters import user_models
+
+        return user_models.export_user_model
     if name in __all__:
         from edgelstm.exporters import onnx
 

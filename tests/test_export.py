@@ -660,7 +660,7 @@ def test_user_output_axis_equal_to_example_time_is_not_called_time(
     from safetensors.torch import save_file
 
     from edgelstm.exporters import export_user_model
-    from edgelstm.exporters.onnx import load_user_module
+    from edgelstm.exporters.user_models import load_user_module
 
     source, _ = user_model
     scorer = load_user_module(f"{source}:make_scorer")

@@ -61,7 +61,7 @@ def export(
             raise InvalidInputError("give either RUN_DIR or --model, not both")
         if weights is None or input_shape is None:
             raise InvalidInputError("--model needs --weights W and --input-shape B,T,F")
-        from edgelstm.exporters.onnx import export_user_model
+        from edgelstm.exporters.user_models import export_user_model
 
         result = export_user_model(
             model,
