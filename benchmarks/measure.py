@@ -213,16 +213,18 @@ def _torch(m: Measurement) -> Prepared:
 
     run: Callable[[], object]
     if m.mode == "streaming":
-        layers = checkpoint.record.model.num_layers
-        hidden = checkpoint.record.model.hidden_size
-        zeros = torch.zeros(layers, m.batch, hidden, device=device)
-        state: Any = (zeros, zeros.clone()) if checkpoint.record.model.arch == "lstm" else zeros
+        from edgelstm.exporters.graphs import state_shapes
+
+        # The state the streaming export carries (h, c, a conv front end's frames), zeros.
+        state: tuple[Any, ...] = tuple(
+            torch.zeros([m.batch if isinstance(d, str) else d for d in shape], device=device)
+            for shape in state_shapes(checkpoint.model).values()
+        )
 
         def step() -> object:
             nonlocal state
             with torch.no_grad():
-                out, state = model.rnn(x, state)
-                result = model.decode(out)
+                result, state = model.step(x, state)
             sync()
             return result
 
