@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CliRunner, needs_no_cuda, single_thread
+from conftest import TINY_KW, CliRunner, needs_no_cuda, single_thread
 
 import edgelstm.benchmarks.harness as harness_module
 import edgelstm.benchmarks.quickstart as quickstart_module
@@ -1530,3 +1530,37 @@ def test_interleaved_rounds_split_the_iterations_exactly(artifacts: Artifacts) -
     assert all("_finish" not in r for r in rows)
     with pytest.raises(InvalidInputError, match="rounds must be >= 1"):
         measure_interleaved([base], rounds=0, isolate=False)
+
+
+def test_torch_streaming_rows_carry_a_conv_front_ends_state(
+    tmp_path: Path, classify_npz: Path
+) -> None:
+    """The PyTorch streaming row pushes chunks through SequenceModel.step with the export's
+    state (h, c and the front end's frames); it used to call model.rnn alone and failed."""
+    from edgelstm.training import train
+
+    run = tmp_path / "fe"
+    train(
+        "classify",
+        data=classify_npz,
+        out=run,
+        frontend="conv",
+        frontend_stride=2,
+        frontend_kernel=4,
+        frontend_channels=4,
+        **TINY_KW,
+    )
+    plan = BenchmarkPlan(
+        models=(),
+        torch_run=run,
+        stream=True,
+        chunks=(2,),
+        seqs=(6,),
+        warmup=1,
+        iterations=3,
+        isolate=False,
+    )
+    rows = run_benchmark(plan).rows
+    streaming = [r for r in rows if r["mode"] == "streaming" and r["precision"] == "fp32"]
+    assert len(streaming) == 1, rows
+    assert streaming[0]["p50_ms"] > 0
