@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
-from edgelstm.baselines import BaselineComparison
 from edgelstm.checkpoint import save_checkpoint
 from edgelstm.config import (
     TRAIN_PRESETS,
@@ -38,6 +37,15 @@ from edgelstm.evaluation import (
 )
 from edgelstm.fileio import check_output_path
 from edgelstm.models import SequenceModel, build_model
+from edgelstm.quality_checks import (
+    RunFacts,
+    baseline_summary,
+    chance_warnings,
+    check_baseline_options,
+    failed_checks,
+    short_advice,
+    typical_length,
+)
 from edgelstm.tasks import (
     PreparedData,
     Split,
@@ -127,7 +135,7 @@ def train(
     check_output_path(out, overwrite=overwrite, kind="folder")
     if preset not in TRAIN_PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose {', '.join(TRAIN_PRESETS)}")
-    _check_baseline_options(task, min_accuracy, dtw_budget_s)
+    check_baseline_options(task, min_accuracy, dtw_budget_s)
     loaded = load_task_data(task, dataset, data, test, target)
     defaults = loaded.defaults
     overrides: dict[str, Any] = {
@@ -184,10 +192,10 @@ def train(
     metrics["refit_epochs"] = fit.refit_epochs
     comparison = compare_model_with_baselines(prepared, metrics, dtw_budget_s=dtw_budget_s)
     metrics["baselines"] = comparison.to_json()
-    facts = _RunFacts(
+    facts = RunFacts(
         task=task,
         examples=len(prepared.train) + len(prepared.val),
-        steps=_typical_length(prepared),
+        steps=typical_length(prepared),
         features=prepared.num_features,
         parameters=sum(p.numel() for p in model.parameters()),
         config=config,
@@ -196,14 +204,14 @@ def train(
         best_epoch=fit.best_epoch,
         season=season,
     )
-    failures = _failed_checks(comparison, min_accuracy, require_baseline)
+    failures = failed_checks(comparison, min_accuracy, require_baseline)
     if failures:
         raise CheckFailedError(
             f"{'; '.join(failures)} (baselines on the same test split: "
-            f"{_baseline_summary(comparison)}); nothing was written to {out}. "
-            f"Try {_short_advice(facts)}"
+            f"{baseline_summary(comparison)}); nothing was written to {out}. "
+            f"Try {short_advice(facts)}"
         )
-    warnings = _chance_warnings(comparison, facts)
+    warnings = chance_warnings(comparison, facts)
     record = RunRecord(
         model=model_config,
         train=config,
@@ -233,194 +241,6 @@ def train(
         seconds=time.perf_counter() - started,
         warnings=warnings,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# never ship chance level silently
-
-
-def _check_baseline_options(task: str, min_accuracy: float | None, dtw_budget_s: float) -> None:
-    """Refuse impossible baseline options before any data is read."""
-    if min_accuracy is not None:
-        if task == "forecast":
-            raise InvalidInputError(
-                "--min-accuracy applies to classify (test accuracy) and anomaly (test AUROC); "
-                "a forecast is scored by its MAE: use --require-baseline to require beating "
-                "the seasonal-naive forecast"
-            )
-        if not 0.0 <= min_accuracy <= 1.0:
-            raise InvalidInputError(f"--min-accuracy is a fraction in [0, 1], got {min_accuracy}")
-    if not dtw_budget_s >= 0:
-        raise InvalidInputError(f"--dtw-budget is seconds >= 0, got {dtw_budget_s}")
-
-
-@dataclass(frozen=True)
-class _RunFacts:
-    """What the advice for a weak model is built from."""
-
-    task: str
-    examples: int
-    steps: int
-    features: int
-    parameters: int
-    config: TrainConfig
-    model: ModelConfig
-    epochs_run: int
-    best_epoch: int
-    season: int
-
-
-def _typical_length(prepared: PreparedData) -> int:
-    """Median sequence length (classify) or window length (forecast/anomaly)."""
-    if prepared.train.lengths is not None:
-        return int(np.median(prepared.train.lengths))
-    return int(prepared.train.x.shape[1])
-
-
-#: How the trivial baselines read in a sentence.
-_TRIVIAL_NAMES = {"majority": "the majority class", "random scores": "random scores"}
-
-
-def _metric_name(comparison: BaselineComparison) -> str:
-    return {"accuracy": "test accuracy", "auroc": "test AUROC", "mae": "test MAE"}.get(
-        comparison.metric, comparison.metric
-    )
-
-
-def _value(comparison: BaselineComparison, value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.4f}" if comparison.higher_is_better else f"{value:.4g}"
-
-
-def _baseline_summary(comparison: BaselineComparison) -> str:
-    """``majority 0.4930, 1-NN ED 0.9130, 1-NN DTW skipped``."""
-    parts = []
-    for name, value in comparison.values.items():
-        parts.append(f"{name} {'skipped' if value is None else _value(comparison, value)}")
-    return ", ".join(parts)
-
-
-def _failed_checks(
-    comparison: BaselineComparison, min_accuracy: float | None, require_baseline: bool
-) -> list[str]:
-    """One phrase per failed ``--min-accuracy`` / ``--require-baseline`` check."""
-    failures: list[str] = []
-    name = _metric_name(comparison)
-    model = _value(comparison, comparison.model)
-    if min_accuracy is not None and (
-        comparison.model is None or comparison.model < min_accuracy - 1e-12
-    ):
-        failures.append(f"{name} {model} is below --min-accuracy {min_accuracy:g}")
-    if require_baseline:
-        best_name, best_value = comparison.best()
-        if not comparison.clears_chance:
-            failures.append(
-                f"{name} {model} is not clearly better than "
-                f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)} "
-                f"({_required(comparison)}; --require-baseline)"
-            )
-        elif not comparison.beats(best_value):
-            failures.append(
-                f"{name} {model} is worse than the strongest baseline, {best_name} "
-                f"{_value(comparison, best_value)} (--require-baseline)"
-            )
-    return failures
-
-
-def _required(comparison: BaselineComparison) -> str:
-    trivial = _value(comparison, comparison.values[comparison.trivial])
-    if comparison.higher_is_better:
-        return f"{trivial}; {_value(comparison, comparison.required)} needed"
-    return f"{trivial}; the model must be below it"
-
-
-def _short_advice(facts: _RunFacts) -> str:
-    """The concrete flags of :func:`_advice` in one phrase, for a one-line error."""
-    flags = [flag for _, flag in _advice(facts)]
-    return ", ".join(flags[:-1]) + f" or {flags[-1]}; or drop the check to keep the model anyway"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-def _advice(facts: _RunFacts) -> list[tuple[str, str]]:
-    """(likely cause with this run's numbers, what to try) for a model at chance level."""
-    config, model = facts.config, facts.model
-    size = f"--hidden {model.hidden_size} --layers {model.num_layers}"
-    examples = _plural(facts.examples, "training example")
-    if facts.parameters > 20 * facts.examples:
-        advice = [
-            (
-                f"{examples} for {facts.parameters:,} parameters ({size}): too few to learn "
-                "that many weights from",
-                f"--hidden {max(8, model.hidden_size // 4)} --layers 1",
-            )
-        ]
-    else:
-        advice = [
-            (
-                f"{examples} and a model of {facts.parameters:,} parameters ({size})",
-                f"--hidden {2 * model.hidden_size}",
-            )
-        ]
-    if facts.task == "classify" and facts.steps > 100:
-        fix = "--pooling mean" if model.pooling == "last" else "--arch gru"
-        advice.append(
-            (
-                f"long sequences ({facts.steps} steps, {_plural(facts.features, 'channel')}): "
-                "an LSTM carries little from early steps to the last one",
-                fix,
-            )
-        )
-    if facts.task != "classify":
-        advice.append(
-            (
-                f"windows of {config.lookback} steps may be too short to see the pattern",
-                f"--lookback {2 * config.lookback}",
-            )
-        )
-    if facts.task == "forecast" and facts.season == 1:
-        advice.append(("the baseline repeats the last value (--season 1)", "--season (the period)"))
-    advice.append(
-        (
-            f"{_plural(facts.epochs_run, 'epoch')} (best validation score at epoch "
-            f"{facts.best_epoch}, --epochs {config.epochs})",
-            f"--epochs {2 * config.epochs}",
-        )
-    )
-    advice.append(
-        (f"learning rate {config.learning_rate:g}", f"--lr {config.learning_rate / 3:.1g}")
-    )
-    return advice
-
-
-def _chance_warnings(comparison: BaselineComparison, facts: _RunFacts) -> tuple[str, ...]:
-    """One ``warning:`` block when the model is not clearly better than the trivial rule."""
-    if comparison.clears_chance is not False:
-        return ()
-    name = _metric_name(comparison)
-    model = _value(comparison, comparison.model)
-    if comparison.higher_is_better:
-        head = (
-            f"{name} {model} is not clearly better than "
-            f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)} "
-            f"({_required(comparison)}): this model is no better than chance; do not deploy it."
-        )
-    else:
-        head = (
-            f"{name} {model} is not below the {comparison.trivial} forecast's "
-            f"{_value(comparison, comparison.required)}: the model adds nothing to it; "
-            "do not deploy it."
-        )
-    lines = [head, f"  baselines on the same test split: {_baseline_summary(comparison)}"]
-    lines.append("  likely causes, and what to try:")
-    lines += [f"  - {cause}: try {flag}" for cause, flag in _advice(facts)]
-    lines.append(
-        "  --min-accuracy X or --require-baseline make such a run fail instead of writing it."
-    )
-    return ("\n".join(lines),)
 
 
 @dataclass(frozen=True)

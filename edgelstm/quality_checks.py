@@ -1,0 +1,213 @@
+"""Is a trained model worth deploying? Its test metric against its task's baselines.
+
+``train`` compares every model with the baselines :mod:`edgelstm.baselines` computes on the
+same test split. This module turns that comparison into what a user reads: the failed
+``--min-accuracy`` / ``--require-baseline`` checks (one error line), and a warning block for a
+model that is not clearly better than chance, naming the likely causes with this run's
+numbers and the flags to try.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgelstm.baselines import BaselineComparison
+from edgelstm.config import ModelConfig, TrainConfig
+from edgelstm.errors import InvalidInputError
+from edgelstm.tasks import PreparedData
+
+__all__ = [
+    "RunFacts",
+    "baseline_summary",
+    "chance_warnings",
+    "check_baseline_options",
+    "failed_checks",
+    "short_advice",
+    "typical_length",
+]
+
+
+def check_baseline_options(task: str, min_accuracy: float | None, dtw_budget_s: float) -> None:
+    """Refuse impossible baseline options before any data is read."""
+    if min_accuracy is not None:
+        if task == "forecast":
+            raise InvalidInputError(
+                "--min-accuracy applies to classify (test accuracy) and anomaly (test AUROC); "
+                "a forecast is scored by its MAE: use --require-baseline to require beating "
+                "the seasonal-naive forecast"
+            )
+        if not 0.0 <= min_accuracy <= 1.0:
+            raise InvalidInputError(f"--min-accuracy is a fraction in [0, 1], got {min_accuracy}")
+    if not dtw_budget_s >= 0:
+        raise InvalidInputError(f"--dtw-budget is seconds >= 0, got {dtw_budget_s}")
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the advice for a weak model is built from."""
+
+    task: str
+    examples: int
+    steps: int
+    features: int
+    parameters: int
+    config: TrainConfig
+    model: ModelConfig
+    epochs_run: int
+    best_epoch: int
+    season: int
+
+
+def typical_length(prepared: PreparedData) -> int:
+    """Median sequence length (classify) or window length (forecast/anomaly)."""
+    if prepared.train.lengths is not None:
+        return int(np.median(prepared.train.lengths))
+    return int(prepared.train.x.shape[1])
+
+
+#: How the trivial baselines read in a sentence.
+_TRIVIAL_NAMES = {"majority": "the majority class", "random scores": "random scores"}
+
+
+def _metric_name(comparison: BaselineComparison) -> str:
+    return {"accuracy": "test accuracy", "auroc": "test AUROC", "mae": "test MAE"}.get(
+        comparison.metric, comparison.metric
+    )
+
+
+def _value(comparison: BaselineComparison, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if comparison.higher_is_better else f"{value:.4g}"
+
+
+def baseline_summary(comparison: BaselineComparison) -> str:
+    """``majority 0.4930, 1-NN ED 0.9130, 1-NN DTW skipped``."""
+    parts = []
+    for name, value in comparison.values.items():
+        parts.append(f"{name} {'skipped' if value is None else _value(comparison, value)}")
+    return ", ".join(parts)
+
+
+def failed_checks(
+    comparison: BaselineComparison, min_accuracy: float | None, require_baseline: bool
+) -> list[str]:
+    """One phrase per failed ``--min-accuracy`` / ``--require-baseline`` check."""
+    failures: list[str] = []
+    name = _metric_name(comparison)
+    model = _value(comparison, comparison.model)
+    if min_accuracy is not None and (
+        comparison.model is None or comparison.model < min_accuracy - 1e-12
+    ):
+        failures.append(f"{name} {model} is below --min-accuracy {min_accuracy:g}")
+    if require_baseline:
+        best_name, best_value = comparison.best()
+        if not comparison.clears_chance:
+            failures.append(
+                f"{name} {model} is not clearly better than "
+                f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)} "
+                f"({_required(comparison)}; --require-baseline)"
+            )
+        elif not comparison.beats(best_value):
+            failures.append(
+                f"{name} {model} is worse than the strongest baseline, {best_name} "
+                f"{_value(comparison, best_value)} (--require-baseline)"
+            )
+    return failures
+
+
+def _required(comparison: BaselineComparison) -> str:
+    trivial = _value(comparison, comparison.values[comparison.trivial])
+    if comparison.higher_is_better:
+        return f"{trivial}; {_value(comparison, comparison.required)} needed"
+    return f"{trivial}; the model must be below it"
+
+
+def short_advice(facts: RunFacts) -> str:
+    """The concrete flags of :func:`_advice` in one phrase, for a one-line error."""
+    flags = [flag for _, flag in _advice(facts)]
+    return ", ".join(flags[:-1]) + f" or {flags[-1]}; or drop the check to keep the model anyway"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _advice(facts: RunFacts) -> list[tuple[str, str]]:
+    """(likely cause with this run's numbers, what to try) for a model at chance level."""
+    config, model = facts.config, facts.model
+    size = f"--hidden {model.hidden_size} --layers {model.num_layers}"
+    examples = _plural(facts.examples, "training example")
+    if facts.parameters > 20 * facts.examples:
+        advice = [
+            (
+                f"{examples} for {facts.parameters:,} parameters ({size}): too few to learn "
+                "that many weights from",
+                f"--hidden {max(8, model.hidden_size // 4)} --layers 1",
+            )
+        ]
+    else:
+        advice = [
+            (
+                f"{examples} and a model of {facts.parameters:,} parameters ({size})",
+                f"--hidden {2 * model.hidden_size}",
+            )
+        ]
+    if facts.task == "classify" and facts.steps > 100:
+        fix = "--pooling mean" if model.pooling == "last" else "--arch gru"
+        advice.append(
+            (
+                f"long sequences ({facts.steps} steps, {_plural(facts.features, 'channel')}): "
+                "an LSTM carries little from early steps to the last one",
+                fix,
+            )
+        )
+    if facts.task != "classify":
+        advice.append(
+            (
+                f"windows of {config.lookback} steps may be too short to see the pattern",
+                f"--lookback {2 * config.lookback}",
+            )
+        )
+    if facts.task == "forecast" and facts.season == 1:
+        advice.append(("the baseline repeats the last value (--season 1)", "--season (the period)"))
+    advice.append(
+        (
+            f"{_plural(facts.epochs_run, 'epoch')} (best validation score at epoch "
+            f"{facts.best_epoch}, --epochs {config.epochs})",
+            f"--epochs {2 * config.epochs}",
+        )
+    )
+    advice.append(
+        (f"learning rate {config.learning_rate:g}", f"--lr {config.learning_rate / 3:.1g}")
+    )
+    return advice
+
+
+def chance_warnings(comparison: BaselineComparison, facts: RunFacts) -> tuple[str, ...]:
+    """One ``warning:`` block when the model is not clearly better than the trivial rule."""
+    if comparison.clears_chance is not False:
+        return ()
+    name = _metric_name(comparison)
+    model = _value(comparison, comparison.model)
+    if comparison.higher_is_better:
+        head = (
+            f"{name} {model} is not clearly better than "
+            f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)} "
+            f"({_required(comparison)}): this model is no better than chance; do not deploy it."
+        )
+    else:
+        head = (
+            f"{name} {model} is not below the {comparison.trivial} forecast's "
+            f"{_value(comparison, comparison.required)}: the model adds nothing to it; "
+            "do not deploy it."
+        )
+    lines = [head, f"  baselines on the same test split: {baseline_summary(comparison)}"]
+    lines.append("  likely causes, and what to try:")
+    lines += [f"  - {cause}: try {flag}" for cause, flag in _advice(facts)]
+    lines.append(
+        "  --min-accuracy X or --require-baseline make such a run fail instead of writing it."
+    )
+    return ("\n".join(lines),)
