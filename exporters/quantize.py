@@ -36,7 +36,13 @@ import numpy as np
 
 from edgelstm.checkpoint import CONFIG_FILE
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
-from edgelstm.exporters.audit import QUANTIZED_OPS, QuantizationAudit, audit_ops, providers_note
+from edgelstm.exporters.audit import (
+    QUANTIZED_OPS,
+    CheckpointBaselines,
+    QuantizationAudit,
+    audit_ops,
+    providers_note,
+)
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import (
     PREFIX,
@@ -99,6 +105,15 @@ class QuantizeResult:
     streaming_drift: dict[str, float] = field(default_factory=dict)
     #: INT8: whether the weights are 7-bit (also in the metadata); None for fp16.
     reduce_range: bool | None = None
+    #: the gated checkpoint (None when no gate ran) and the baselines it stored, if any.
+    eval_run: Path | None = None
+    baselines: CheckpointBaselines | None = None
+
+    def baseline_scores(self) -> dict[str, float | None]:
+        """``{"float": .., "quantized": ..}``: the gate's scores, to judge by the baselines."""
+        if self.gate is None:
+            return {}
+        return {"float": self.gate.float_value, "quantized": self.gate.quantized_value}
 
 
 def resolve_reduce_range(choice: str | bool, cpu: CpuInfo | None = None) -> tuple[bool, str]:
@@ -255,6 +270,7 @@ def quantize(
         final = Path(work) / "final.onnx"
         onnx.save(result_model, str(final))
         gate = _accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
+        baselines = _baselines(run_dir, gate)
         drift = _streaming_drift(final, meta) if meta and meta.variant == "streaming" else {}
         kernels = Counter(
             n.op_type
@@ -277,8 +293,12 @@ def quantize(
         # The stored audit cannot count its own bytes; the returned one measures the final file.
         audit = dataclasses.replace(audit, size_after=final.stat().st_size)
         if gate is not None and not gate.passed:
+            judged = ""
+            if baselines is not None:
+                scores = {"float": gate.float_value, "quantized": gate.quantized_value}
+                judged = "; ".join(["", baselines.line(), *baselines.shortfalls(scores)])
             raise CheckFailedError(
-                f"accuracy gate failed: {gate.describe()}; nothing written to {out} "
+                f"accuracy gate failed: {gate.describe()}{judged}; nothing written to {out} "
                 "(raise --max-degradation to accept it)"
             )
         with atomic_file(out, overwrite=overwrite) as tmp:
@@ -289,7 +309,17 @@ def quantize(
         gate=gate,
         streaming_drift=drift,
         reduce_range=reduced if int8 else None,
+        eval_run=run_dir if gate is not None else None,
+        baselines=baselines,
     )
+
+
+def _baselines(run_dir: Path | None, gate: AccuracyGate | None) -> CheckpointBaselines | None:
+    """The checkpoint's baselines, when they judge the gate's metric (both are the task's)."""
+    if run_dir is None or gate is None:
+        return None
+    baselines = CheckpointBaselines.read(run_dir)
+    return baselines if baselines is not None and baselines.metric == gate.metric else None
 
 
 def _eval_run(eval_run: Path | str | None, meta: ModelMetadata | None) -> Path | None:
@@ -510,6 +540,10 @@ def quantize_result_json(result: QuantizeResult) -> dict[str, Any]:
         else {**gate.__dict__, "passed": gate.passed, "summary": gate.describe()},
         "streaming_drift": result.streaming_drift,
         "reduce_range": result.reduce_range,
+        # None without a gate, or for a checkpoint trained before baselines were recorded.
+        "baselines": None
+        if result.baselines is None
+        else result.baselines.to_json(result.baseline_scores()),
     }
 
 
@@ -536,6 +570,7 @@ def print_quantize_result(result: QuantizeResult, console: Any) -> None:
     console.print(f"runs efficiently on: {audit.providers}", highlight=False)
     if result.gate is not None:
         console.print(f"accuracy gate passed: {result.gate.describe()}", highlight=False)
+        _print_baselines(result, console)
     else:
         console.print("accuracy gate: skipped (no checkpoint to evaluate; pass --eval RUN_DIR)")
     for name, value in result.streaming_drift.items():
@@ -545,3 +580,21 @@ def print_quantize_result(result: QuantizeResult, console: Any) -> None:
     for note in audit.notes:
         console.print(f"note: {note}", highlight=False)
     console.print(f"wrote {result.out}", highlight=False)
+
+
+def _print_baselines(result: QuantizeResult, console: Any) -> None:
+    """The checkpoint's baselines under the gate, and plainly whether the models clear them."""
+    # Whole lines (a path is not broken inside) and no markup: paths may hold brackets.
+    plain: dict[str, Any] = {"highlight": False, "markup": False, "soft_wrap": True}
+    baselines = result.baselines
+    if baselines is None:
+        if result.eval_run is not None:
+            console.print(CheckpointBaselines.missing(result.eval_run), **plain)
+        return
+    console.print(baselines.line(), **plain)
+    scores = result.baseline_scores()
+    warnings = baselines.shortfalls(scores)
+    for warning in warnings:
+        console.print(f"warning: {warning}", style="bold yellow", **plain)
+    if not warnings:
+        console.print(baselines.standing("quantized", scores["quantized"]), **plain)

@@ -19,7 +19,7 @@ import edgelstm.exporters.quantize as qmod
 from edgelstm.config import ModelConfig
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters import export
-from edgelstm.exporters.audit import QuantizationAudit
+from edgelstm.exporters.audit import CheckpointBaselines, QuantizationAudit
 from edgelstm.exporters.quantize import QuantizeResult, quantize
 from edgelstm.models import build_model
 from edgelstm.training import TrainResult, train
@@ -499,6 +499,168 @@ def test_corruption_passes_a_gate_wide_enough(
     assert result.gate is not None and result.gate.passed
     assert result.gate.degradation > 0.01  # the corruption was real
     assert out.is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# 6b. the checkpoint's baselines beside the gate (issue 13: a fast model is never shown
+# without whether it is any good)
+
+
+def _stored_baselines(run: Path) -> dict[str, Any]:
+    baselines: dict[str, Any] = json.loads((run / "metrics.json").read_text())["baselines"]
+    return baselines
+
+
+def test_gate_shows_the_checkpoints_baselines(
+    fp32: Path, run32: TrainResult, tmp_path: Path, cli: CliRunner
+) -> None:
+    stored = _stored_baselines(run32.out)
+    values = stored["values"]
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out)
+    assert result.code == 0, result
+    text = " ".join(result.out.split())  # rich wraps long lines
+    parts = ", ".join(
+        f"{name} {'skipped' if v is None else f'{v:.4f}'}" for name, v in values.items()
+    )
+    assert f"baselines (accuracy on the same test split): {parts}; " in text
+    assert f"{stored['required']:.4f} needed to clear the majority class" in text
+    # This run beats chance (accuracy >= 0.9 on two balanced classes): said plainly.
+    assert "quantized model: clears chance" in text
+    assert "warning:" not in text
+
+    args = ("--mode", "dynamic-int8", "--json")
+    payload = json.loads(cli("quantize", fp32, *args, "--out", tmp_path / "q2.onnx").out)
+    baselines = payload["baselines"]
+    assert baselines["values"] == values
+    assert baselines["metric"] == "accuracy" and baselines["run"] == str(run32.out)
+    gate = payload["gate"]
+    assert baselines["scores"]["float"]["value"] == gate["float_value"]
+    assert baselines["scores"]["quantized"]["value"] == gate["quantized_value"]
+    assert baselines["scores"]["quantized"]["clears_chance"] is True
+    assert baselines["warnings"] == []
+
+
+def test_a_quantized_model_at_chance_says_so_plainly(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
+) -> None:
+    """Zeroed INT8 weights pass a gate opened wide, but the report says the model is useless."""
+    monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--max-degradation", "1", "--out", out)
+    assert result.code == 0, result
+    text = " ".join(result.out.split())
+    assert "warning: the quantized model no longer clears chance: accuracy " in text
+    assert "needed to clear the majority class (the float model: " in text
+    assert "do not deploy it" in text
+    assert "quantized model: clears chance" not in text
+
+    args = ("--mode", "dynamic-int8", "--max-degradation", "1", "--json")
+    payload = json.loads(cli("quantize", fp32, *args, "--out", tmp_path / "q2.onnx").out)
+    scores = payload["baselines"]["scores"]
+    assert scores["float"]["clears_chance"] is True
+    assert scores["quantized"]["clears_chance"] is False
+    assert payload["baselines"]["warnings"][0].startswith("the quantized model no longer")
+
+
+def test_a_failed_gate_names_the_baselines_too(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
+    with pytest.raises(CheckFailedError) as info:
+        quantize(fp32, tmp_path / "bad.onnx", mode="dynamic-int8")
+    message = str(info.value)
+    assert "baselines (accuracy on the same test split): majority " in message
+    assert "the quantized model no longer clears chance" in message
+
+
+def test_a_checkpoint_without_baselines_says_it_has_none(
+    fp32: Path, run32: TrainResult, tmp_path: Path, cli: CliRunner
+) -> None:
+    """Runs trained before baselines were recorded still quantize; the report says why no
+    baselines are shown and what to do."""
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(run32.out, old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["baselines"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "q.onnx"
+    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--eval", old, "--out", out)
+    assert result.code == 0, result
+    text = " ".join(result.out.split())
+    assert f"baselines: none in {old / 'metrics.json'}" in text
+    assert "retrain it to see whether the model beats chance" in text
+    payload = quantize(fp32, tmp_path / "q2.onnx", mode="dynamic-int8", eval_run=old)
+    assert payload.baselines is None
+    assert qmod.quantize_result_json(payload)["baselines"] is None
+
+
+def test_without_a_gate_there_are_no_baselines(tmp_path: Path) -> None:
+    src = _zoo_export(tmp_path / "zoo.onnx")
+    result = quantize(src, tmp_path / "zoo.int8.onnx", mode="dynamic-int8")
+    assert result.gate is None and result.baselines is None
+    assert qmod.quantize_result_json(result)["baselines"] is None
+
+
+def _baselines(majority: float = 0.5, best: float = 0.9) -> CheckpointBaselines:
+    from edgelstm.baselines import BaselineComparison, chance_margin
+
+    comparison = BaselineComparison(
+        metric="accuracy",
+        higher_is_better=True,
+        model=0.95,
+        values={"majority": majority, "1-NN ED": best, "1-NN DTW": None},
+        trivial="majority",
+        required=chance_margin(majority),
+    )
+    return CheckpointBaselines(Path("run"), comparison)
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        ({"float": 0.95, "quantized": 0.94}, []),
+        (
+            {"float": 0.95, "quantized": 0.50},
+            ["the quantized model no longer clears chance: accuracy 0.5000, 0.5500 needed"],
+        ),
+        (
+            {"float": 0.50, "quantized": 0.50},
+            [
+                "neither the float nor the quantized model clears chance: accuracy float 0.5000, "
+                "quantized 0.5000, 0.5500 needed"
+            ],
+        ),
+        (
+            {"float": 0.92, "quantized": 0.88},
+            [
+                "the quantized model no longer beats the strongest baseline, 1-NN ED 0.9000: "
+                "accuracy 0.8800 (the float model: 0.9200)"
+            ],
+        ),
+        (
+            {"float": 0.80, "quantized": 0.80},
+            ["neither the float nor the quantized model beats the strongest baseline"],
+        ),
+    ],
+)
+def test_shortfalls_say_which_model_falls_short_of_what(
+    scores: dict[str, float], expected: list[str]
+) -> None:
+    found = _baselines().shortfalls(dict(scores))
+    assert len(found) == len(expected), found
+    for sentence, start in zip(found, expected, strict=True):
+        assert sentence.startswith(start), sentence
+
+
+def test_baselines_of_a_missing_or_garbled_metrics_file_are_none(tmp_path: Path) -> None:
+    assert CheckpointBaselines.read(tmp_path) is None
+    (tmp_path / "metrics.json").write_text('{"baselines": {"metric": "accuracy"}}')
+    assert CheckpointBaselines.read(tmp_path) is None
+    (tmp_path / "metrics.json").write_text("not json")
+    assert CheckpointBaselines.read(tmp_path) is None
 
 
 # --------------------------------------------------------------------------------------------
