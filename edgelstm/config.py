@@ -172,6 +172,20 @@ class ModelConfig:
                 )
         return problems
 
+    def describe(self) -> str:
+        """``LSTM 2x128, conv front end (stride 9, kernel 18), mean pooling`` for summaries."""
+        parts = [f"{self.arch.upper()} {self.num_layers}x{self.hidden_size}"]
+        if self.bidirectional:
+            parts.append("bidirectional")
+        if self.frontend != "none":
+            parts.append(
+                f"{self.frontend} front end (stride {self.frontend_stride}, "
+                f"kernel {self.frontend_kernel})"
+            )
+        if self.task == "classify":
+            parts.append(f"{self.pooling} pooling")
+        return ", ".join(parts)
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
@@ -285,6 +299,8 @@ class RunRecord:
     class_labels: tuple[str, ...] = ()
     target_names: tuple[str, ...] = ()
     anomaly_threshold: float | None = None
+    #: ``--arch auto``: the data's shape, the settings chosen from it and why.
+    auto: dict[str, Any] | None = None
     edgelstm_version: str = ""
     torch_version: str = ""
     schema: str = "edgelstm.checkpoint/1"

@@ -117,9 +117,14 @@ def print_train_result(result: TrainResult, console: Console) -> None:
     console.print(table)
     epochs = f"{result.epochs_run} epochs, best at {result.best_epoch}"
     console.print(
-        f"checkpoint: {result.out}  ({record.model.arch.upper()} {record.model.num_layers}x"
-        f"{record.model.hidden_size}, {epochs}, {result.seconds:.1f} s)"
+        f"checkpoint: {result.out}  ({record.model.describe()}, {epochs}, {result.seconds:.1f} s)"
     )
+    weights = result.metrics.get("weights_mb")
+    cost = [] if weights is None else [f"{weights:.2f} MB of FP32 weights"]
+    if result.sequence_ms is not None:
+        cost.append(f"{result.sequence_ms:.2f} ms per typical sequence in PyTorch at batch 1")
+    if cost:
+        console.print(f"model cost: {', '.join(cost)}", highlight=False)
 
 
 def print_dataset_table(rows: list[dict[str, str]], console: Console) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
+from edgelstm.auto import AutoChoice, DataFacts, choose_settings
 from edgelstm.checkpoint import save_checkpoint
 from edgelstm.config import (
     TRAIN_PRESETS,
@@ -62,6 +63,11 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     seconds: float
+    #: what ``arch="auto"`` chose from the data, and why; None when the user chose.
+    auto: AutoChoice | None = None
+    #: PyTorch's time for one typical sequence at batch 1 (:func:`sequence_latency_ms`);
+    #: measured, so not in metrics.json, which a seed reproduces exactly.
+    sequence_ms: float | None = None
     #: Things that make the model doubtful, e.g. test accuracy at the majority-class rate;
     #: the CLI prints each as a ``warning:`` block. Empty for a model that beats chance.
     warnings: tuple[str, ...] = ()
@@ -78,15 +84,15 @@ def train(
     data: Path | str | None = None,
     test: Path | str | None = None,
     target: str | None = None,
-    arch: str = "lstm",
+    arch: str = "auto",
     layers: int = 2,
     hidden: int = 128,
     bidirectional: bool = False,
     dropout: float = 0.1,
     pooling: str | None = None,
-    frontend: str = "none",
-    frontend_stride: int = 4,
-    frontend_kernel: int = 8,
+    frontend: str | None = None,
+    frontend_stride: int | None = None,
+    frontend_kernel: int | None = None,
     frontend_channels: int = 64,
     fcn_filters: tuple[int, ...] = (64, 128, 64),
     epochs: int | None = None,
@@ -105,7 +111,11 @@ def train(
 ) -> TrainResult:
     """Train an LSTM/GRU on a built-in dataset or your files and write a checkpoint folder.
 
-    ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch with ``fcn_filters``;
+    ``arch="auto"`` (the default) chooses the architecture, front end and pooling from the
+    training data's shape (:func:`edgelstm.auto.choose_settings`); the choice and its reasons
+    are in ``TrainResult.auto`` and the checkpoint's ``config.json``, and settings given
+    explicitly are kept. ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch
+    with ``fcn_filters``;
     ``frontend="conv"`` puts a causal Conv1d with ``frontend_channels`` filters of
     ``frontend_kernel`` frames every ``frontend_stride`` frames before the recurrent layers
     (see :class:`edgelstm.config.ModelConfig`).
@@ -162,25 +172,36 @@ def train(
                 "marking both normal and anomalous steps; give labelled test data (an "
                 f"is_anomaly column) or drop {option}"
             )
+    auto = choose_settings(DataFacts.from_prepared(prepared)) if arch == "auto" else None
+    given = {
+        "arch": None if arch == "auto" else arch,
+        "pooling": pooling,
+        "frontend": frontend,
+        "frontend_stride": frontend_stride,
+        "frontend_kernel": frontend_kernel,
+    }
+    # What the user typed wins; auto fills the rest; ModelConfig's defaults fill what is left.
+    chosen = {
+        **(auto.settings if auto else {}),
+        **{key: value for key, value in given.items() if value is not None},
+    }
+    if "frontend_kernel" not in chosen and "frontend_stride" in chosen:
+        chosen["frontend_kernel"] = max(2, 2 * chosen["frontend_stride"])
     model_config = ModelConfig(
         task=task,  # type: ignore[arg-type]
         input_size=prepared.num_features,
-        arch=arch,  # type: ignore[arg-type]
         hidden_size=hidden,
         num_layers=layers,
         bidirectional=bidirectional,
         dropout=dropout,
-        pooling=pooling or defaults.get("pooling", "last"),  # type: ignore[arg-type]
         num_classes=len(prepared.class_labels),
         horizon=int(prepared.test.y.shape[1])
         if task == "forecast" and prepared.test.y is not None
         else 0,
         target_indices=prepared.target_indices,
-        frontend=frontend,  # type: ignore[arg-type]
-        frontend_stride=frontend_stride,
-        frontend_kernel=frontend_kernel,
         frontend_channels=frontend_channels,
         fcn_filters=tuple(fcn_filters),
+        **chosen,
     )
     torch.manual_seed(config.seed)
     model = build_model(model_config)
@@ -190,6 +211,9 @@ def train(
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
     metrics["refit_epochs"] = fit.refit_epochs
+    parameters = sum(p.numel() for p in model.parameters())
+    metrics["parameters"] = parameters
+    metrics["weights_mb"] = round(parameters * 4 / 1e6, 3)  # FP32: about the exported .onnx
     comparison = compare_model_with_baselines(prepared, metrics, dtw_budget_s=dtw_budget_s)
     metrics["baselines"] = comparison.to_json()
     facts = RunFacts(
@@ -228,6 +252,7 @@ def train(
         class_labels=prepared.class_labels,
         target_names=tuple(prepared.feature_names[i] for i in prepared.target_indices),
         anomaly_threshold=threshold,
+        auto=None if auto is None else auto.to_json(),
         edgelstm_version=__version__,
         torch_version=torch.__version__,
     )
@@ -240,7 +265,23 @@ def train(
         best_epoch=fit.best_epoch,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        auto=auto,
+        sequence_ms=sequence_latency_ms(model, typical_length(prepared)),
     )
+
+
+def sequence_latency_ms(model: SequenceModel, steps: int) -> float:
+    """PyTorch's median time for one sequence of ``steps`` at batch 1 (after two warm-up
+    calls). Not a benchmark (``edgelstm benchmark`` is); a larger default must earn its
+    place, so every training summary shows what the model costs."""
+    x = torch.zeros(1, max(1, steps), model.config.input_size)
+    times = []
+    with torch.no_grad():
+        for _ in range(12):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times[2:])) * 1000.0
 
 
 @dataclass(frozen=True)

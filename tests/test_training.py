@@ -380,10 +380,33 @@ def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(
         load_checkpoint(broken)
 
 
-def test_dataset_defaults_apply_unless_overridden(tmp_path: Path) -> None:
-    pytest.importorskip("aeon", reason="built-in datasets need aeon (pip install 'edgelstm[data]')")
+def test_auto_chooses_from_the_data_shape_not_the_name() -> None:
+    from edgelstm.auto import DataFacts, choose_settings
+
+    short = choose_settings(DataFacts("classify", examples=270, median_length=15, channels=12))
+    assert short.settings == {"arch": "lstm", "frontend": "none", "pooling": "last"}
+    long = choose_settings(DataFacts("classify", examples=40, median_length=427, channels=1))
+    assert long.settings["frontend"] == "conv"
+    assert long.settings["frontend_stride"] == 9  # ceil(427 / 48): about 48 recurrent steps
+    assert long.settings["frontend_kernel"] == 18
+    assert long.settings["pooling"] == "mean"
+    assert any("427 steps" in why for why in long.reasons)
+    window = choose_settings(DataFacts("anomaly", examples=500, median_length=400, channels=1))
+    assert window.settings == {"arch": "lstm", "frontend": "none"}
+
+
+def test_auto_is_recorded_and_explicit_settings_win(tmp_path: Path) -> None:
+    long_npz = write_classify_npz(tmp_path / "long.npz", n=24, steps=130)
     tiny: dict[str, Any] = {"hidden": 4, "layers": 1, "epochs": 1}
-    default = train("classify", dataset="BasicMotions", out=tmp_path / "a", **tiny)
-    assert default.record.model.pooling == "mean"
-    chosen = train("classify", dataset="BasicMotions", out=tmp_path / "b", pooling="last", **tiny)
-    assert chosen.record.model.pooling == "last"
+    auto = train("classify", data=long_npz, out=tmp_path / "a", **tiny)
+    model = auto.record.model
+    assert (model.arch, model.frontend, model.pooling) == ("lstm", "conv", "mean")
+    assert auto.auto is not None and auto.record.auto == auto.auto.to_json()
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["auto"]["chosen"]["frontend"] == "conv"
+    assert saved["auto"]["reasons"] and saved["auto"]["data"]["median_length"] >= 65
+    kept = train("classify", data=long_npz, out=tmp_path / "b", pooling="last", **tiny)
+    assert (kept.record.model.frontend, kept.record.model.pooling) == ("conv", "last")
+    chosen = train("classify", data=long_npz, out=tmp_path / "c", arch="lstm", **tiny)
+    assert chosen.auto is None and chosen.record.auto is None
+    assert (chosen.record.model.frontend, chosen.record.model.pooling) == ("none", "last")

@@ -20,6 +20,7 @@ class TaskChoice(str, Enum):
 
 
 class ArchChoice(str, Enum):
+    auto = "auto"
     lstm = "lstm"
     gru = "gru"
     lstm_fcn = "lstm-fcn"
@@ -63,23 +64,36 @@ def train(
     arch: Annotated[
         ArchChoice,
         typer.Option(
-            help="Recurrent cell; lstm-fcn (classify): an LSTM beside a fully convolutional "
-            "branch with global pooling (does not stream)."
+            help="auto: chosen from the data's length, channels and size (printed, and kept "
+            "in config.json); lstm or gru: that recurrent cell; lstm-fcn (classify): an LSTM "
+            "beside a fully convolutional branch with global pooling (does not stream)."
         ),
-    ] = ArchChoice.lstm,
+    ] = ArchChoice.auto,
     frontend: Annotated[
-        FrontendChoice,
+        Optional[FrontendChoice],  # noqa: UP045
         typer.Option(
             help="conv: a strided causal Conv1d before the LSTM/GRU that shortens long "
-            "sequences; it streams (in chunks of a multiple of the stride)."
+            "sequences; it streams (in chunks of a multiple of the stride) "
+            "\\[default: auto's choice, else none].",
+            show_default=False,
         ),
-    ] = FrontendChoice.none,
+    ] = None,
     frontend_stride: Annotated[
-        int, typer.Option(min=1, help="--frontend conv: input frames per recurrent step.")
-    ] = 4,
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=1,
+            help="--frontend conv: input frames per recurrent step \\[default: auto's, else 4].",
+            show_default=False,
+        ),
+    ] = None,
     frontend_kernel: Annotated[
-        int, typer.Option(min=2, help="--frontend conv: frames each step reads (>= stride).")
-    ] = 8,
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=2,
+            help="--frontend conv: frames each step reads (>= stride) \\[default: 2 x stride].",
+            show_default=False,
+        ),
+    ] = None,
     frontend_channels: Annotated[
         int, typer.Option(min=1, help="--frontend conv: output channels.")
     ] = 64,
@@ -96,7 +110,7 @@ def train(
     pooling: Annotated[
         Optional[PoolingChoice],  # noqa: UP045
         typer.Option(
-            help="classify: last step or mean over time \\[default: last; mean for BasicMotions]",
+            help="classify: last step or mean over time \\[default: auto's choice, else last].",
             show_default=False,
         ),
     ] = None,
@@ -188,7 +202,7 @@ def train(
             test=test,
             target=target,
             arch=arch.value,
-            frontend=frontend.value,
+            frontend=frontend.value if frontend else None,
             frontend_stride=frontend_stride,
             frontend_kernel=frontend_kernel,
             frontend_channels=frontend_channels,
@@ -213,6 +227,16 @@ def train(
         )
     from edgelstm.cli.app import print_warnings
 
+    if result.auto is not None:
+        from edgelstm.cli.app import print_notes
+
+        print_notes(
+            err,
+            [
+                f"--arch auto for {result.auto.facts.describe()}: {why}"
+                for why in result.auto.reasons
+            ],
+        )
     print_warnings(err, result.warnings)
     if json_output:
         typer.echo(json.dumps(result.metrics, indent=2))

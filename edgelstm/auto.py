@@ -1,0 +1,123 @@
+"""Data-driven defaults: what ``edgelstm train`` (``--arch auto``, the default) chooses.
+
+The choice reads only the shape of the training data (how long the sequences are, how many
+channels and examples, how many classes), never the dataset's name, so a user's unseen data
+gets the same reasoning as the built-in sets. Each setting comes with the reason it was
+chosen; ``train`` prints them and records them in the checkpoint's ``config.json``. Anything
+the user gives explicitly is kept as given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgelstm.tasks import PreparedData
+
+__all__ = ["AutoChoice", "DataFacts", "choose_settings"]
+
+#: Above this many steps an LSTM reading every frame learns slowly and carries little from
+#: early frames to the end; a strided convolution shortens the sequence first.
+LONG_SEQUENCE = 64
+#: About this many recurrent steps are left after a strided front end.
+TARGET_STEPS = 48
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """The shape of the training data that the defaults are chosen from."""
+
+    task: str
+    examples: int
+    median_length: int
+    channels: int
+    classes: int = 0
+
+    @classmethod
+    def from_prepared(cls, prepared: PreparedData) -> DataFacts:
+        train = prepared.train
+        if train.lengths is not None:
+            median = int(np.median(train.lengths))
+        else:
+            median = int(train.x.shape[1])
+        return cls(
+            task=prepared.task,
+            examples=len(train) + len(prepared.val),
+            median_length=median,
+            channels=prepared.num_features,
+            classes=len(prepared.class_labels),
+        )
+
+    def describe(self) -> str:
+        what = f"{self.examples} training examples"
+        if self.task == "classify":
+            what = f"{self.examples} training sequences of median length {self.median_length}"
+        else:
+            what = f"{self.examples} training windows of {self.median_length} steps"
+        channels = f"{self.channels} channel" + ("" if self.channels == 1 else "s")
+        classes = f", {self.classes} classes" if self.classes else ""
+        return f"{what}, {channels}{classes}"
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The settings chosen (``train`` keyword names) and one reason per setting group."""
+
+    facts: DataFacts
+    settings: dict[str, Any]
+    reasons: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": {
+                "examples": self.facts.examples,
+                "median_length": self.facts.median_length,
+                "channels": self.facts.channels,
+                "classes": self.facts.classes,
+            },
+            "chosen": dict(self.settings),
+            "reasons": list(self.reasons),
+        }
+
+
+def choose_settings(facts: DataFacts) -> AutoChoice:
+    """Architecture and pooling for ``facts`` (classification), with the reasons.
+
+    Short sequences go to a plain LSTM read to its last step. Long ones get a strided causal
+    convolution before the LSTM, sized to leave about :data:`TARGET_STEPS` recurrent steps,
+    with mean pooling so every step's gradient reaches the encoder; the result still streams.
+    Forecast and anomaly models read fixed windows (``--lookback``) and stay plain LSTMs.
+    """
+    if facts.task != "classify":
+        return AutoChoice(
+            facts,
+            {"arch": "lstm", "frontend": "none"},
+            (f"lstm: {facts.task} models read windows of --lookback steps",),
+        )
+    if facts.median_length <= LONG_SEQUENCE:
+        return AutoChoice(
+            facts,
+            {"arch": "lstm", "frontend": "none", "pooling": "last"},
+            (
+                f"lstm read to its last step: sequences of {facts.median_length} steps "
+                f"(<= {LONG_SEQUENCE}) are short enough for the LSTM alone",
+            ),
+        )
+    stride = max(2, math.ceil(facts.median_length / TARGET_STEPS))
+    settings = {
+        "arch": "lstm",
+        "frontend": "conv",
+        "frontend_stride": stride,
+        "frontend_kernel": 2 * stride,
+        "pooling": "mean",
+    }
+    steps = math.ceil(facts.median_length / stride)
+    reasons = (
+        f"conv front end, stride {stride}, kernel {2 * stride}: sequences of "
+        f"{facts.median_length} steps (> {LONG_SEQUENCE}) become {steps} recurrent steps",
+        "mean pooling: every step of a long sequence reaches the classifier",
+    )
+    return AutoChoice(facts, settings, reasons)
