@@ -297,6 +297,8 @@ class CheckpointBaselines:
             clear the majority class (the float model: 0.6000); do not deploy it']
         """
         names = list(scores)
+        if not names:
+            return []
         first = names[0]
         best_name, best_value = self.comparison.best()
         best = f"the strongest baseline, {best_name} {self.format(best_value)}"

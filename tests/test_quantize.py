@@ -649,6 +649,7 @@ def _baselines(majority: float = 0.5, best: float = 0.9) -> CheckpointBaselines:
 def test_shortfalls_say_which_model_falls_short_of_what(
     scores: dict[str, float], expected: list[str]
 ) -> None:
+    assert _baselines().shortfalls({}) == []
     found = _baselines().shortfalls(dict(scores))
     assert len(found) == len(expected), found
     for sentence, start in zip(found, expected, strict=True):
