@@ -131,6 +131,8 @@ class BenchmarkReport:
     extra: dict[str, Any] = field(default_factory=dict)
     #: what can make rows wrong on this machine, e.g. 8-bit INT8 weights on a CPU without VNNI.
     warnings: tuple[str, ...] = ()
+    #: with ``eval_run``: the checkpoint's baselines (:func:`baselines_json`), else None.
+    baselines: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``edgelstm.benchmark/1`` document."""
@@ -142,6 +144,7 @@ class BenchmarkReport:
             "rows": list(self.rows),
             "skipped": list(self.skipped),
             "warnings": list(self.warnings),
+            **({} if self.baselines is None else {"baselines": self.baselines}),
             **self.extra,
         }
 
@@ -322,6 +325,39 @@ def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
     return data.gate.metric, scores
 
 
+def baselines_json(run_dir: Path, metric: str) -> dict[str, Any]:
+    """The ``baselines`` object of a report scored on ``run_dir``'s test split.
+
+    The baselines training stored in the checkpoint's ``metrics.json`` (majority class, 1-NN
+    ED/DTW; random scores; seasonal naive) with ``summary``, the line printed under the table.
+    A checkpoint without them (trained before they were recorded) gets ``values`` null and a
+    summary that says so. The rows' ``clears_chance`` and ``beats_best_baseline`` judge each
+    ``metric_value`` by these numbers.
+    """
+    from edgelstm.exporters.audit import CheckpointBaselines
+
+    baselines = CheckpointBaselines.read(run_dir)
+    if baselines is None or baselines.metric != metric:
+        missing = CheckpointBaselines.missing(run_dir)
+        return {"run": str(run_dir), "metric": metric, "values": None, "summary": missing}
+    document = baselines.to_json({})
+    del document["scores"], document["warnings"]  # the rows carry each artifact's verdict
+    return document
+
+
+def mark_baselines(rows: list[dict[str, Any]], run_dir: Path) -> None:
+    """``clears_chance`` / ``beats_best_baseline`` on every scored row (None: no score)."""
+    from edgelstm.exporters.audit import CheckpointBaselines
+
+    baselines = CheckpointBaselines.read(run_dir)
+    for row in rows:
+        if baselines is None or row.get("metric") != baselines.metric:
+            continue
+        value = row.get("metric_value")
+        row["clears_chance"] = baselines.clears_chance(value)
+        row["beats_best_baseline"] = baselines.beats_best(value)
+
+
 # --------------------------------------------------------------------------------------------
 # running
 
@@ -433,6 +469,10 @@ def run_benchmark(
             )
         rows.append(row)
     add_baseline_ratios(rows)
+    baselines = None
+    if metric is not None and plan.eval_run is not None:
+        mark_baselines(rows, plan.eval_run)
+        baselines = baselines_json(plan.eval_run, metric)
     return BenchmarkReport(
         environment=environment(plan.threads),
         plan=requested.to_json(),
@@ -440,4 +480,5 @@ def run_benchmark(
         skipped=tuple(skipped),
         command=command,
         warnings=_warnings(facts, providers, unusable),
+        baselines=baselines,
     )

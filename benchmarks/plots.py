@@ -439,6 +439,7 @@ def _panel_ship(
         direction = {True: ", higher is better", False: ", lower is better", None: ""}[higher]
         axis.set_ylabel(f"{metric} on the test split{direction}")
         detail = metric
+        _baseline_lines(axis, document, metric, [r[field] for r in points])
         low, high = axis.get_ylim()
         best = max(r[field] for r in points)
         if higher and high > 1 >= best:
@@ -456,6 +457,30 @@ def _panel_ship(
     axis.set_xlabel("p50 latency (ms), " + "; ".join(where) + ", lower is better")
     axis.grid(True, which="both", alpha=0.3)
     _legend(axis, "best", markerscale=0.6)
+
+
+def _baseline_lines(
+    axis: Axes, document: dict[str, Any], metric: str, values: Sequence[float]
+) -> None:
+    """The checkpoint's strongest baseline as a dashed line (``benchmark --eval``), and the
+    chance level as a dotted one when a point falls short of it or it is within view (a
+    far-off chance line would squash the differences between the artifacts)."""
+    baselines = document.get("baselines")
+    if not isinstance(baselines, dict) or baselines.get("metric") != metric:
+        return
+    best = baselines.get("best")
+    values_by_name: dict[str, Any] = baselines.get("values") or {}
+    value: Any = values_by_name.get(str(best))
+    if _finite(value):
+        label = f"strongest baseline: {best} {value:.4g}"
+        axis.axhline(float(value), color="dimgray", linestyle="--", linewidth=1.2, label=label)
+    if not _finite(baselines.get("required")) or not baselines.get("higher_is_better"):
+        return  # a lower-is-better metric's bar is its trivial baseline, drawn above
+    required = float(baselines["required"])
+    low, high = axis.get_ylim()
+    if min(values) < required or low <= required <= high:
+        label = f"chance: {required:.4g} needed"
+        axis.axhline(required, color="firebrick", linestyle=":", linewidth=1.2, label=label)
 
 
 def _latency(row: dict[str, Any]) -> Any:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REQUIRED_ROW_FIELDS",
     "Comparison",
+    "baselines_line",
     "compare_reports",
     "load_report",
     "provider_label",
@@ -185,9 +186,26 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str
         line += [_num(r.get("size_mb"), 2), _num(r.get("peak_rss_mb"), 0)]
         if has_metric:
             value = r.get("metric_value")
-            line.append("-" if value is None else f"{value:.4f}")
+            mark = f" {AT_CHANCE}" if r.get("clears_chance") is False else ""
+            line.append("-" if value is None else f"{value:.4f}{mark}")
         cells.append(line)
     return header, cells
+
+
+#: How a row whose score does not clear the checkpoint's chance level is marked.
+AT_CHANCE = "(at chance)"
+
+
+def baselines_line(document: dict[str, Any]) -> str | None:
+    """The line under the table: the checkpoint's baselines (``benchmark --eval``), and what
+    the rows marked :data:`AT_CHANCE` mean; None for a report scored on no checkpoint."""
+    baselines = document.get("baselines")
+    if not isinstance(baselines, dict) or not baselines.get("summary"):
+        return None
+    line = str(baselines["summary"])
+    if any(r.get("clears_chance") is False for r in document["rows"]):
+        line += f". Rows marked {AT_CHANCE} do not clear it: do not deploy them"
+    return line
 
 
 def render_table(document: dict[str, Any], title: str = "benchmark") -> Table:
@@ -196,7 +214,8 @@ def render_table(document: dict[str, Any], title: str = "benchmark") -> Table:
 
     rows = document["rows"]
     header, cells = table_rows(rows)
-    table = Table(title=title, title_justify="left")
+    caption = baselines_line(document)
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for name in header:
         table.add_column(name, justify="left" if name in ("model", "provider", "mode") else "right")
     best: dict[str, float] = {}
@@ -204,6 +223,8 @@ def render_table(document: dict[str, Any], title: str = "benchmark") -> Table:
         best[r["mode"]] = min(best.get(r["mode"], math.inf), r["p50_ms"])
     for r, line in zip(rows, cells, strict=True):
         style = "bold green" if r["p50_ms"] == best[r["mode"]] else None
+        if r.get("clears_chance") is False:
+            style = "red"  # fast or not, a model at chance is not one to ship
         table.add_row(*line, style=style)
     return table
 
@@ -246,6 +267,9 @@ def to_markdown(document: dict[str, Any], title: str = "Benchmark") -> str:
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in cells]
     lines.append("")
+    caption = baselines_line(document)
+    if caption is not None:
+        lines += [caption[0].upper() + caption[1:] + ".", ""]
     if any(r["mode"] == "streaming" for r in document["rows"]):
         lines += [
             "Streaming rows: latency per push of `chunk` frames with the state carried; "

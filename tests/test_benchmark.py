@@ -33,8 +33,10 @@ from edgelstm.benchmarks.measure import Measurement, environment, measure, measu
 from edgelstm.benchmarks.plots import write_plot
 from edgelstm.benchmarks.quickstart import QuickstartResult, quickstart
 from edgelstm.benchmarks.report import (
+    AT_CHANCE,
     REQUIRED_ROW_FIELDS,
     Comparison,
+    baselines_line,
     compare_reports,
     load_report,
     render_table,
@@ -430,10 +432,97 @@ def test_metric_values_per_artifact(bench: Bench, artifacts: Artifacts) -> None:
 
 def test_without_eval_rows_have_no_metric(artifacts: Artifacts) -> None:
     plan = BenchmarkPlan(models=(artifacts.seq,), seqs=(4,), warmup=0, iterations=2, isolate=False)
-    (row,) = run_benchmark(plan).rows
+    report = run_benchmark(plan)
+    (row,) = report.rows
     assert "metric" not in row and "metric_value" not in row
+    assert "clears_chance" not in row and "baselines" not in report.to_json()
+    assert baselines_line(report.to_json()) is None
     assert row["vs_torch_fp32"] is None  # no baseline measured
     assert row["count"] == 2
+
+
+# The checkpoint's baselines beside the rows (issue 13: a fast model is never shown without
+# whether it is any good).
+
+
+def test_eval_report_carries_the_checkpoints_baselines(bench: Bench, artifacts: Artifacts) -> None:
+    stored = json.loads((artifacts.run / "metrics.json").read_text())["baselines"]
+    baselines = bench.document["baselines"]
+    assert baselines["run"] == str(artifacts.run)
+    assert baselines["values"] == stored["values"]
+    assert (baselines["metric"], baselines["required"]) == ("accuracy", stored["required"])
+    assert baselines["best"] == stored["best"]
+    assert baselines["summary"].startswith("baselines (accuracy on the same test split): majority ")
+    assert load_report(bench.json_path)["baselines"] == baselines  # written with the rows
+    for row in bench.document["rows"]:
+        value = row["metric_value"]
+        if value is None:  # torch int8 is not scored
+            assert row["clears_chance"] is None and row["beats_best_baseline"] is None
+            continue
+        assert row["clears_chance"] == (value >= stored["required"] - 1e-12)
+        best = max(v for v in stored["values"].values() if v is not None)
+        assert row["beats_best_baseline"] == (value >= best - 1e-12)
+
+
+def test_rows_at_chance_are_marked_in_the_table_and_the_baselines_sit_under_it(
+    bench: Bench,
+) -> None:
+    doc = bench.document
+    header, cells = table_rows(doc["rows"])
+    column = header.index("accuracy")
+    for row, line in zip(doc["rows"], cells, strict=True):
+        assert line[column].endswith(AT_CHANCE) == (row["clears_chance"] is False), line
+    caption = baselines_line(doc)
+    assert caption is not None and caption.startswith(doc["baselines"]["summary"])
+    assert str(render_table(doc).caption) == caption
+    text = to_markdown(doc)
+    assert "Baselines (accuracy on the same test split): majority " in text
+    # The table first, then the baselines line.
+    lines = text.splitlines()
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("| "))
+    assert lines[last_row + 2].startswith("Baselines (accuracy on the same test split)")
+
+
+def test_synthetic_rows_at_chance_are_marked_and_explained() -> None:
+    scored = {"metric": "accuracy", "beats_best_baseline": False}
+    rows = [
+        _synthetic_row(model="good.onnx", metric_value=0.97, clears_chance=True, **scored),
+        _synthetic_row(model="bad.onnx", metric_value=0.50, clears_chance=False, **scored),
+    ]
+    summary = (
+        "baselines (accuracy on the same test split): majority 0.5000, 1-NN ED 0.9000, "
+        "1-NN DTW skipped; 0.5500 needed to clear the majority class"
+    )
+    doc = _synthetic_document(rows, baselines={"metric": "accuracy", "summary": summary})
+    _, cells = table_rows(rows)
+    assert [line[-1] for line in cells] == ["0.9700", f"0.5000 {AT_CHANCE}"]
+    marked = f"Rows marked {AT_CHANCE} do not clear it: do not deploy them"
+    assert baselines_line(doc) == f"{summary}. {marked}"
+    text = to_markdown(doc)
+    assert "| bad.onnx |" in text and f"0.5000 {AT_CHANCE} |" in text
+    assert "Baselines (accuracy on the same test split): majority 0.5000" in text
+    good_only = _synthetic_document(rows[:1], baselines={"metric": "accuracy", "summary": summary})
+    assert baselines_line(good_only) == summary
+
+
+def test_a_checkpoint_without_baselines_is_said_to_have_none(
+    artifacts: Artifacts, tmp_path: Path
+) -> None:
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(artifacts.run, old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["baselines"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    document = harness_module.baselines_json(old, "accuracy")
+    assert document["values"] is None
+    assert document["summary"].startswith(f"baselines: none in {old / 'metrics.json'}")
+    rows = [_synthetic_row(metric="accuracy", metric_value=0.5)]
+    harness_module.mark_baselines(rows, old)
+    assert "clears_chance" not in rows[0]  # nothing to judge it by: no mark, no false alarm
+    doc = _synthetic_document(rows, baselines=document)
+    assert baselines_line(doc) == document["summary"]
 
 
 @pytest.mark.parametrize(
@@ -1388,10 +1477,25 @@ def test_quickstart_writes_models_and_report(quick: Quick) -> None:
         assert row["metric"] == "accuracy"
     assert _rows_of(doc, "model.stream.onnx") == {"streaming"}
     assert doc["summary"]
+    # The trained model's accuracy next to the baselines, in the summary, report.md and the
+    # stage line: speed is no use for a model that is no better than chance.
+    accuracy = f"{result.train_metrics['accuracy']:.4f}"
+    values = result.train_metrics["baselines"]["values"]
+    assert doc["baselines"]["values"] == values
+    headline = doc["summary"]["test accuracy"]
+    assert next(iter(doc["summary"])) == "test accuracy"
+    assert headline.startswith(f"{accuracy}; baselines (accuracy on the same test split): ")
+    assert f"majority {values['majority']:.4f}, 1-NN ED {values['1-NN ED']:.4f}" in headline
+    assert "trained model: " in headline or "the trained model does not" in headline
+    assert f"    test accuracy {headline}" in quick.stages
+    scored = [r for r in doc["rows"] if r["metric_value"] is not None]
+    assert scored and all(isinstance(r["clears_chance"], bool) for r in scored)
 
     text = (out / "report.md").read_text(encoding="utf-8")
     assert text.startswith("# edgelstm quickstart\n")
     assert "Command: `edgelstm quickstart`" in text
+    assert f"- test accuracy: {headline}" in text
+    assert "Baselines (accuracy on the same test split): majority " in text
     # One deployment per mode: deploy.json (sequence) and deploy.stream.json (streaming).
     assert set(doc["deployment"]) == {"sequence", "streaming"}
     assert result.deployment is not None and doc["deployment"]["sequence"] == result.deployment

@@ -520,3 +520,55 @@ def test_quickstart_lengths_come_from_the_data() -> None:
     assert sweep_lengths(np.array([7, 12, 15, 15, 20, 26])) == (15, 26, 104)
     # Fixed-length data (BasicMotions: 100) still gets three points.
     assert sweep_lengths(np.array([100, 100, 100])) == (100, 200, 400)
+
+
+# --------------------------------------------------------------------------------------------
+# the checkpoint's baselines on the ship panel (issue 13)
+
+
+def _with_baselines(document: dict[str, Any], *, majority: float, best: float) -> dict[str, Any]:
+    document["baselines"] = {
+        "metric": "accuracy",
+        "higher_is_better": True,
+        "values": {"majority": majority, "1-NN ED": best, "1-NN DTW": None},
+        "trivial": "majority",
+        "required": round(majority + 0.1 * (1 - majority), 12),
+        "best": "1-NN ED",
+        "summary": "baselines (accuracy on the same test split): ...",
+    }
+    return document
+
+
+def _horizontal(axis: Axes) -> dict[str, float]:
+    """Label → y of the horizontal lines across the panel (not the artifacts' points)."""
+    return {
+        _label(line): _ys(line)[0]
+        for line in axis.get_lines()
+        if len(set(_ys(line))) == 1 and _xs(line) == [0, 1]
+    }
+
+
+def test_ship_panel_draws_the_strongest_baseline_and_leaves_a_far_chance_line_out() -> None:
+    document = _with_baselines(_quickstart_like(), majority=0.08, best=0.95)
+    axis = _panel(build_figure(document), SHIP)
+    lines = _horizontal(axis)
+    # Every artifact scores 0.97: chance (0.172) would squash the view, so it is left out.
+    assert lines == {"strongest baseline: 1-NN ED 0.95": pytest.approx(0.95)}
+    assert "strongest baseline: 1-NN ED 0.95" in _legend_labels(axis)
+    assert axis.get_ylim()[0] > 0.5
+
+
+def test_ship_panel_draws_the_chance_line_when_an_artifact_falls_short() -> None:
+    document = _with_baselines(_quickstart_like(), majority=0.5, best=0.95)
+    for row in document["rows"]:
+        if row["model"] == "model.int8.onnx":
+            row["metric_value"] = 0.5
+    axis = _panel(build_figure(document), SHIP)
+    lines = _horizontal(axis)
+    assert lines["chance: 0.55 needed"] == pytest.approx(0.55)
+    assert "chance: 0.55 needed" in _legend_labels(axis)
+
+
+def test_ship_panel_without_baselines_draws_no_lines_across() -> None:
+    axis = _panel(build_figure(_quickstart_like()), SHIP)
+    assert _horizontal(axis) == {}

@@ -123,7 +123,11 @@ def test_benchmark_skips_the_pytorch_rows_and_still_scores_the_models(
         "note: skipped pytorch: PyTorch baselines need torch, which is not installed: "
         "pip install 'edgelstm[train]'" in result.stderr
     )
-    (row,) = json.loads(report.read_text())["rows"]
+    document = json.loads(report.read_text())
+    (row,) = document["rows"]
+    # The checkpoint's baselines come from metrics.json, which needs no torch.
+    assert document["baselines"]["values"] == trained_classify.metrics["baselines"]["values"]
+    assert isinstance(row["clears_chance"], bool)
     assert row["runtime"] == "onnxruntime"
     # --eval scores the ONNX model on the checkpoint's test split without torch, and gets
     # the checkpoint's own accuracy.
