@@ -86,9 +86,10 @@ class AutoChoice:
 def choose_settings(facts: DataFacts) -> AutoChoice:
     """Architecture and pooling for ``facts`` (classification), with the reasons.
 
-    Short sequences go to a plain LSTM read to its last step. Long ones get a strided causal
-    convolution before the LSTM, sized to leave about :data:`TARGET_STEPS` recurrent steps,
-    with mean pooling so every step's gradient reaches the encoder; the result still streams.
+    Short sequences go to a plain LSTM read to its last step. Long ones go to LSTM-FCN, whose
+    convolutional branch reads every frame, with a strided causal convolution before its LSTM
+    sized to leave about :data:`TARGET_STEPS` recurrent steps, and mean pooling so every step's
+    gradient reaches the encoder.
     Forecast and anomaly models read fixed windows (``--lookback``) and stay plain LSTMs.
     """
     if facts.task != "classify":
@@ -108,7 +109,7 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
         )
     stride = max(2, math.ceil(facts.median_length / TARGET_STEPS))
     settings = {
-        "arch": "lstm",
+        "arch": "lstm-fcn",
         "frontend": "conv",
         "frontend_stride": stride,
         "frontend_kernel": 2 * stride,
@@ -116,8 +117,11 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
     }
     steps = math.ceil(facts.median_length / stride)
     reasons = (
-        f"conv front end, stride {stride}, kernel {2 * stride}: sequences of "
-        f"{facts.median_length} steps (> {LONG_SEQUENCE}) become {steps} recurrent steps",
-        "mean pooling: every step of a long sequence reaches the classifier",
+        f"lstm-fcn: sequences of {facts.median_length} steps (> {LONG_SEQUENCE}) are long for "
+        "an LSTM alone; a fully convolutional branch pooled over every frame reads their "
+        "shape (it does not stream: for a streaming model give --arch lstm --frontend conv)",
+        f"conv front end for the LSTM branch, stride {stride}, kernel {2 * stride}: "
+        f"{facts.median_length} frames become {steps} recurrent steps",
+        "mean pooling: every recurrent step reaches the classifier",
     )
     return AutoChoice(facts, settings, reasons)

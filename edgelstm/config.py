@@ -150,11 +150,6 @@ class ModelConfig:
                 problems.append(f"fcn filters must be three counts >= 1, got {self.fcn_filters}")
             if len(self.fcn_kernels) != 3 or min(self.fcn_kernels, default=0) < 1:
                 problems.append(f"fcn kernels must be three sizes >= 1, got {self.fcn_kernels}")
-            if self.frontend != "none":
-                problems.append(
-                    "--frontend conv combines with lstm or gru; lstm-fcn has its own "
-                    "convolutional branch"
-                )
         if self.frontend == "conv":
             if self.frontend_channels < 1:
                 problems.append(f"frontend channels must be >= 1, got {self.frontend_channels}")

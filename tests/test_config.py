@@ -221,7 +221,6 @@ def test_conv_options_default_to_the_plain_recurrent_model() -> None:
         ({"frontend": "conv", "frontend_channels": 0}, "channels must be"),
         ({"frontend": "fir"}, "frontend must be one of"),
         ({"arch": "lstm-fcn", "fcn_filters": (8, 8)}, "three counts"),
-        ({"arch": "lstm-fcn", "frontend": "conv"}, "own convolutional branch"),
     ],
 )
 def test_bad_conv_options_are_refused(options: dict[str, Any], problem: str) -> None:

@@ -233,6 +233,19 @@ CONV_ZOO = [
     pytest.param("lstm-fcn", "classify", {"fcn_filters": (8, 16, 8)}, id="lstm-fcn"),
     pytest.param("lstm-fcn", "classify", {"pooling": "mean"}, id="lstm-fcn-mean"),
     pytest.param(
+        "lstm-fcn",
+        "classify",
+        {
+            "pooling": "mean",
+            "frontend": "conv",
+            "frontend_stride": 4,
+            "frontend_kernel": 8,
+            "frontend_channels": 8,
+            "fcn_filters": (8, 16, 8),
+        },
+        id="lstm-fcn-conv-s4",  # what --arch auto picks for long sequences
+    ),
+    pytest.param(
         "lstm",
         "classify",
         {"frontend": "conv", "frontend_stride": 3, "frontend_kernel": 5, "frontend_channels": 8},

@@ -838,6 +838,15 @@ def test_cli_overwrite_replaces(fp32: Path, tmp_path: Path, cli: CliRunner) -> N
 
 CONV_RUNS = {
     "lstm-fcn": {"arch": "lstm-fcn", "fcn_filters": (8, 16, 8)},
+    # What --arch auto picks for long sequences: both branches' convolutions become integer.
+    "lstm-fcn-conv": {
+        "arch": "lstm-fcn",
+        "fcn_filters": (8, 16, 8),
+        "frontend": "conv",
+        "frontend_stride": 2,
+        "frontend_kernel": 4,
+        "frontend_channels": 8,
+    },
     "conv-front-end": {
         "frontend": "conv",
         "frontend_stride": 2,

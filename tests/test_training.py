@@ -386,6 +386,7 @@ def test_auto_chooses_from_the_data_shape_not_the_name() -> None:
     short = choose_settings(DataFacts("classify", examples=270, median_length=15, channels=12))
     assert short.settings == {"arch": "lstm", "frontend": "none", "pooling": "last"}
     long = choose_settings(DataFacts("classify", examples=40, median_length=427, channels=1))
+    assert long.settings["arch"] == "lstm-fcn"
     assert long.settings["frontend"] == "conv"
     assert long.settings["frontend_stride"] == 9  # ceil(427 / 48): about 48 recurrent steps
     assert long.settings["frontend_kernel"] == 18
@@ -400,7 +401,7 @@ def test_auto_is_recorded_and_explicit_settings_win(tmp_path: Path) -> None:
     tiny: dict[str, Any] = {"hidden": 4, "layers": 1, "epochs": 1}
     auto = train("classify", data=long_npz, out=tmp_path / "a", **tiny)
     model = auto.record.model
-    assert (model.arch, model.frontend, model.pooling) == ("lstm", "conv", "mean")
+    assert (model.arch, model.frontend, model.pooling) == ("lstm-fcn", "conv", "mean")
     assert auto.auto is not None and auto.record.auto == auto.auto.to_json()
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert saved["auto"]["chosen"]["frontend"] == "conv"
