@@ -36,8 +36,12 @@ def test_train_prints_metrics_table(cli: CliRunner, tmp_path: Path, classify_npz
     result = cli("train", "--task", "classify", "--data", classify_npz, "--out", out, *TINY)
     assert result.code == 0, result.err
     assert {p.name for p in out.iterdir()} == CHECKPOINT_FILES
-    for word in ("test metrics", "accuracy", "macro_f1", "checkpoint:", str(out)):
+    for word in ("test metrics", "accuracy", "macro_f1", "checkpoint:", str(out), "model cost:"):
         assert word in result.out
+    # What --arch auto chose, and why, in one note on stderr.
+    assert result.err.count("note: --arch auto, for ") == 1
+    assert "sequences of median length" in result.err
+    assert "- lstm read to its last step" in result.err
     # Progress (and, for this 2-epoch model, the chance-level warning) goes to stderr,
     # results to stdout.
     assert "test metrics" not in result.err

@@ -230,13 +230,8 @@ def train(
     if result.auto is not None:
         from edgelstm.cli.app import print_notes
 
-        print_notes(
-            err,
-            [
-                f"--arch auto for {result.auto.facts.describe()}: {why}"
-                for why in result.auto.reasons
-            ],
-        )
+        reasons = "".join(f"\n  - {why}" for why in result.auto.reasons)
+        print_notes(err, [f"--arch auto, for {result.auto.facts.describe()}:{reasons}"])
     print_warnings(err, result.warnings)
     if json_output:
         typer.echo(json.dumps(result.metrics, indent=2))
