@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from edgelstm.config import TrainConfig
 from edgelstm.tasks import PreparedData
 
-__all__ = ["AutoChoice", "DataFacts", "choose_settings"]
+__all__ = ["AutoChoice", "DataFacts", "choose_settings", "training_reasons"]
 
 #: Above this many steps an LSTM reading every frame learns slowly and carries little from
 #: early frames to the end; a strided convolution shortens the sequence first.
@@ -125,3 +126,30 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
         "mean pooling: every recurrent step reaches the classifier",
     )
     return AutoChoice(facts, settings, reasons)
+
+
+def training_reasons(
+    config: TrainConfig, batch: int, train_examples: int, given: frozenset[str]
+) -> tuple[str, ...]:
+    """Why the optimisation settings are what they are, for the ones the user did not give
+    (``given`` holds ``train`` keyword names), so ``config.json`` explains the whole run."""
+    reasons = [
+        "per-feature normalisation with the training split's statistics, stored in the "
+        "model so run and run --stream normalise exactly as training did"
+    ]
+    if "batch_size" not in given:
+        if batch < config.batch_size:
+            reasons.append(
+                f"batch {batch}: {train_examples} training examples at {config.batch_size} "
+                f"would give fewer than {config.min_batches_per_epoch} updates per epoch"
+            )
+        else:
+            reasons.append(f"batch {batch}")
+    if "epochs" not in given or "learning_rate" not in given:
+        reasons.append(
+            f"up to {config.epochs} epochs at learning rate {config.learning_rate:g}, stopped "
+            f"after {config.patience} without a better validation score, then a refit on "
+            f"training + validation data of at least {config.min_refit_epochs} epochs and "
+            f"{config.min_refit_steps} updates"
+        )
+    return tuple(reasons)

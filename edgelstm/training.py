@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
-from edgelstm.auto import AutoChoice, DataFacts, choose_settings
+from edgelstm.auto import AutoChoice, DataFacts, choose_settings, training_reasons
 from edgelstm.checkpoint import save_checkpoint
 from edgelstm.config import (
     TRAIN_PRESETS,
@@ -172,7 +172,21 @@ def train(
                 "marking both normal and anomalous steps; give labelled test data (an "
                 f"is_anomaly column) or drop {option}"
             )
-    auto = choose_settings(DataFacts.from_prepared(prepared)) if arch == "auto" else None
+    auto = None
+    if arch == "auto":
+        auto = choose_settings(DataFacts.from_prepared(prepared))
+        typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+        batch = effective_batch_size(config, len(prepared.train))
+        auto = replace(
+            auto,
+            reasons=auto.reasons
+            + training_reasons(
+                config,
+                batch,
+                len(prepared.train),
+                frozenset(k for k, v in typed.items() if v is not None),
+            ),
+        )
     given = {
         "arch": None if arch == "auto" else arch,
         "pooling": pooling,

@@ -406,8 +406,15 @@ def test_auto_is_recorded_and_explicit_settings_win(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert saved["auto"]["chosen"]["frontend"] == "conv"
     assert saved["auto"]["reasons"] and saved["auto"]["data"]["median_length"] >= 65
-    kept = train("classify", data=long_npz, out=tmp_path / "b", pooling="last", **tiny)
+    # The optimisation settings are explained too; a size typed by the user is not.
+    assert any(why.startswith("batch ") for why in saved["auto"]["reasons"])
+    assert any("per-feature normalisation" in why for why in saved["auto"]["reasons"])
+    kept = train(
+        "classify", data=long_npz, out=tmp_path / "b", pooling="last", batch_size=4, **tiny
+    )
     assert (kept.record.model.frontend, kept.record.model.pooling) == ("conv", "last")
+    assert kept.auto is not None
+    assert not any(why.startswith("batch ") for why in kept.auto.reasons)
     chosen = train("classify", data=long_npz, out=tmp_path / "c", arch="lstm", **tiny)
     assert chosen.auto is None and chosen.record.auto is None
     assert (chosen.record.model.frontend, chosen.record.model.pooling) == ("none", "last")
