@@ -18,7 +18,13 @@ import numpy as np
 from edgelstm.config import TrainConfig
 from edgelstm.tasks import PreparedData
 
-__all__ = ["AutoChoice", "DataFacts", "choose_settings", "training_reasons"]
+__all__ = [
+    "AutoChoice",
+    "DataFacts",
+    "choose_settings",
+    "frontend_kernel_for",
+    "training_reasons",
+]
 
 #: Above this many steps an LSTM reading every frame learns slowly and carries little from
 #: early frames to the end; a strided convolution shortens the sequence first.
@@ -53,7 +59,6 @@ class DataFacts:
         )
 
     def describe(self) -> str:
-        what = f"{self.examples} training examples"
         if self.task == "classify":
             what = f"{self.examples} training sequences of median length {self.median_length}"
         else:
@@ -84,6 +89,12 @@ class AutoChoice:
         }
 
 
+def frontend_kernel_for(stride: int) -> int:
+    """The front end's kernel when only its stride is known: two strides, so neighbouring
+    steps overlap by half and no frame is read by one step alone."""
+    return max(2, 2 * stride)
+
+
 def choose_settings(facts: DataFacts) -> AutoChoice:
     """Architecture and pooling for ``facts`` (classification), with the reasons.
 
@@ -109,11 +120,12 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
             ),
         )
     stride = max(2, math.ceil(facts.median_length / TARGET_STEPS))
+    kernel = frontend_kernel_for(stride)
     settings = {
         "arch": "lstm-fcn",
         "frontend": "conv",
         "frontend_stride": stride,
-        "frontend_kernel": 2 * stride,
+        "frontend_kernel": kernel,
         "pooling": "mean",
     }
     steps = math.ceil(facts.median_length / stride)
@@ -121,7 +133,7 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
         f"lstm-fcn: sequences of {facts.median_length} steps (> {LONG_SEQUENCE}) are long for "
         "an LSTM alone; a fully convolutional branch pooled over every frame reads their "
         "shape (it does not stream: for a streaming model give --arch lstm --frontend conv)",
-        f"conv front end for the LSTM branch, stride {stride}, kernel {2 * stride}: "
+        f"conv front end for the LSTM branch, stride {stride}, kernel {kernel}: "
         f"{facts.median_length} frames become {steps} recurrent steps",
         "mean pooling: every recurrent step reaches the classifier",
     )

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from edgelstm.auto import DataFacts
 from edgelstm.baselines import BaselineComparison
 from edgelstm.config import ModelConfig, TrainConfig
 from edgelstm.errors import InvalidInputError
-from edgelstm.tasks import PreparedData
 
 __all__ = [
     "RunFacts",
@@ -25,7 +23,6 @@ __all__ = [
     "check_baseline_options",
     "failed_checks",
     "short_advice",
-    "typical_length",
 ]
 
 
@@ -48,23 +45,13 @@ def check_baseline_options(task: str, min_accuracy: float | None, dtw_budget_s: 
 class RunFacts:
     """What the advice for a weak model is built from."""
 
-    task: str
-    examples: int
-    steps: int
-    features: int
+    data: DataFacts
     parameters: int
     config: TrainConfig
     model: ModelConfig
     epochs_run: int
     best_epoch: int
     season: int
-
-
-def typical_length(prepared: PreparedData) -> int:
-    """Median sequence length (classify) or window length (forecast/anomaly)."""
-    if prepared.train.lengths is not None:
-        return int(np.median(prepared.train.lengths))
-    return int(prepared.train.x.shape[1])
 
 
 #: How the trivial baselines read in a sentence.
@@ -139,8 +126,8 @@ def _advice(facts: RunFacts) -> list[tuple[str, str]]:
     """(likely cause with this run's numbers, what to try) for a model at chance level."""
     config, model = facts.config, facts.model
     size = f"--hidden {model.hidden_size} --layers {model.num_layers}"
-    examples = _plural(facts.examples, "training example")
-    if facts.parameters > 20 * facts.examples:
+    examples = _plural(facts.data.examples, "training example")
+    if facts.parameters > 20 * facts.data.examples:
         advice = [
             (
                 f"{examples} for {facts.parameters:,} parameters ({size}): too few to learn "
@@ -155,23 +142,25 @@ def _advice(facts: RunFacts) -> list[tuple[str, str]]:
                 f"--hidden {2 * model.hidden_size}",
             )
         ]
-    if facts.task == "classify" and facts.steps > 100:
+    data = facts.data
+    if data.task == "classify" and data.median_length > 100:
         fix = "--pooling mean" if model.pooling == "last" else "--arch gru"
         advice.append(
             (
-                f"long sequences ({facts.steps} steps, {_plural(facts.features, 'channel')}): "
-                "an LSTM carries little from early steps to the last one",
+                f"long sequences ({data.median_length} steps, "
+                f"{_plural(data.channels, 'channel')}): an LSTM carries little from early "
+                "steps to the last one",
                 fix,
             )
         )
-    if facts.task != "classify":
+    if facts.data.task != "classify":
         advice.append(
             (
                 f"windows of {config.lookback} steps may be too short to see the pattern",
                 f"--lookback {2 * config.lookback}",
             )
         )
-    if facts.task == "forecast" and facts.season == 1:
+    if facts.data.task == "forecast" and facts.season == 1:
         advice.append(("the baseline repeats the last value (--season 1)", "--season (the period)"))
     advice.append(
         (

@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
-from edgelstm.auto import AutoChoice, DataFacts, choose_settings, training_reasons
+from edgelstm.auto import (
+    AutoChoice,
+    DataFacts,
+    choose_settings,
+    frontend_kernel_for,
+    training_reasons,
+)
 from edgelstm.checkpoint import save_checkpoint
 from edgelstm.config import (
     TRAIN_PRESETS,
@@ -45,7 +51,6 @@ from edgelstm.quality_checks import (
     check_baseline_options,
     failed_checks,
     short_advice,
-    typical_length,
 )
 from edgelstm.tasks import (
     PreparedData,
@@ -172,9 +177,10 @@ def train(
                 "marking both normal and anomalous steps; give labelled test data (an "
                 f"is_anomaly column) or drop {option}"
             )
+    data_facts = DataFacts.from_prepared(prepared)
     auto = None
     if arch == "auto":
-        auto = choose_settings(DataFacts.from_prepared(prepared))
+        auto = choose_settings(data_facts)
         typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
         batch = effective_batch_size(config, len(prepared.train))
         auto = replace(
@@ -200,7 +206,7 @@ def train(
         **{key: value for key, value in given.items() if value is not None},
     }
     if "frontend_kernel" not in chosen and "frontend_stride" in chosen:
-        chosen["frontend_kernel"] = max(2, 2 * chosen["frontend_stride"])
+        chosen["frontend_kernel"] = frontend_kernel_for(chosen["frontend_stride"])
     model_config = ModelConfig(
         task=task,  # type: ignore[arg-type]
         input_size=prepared.num_features,
@@ -231,11 +237,8 @@ def train(
     comparison = compare_model_with_baselines(prepared, metrics, dtw_budget_s=dtw_budget_s)
     metrics["baselines"] = comparison.to_json()
     facts = RunFacts(
-        task=task,
-        examples=len(prepared.train) + len(prepared.val),
-        steps=typical_length(prepared),
-        features=prepared.num_features,
-        parameters=sum(p.numel() for p in model.parameters()),
+        data=data_facts,
+        parameters=parameters,
         config=config,
         model=model_config,
         epochs_run=fit.epochs_run,
@@ -280,7 +283,7 @@ def train(
         seconds=time.perf_counter() - started,
         warnings=warnings,
         auto=auto,
-        sequence_ms=sequence_latency_ms(model, typical_length(prepared)),
+        sequence_ms=sequence_latency_ms(model, data_facts.median_length),
     )
 
 
