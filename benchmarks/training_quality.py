@@ -25,13 +25,12 @@ records the machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,36 +118,6 @@ def _environment() -> dict[str, Any]:
 # running
 
 
-#: The function ``train()`` computes the baselines with (timed by :func:`_timed_baselines`).
-_BASELINES_FUNCTION = "compare_model_with_baselines"
-
-
-@contextlib.contextmanager
-def _timed_baselines(spent: list[float]) -> Iterator[None]:
-    """Time the baselines inside ``train()`` (appended to ``spent``), so the training seconds
-    can leave them out. Measurement only: the function and its result are unchanged. Should
-    training stop calling it by that name, nothing is timed and the seconds include them."""
-    import edgelstm.training as training
-
-    original = getattr(training, _BASELINES_FUNCTION, None)
-    if original is None:
-        yield
-        return
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - started)
-
-    setattr(training, _BASELINES_FUNCTION, timed)
-    try:
-        yield
-    finally:
-        setattr(training, _BASELINES_FUNCTION, original)
-
-
 def _exported_size(run_dir: Path, folder: Path) -> tuple[int | None, str | None]:
     """Bytes of the checkpoint's sequence export (with external data, if any), or why not."""
     from edgelstm.errors import EdgeLSTMError
@@ -168,16 +137,15 @@ def run_one(target: QualityTarget, seed: int) -> dict[str, Any]:
     from edgelstm.training import train
 
     extra: dict[str, Any] = {"dtw_budget_s": DTW_BUDGET_S} if target.task == "classify" else {}
-    spent: list[float] = []
     with tempfile.TemporaryDirectory(prefix="edgelstm-quality-") as tmp:
         run_dir = Path(tmp) / "run"
-        with _timed_baselines(spent):
-            started = time.perf_counter()
-            result = train(target.task, dataset=target.dataset, out=run_dir, seed=seed, **extra)
-            total = time.perf_counter() - started
+        started = time.perf_counter()
+        result = train(target.task, dataset=target.dataset, out=run_dir, seed=seed, **extra)
+        total = time.perf_counter() - started
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         size, export_note = _exported_size(run_dir, Path(tmp))
-    baseline_s = sum(spent)
+    # Training seconds leave out the baselines, which train() timed (DTW may take minutes).
+    baseline_s = result.baseline_seconds
     seconds = total - baseline_s
     return {
         "dataset": target.dataset,

@@ -73,6 +73,8 @@ class TrainResult:
     #: PyTorch's time for one typical sequence at batch 1 (:func:`sequence_latency_ms`);
     #: measured, so not in metrics.json, which a seed reproduces exactly.
     sequence_ms: float | None = None
+    #: of ``seconds``, the time the baselines took (1-NN DTW may take minutes)
+    baseline_seconds: float = 0.0
     #: Things that make the model doubtful, e.g. test accuracy at the majority-class rate;
     #: the CLI prints each as a ``warning:`` block. Empty for a model that beats chance.
     warnings: tuple[str, ...] = ()
@@ -234,7 +236,9 @@ def train(
     parameters = sum(p.numel() for p in model.parameters())
     metrics["parameters"] = parameters
     metrics["weights_mb"] = round(parameters * 4 / 1e6, 3)  # FP32: about the exported .onnx
+    baselines_started = time.perf_counter()
     comparison = compare_model_with_baselines(prepared, metrics, dtw_budget_s=dtw_budget_s)
+    baseline_seconds = time.perf_counter() - baselines_started
     metrics["baselines"] = comparison.to_json()
     facts = RunFacts(
         data=data_facts,
@@ -284,6 +288,7 @@ def train(
         warnings=warnings,
         auto=auto,
         sequence_ms=sequence_latency_ms(model, data_facts.median_length),
+        baseline_seconds=baseline_seconds,
     )
 
 
