@@ -15,6 +15,7 @@ from typing import Any
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.runtimes.deploy import DeploymentConfig, write_deployment
+from edgelstm.runtimes.measured_choice import host_fingerprint
 from edgelstm.runtimes.session import SessionConfig
 from edgelstm.tasks import gate_for_metric
 
@@ -54,6 +55,8 @@ def choose_deployment(
 
     ``batch``/``seq`` fix the target shape (default: the first measured ones; for streaming
     every chunk size competes, per frame). Rows need ``metric_value`` (``--eval``).
+    ``measured`` records the winning row's numbers and this host
+    (:func:`~edgelstm.runtimes.measured_choice.host_fingerprint`).
     """
     candidates = [r for r in rows if r["runtime"] == "onnxruntime" and r["mode"] == mode]
     if not candidates:
@@ -129,7 +132,9 @@ def choose_deployment(
                 "precision",
                 "seq",
             )
-        },
+        }
+        # The host the rows were timed on: `run --provider auto` trusts this config only there.
+        | {"host": host_fingerprint()},
         reason=reason,
     )
 
