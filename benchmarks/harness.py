@@ -190,7 +190,12 @@ def _warnings(
 def _resolve_providers(
     names: tuple[str, ...], fallback: bool
 ) -> tuple[list[str], list[dict[str, str]]]:
-    from edgelstm.runtimes.providers import available_providers, probe_provider, resolve_provider
+    from edgelstm.runtimes.providers import (
+        available_providers,
+        probe_provider,
+        resolve_provider,
+        split_device,
+    )
 
     skipped: list[dict[str, str]] = []
     if names == ("all",):
@@ -204,17 +209,20 @@ def _resolve_providers(
         return usable, skipped
     resolved = []
     for name in names:
-        spec = resolve_provider(name)
-        probe = probe_provider(spec.name)
+        base, device = split_device(name)
+        spec = resolve_provider(base)
+        # openvino:GPU and openvino:CPU are different targets; keep the device in the name.
+        label = spec.name if device is None else f"{spec.name}:{device}"
+        probe = probe_provider(label)
         if not probe.usable:
             if not fallback:
                 raise ProviderUnavailableError(
-                    f"{spec.name}: {probe.detail}; add --fallback to measure on the CPU instead "
+                    f"{label}: {probe.detail}; add --fallback to measure on the CPU instead "
                     "(rows then say which provider ran), or --providers all"
                 )
-            skipped.append({"provider": spec.name, "reason": probe.detail + " (ran on cpu)"})
-        if spec.name not in resolved:
-            resolved.append(spec.name)
+            skipped.append({"provider": label, "reason": probe.detail + " (ran on cpu)"})
+        if label not in resolved:
+            resolved.append(label)
     return resolved, skipped
 
 

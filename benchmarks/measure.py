@@ -168,6 +168,7 @@ def _onnx(m: Measurement) -> Prepared:
     info = {
         "session_create_ms": create_ms,
         "provider": opened.provider,
+        "device": opened.device,
         "placement": dict(opened.placement),
         "notes": list(opened.notes),
         "io_binding": m.mode == "streaming" or opened.provider in ("cuda", "tensorrt"),
@@ -480,9 +481,10 @@ def environment(threads: tuple[int, ...]) -> dict[str, Any]:
         except md.PackageNotFoundError:
             return None
 
-    ort_dist = next(
-        (d for d in ("onnxruntime", "onnxruntime-gpu") if version(d) is not None), "onnxruntime"
-    )
+    from edgelstm.runtimes.providers import installed_onnxruntime_distributions
+
+    # onnxruntime, onnxruntime-gpu or onnxruntime-openvino: whichever ships `import onnxruntime`.
+    ort_dist = next((name for name, _ in installed_onnxruntime_distributions()), "onnxruntime")
     return {
         "edgelstm": __version__,
         "python": platform.python_version(),

@@ -101,8 +101,10 @@ def choose_deployment(
         return float(r["frame_p50_ms"] if mode == "streaming" else r["p50_ms"])
 
     best = min(qualifying, key=cost)
+    # A row measured on one device of a provider (openvino:GPU) deploys on that device.
+    provider = best["provider"] + (f":{best['device']}" if best.get("device") else "")
     session = SessionConfig(
-        providers=(best["provider"],),
+        providers=(provider,),
         intra_op_threads=best["threads"],
         cuda_graphs=bool(best.get("cuda_graphs")),
     )

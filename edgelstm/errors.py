@@ -35,7 +35,14 @@ class CheckpointError(InvalidInputError):
 
 
 class ProviderUnavailableError(EdgeLSTMError):
-    """A requested ONNX Runtime execution provider cannot be used here."""
+    """A requested ONNX Runtime execution provider cannot be used here.
+
+    ``reasons`` holds one line per provider that was tried (the message adds advice on top).
+    """
+
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons or (message,)
 
 
 class CheckFailedError(EdgeLSTMError):

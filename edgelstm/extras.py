@@ -43,8 +43,8 @@ def install_hint(extra: str) -> str:
     """The command that installs ``extra``; ONNX Runtime has three exclusive flavours."""
     if extra == "cpu":
         return (
-            "pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]' for CUDA; install exactly one "
-            "ONNX Runtime)"
+            "pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]' for CUDA, 'edgelstm[openvino]' for "
+            "OpenVINO; install exactly one ONNX Runtime)"
         )
     return f"pip install 'edgelstm[{extra}]'"
 

@@ -124,20 +124,25 @@ def _fp16_nodes(model: Any, op: str) -> int:
 
 
 def providers_note(mode: str, model: Any) -> str:
-    """Where a model quantized in ``mode`` runs efficiently, for the audit."""
+    """Which providers run a model quantized in ``mode`` natively, and which only partly.
+
+    Read from the one table of what each provider does with each artifact
+    (:func:`edgelstm.runtimes.providers.artifact_support`), so the audit and
+    ``edgelstm providers`` cannot disagree.
+    """
+    from edgelstm.runtimes.providers import artifact_support
+
     ops = {n.op_type for n in model.graph.node}
-    if mode == "dynamic-int8":
-        if "DynamicQuantizeLSTM" in ops:
-            return (
-                "cpu only: DynamicQuantizeLSTM has only a CPU kernel, and TensorRT cannot parse it"
-            )
+    if mode == "dynamic-int8" and "DynamicQuantizeLSTM" not in ops:
         return "cpu (dynamic INT8 ops run on the CPU provider)"
-    if mode == "static-int8":
-        return "cpu, tensorrt, and other QDQ-aware providers (recurrent nodes stay float)"
-    return (
-        "cuda, tensorrt (native FP16); on cpu the LSTM runs in float32 between Casts: "
-        "a smaller file, no speed-up"
-    )
+    native, other = [], []
+    for provider in ("cpu", "openvino", "cuda", "tensorrt"):
+        runs_natively, what = artifact_support(provider)[mode]
+        if runs_natively:
+            native.append(provider)
+        else:
+            other.append(f"{provider}: {what}")
+    return f"native on {', '.join(native)}" + "".join(f"; {o}" for o in other)
 
 
 # --------------------------------------------------------------------------------------------

@@ -158,7 +158,9 @@ def measured_choice(
     """
     model = Path(model)
     mode = "streaming" if streaming else "sequence"
-    here_names = {_short_name(name) for name in available}
+    from edgelstm.runtimes.providers import short_name
+
+    here_names = {short_name(name) for name in available}
     here_host: list[_Host | None] = []  # filled on first use: nvidia-smi is not free
 
     def this_host() -> _Host | None:
@@ -416,22 +418,17 @@ def _describe(host: _Host | None) -> str:
     return f"CPU {cpu!r}, " + (f"GPUs {', '.join(gpus)}" if gpus else "no NVIDIA GPU")
 
 
-def _short_name(name: str) -> str:
-    """The registry's short name for an ONNX Runtime or short provider name."""
-    from edgelstm.runtimes.providers import resolve_provider
-
-    try:
-        return resolve_provider(name).name
-    except InvalidInputError:  # a provider edgelstm does not know: compare it as written
-        return name.strip().lower()
-
-
 def _provider(text: str) -> str:
     """A measured provider as ``--provider`` takes it: short name, then ``:device`` if any."""
     # --provider's own "name:device" spelling (openvino:GPU); the device part is kept so auto
     # runs where the measurement ran.
-    name, sep, device = text.strip().partition(":")
-    return _short_name(name) + (f":{device.strip()}" if sep and device.strip() else "")
+    from edgelstm.runtimes.providers import short_name, split_device
+
+    try:
+        name, device = split_device(text)
+    except InvalidInputError:  # "name:" with nothing after it: no device
+        name, device = text.strip().rstrip(":"), None
+    return short_name(name) + (f":{device}" if device else "")
 
 
 def _positive_int(value: Any) -> bool:

@@ -21,15 +21,19 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.hardware import CpuInfo, GpuInfo, cpu_info, gpu_info
+from edgelstm.runtimes.plugin_eps import PluginPackage, openvino_device_ids, plugin_packages
 from edgelstm.runtimes.providers import (
+    ARTIFACT_MODES,
     ProbeResult,
     ProviderSpec,
+    artifact_support,
     available_providers,
     conflict_warning,
     explain_auto,
     import_onnxruntime,
     installed_onnxruntime_distributions,
     probe_provider,
+    resolve_provider,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +65,10 @@ class ProviderReport:
     gpus: tuple[GpuInfo, ...]
     probes: tuple[ProbeResult, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    #: short provider name -> the devices it offers here (OpenVINO's names, plugin devices,
+    #: GPUs); providers absent from the mapping choose no device.
+    devices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    plugins: tuple[PluginPackage, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict; keys are stable under schema ``edgelstm.providers/1``.
@@ -75,7 +83,18 @@ class ProviderReport:
                 "device": self.onnxruntime_device,
                 "distributions": [{"name": n, "version": v} for n, v in self.distributions],
             },
-            "providers": [p.to_json() for p in self.providers],
+            "providers": [
+                {
+                    **p.to_json(),
+                    "devices": list(self.devices.get(p.name, ())),
+                    "artifacts": {
+                        mode: {"native": native, "note": note}
+                        for mode, (native, note) in artifact_support(p.name).items()
+                    },
+                }
+                for p in self.providers
+            ],
+            "plugins": [p.to_json() for p in self.plugins],
             "auto": dict(self.auto),
             "auto_reasons": dict(self.auto_reasons),
             "probes": [p.to_json() for p in self.probes],
@@ -118,8 +137,21 @@ def provider_report(*, probe: bool = False) -> ProviderReport:
     """
     ort = import_onnxruntime()
     dists = installed_onnxruntime_distributions()
-    providers = tuple(available_providers())
+    plugins = plugin_packages()
+    built_in = available_providers()
+    # A provider only a plugin brings is listed when the plugin offers a device here; the
+    # others appear in the plugin table with the reason.
+    from_plugins = [
+        resolve_provider(ep)
+        for plugin in plugins
+        for ep in plugin.ep_names
+        if any(d.ep_name == ep for d in plugin.devices) and ep not in {p.ep_name for p in built_in}
+    ]
+    providers = tuple(built_in + from_plugins)
     gpus = tuple(gpu_info())
+    cpu = cpu_info()
+    devices = _devices(ort, providers, plugins, gpus)
+    devices["cpu"] = (f"CPU: {cpu.model}",)
     warnings: list[str] = []
     conflict = conflict_warning(dists)
     if conflict:
@@ -150,11 +182,34 @@ def provider_report(*, probe: bool = False) -> ProviderReport:
         providers=providers,
         auto=MappingProxyType({k: v[0] for k, v in explained.items()}),
         auto_reasons=MappingProxyType({k: v[1] for k, v in explained.items()}),
-        cpu=cpu_info(),
+        cpu=cpu,
         gpus=gpus,
         probes=probes,
         warnings=tuple(warnings),
+        devices=MappingProxyType(devices),
+        plugins=plugins,
     )
+
+
+def _devices(
+    ort: Any,
+    providers: Sequence[ProviderSpec],
+    plugins: Sequence[PluginPackage],
+    gpus: Sequence[GpuInfo],
+) -> dict[str, tuple[str, ...]]:
+    """What each provider can run on here, as ``--provider NAME:DEVICE`` would name it."""
+    found: dict[str, tuple[str, ...]] = {}
+    names = {p.name for p in providers}
+    if "openvino" in names:
+        found["openvino"] = tuple(openvino_device_ids(ort))
+    for name in ("cuda", "tensorrt"):
+        if name in names:
+            found[name] = tuple(f"GPU {g.index}: {g.name}" for g in gpus)
+    for plugin in plugins:
+        for device in plugin.devices:
+            short = resolve_provider(device.ep_name).name
+            found[short] = (*found.get(short, ()), device.label)
+    return found
 
 
 def render_provider_report(report: ProviderReport) -> list[RenderableType]:
@@ -175,21 +230,51 @@ def render_provider_report(report: ProviderReport) -> list[RenderableType]:
     table.add_column("name", style="bold")
     table.add_column("ONNX Runtime name")
     table.add_column("kind")
-    table.add_column("INT8 LSTM")
+    table.add_column("devices")
     table.add_column("notes")
     for spec in report.providers:
         probe = probes.get(spec.name)
         note = spec.description
         if probe is not None:
             note += f" [probe: {'ok' if probe.usable else 'FAILED'}]"
+        devices = report.devices.get(spec.name)
         table.add_row(
             spec.name,
             spec.ep_name,
             "accelerator" if spec.accelerator else "host",
-            "yes" if spec.dynamic_quant_lstm else "no",
+            "default" if devices is None else ", ".join(devices) or "none found",
             note,
         )
     items.append(table)
+
+    if report.plugins:
+        plugins = Table(title="Plugin execution providers (onnxruntime-ep-*)", title_justify="left")
+        plugins.add_column("package", style="bold")
+        plugins.add_column("provides")
+        plugins.add_column("status")
+        for plugin in report.plugins:
+            plugins.add_row(
+                f"{plugin.distribution} {plugin.version}",
+                ", ".join(plugin.ep_names) or "?",
+                plugin.status,
+            )
+        items.append(plugins)
+
+    artifacts = Table(
+        title="Artifacts per provider (edgelstm quantize --mode; * = runs natively)",
+        title_justify="left",
+    )
+    artifacts.add_column("provider", style="bold")
+    for mode in ARTIFACT_MODES:
+        artifacts.add_column(mode)
+    for spec in report.providers:
+        support = artifact_support(spec.name)
+        if support:
+            artifacts.add_row(
+                spec.name,
+                *(("* " if support[m][0] else "") + support[m][1] for m in ARTIFACT_MODES),
+            )
+    items.append(artifacts)
 
     auto = Table(title="--provider auto", title_justify="left")
     auto.add_column("model")

@@ -22,19 +22,21 @@ Example::
 from __future__ import annotations
 
 import importlib
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.errors import InvalidInputError, MissingDependencyError, ProviderUnavailableError
 from edgelstm.extras import install_hint
 
 __all__ = [
+    "ARTIFACT_MODES",
     "PROVIDERS",
     "ProbeResult",
     "ProviderSpec",
+    "artifact_support",
+    "assigned_ops",
     "available_providers",
     "choose_auto",
     "conflict_warning",
@@ -44,6 +46,8 @@ __all__ = [
     "node_placement",
     "probe_provider",
     "resolve_provider",
+    "short_name",
+    "split_device",
 ]
 
 #: Precisions :func:`choose_auto` understands (the ones ``edgelstm quantize`` produces).
@@ -116,8 +120,10 @@ _REGISTRY: tuple[ProviderSpec, ...] = (
     _spec(
         "openvino",
         "OpenVINOExecutionProvider",
-        "Intel CPU, integrated GPU or NPU through OpenVINO",
-        "pip install onnxruntime-openvino (instead of onnxruntime)",
+        "Intel CPU, integrated GPU or NPU through OpenVINO (choose one: openvino:GPU)",
+        "pip install 'edgelstm[openvino]' (onnxruntime-openvino, instead of onnxruntime), or "
+        "the plugin beside onnxruntime >= 1.23: pip install onnxruntime-ep-openvino (Intel "
+        "hardware only)",
         accelerator=True,
     ),
     _spec(
@@ -216,6 +222,57 @@ _REGISTRY: tuple[ProviderSpec, ...] = (
     ),
 )
 
+#: The artifacts ``edgelstm quantize`` writes, by mode.
+ARTIFACT_MODES = ("fp32", "dynamic-int8", "static-int8", "fp16")
+
+# How each artifact runs on each provider: (native?, what happens). "measured" rows were
+# checked node by node with ONNX Runtime's placement report (1.32 CPU; onnxruntime-openvino
+# 1.24.1 on a CPU device); the CUDA/TensorRT rows follow their operator documentation.
+_ARTIFACT_SUPPORT: Mapping[str, Mapping[str, tuple[bool, str]]] = MappingProxyType(
+    {
+        "cpu": {
+            "fp32": (True, "native"),
+            "dynamic-int8": (True, "native: DynamicQuantizeLSTM and MatMulInteger kernels"),
+            "static-int8": (True, "runs; the LSTM stays float between Q/DQ pairs"),
+            "fp16": (False, "runs the LSTM in FP32 between inserted Casts: no speed-up"),
+        },
+        "openvino": {
+            "fp32": (True, "native: the whole graph is one OpenVINO subgraph (measured)"),
+            "dynamic-int8": (
+                False,
+                "partial: DynamicQuantizeLSTM stays on the CPU provider, copies each call "
+                "(measured)",
+            ),
+            "static-int8": (True, "native: every node on OpenVINO (measured)"),
+            "fp16": (True, "native: every node on OpenVINO (measured)"),
+        },
+        "cuda": {
+            "fp32": (True, "native (cuDNN LSTM)"),
+            "dynamic-int8": (False, "partial: DynamicQuantizeLSTM has only a CPU kernel"),
+            "static-int8": (True, "runs; Q/DQ on the GPU, the LSTM stays float"),
+            "fp16": (True, "native (cuDNN FP16)"),
+        },
+        "tensorrt": {
+            "fp32": (True, "native"),
+            "dynamic-int8": (False, "cannot parse DynamicQuantizeLSTM: those nodes go to CUDA/CPU"),
+            "static-int8": (True, "native: explicit Q/DQ quantization"),
+            "fp16": (True, "native"),
+        },
+    }
+)
+
+
+def artifact_support(provider: str) -> dict[str, tuple[bool, str]]:
+    """Artifact mode → (runs natively, what happens) on ``provider``; empty when unknown.
+
+    Example::
+
+        >>> artifact_support("openvino")["dynamic-int8"][0]
+        False
+    """
+    return dict(_ARTIFACT_SUPPORT.get(short_name(provider), {}))
+
+
 #: Short name → :class:`ProviderSpec`, in preference/display order. Read-only.
 PROVIDERS: Mapping[str, ProviderSpec] = MappingProxyType({s.name: s for s in _REGISTRY})
 
@@ -263,8 +320,9 @@ def installed_onnxruntime_distributions() -> list[tuple[str, str]]:
         if files:
             ships = any(f.parts and f.parts[0] == "onnxruntime" for f in files)
         else:  # no RECORD: fall back to the naming convention
+            companions = ("genai", "extensions", "tools", "ep-")  # own import packages
             ships = name == "onnxruntime" or not name.startswith(
-                ("onnxruntime-genai", "onnxruntime-extensions", "onnxruntime-tools")
+                tuple(f"onnxruntime-{c}" for c in companions)
             )
         if ships:
             found[name] = dist.version
@@ -280,7 +338,8 @@ def conflict_warning(dists: Sequence[tuple[str, str]]) -> str | None:
     return (
         f"{len(dists)} onnxruntime distributions are installed ({listed}); they ship the same "
         "`onnxruntime` package and overwrite each other's files. Keep exactly one: "
-        f"pip uninstall -y {names} && pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]')"
+        f"pip uninstall -y {names} && pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]', or "
+        "'edgelstm[openvino]')"
     )
 
 
@@ -332,6 +391,9 @@ def resolve_provider(name: str) -> ProviderSpec:
     for candidate in (key, key + _SUFFIX):
         if candidate in _BY_EP:
             return _BY_EP[candidate]
+    plugin = _plugin_spec(key)
+    if plugin is not None:
+        return plugin
     if key.endswith(_SUFFIX):
         try:
             all_eps = list(import_onnxruntime().get_all_providers())
@@ -353,6 +415,40 @@ def resolve_provider(name: str) -> ProviderSpec:
         f"unknown execution provider {name!r}{hint} Valid names: {', '.join(PROVIDERS)} "
         "(or ONNX Runtime's full names, e.g. CUDAExecutionProvider)"
     )
+
+
+def _plugin_spec(key: str) -> ProviderSpec | None:
+    """A spec for a provider that only an installed plugin EP package brings, by name."""
+    try:
+        from edgelstm.runtimes.plugin_eps import plugin_packages
+
+        packages = plugin_packages()
+    except MissingDependencyError:
+        return None
+    for package in packages:
+        for ep in package.ep_names:
+            if key in {ep.lower(), ep.lower().removesuffix(_SUFFIX)}:
+                return replace(
+                    _generic_spec(ep),
+                    description=f"plugin execution provider from {package.distribution}",
+                    install=f"pip install {package.distribution}",
+                )
+    return None
+
+
+def split_device(text: str) -> tuple[str, str | None]:
+    """``"openvino:GPU"`` → ``("openvino", "GPU")``; ``"cpu"`` → ``("cpu", None)``.
+
+    The part after the first colon picks one of the provider's devices: OpenVINO's device
+    names (``CPU``, ``GPU``, ``GPU.1``, ``NPU``) or a plugin EP's device kind or index.
+    """
+    name, sep, device = text.strip().partition(":")
+    if sep and not device.strip():
+        raise InvalidInputError(
+            f"--provider {text!r} ends with ':'; give a device after it (e.g. openvino:GPU) or "
+            "leave the colon out"
+        )
+    return name.strip(), device.strip() or None
 
 
 def _spec_for_ep(ep_name: str) -> ProviderSpec:
@@ -390,7 +486,7 @@ def explain_auto(
         raise InvalidInputError(
             f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}"
         )
-    names = {_short_name(a) for a in available}
+    names = {short_name(a) for a in available}
     if has_dynamic_quant_lstm:
         return "cpu", "DynamicQuantizeLSTM has only a CPU kernel"
     if precision == "int8":
@@ -447,7 +543,9 @@ def choose_auto(
     )[0]
 
 
-def _short_name(name: str) -> str:
+def short_name(name: str) -> str:
+    """The registry's short name for an ONNX Runtime or short provider name; a provider
+    edgelstm does not know is compared as written (lower case)."""
     try:
         return resolve_provider(name).name
     except InvalidInputError:
@@ -470,8 +568,8 @@ class ProbeResult:
         return {"provider": self.provider, "usable": self.usable, "detail": self.detail}
 
 
-def node_placement(session: Any) -> dict[str, int]:
-    """Short provider name -> number of nodes it runs in ``session``; empty when unknown.
+def assigned_ops(session: Any) -> dict[str, list[str]]:
+    """Short provider name -> op types of the nodes it runs in ``session``; empty when unknown.
 
     Needs the session option ``session.record_ep_graph_assignment_info=1`` (ONNX Runtime 1.23+
     records it; older versions report nothing).
@@ -483,29 +581,44 @@ def node_placement(session: Any) -> dict[str, int]:
         assigned = getter()
     except Exception:  # recording not enabled or not supported: placement unknown
         return {}
-    counts: dict[str, int] = {}
+    ops: dict[str, list[str]] = {}
     for subgraph in assigned:
-        name = _short_name(str(subgraph.ep_name))
-        counts[name] = counts.get(name, 0) + len(subgraph.get_nodes())
-    return counts
+        name = short_name(str(subgraph.ep_name))
+        ops.setdefault(name, []).extend(str(n.op_type) for n in subgraph.get_nodes())
+    return ops
+
+
+def node_placement(session: Any) -> dict[str, int]:
+    """Short provider name -> number of nodes it runs in ``session``; empty when unknown."""
+    return {name: len(ops) for name, ops in assigned_ops(session).items()}
 
 
 def probe_provider(name: str) -> ProbeResult:
-    """Create a session for a one-node model on ``name`` and check it was really used.
+    """Open a one-node model on ``name`` (``NAME`` or ``NAME:DEVICE``), strictly, and report.
 
     Catches the silent fallback: ONNX Runtime asked for CUDA on a machine without the CUDA
-    libraries logs a warning and runs everything on CPU. Never raises for a provider that
-    fails; the reason goes into :attr:`ProbeResult.detail`. TensorRT probes can take seconds.
+    libraries logs a warning and runs everything on CPU. The session is opened exactly as
+    ``run`` opens one (:func:`edgelstm.runtimes.session.open_session`: built-in or plugin
+    provider, device choice, placement), so a probe that passes means ``run`` works. Never
+    raises for a provider that fails; the reason goes into :attr:`ProbeResult.detail`.
+    TensorRT probes can take seconds.
 
     Example::
 
         >>> probe_provider("cpu").usable
         True
     """
-    spec = resolve_provider(name)
-    ort = import_onnxruntime()
-    from onnx import TensorProto, helper
+    import tempfile
+    from pathlib import Path
 
+    from onnx import TensorProto, helper, save
+
+    # The one way to open a session lives a layer up; imported here to keep this module light.
+    from edgelstm.runtimes.session import SessionConfig, open_session
+
+    base, device = split_device(name)
+    spec = resolve_provider(base)
+    label = spec.name if device is None else f"{spec.name}:{device}"
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
         "edgelstm_probe",
@@ -514,37 +627,16 @@ def probe_provider(name: str) -> ProbeResult:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 8)  # loadable by older onnxruntime too
-    options = ort.SessionOptions()
-    options.log_severity_level = 4  # the fallback warning is what we report, not print
-    options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
-    if spec.ep_name not in [str(p) for p in ort.get_available_providers()]:
-        return ProbeResult(
-            spec.name, False, f"not built into this onnxruntime; install: {spec.install}"
-        )
-    providers = [spec.ep_name] if spec.name == "cpu" else [spec.ep_name, "CPUExecutionProvider"]
-    try:
-        with warnings.catch_warnings():
-            # The fallback warning is exactly what this probe reports; don't print it too.
-            warnings.simplefilter("ignore")
-            session = ort.InferenceSession(
-                model.SerializeToString(), sess_options=options, providers=providers
-            )
-    except Exception as exc:  # each provider fails in its own way; report, don't crash
-        return ProbeResult(spec.name, False, f"session creation failed: {exc}".strip())
-    used = [str(p) for p in session.get_providers()]
-    placement = node_placement(session)
-    if used and used[0] == spec.ep_name:
-        if placement and spec.name != "cpu" and not placement.get(spec.name):
-            # e.g. the Azure provider (remote endpoints) is "available" in every CPU build and
-            # accepts the session, but computes nothing locally.
-            ran = ", ".join(placement)
-            return ProbeResult(
-                spec.name, False, f"accepted the session but ran no node of it (all ran on {ran})"
-            )
-        return ProbeResult(spec.name, True, f"session providers: {', '.join(used)}")
-    return ProbeResult(
-        spec.name,
-        False,
-        f"asked for {spec.ep_name}, got {', '.join(used) or 'nothing'} (silent fallback); "
-        f"install: {spec.install}",
-    )
+    with tempfile.TemporaryDirectory(prefix="edgelstm-probe-") as folder:
+        path = Path(folder) / "probe.onnx"
+        save(model, str(path))
+        try:
+            opened = open_session(path, SessionConfig(providers=(label,)))
+        except ProviderUnavailableError as exc:
+            detail = "; ".join(r.removeprefix(f"{spec.name}: ") for r in exc.reasons)
+            return ProbeResult(label, False, detail)
+        except InvalidInputError as exc:  # e.g. a device the provider does not offer
+            return ProbeResult(label, False, str(exc))
+        used = ", ".join(str(p) for p in opened.session.get_providers())
+        where = f" on {opened.device}" if opened.device else ""
+        return ProbeResult(label, True, f"session providers{where}: {used}")

@@ -36,10 +36,11 @@ from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 from edgelstm.runtimes.artifact import Artifact, ModelProfile, load_artifact
 from edgelstm.runtimes.providers import (
     ProviderSpec,
+    assigned_ops,
     explain_auto,
     import_onnxruntime,
-    node_placement,
     resolve_provider,
+    split_device,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +69,9 @@ GRAPH_OPTIMIZATION_LEVELS = {
 class SessionConfig:
     """How to open a session: providers in order of preference, policy and options.
 
-    ``providers`` holds short names (``cpu``, ``cuda``, ...), ONNX Runtime names, or ``auto``.
+    ``providers`` holds short names (``cpu``, ``cuda``, ...), ONNX Runtime names, or ``auto``;
+    ``NAME:DEVICE`` picks one device of a provider that offers several (``openvino:GPU``, a
+    plugin EP's ``NAME:gpu`` or ``NAME:1``).
     ``intra_op_threads=None`` leaves ONNX Runtime's default (all cores); 1 is the default here
     because recurrent models at small batch gain nothing from more and often lose.
     ``spinning=None`` keeps ONNX Runtime's default (threads spin while waiting).
@@ -128,6 +131,25 @@ class SessionConfig:
         return from_dict(cls, document, where=where, error=InvalidInputError)
 
 
+#: Providers whose device is chosen another way than ``NAME:DEVICE``, and how.
+_DEVICE_ELSEWHERE = {
+    "cpu": "the CPU provider has one device",
+    "cuda": "choose the GPU with --cuda-device N",
+    "tensorrt": "choose the GPU with --cuda-device N",
+}
+
+
+def resolve_choice(text: str) -> tuple[ProviderSpec, str | None]:
+    """One ``--provider`` entry (``NAME`` or ``NAME:DEVICE``) → its spec and device."""
+    name, device = split_device(text)
+    spec = resolve_provider(name)  # unknown names fail here, with a suggestion
+    if device is not None and spec.name in _DEVICE_ELSEWHERE:
+        raise InvalidInputError(
+            f"--provider {text!r}: {spec.name} takes no ':DEVICE' ({_DEVICE_ELSEWHERE[spec.name]})"
+        )
+    return spec, device
+
+
 def parse_provider_list(text: str) -> tuple[str, ...]:
     """``"cuda, cpu"`` → ``("cuda", "cpu")``; empty entries are an error, names are checked."""
     names = tuple(part.strip() for part in text.split(","))
@@ -138,7 +160,7 @@ def parse_provider_list(text: str) -> tuple[str, ...]:
         )
     for name in names:
         if name.lower() != "auto":
-            resolve_provider(name)  # unknown names fail here, with a suggestion
+            resolve_choice(name)
     if len(names) > 1 and any(n.lower() == "auto" for n in names):
         raise InvalidInputError("--provider auto cannot be combined with other providers")
     return names
@@ -175,10 +197,13 @@ def reduce_range_warning(
 class OpenedSession:
     """An ONNX Runtime session plus the truth about where it runs.
 
-    ``provider`` is the short name of the provider that runs the graph; ``requested`` the
-    list as resolved (``auto`` replaced by its choice); ``notes`` one line per provider that
+    ``provider`` is the short name of the provider that runs the graph and ``device`` the
+    device asked of it (``GPU`` for ``openvino:GPU``; None when the provider's default was
+    used); ``requested`` the list as resolved (``auto`` replaced by its choice); ``notes`` one
+    line per provider that
     was skipped or per caveat (why, and what to install); ``placement`` maps each provider to
-    the number of nodes it runs, when ONNX Runtime reports it (empty otherwise); ``warnings``
+    the number of nodes it runs, when ONNX Runtime reports it (empty otherwise), and
+    ``cpu_ops`` lists the op types the CPU runs for another provider; ``warnings``
     holds what can make the outputs wrong here (see :func:`reduce_range_warning`).
     """
 
@@ -191,6 +216,8 @@ class OpenedSession:
     notes: tuple[str, ...] = ()
     placement: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    device: str | None = None
+    cpu_ops: tuple[str, ...] = ()
 
     @property
     def fell_back(self) -> bool:
@@ -200,11 +227,15 @@ class OpenedSession:
     def describe(self) -> str:
         """One line for logs: which provider ran and how the nodes are placed."""
         text = f"provider {self.provider}"
+        if self.device is not None:
+            text += f" (device {self.device})"
         if self.fell_back:
             text += f" (fell back from {self.requested[0]})"
         if len(self.placement) > 1:
             parts = ", ".join(f"{n} nodes on {ep}" for ep, n in self.placement.items())
             text += f"; partial placement: {parts}"
+        elif self.placement and self.provider != "cpu":
+            text += f"; all {sum(self.placement.values())} nodes on {self.provider}"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -212,11 +243,13 @@ class OpenedSession:
         return {
             "model": str(self.path),
             "provider": self.provider,
+            "device": self.device,
             "requested": list(self.requested),
             "fell_back": self.fell_back,
             "precision": self.profile.precision,
             "notes": list(self.notes),
             "placement": dict(self.placement),
+            "cpu_ops": list(self.cpu_ops),
             "warnings": list(self.warnings),
             "session_config": self.config.to_json(),
         }
@@ -243,7 +276,9 @@ def _session_options(ort: Any, config: SessionConfig) -> Any:
     return options
 
 
-def _provider_options(spec: ProviderSpec, config: SessionConfig) -> dict[str, str]:
+def _provider_options(
+    spec: ProviderSpec, config: SessionConfig, device: str | None = None
+) -> dict[str, str]:
     if spec.name == "cuda":
         options = {"device_id": str(config.cuda_device)}
         if config.cuda_graphs:
@@ -261,6 +296,16 @@ def _provider_options(spec: ProviderSpec, config: SessionConfig) -> dict[str, st
         if config.cuda_graphs:
             options["trt_cuda_graph_enable"] = "1"
         return options
+    if spec.name == "openvino":
+        # ACCURACY keeps the artifact's own precision: OpenVINO's default on GPU/NPU is FP16
+        # (and BF16 on CPUs with AMX), which would run something other than what export and
+        # quantize validated. Threads follow --threads like the CPU provider's.
+        options = {"precision": "ACCURACY"}
+        if device is not None:
+            options["device_type"] = device
+        if config.intra_op_threads is not None:
+            options["num_of_threads"] = str(config.intra_op_threads)
+        return options
     return {}
 
 
@@ -269,37 +314,59 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _resolve_requested(
-    names: tuple[str, ...], profile: ModelProfile, available: list[str], *, fallback: bool
-) -> tuple[tuple[ProviderSpec, ...], list[str]]:
-    """Provider specs in the order to try them, plus notes on how ``auto`` chose.
+@dataclass(frozen=True)
+class _Candidate:
+    """One provider to try: its spec and, for ``NAME:DEVICE``, the device asked of it."""
 
-    With ``fallback`` the CPU is appended when the list lacks it: falling back means "run
-    somewhere", and the CPU provider is built into every onnxruntime.
+    spec: ProviderSpec
+    device: str | None = None
+
+
+def _resolve_requested(
+    names: tuple[str, ...],
+    profile: ModelProfile,
+    available: list[str],
+    *,
+    fallback: bool,
+    path: Path,
+) -> tuple[tuple[_Candidate, ...], list[str]]:
+    """Providers in the order to try them, plus notes on how ``auto`` chose.
+
+    ``auto`` follows a measurement when a deployment config or benchmark report beside the
+    model timed this same file on this host (:mod:`edgelstm.runtimes.measured_choice`), and
+    the fixed policy of :func:`explain_auto` otherwise. With ``fallback`` the CPU is appended
+    when the list lacks it: falling back means "run somewhere", and the CPU provider is built
+    into every onnxruntime.
     """
     notes: list[str] = []
+    cpu = _Candidate(resolve_provider("cpu"))
     if len(names) == 1 and names[0].lower() == "auto":
-        choice, reason = explain_auto(
-            available,
-            precision=profile.precision,
-            has_dynamic_quant_lstm="DynamicQuantizeLSTM" in profile.op_types,
-            streaming=profile.streaming,
-        )
+        from edgelstm.runtimes.measured_choice import measured_choice
+
+        measured = measured_choice(path, available, streaming=profile.streaming)
+        notes.extend(measured.notes)
+        if measured.provider is not None:
+            choice, reason = measured.provider, measured.reason
+        else:
+            choice, reason = explain_auto(
+                available,
+                precision=profile.precision,
+                has_dynamic_quant_lstm="DynamicQuantizeLSTM" in profile.op_types,
+                streaming=profile.streaming,
+            )
         notes.append(f"auto chose {choice}: {reason}")
-        specs = [resolve_provider(choice)]
-        if choice != "cpu":
-            specs.append(resolve_provider("cpu"))  # auto may always fall back to the CPU
-        return tuple(specs), notes
-    specs = []
+        chosen = _Candidate(*resolve_choice(choice))
+        # auto may always fall back to the CPU
+        return ((chosen,) if chosen.spec == cpu.spec else (chosen, cpu)), notes
+    candidates: list[_Candidate] = []
     for name in names:
-        spec = resolve_provider(name)
-        if spec in specs:
+        spec, device = resolve_choice(name)
+        if any(c.spec == spec for c in candidates):
             raise InvalidInputError(f"provider {spec.name} is listed twice in --provider")
-        specs.append(spec)
-    cpu = resolve_provider("cpu")
-    if fallback and cpu not in specs:
-        specs.append(cpu)
-    return tuple(specs), notes
+        candidates.append(_Candidate(spec, device))
+    if fallback and all(c.spec != cpu.spec for c in candidates):
+        candidates.append(cpu)
+    return tuple(candidates), notes
 
 
 def open_session(
@@ -308,8 +375,9 @@ def open_session(
     """Open ``model`` (a path, or an :class:`Artifact` already read) on the first usable
     provider of ``config.providers``.
 
-    Strict by default: when the first provider is not built into the installed onnxruntime,
-    fails to initialise, or is silently replaced by the CPU, this raises
+    Strict by default: when the first provider is not built into the installed onnxruntime
+    (nor brought by an installed plugin EP package with a device here), fails to initialise,
+    or is silently replaced by the CPU, this raises
     :class:`~edgelstm.errors.ProviderUnavailableError` (exit 2) saying why and what to
     install. With ``config.fallback`` the next provider is tried and the reason goes into
     :attr:`OpenedSession.notes`; the CPU is the last resort even when the list omits it (a
@@ -336,23 +404,18 @@ def open_session(
     profile = artifact.profile
     available = [str(p) for p in ort.get_available_providers()]
     is_auto = len(config.providers) == 1 and config.providers[0].lower() == "auto"
-    specs, notes = _resolve_requested(
-        config.providers, profile, available, fallback=config.fallback
+    candidates, notes = _resolve_requested(
+        config.providers, profile, available, fallback=config.fallback, path=path
     )
     # auto appends the CPU itself; anything else that ends on an unlisted CPU was added here.
-    cpu_added = not is_auto and len(specs) > len(config.providers)
+    cpu_added = not is_auto and len(candidates) > len(config.providers)
     allow_next = config.fallback or is_auto
     failures: list[str] = []
-    for index, spec in enumerate(specs):
-        last = index == len(specs) - 1
-        if spec.ep_name not in available:
-            reason = f"{spec.name}: not built into this onnxruntime; install: {spec.install}"
-            failures.append(reason)
-            if allow_next and not last:
-                continue
-            break
+    for index, candidate in enumerate(candidates):
+        spec = candidate.spec
+        last = index == len(candidates) - 1
         try:
-            opened = _try_open(ort, path, spec, config)
+            session, ops, device = _try_open(ort, path, candidate, config, available)
         except InvalidInputError:
             raise  # the model itself is bad; another provider will not help
         except ProviderUnavailableError as exc:
@@ -360,15 +423,16 @@ def open_session(
             if allow_next and not last:
                 continue
             break
-        session, placement = opened
-        requested = tuple(s.name for s in specs)
+        requested = tuple(c.spec.name for c in candidates)
         notes.extend(failures)
         if cpu_added and last:
             notes.append(
                 "cpu: added as the last resort (--fallback ends on the CPU; --provider "
                 f"{','.join(config.providers)} did not list it)"
             )
-        notes.extend(_placement_notes(spec, profile, placement))
+        placement = {name: len(names) for name, names in ops.items()}
+        cpu_ops = tuple(ops.get("cpu", ())) if spec.name != "cpu" else ()
+        notes.extend(_placement_notes(spec, profile, placement, cpu_ops))
         warning = reduce_range_warning(path, profile, provider=spec.name)
         return OpenedSession(
             session=session,
@@ -380,47 +444,86 @@ def open_session(
             notes=tuple(notes),
             placement=placement,
             warnings=() if warning is None else (warning,),
+            device=device,
+            cpu_ops=cpu_ops,
         )
     hint = "" if allow_next else "; add --fallback to go on with the next provider (the CPU last)"
     if allow_next:
         hint = " (no provider in the list was usable)"
-    raise ProviderUnavailableError("; ".join(failures) + hint)
+    raise ProviderUnavailableError("; ".join(failures) + hint, tuple(failures))
 
 
 def _placement_notes(
-    spec: ProviderSpec, profile: ModelProfile, placement: dict[str, int]
+    spec: ProviderSpec,
+    profile: ModelProfile,
+    placement: dict[str, int],
+    cpu_ops: tuple[str, ...] = (),
 ) -> list[str]:
-    notes = []
-    if spec.name != "cpu" and profile.cpu_only_ops:
-        notes.append(
+    """What a user of ``spec`` should know about where the nodes really run.
+
+    When ONNX Runtime reports the placement it is the truth and the note names the op types
+    left on the CPU; otherwise the graph's CPU-only INT8 ops are the best guess.
+    """
+    if spec.name == "cpu":
+        return []
+    others = {ep: n for ep, n in placement.items() if ep != spec.name}
+    if not placement:
+        if not profile.cpu_only_ops:
+            return []
+        return [
             f"{', '.join(profile.cpu_only_ops)} has only a CPU kernel: those nodes run on the "
             f"host inside this {spec.name} session (copies each call); use --provider cpu for "
             "INT8 models"
+        ]
+    if not others:
+        return []
+    total = sum(placement.values())
+    moved = ", ".join(f"{n} on {ep}" for ep, n in others.items())
+    kept = total - sum(others.values())
+    note = f"partial placement: {kept} of {total} nodes on {spec.name}, {moved}"
+    if cpu_ops:
+        counted = sorted({op: cpu_ops.count(op) for op in cpu_ops}.items())
+        note += " (" + ", ".join(f"{op} x{n}" if n > 1 else op for op, n in counted) + ")"
+    stuck = sorted(set(cpu_ops) & set(profile.cpu_only_ops))
+    if stuck:
+        note += (
+            f"; {', '.join(stuck)} has only a CPU kernel, so each call copies between them: "
+            "use --provider cpu for this INT8 model"
         )
-    others = {ep: n for ep, n in placement.items() if ep != spec.name}
-    if others and spec.name != "cpu":
-        total = sum(placement.values())
-        moved = ", ".join(f"{n} on {ep}" for ep, n in others.items())
-        notes.append(
-            f"partial placement: {total - sum(others.values())} of {total} nodes on "
-            f"{spec.name}, {moved}"
-        )
-    return notes
+    return [note]
 
 
 def _try_open(
-    ort: Any, path: Path, spec: ProviderSpec, config: SessionConfig
-) -> tuple[Any, dict[str, int]]:
+    ort: Any, path: Path, candidate: _Candidate, config: SessionConfig, available: list[str]
+) -> tuple[Any, dict[str, list[str]], str | None]:
+    """A session on ``candidate``, the op types each provider runs in it and the device, or
+    ProviderUnavailableError saying why not.
+
+    A provider compiled into this onnxruntime is asked for by name; one that only a plugin EP
+    package brings is placed on the plugin's devices (``add_provider_for_devices``).
+    """
+    spec, device = candidate.spec, candidate.device
     options = _session_options(ort, config)
-    provider_options = _provider_options(spec, config)
-    providers: list[Any] = [(spec.ep_name, provider_options) if provider_options else spec.ep_name]
-    if spec.name != "cpu":
-        providers.append("CPUExecutionProvider")  # nodes the accelerator lacks run here
+    providers: list[Any] | None = None
+    if spec.ep_name in available:
+        device = _built_in_device(ort, spec, device)
+        provider_options = _provider_options(spec, config, device)
+        providers = [(spec.ep_name, provider_options) if provider_options else spec.ep_name]
+        if spec.name != "cpu":
+            providers.append("CPUExecutionProvider")  # nodes the accelerator lacks run here
+    else:
+        devices = _plugin_devices(spec, device)
+        # No providers= list then: the session runs on these devices, and the CPU provider
+        # stays the fallback for nodes they do not take.
+        options.add_provider_for_devices(devices, _provider_options(spec, config, device))
     try:
         with warnings.catch_warnings():
             # ONNX Runtime's own fallback warning is what we turn into an error or a note.
             warnings.simplefilter("ignore")
-            session = ort.InferenceSession(str(path), options, providers=providers)
+            if providers is None:
+                session = ort.InferenceSession(str(path), options)
+            else:
+                session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile/RuntimeException
         message = first_line(exc)
         if spec.name == "cpu" or _is_model_error(message):
@@ -431,17 +534,54 @@ def _try_open(
     used = [str(p) for p in session.get_providers()]
     if spec.ep_name not in used:
         raise ProviderUnavailableError(
-            f"{spec.name}: ONNX Runtime silently replaced it with {', '.join(used) or 'nothing'} "
-            f"(its libraries did not load); check: {spec.install}"
+            f"{spec.name}: asked for {spec.ep_name}, ONNX Runtime silently replaced it with "
+            f"{', '.join(used) or 'nothing'} (silent fallback: its libraries did not load); "
+            f"check: {spec.install}"
         )
-    placement = node_placement(session)
-    if placement and spec.name != "cpu" and not placement.get(spec.name):
+    ops = assigned_ops(session)
+    if ops and spec.name != "cpu" and not ops.get(spec.name):
         raise ProviderUnavailableError(
             f"{spec.name}: the session accepted it but placed no node on it (all "
-            f"{sum(placement.values())} ran on {', '.join(placement)}); this model does not "
+            f"{sum(map(len, ops.values()))} ran on {', '.join(ops)}); this model does not "
             f"run on {spec.name}"
         )
-    return session, placement
+    return session, ops, device
+
+
+def _built_in_device(ort: Any, spec: ProviderSpec, device: str | None) -> str | None:
+    """The device for a compiled-in provider; only OpenVINO's build takes one by name."""
+    if device is None:
+        return None
+    if spec.name != "openvino":
+        raise ProviderUnavailableError(
+            f"{spec.name}: this build's {spec.ep_name} offers no device choice; drop ':{device}'"
+        )
+    from edgelstm.runtimes.plugin_eps import openvino_device_ids
+
+    name = device.upper()  # OpenVINO's device names are upper case (CPU, GPU.1, NPU)
+    offered = openvino_device_ids(ort)
+    if offered and name not in offered and name not in {d.split(".")[0] for d in offered}:
+        raise ProviderUnavailableError(
+            f"openvino: OpenVINO finds no {name} device here; it finds {', '.join(offered)}"
+        )
+    return name
+
+
+def _plugin_devices(spec: ProviderSpec, device: str | None) -> list[Any]:
+    """The plugin EP devices for ``spec``, or ProviderUnavailableError saying why none."""
+    from edgelstm.runtimes.plugin_eps import plugin_for_ep, select_devices
+
+    plugin = plugin_for_ep(spec.ep_name)
+    if plugin is None:
+        raise ProviderUnavailableError(
+            f"{spec.name}: not built into this onnxruntime; install: {spec.install}"
+        )
+    if plugin.error is not None or not plugin.devices:
+        raise ProviderUnavailableError(
+            f"{spec.name}: {plugin.distribution} {plugin.version} is {plugin.status}"
+        )
+    devices: list[Any] = select_devices(spec.ep_name, device)
+    return devices
 
 
 def _is_model_error(message: str) -> bool:
