@@ -15,7 +15,7 @@ def _readme_command(label: str) -> str:
     return match.group(1)
 
 
-def test_ci_runs_the_readme_lines_then_the_device_install() -> None:
+def test_ci_runs_the_readme_lines_then_the_device_and_provider_installs() -> None:
     lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
@@ -27,6 +27,7 @@ def test_ci_runs_the_readme_lines_then_the_device_install() -> None:
         _readme_command("Main job"),
         _readme_command("Test"),
         "bash .ci/device-install",
+        "bash .ci/providers",
     ]
 
 
@@ -44,6 +45,16 @@ def test_device_install_has_no_torch_and_runs_the_device_commands() -> None:
     for command in ("run", "benchmark", "providers"):
         assert f'/bin/edgelstm" {command}' in script or f'"$bin/edgelstm" {command}' in script
     assert "--stream" in script
+
+
+def test_provider_environments_are_torch_free_and_run_the_provider_tests() -> None:
+    script = (REPO / ".ci" / "providers").read_text(encoding="utf-8")
+    assert 'pip install -c constraints/cpu.txt -e ".[openvino,dev]"' in script
+    assert 'pip install -c constraints/cpu.txt -e ".[cpu,dev]" onnxruntime-ep-openvino' in script
+    assert "-m openvino" in script and "-m plugin_ep" in script
+    assert script.count("not_torch .venv-") == 2
+    pins = (REPO / "constraints" / "cpu.txt").read_text(encoding="utf-8")
+    assert "onnxruntime-openvino==" in pins and "onnxruntime-ep-openvino==" in pins
 
 
 def test_the_readme_stands_alone() -> None:
