@@ -239,11 +239,36 @@ def _environment_lines(env: dict[str, Any]) -> list[str]:
         f"{', '.join(flags) or 'no notable SIMD flags'})",
         f"- GPU: {gpus}",
         f"- Libraries: onnxruntime {libs.get('onnxruntime')} "
-        f"({libs.get('onnxruntime_distribution')}), torch {libs.get('torch')}, "
+        f"({libs.get('onnxruntime_distribution')}), torch {libs.get('torch') or 'not installed'}, "
         f"onnx {libs.get('onnx')}, numpy {libs.get('numpy')}; "
         f"Python {env.get('python')}",
         f"- Taken {env.get('timestamp')} on {env.get('platform')}",
     ]
+
+
+def placement_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Where each model's nodes ran on providers other than the CPU (once per model and
+    provider): a row on ``openvino`` whose LSTM stayed on the CPU is not an OpenVINO number."""
+    seen: dict[tuple[str, str], str] = {}
+    for row in rows:
+        placement = row.get("placement") or {}
+        provider = row.get("provider", "")
+        if row.get("runtime") != "onnxruntime" or provider == "cpu" or not placement:
+            continue
+        total = sum(placement.values())
+        on_it = placement.get(provider, 0)
+        where = ", ".join(f"{n} on {ep}" for ep, n in placement.items() if ep != provider)
+        text = (
+            f"all {total} nodes on {provider}"
+            if on_it == total
+            else (f"partial: {on_it} of {total} nodes on {provider}, {where}")
+        )
+        seen.setdefault((row["model"], provider), text)
+    if not seen:
+        return []
+    lines = ["Node placement (ONNX Runtime's report):", ""]
+    lines += [f"- {model} on {provider}: {text}" for (model, provider), text in seen.items()]
+    return [*lines, ""]
 
 
 def to_markdown(document: dict[str, Any], title: str = "Benchmark") -> str:
@@ -281,6 +306,7 @@ def to_markdown(document: dict[str, Any], title: str = "Benchmark") -> str:
         "`vs torch`: p50 over PyTorch eager FP32 on the CPU at the same shape and threads.",
         "",
     ]
+    lines += placement_lines(document["rows"])
     for skip in document.get("skipped", []):
         lines.append(f"- skipped {skip['provider']}: {skip['reason']}")
     for key, value in document.get("summary", {}).items():

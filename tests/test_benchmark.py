@@ -1668,3 +1668,25 @@ def test_torch_streaming_rows_carry_a_conv_front_ends_state(
     streaming = [r for r in rows if r["mode"] == "streaming" and r["precision"] == "fp32"]
     assert len(streaming) == 1, rows
     assert streaming[0]["p50_ms"] > 0
+
+
+def test_markdown_names_the_placement_of_rows_off_the_cpu() -> None:
+    from edgelstm.benchmarks.report import placement_lines
+
+    rows = [
+        {"model": "m.onnx", "runtime": "onnxruntime", "provider": "cpu", "placement": {"cpu": 9}},
+        {"model": "m.onnx", "runtime": "onnxruntime", "provider": "openvino",
+         "placement": {"openvino": 15}},
+        {"model": "q.onnx", "runtime": "onnxruntime", "provider": "openvino",
+         "placement": {"openvino": 15, "cpu": 5}},
+        {"model": "q.onnx", "runtime": "onnxruntime", "provider": "openvino",
+         "placement": {"openvino": 15, "cpu": 5}},
+    ]  # fmt: skip
+    assert placement_lines(rows) == [
+        "Node placement (ONNX Runtime's report):",
+        "",
+        "- m.onnx on openvino: all 15 nodes on openvino",
+        "- q.onnx on openvino: partial: 15 of 20 nodes on openvino, 5 on cpu",
+        "",
+    ]
+    assert placement_lines(rows[:1]) == []
