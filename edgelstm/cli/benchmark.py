@@ -30,7 +30,11 @@ def benchmark(
         typer.Argument(help="ONNX artifacts to compare (sequence and/or streaming exports)."),
     ] = None,
     providers: Annotated[
-        str, typer.Option(help="Providers to measure, comma-separated, or 'all' usable here.")
+        str,
+        typer.Option(
+            help="Providers to measure, comma-separated (NAME:DEVICE for one device, e.g. "
+            "openvino:GPU), or 'all' usable here."
+        ),
     ] = "cpu",
     batch: Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8,64.")] = "1",
     seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 1,100,1000.")] = "100",

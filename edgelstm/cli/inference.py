@@ -58,7 +58,10 @@ def run_command(
     ] = None,
     provider: Annotated[
         str,
-        typer.Option(help="Execution provider, an ordered list (cuda,cpu), or auto."),
+        typer.Option(
+            help="Execution provider, an ordered list (cuda,cpu), or auto; NAME:DEVICE picks "
+            "a device (openvino:GPU)."
+        ),
     ] = "cpu",
     fallback: Annotated[
         bool,
