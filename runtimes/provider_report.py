@@ -35,6 +35,7 @@ from edgelstm.runtimes.providers import (
     probe_provider,
     resolve_provider,
 )
+from edgelstm.runtimes.session import default_provider_options
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -87,6 +88,7 @@ class ProviderReport:
                 {
                     **p.to_json(),
                     "devices": list(self.devices.get(p.name, ())),
+                    "options": default_provider_options(p),
                     "artifacts": {
                         mode: {"native": native, "note": note}
                         for mode, (native, note) in artifact_support(p.name).items()
@@ -237,6 +239,9 @@ def render_provider_report(report: ProviderReport) -> list[RenderableType]:
         note = spec.description
         if probe is not None:
             note += f" [probe: {'ok' if probe.usable else 'FAILED'}]"
+        options = default_provider_options(spec)
+        if options:
+            note += "; options: " + ", ".join(f"{k}={v}" for k, v in options.items())
         devices = report.devices.get(spec.name)
         table.add_row(
             spec.name,

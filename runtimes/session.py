@@ -309,6 +309,11 @@ def _provider_options(
     return {}
 
 
+def default_provider_options(spec: ProviderSpec) -> dict[str, str]:
+    """The provider options edgelstm passes to ``spec`` with default settings (for reports)."""
+    return _provider_options(spec, SessionConfig())
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's first line (at most 300 characters): ONNX Runtime errors run to pages."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
