@@ -41,7 +41,7 @@ from edgelstm.runtimes.run import (
 from edgelstm.runtimes.session import OpenedSession, SessionConfig
 from edgelstm.tasks import normalize
 
-__all__ = ["StreamResult", "stream_columns", "stream_model", "stream_to_output"]
+__all__ = ["ChunkScorer", "StreamResult", "stream_columns", "stream_model", "stream_to_output"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,56 @@ def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
             buffer = []
     if buffer:
         yield np.stack(buffer)
+
+
+class ChunkScorer:
+    """One stream's rows from its chunks' model outputs: the rows ``run --stream`` writes.
+
+    Classification gives one row per chunk (the label after the chunk's last frame); anomaly
+    detection one row per frame (score and verdict), which needs the previous chunk's last
+    prediction, so a scorer belongs to one stream and sees its chunks in order. The server
+    (:mod:`edgelstm.runtimes.serve`) keeps one per stream, so its rows are ``run --stream``'s.
+    """
+
+    def __init__(self, meta: ModelMetadata, where: Path | str) -> None:
+        if meta.task not in ("classify", "anomaly"):
+            raise InvalidInputError(
+                f"{where}: streaming supports classify and anomaly models; this one is "
+                f"{meta.task}"
+            )
+        self.task = meta.task
+        self.labels = class_names(meta) if meta.task == "classify" else ()
+        self.threshold = meta.anomaly_threshold
+        #: frames scored so far; the next chunk's first frame has this index
+        self.seen = 0
+        self._previous: np.ndarray | None = None  # anomaly: last frame's next-step prediction
+
+    def rows(self, x: np.ndarray, out: np.ndarray) -> list[dict[str, Any]]:
+        """Rows for one chunk: ``x`` its normalised frames ``[k, features]``, ``out`` this
+        stream's model output for the chunk (``[classes]`` logits or ``[k, features]``)."""
+        rows: list[dict[str, Any]] = []
+        if self.task == "classify":
+            probs = softmax(out[None])[0]
+            if not self.seen:
+                check_class_count(self.labels, len(probs))
+            rows.append({"frame": self.seen + len(x) - 1, **class_record(probs, self.labels)})
+        else:
+            from edgelstm.tasks import anomaly_scores
+
+            scores = anomaly_scores(x, out, previous=self._previous)
+            self._previous = out[-1]
+            for k, score in enumerate(scores.tolist()):
+                row: dict[str, Any] = {"frame": self.seen + k, "score": score}
+                if self.threshold is not None:
+                    row["anomaly"] = int(score > self.threshold)
+                rows.append(row)
+        self.seen += len(x)
+        return rows
+
+    def reset(self) -> None:
+        """Start over, as a stream with zero state does."""
+        self.seen = 0
+        self._previous = None
 
 
 def stream_columns(meta: ModelMetadata) -> list[str]:
@@ -181,10 +231,7 @@ def stream_model(
         raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
     streamer = StreamingSession(model, session=session)
     meta, where = streamer.metadata, streamer.path
-    if meta.task not in ("classify", "anomaly"):
-        raise InvalidInputError(
-            f"{where}: --stream supports classify and anomaly models; this one is {meta.task}"
-        )
+    scorer = ChunkScorer(meta, where)
     if on_open is not None:
         on_open(streamer.opened)
     norm = stored_normalization(meta, where)
@@ -198,35 +245,14 @@ def stream_model(
             frames = _file_frames(path, meta)
         else:
             frames = _array_frames(path, meta)
-    from edgelstm.tasks import anomaly_scores
-
-    labels = class_names(meta) if meta.task == "classify" else ()
-    threshold = meta.anomaly_threshold
-    seen = chunks = 0
-    previous: np.ndarray | None = None  # anomaly: the last frame's next-step prediction
+    chunks = 0
     for block in _chunks(frames, chunk):
         x = normalize(block, norm)
         out = streamer.push(x[None])
-        rows: list[dict[str, Any]] = []
-        if meta.task == "classify":
-            probs = softmax(out)[0]
-            if not seen:
-                check_class_count(labels, len(probs))
-            rows.append({"frame": seen + len(block) - 1, **class_record(probs, labels)})
-        else:
-            prediction = out[0]
-            scores = anomaly_scores(x, prediction, previous=previous)
-            previous = prediction[-1]
-            for k, score in enumerate(scores.tolist()):
-                row: dict[str, Any] = {"frame": seen + k, "score": score}
-                if threshold is not None:
-                    row["anomaly"] = int(score > threshold)
-                rows.append(row)
-        seen += len(block)
+        write_rows(scorer.rows(x, out[0]))
         chunks += 1
-        write_rows(rows)
-    if seen == 0:
+    if scorer.seen == 0:
         raise InvalidInputError(
             "no frames arrived on the input; send one line of numbers per frame"
         )
-    return StreamResult(seen, chunks, streamer.opened)
+    return StreamResult(scorer.seen, chunks, streamer.opened)
