@@ -42,12 +42,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, MissingDependencyError
-
-if TYPE_CHECKING:
-    from edgelstm.benchmarks.measure import Measurement, Prepared
 
 SCHEMA = "edgelstm.gpu_acceptance/1"
 COMMAND = "python -m edgelstm.benchmarks.gpu_acceptance"
@@ -71,16 +68,15 @@ FOOTNOTE = (
     "input on the GPU; ORT rows copy it in and the output out on every call."
 )
 STREAM = "model.stream.onnx"
-#: Rows measure.py has no path for (CUDA rows there always bind IO; torch has no graphs).
-CUSTOM = ("pytorch-cuda-graph", "ort-cuda-plain")
-#: key, label, artifact, CUDA graphs: one row each per batch size, 100 steps, on CUDA.
+#: key, label, artifact, CUDA graphs, IO binding: one row each per batch size, 100 steps, on
+#: CUDA.
 _SEQUENCE = (
-    ("pytorch-cudnn", "PyTorch cuDNN eager", "reference", False),
-    ("pytorch-cuda-graph", "PyTorch CUDA graph", "reference", False),
-    ("ort-cuda-plain", "ORT CUDA, session.run", "model.onnx", False),
-    ("ort-cuda-iobinding", "ORT CUDA, IO binding", "model.onnx", False),
-    ("ort-cuda-iobinding-graph", "ORT CUDA, IO binding + CUDA graph", "model.onnx", True),
-    ("ort-cuda-fp16", "ORT CUDA, FP16 artifact, IO binding", "model.fp16.onnx", False),
+    ("pytorch-cudnn", "PyTorch cuDNN eager", "reference", False, True),
+    ("pytorch-cuda-graph", "PyTorch CUDA graph", "reference", True, True),
+    ("ort-cuda-plain", "ORT CUDA, session.run", "model.onnx", False, False),
+    ("ort-cuda-iobinding", "ORT CUDA, IO binding", "model.onnx", False, True),
+    ("ort-cuda-iobinding-graph", "ORT CUDA, IO binding + CUDA graph", "model.onnx", True, True),
+    ("ort-cuda-fp16", "ORT CUDA, FP16 artifact, IO binding", "model.fp16.onnx", False, True),
 )
 
 
@@ -95,6 +91,8 @@ class Case:
     batch: int
     steps: int = 100
     cuda_graphs: bool = False
+    #: False: plain ``session.run`` on host arrays (ORT CUDA rows; see measure's Measurement).
+    io_binding: bool = True
 
     @property
     def runtime(self) -> str:
@@ -121,7 +119,8 @@ def acceptance_cases(batches: Sequence[int] = (1, 64)) -> list[Case]:
     TensorRT last (its engine build is the slowest and least certain)."""
 
     def sequence(batch: int) -> list[Case]:
-        return [Case(k, label, "cuda", a, batch, cuda_graphs=g) for k, label, a, g in _SEQUENCE]
+        return [Case(k, label, "cuda", a, batch, cuda_graphs=g, io_binding=io)
+                for k, label, a, g, io in _SEQUENCE]  # fmt: skip
 
     frames = [
         Case("ort-cpu-frame", "one frame, ORT CPU", "cpu", STREAM, 1, steps=1),
@@ -310,137 +309,23 @@ def torch_reason() -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
-# the two configurations measure.py has no path for
-
-
-def _facts(create_ms: float, provider: str, notes: list[str], **extra: Any) -> dict[str, Any]:
-    # The set-up facts measure's own rows carry, so every row has the same fields.
-    return {"session_create_ms": create_ms, "provider": provider, "placement": {},
-            "notes": notes, "io_binding": False, **extra}  # fmt: skip
-
-
-def _session_run(m: Measurement) -> Prepared:
-    """ORT through plain ``session.run`` on host arrays."""
-    from edgelstm.benchmarks.measure import Prepared, _inputs
-    from edgelstm.runtimes.feeds import input_specs
-    from edgelstm.runtimes.session import SessionConfig, open_session
-
-    started = time.perf_counter()
-    config = SessionConfig(providers=(m.provider,), intra_op_threads=m.threads)
-    opened = open_session(Path(m.model), config)
-    create_ms = (time.perf_counter() - started) * 1000.0
-    spec = input_specs(opened.session)[0]
-    features = spec.shape[2]
-    if not isinstance(features, int):
-        raise InvalidInputError(f"{m.model}: the feature axis of `{spec.name}` is not fixed")
-    feeds = {spec.name: _inputs(m.batch, m.seq, features)}  # measure's seeded inputs
-    names = [o.name for o in opened.session.get_outputs()]
-    info = _facts(create_ms, opened.provider, list(opened.notes), placement=opened.placement)
-    return Prepared(lambda: opened.session.run(names, feeds), info)
-
-
-def _torch_cuda_graph(m: Measurement) -> Prepared:
-    """The checkpoint's forward captured once in a ``torch.cuda.CUDAGraph``, then replayed.
-
-    As in measure's eager row the input stays on the GPU and each call waits for the result.
-    """
-    import torch
-
-    from edgelstm.benchmarks.measure import Prepared, _inputs
-    from edgelstm.checkpoint import load_checkpoint
-
-    if not torch.cuda.is_available():
-        raise InvalidInputError("PyTorch here has no CUDA device")
-    torch.set_num_threads(m.threads)
-    device = torch.device("cuda", m.cuda_device)
-    started = time.perf_counter()
-    checkpoint = load_checkpoint(Path(m.model))
-    model = checkpoint.model.eval().to(device)
-    x = torch.from_numpy(_inputs(m.batch, m.seq, checkpoint.record.model.input_size)).to(device)
-    # Warm up on a side stream first (torch.cuda.graphs' recipe): cuDNN picks its kernels and
-    # allocates workspaces then, which it must not do during capture.
-    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.no_grad(), torch.cuda.stream(side):
-        for _ in range(3):
-            model(x)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        out = model(x)
-    create_ms = (time.perf_counter() - started) * 1000.0
-
-    def replay() -> object:
-        graph.replay()
-        torch.cuda.synchronize(device)
-        return out
-
-    return Prepared(replay, _facts(create_ms, "cuda", ["captured once at this fixed shape"]))
-
-
-def time_custom(key: str, m: Measurement) -> dict[str, Any]:
-    """Prepare a :data:`CUSTOM` row and time it with measure's warm-up and timing loops."""
-    from edgelstm.benchmarks.measure import _peak_rss_mb, _time_calls, _warm, finish_row
-
-    prepared = (_torch_cuda_graph if key == "pytorch-cuda-graph" else _session_run)(m)
-    _warm(prepared, m)
-    samples = _time_calls(prepared, count=m.iterations or 1)
-    return {**finish_row(m, prepared.info, samples), "peak_rss_mb": _peak_rss_mb()}
-
-
-def _custom_worker(connection: Any, key: str, m: Measurement) -> None:
-    """Worker process: one :func:`time_custom` row, or the error, sent to the parent."""
-    try:
-        connection.send(("row", time_custom(key, m)))
-    except Exception as exc:  # the parent turns it into a failed row
-        known = isinstance(exc, EdgeLSTMError)  # its message already says what to do
-        connection.send(("error", str(exc) if known else f"{type(exc).__name__}: {exc}"))
-    finally:
-        connection.close()
+# one row
 
 
 def measure_case(
     case: Case, folder: Path, iterations: int, warmup: int, timeout_s: float
 ) -> dict[str, Any]:
-    """Time ``case`` in a fresh process: measure_isolated, or a spawned worker for CUSTOM rows.
+    """Time ``case`` in a fresh process with :func:`~edgelstm.benchmarks.measure.measure_isolated`.
 
-    A worker that dies (a crash in CUDA-graph capture) ends the row at once, not at the
-    timeout: its end of the pipe closes, so the poll returns and the receive fails.
+    A worker that dies (a crash in CUDA-graph capture) ends the row at once, not at the timeout.
     """
-    import importlib
-    import multiprocessing
-
     from edgelstm.benchmarks.measure import Measurement, measure_isolated
 
     m = Measurement(str(folder / case.artifact), case.runtime, case.provider, case.precision,
                     case.mode, case.batch, case.steps, threads=1, warmup=warmup,
-                    iterations=iterations, cuda_graphs=case.cuda_graphs)  # fmt: skip
-    if case.key not in CUSTOM:
-        return measure_isolated(m, timeout_s=timeout_s)
-    # By its importable name: under `python -m` this module is __main__, which pickles badly.
-    worker = importlib.import_module("edgelstm.benchmarks.gpu_acceptance")._custom_worker
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=worker, args=(send, case.key, m), daemon=True)
-    process.start()
-    send.close()
-    try:
-        if not receive.poll(timeout_s):
-            raise InvalidInputError(f"{case.key}: no result within {timeout_s:.0f} s")
-        status, payload = receive.recv()
-    except EOFError:
-        process.join(5)
-        died = f"the worker process died (exit code {process.exitcode})"
-        raise InvalidInputError(f"{case.key}: {died}") from None
-    finally:
-        if process.is_alive():
-            process.kill()
-        process.join(5)
-        receive.close()
-    if status == "error":
-        raise InvalidInputError(payload)
-    row: dict[str, Any] = payload
-    return row
+                    iterations=iterations, cuda_graphs=case.cuda_graphs,
+                    io_binding=case.io_binding)  # fmt: skip
+    return measure_isolated(m, timeout_s=timeout_s)
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,6 +49,14 @@ class Measurement:
     checkpoint folder; ``precision`` ``fp32`` or ``int8`` for ``torch.ao`` dynamic
     quantization). ``mode`` ``sequence`` times ``[batch, seq, features]`` calls; ``streaming``
     times ``[batch, chunk, features]`` pushes that carry the recurrent state.
+
+    ``cuda_graphs`` on onnxruntime captures the session's graph (CUDA and TensorRT providers);
+    on torch it captures the forward in a ``torch.cuda.CUDAGraph`` (``cuda`` sequence rows
+    only). ``io_binding`` is for ``cuda``/``tensorrt`` sequence rows: True binds the input and
+    outputs to device buffers (:class:`~edgelstm.runtimes.execution.DeviceRunner`), False
+    times plain ``session.run`` on host arrays, the way ``edgelstm run`` calls the model. It is
+    ignored for other providers (they always take ``session.run``) and for streaming rows
+    (the streaming session binds its host buffers itself).
     """
 
     model: str
@@ -65,6 +73,7 @@ class Measurement:
     fallback: bool = False
     cuda_graphs: bool = False
     cuda_device: int = 0
+    io_binding: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +128,12 @@ def _onnx(m: Measurement) -> Prepared:
     from edgelstm.runtimes.session import SessionConfig, open_session
     from edgelstm.runtimes.streaming import StreamingSession
 
+    if m.cuda_graphs and not m.io_binding:
+        # ONNX Runtime replays a captured graph only on the device buffers bound to it.
+        raise InvalidInputError(
+            f"{m.model}: ONNX Runtime CUDA graphs run through IO binding; drop cuda_graphs or "
+            "keep io_binding"
+        )
     # With fallback the session config itself ends on the CPU when the provider is unusable.
     config = SessionConfig(
         providers=(m.provider,),
@@ -145,6 +160,8 @@ def _onnx(m: Measurement) -> Prepared:
     # Streaming graphs run whole sequences from zero state.
     feeds = {x_spec.name: x, **zero_state(specs[1:], m.batch)}
     names = [o.name for o in opened.session.get_outputs()]
+    # The provider that really opened decides: a fallback to the CPU has nothing to bind.
+    bind = m.io_binding and opened.provider in ("cuda", "tensorrt")
     run: Callable[[], object]
     if m.mode == "streaming":
 
@@ -152,7 +169,7 @@ def _onnx(m: Measurement) -> Prepared:
             return stream.push(x)
 
         run = push
-    elif opened.provider in ("cuda", "tensorrt"):
+    elif bind:
         runner = DeviceRunner(opened, feeds)
 
         def run_device() -> object:
@@ -171,7 +188,7 @@ def _onnx(m: Measurement) -> Prepared:
         "device": opened.device,
         "placement": dict(opened.placement),
         "notes": list(opened.notes),
-        "io_binding": m.mode == "streaming" or opened.provider in ("cuda", "tensorrt"),
+        "io_binding": m.mode == "streaming" or bind,
     }
     return Prepared(run, info)
 
@@ -183,6 +200,11 @@ def _torch(m: Measurement) -> Prepared:
 
     from edgelstm.checkpoint import load_checkpoint
 
+    if m.cuda_graphs and (m.provider != "cuda" or m.mode != "sequence"):
+        raise InvalidInputError(
+            f"cuda_graphs for torch captures a whole-sequence forward on CUDA; this row is "
+            f"{m.mode} on {m.provider} (use provider cuda and mode sequence, or drop cuda_graphs)"
+        )
     torch.set_num_threads(m.threads)
     started = time.perf_counter()
     checkpoint = load_checkpoint(Path(m.model))
@@ -212,6 +234,7 @@ def _torch(m: Measurement) -> Prepared:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    notes: list[str] = []
     run: Callable[[], object]
     if m.mode == "streaming":
         from edgelstm.exporters.graphs import state_shapes
@@ -230,6 +253,12 @@ def _torch(m: Measurement) -> Prepared:
             return result
 
         run = step
+    elif m.cuda_graphs:
+        capture_started = time.perf_counter()
+        run = _captured_forward(model, x, device)
+        # Set-up, as a deployment would pay it once before its first call.
+        create_ms += (time.perf_counter() - capture_started) * 1000.0
+        notes.append("torch.cuda.CUDAGraph captured once at this fixed shape, then replayed")
     else:
 
         def forward() -> object:
@@ -245,7 +274,7 @@ def _torch(m: Measurement) -> Prepared:
         "session_create_ms": create_ms,
         "provider": m.provider,
         "placement": {},
-        "notes": [],
+        "notes": notes,
         "io_binding": False,
     }
 
@@ -259,6 +288,34 @@ def _torch(m: Measurement) -> Prepared:
     prepared = Prepared(run, info, before)
     info["_finish"] = finish
     return prepared
+
+
+def _captured_forward(model: Any, x: Any, device: Any) -> Callable[[], object]:
+    """``model(x)`` captured once in a ``torch.cuda.CUDAGraph``; each call replays it and waits.
+
+    The input stays in its device buffer, as in the eager CUDA row, so each replay computes
+    the same numbers an eager forward of ``x`` would.
+    """
+    import torch
+
+    # Warm up on a side stream first (torch.cuda.graphs' recipe): cuDNN picks its kernels and
+    # allocates workspaces then, which it must not do during capture.
+    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.no_grad(), torch.cuda.stream(side):
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        out = model(x)
+
+    def replay() -> object:
+        graph.replay()
+        torch.cuda.synchronize(device)
+        return out
+
+    return replay
 
 
 def prepare(m: Measurement) -> Prepared:

@@ -1,8 +1,8 @@
 """The GPU acceptance command without a GPU: its clean refusal, its writers, its budget.
 
 The measurements themselves need a GPU; here the pure parts are tested (planning on a fake
-clock, the Markdown and JSON from a hand-made document) plus the custom timing path on the
-CPU provider. No test asserts a time.
+clock, the Markdown and JSON from a hand-made document) plus a plain ``session.run`` row
+through measure's isolated path on the CPU provider. No test asserts a time.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from conftest import needs_no_cuda
 from onnx import TensorProto, helper
 
 from edgelstm.benchmarks import gpu_acceptance as ga
-from edgelstm.benchmarks.measure import Measurement
+from edgelstm.benchmarks.measure import Measurement, measure, prepare
+from edgelstm.errors import InvalidInputError
 from edgelstm.hardware import GpuInfo
 from edgelstm.runtimes.providers import PROVIDERS, ProbeResult
 
@@ -106,7 +108,9 @@ def test_cases_cover_every_configuration_tensorrt_last() -> None:
     frames = [c for c in cases if c.mode == "streaming"]
     assert [(c.provider, c.batch, c.steps) for c in frames] == [("cpu", 1, 1), ("cuda", 1, 1)]
     assert [c.key for c in cases[-2:]] == ["ort-tensorrt", "ort-tensorrt"]
-    assert [c.key for c in cases if c.cuda_graphs] == ["ort-cuda-iobinding-graph"] * 2
+    graphs = ["ort-cuda-iobinding-graph", "pytorch-cuda-graph"]
+    assert sorted(c.key for c in cases if c.cuda_graphs) == sorted(graphs * 2)
+    assert [c.key for c in cases if not c.io_binding] == ["ort-cuda-plain"] * 2
     assert {c.runtime for c in cases if c.key.startswith("pytorch")} == {"torch"}
     assert set(ga.H200_TURN1) <= set(keys)
 
@@ -289,18 +293,44 @@ def test_markdown_says_why_the_tests_and_probe_did_not_run() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# the custom timing path (plain session.run), on the CPU provider here
+# rows through measure (the CPU provider here) and the CUDA-graph settings it refuses
 
 
-def test_plain_session_run_rows_are_timed_by_measure_in_a_spawned_worker(
+def test_plain_session_run_rows_go_through_measure_isolated(
     tiny_sequence_model: Path,
 ) -> None:
-    case = ga.Case("ort-cuda-plain", "plain", "cpu", tiny_sequence_model.name, 2, steps=4)
+    case = ga.Case("ort-cuda-plain", "plain", "cpu", tiny_sequence_model.name, 2, steps=4,
+                   io_binding=False)  # fmt: skip
     row = ga.measure_case(case, tiny_sequence_model.parent, 3, 1, timeout_s=120)
     assert row["count"] == 3
     assert row["provider"] == "cpu" and row["io_binding"] is False
     assert row["p50_ms"] <= row["p99_ms"]
     assert row["peak_rss_mb"] is None or row["peak_rss_mb"] > 0
+    m = Measurement(str(tiny_sequence_model), "onnxruntime", "cpu", "fp32", "sequence", 2, 4, 1,
+                    warmup=0, iterations=2, io_binding=False)  # fmt: skip
+    in_process = measure(m)
+    assert in_process["count"] == 2 and in_process["io_binding"] is False
+
+
+@pytest.mark.parametrize(("provider", "mode"), [("cpu", "sequence"), ("cuda", "streaming")])
+def test_torch_cuda_graphs_off_cuda_or_streaming_are_refused(
+    tmp_path: Path, provider: str, mode: str
+) -> None:
+    m = Measurement(str(tmp_path / "no-checkpoint"), "torch", provider, "fp32", mode, 1, 4, 1,
+                    cuda_graphs=True)  # fmt: skip
+    with pytest.raises(InvalidInputError) as info:
+        measure(m)
+    assert str(info.value) == (
+        f"cuda_graphs for torch captures a whole-sequence forward on CUDA; this row is {mode} on "
+        f"{provider} (use provider cuda and mode sequence, or drop cuda_graphs)"
+    )
+
+
+def test_ort_cuda_graphs_without_io_binding_are_refused(tiny_sequence_model: Path) -> None:
+    m = Measurement(str(tiny_sequence_model), "onnxruntime", "cuda", "fp32", "sequence", 1, 4, 1,
+                    cuda_graphs=True, io_binding=False)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="CUDA graphs run through IO binding"):
+        measure(m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,16 +342,17 @@ def test_torch_cuda_graph_replays_the_eager_output(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="torch is not installed")
     if not torch.cuda.is_available():
         pytest.skip(f"torch {torch.__version__} sees no CUDA device")
-    from edgelstm.benchmarks.reference import reference_checkpoint, reference_model
+    from edgelstm.benchmarks.reference import reference_checkpoint
 
     run = reference_checkpoint(tmp_path / "reference")
-    m = Measurement(str(run), "torch", "cuda", "fp32", "sequence", 2, 10, 1)
-    prepared = ga._torch_cuda_graph(m)
+    m = Measurement(str(run), "torch", "cuda", "fp32", "sequence", 2, 10, 1, warmup=2,
+                    cuda_graphs=True)  # fmt: skip
+    prepared = prepare(m)  # capture, first call and warm-up replays
+    assert any("captured once at this fixed shape" in n for n in prepared.info["notes"])
     replayed = prepared.call()
     assert isinstance(replayed, torch.Tensor)
-    from edgelstm.benchmarks.measure import _inputs
-
-    x = torch.from_numpy(_inputs(2, 10, 40)).cuda()
-    with torch.no_grad():
-        eager = reference_model().cuda()(x)
+    # The eager row of the same Measurement runs the same seeded input.
+    eager = prepare(replace(m, cuda_graphs=False)).call()
     torch.testing.assert_close(replayed, eager, atol=1e-5, rtol=1e-4)
+    row = measure(replace(m, iterations=3))
+    assert row["count"] == 3 and row["provider"] == "cuda" and row["io_binding"] is False
