@@ -120,8 +120,7 @@ class ChunkScorer:
     def __init__(self, meta: ModelMetadata, where: Path | str) -> None:
         if meta.task not in ("classify", "anomaly"):
             raise InvalidInputError(
-                f"{where}: streaming supports classify and anomaly models; this one is "
-                f"{meta.task}"
+                f"{where}: streaming supports classify and anomaly models; this one is {meta.task}"
             )
         self.task = meta.task
         self.labels = class_names(meta) if meta.task == "classify" else ()
