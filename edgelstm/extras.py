@@ -28,6 +28,9 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "aeon": "data",
     "matplotlib": "plot",
     "onnxruntime": "cpu",
+    "uvicorn": "serve",
+    "starlette": "serve",
+    "websockets": "serve",
 }
 
 

@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from edgelstm.cli import benchmark, export, inference, providers, train
+from edgelstm.cli import benchmark, export, inference, providers, serve, train
 from edgelstm.cli.app import app, state
 from edgelstm.errors import EdgeLSTMError
 from edgelstm.extras import missing_dependency, missing_module
@@ -30,6 +30,7 @@ for _name, _command in (
     ("quantize", export.quantize),
     ("providers", providers.providers),
     ("run", inference.run_command),
+    ("serve", serve.serve),
     ("benchmark", benchmark.benchmark),
     ("quickstart", benchmark.quickstart),
 ):

@@ -1,0 +1,108 @@
+"""``edgelstm serve``: a streaming inference server that batches frames across streams.
+
+Many sensors stream frames to one gateway; calling the model once per message wastes most of
+each call on overhead. The server keeps every stream's recurrent state in a table and runs
+frames from many streams in one batched ONNX Runtime call (:mod:`.batcher`), behind HTTP
+and WebSocket routes (:mod:`.app`) served by uvicorn. A stream's rows are exactly the rows
+``edgelstm run MODEL --stream --chunk K`` prints for the same frames.
+
+Example::
+
+    >>> from edgelstm.runtimes.serve import create_app, ServeLimits
+    >>> app = create_app("jv.stream.onnx", limits=ServeLimits(max_batch=32))  # doctest: +SKIP
+
+or from the shell::
+
+    edgelstm serve jv.stream.onnx --port 8000 --max-batch 64 --max-delay-ms 2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from edgelstm.runtimes.artifact import Artifact
+    from edgelstm.runtimes.session import SessionConfig
+
+__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "create_app", "serve"]
+
+
+def create_app(
+    model: Artifact | Path | str,
+    *,
+    session: SessionConfig | None = None,
+    limits: ServeLimits | None = None,
+) -> Starlette:
+    """The ASGI app (see :func:`edgelstm.runtimes.serve.app.create_app`)."""
+    from edgelstm.runtimes.serve.app import create_app as build
+
+    return build(model, session=session, limits=limits)
+
+
+def _server_class(uvicorn: Any) -> Any:
+    class Server(uvicorn.Server):  # type: ignore[misc, name-defined]
+        """uvicorn's server, but a clean SIGTERM/SIGINT shutdown exits 0.
+
+        uvicorn re-raises the signal once its graceful shutdown is done, so the process
+        would die by it (exit 143 for SIGTERM) even after finishing every request; a
+        supervisor would log a crash. Here the signal only starts the shutdown.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            wanted = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in wanted}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def serve(
+    model: Artifact | Path | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    session: SessionConfig | None = None,
+    limits: ServeLimits | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    graceful_timeout_s: int = 10,
+) -> None:
+    """Serve ``model`` with uvicorn until SIGINT/SIGTERM, then finish in-flight work and return.
+
+    ``on_ready`` gets one line saying where the server listens, once the model is open.
+    """
+    from edgelstm.extras import missing_dependency
+
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise missing_dependency(exc, "edgelstm serve") from exc
+    limits = limits or ServeLimits()
+    app = create_app(model, session=session, limits=limits)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ws_max_size=limits.max_body_bytes,
+        # SIGTERM: stop accepting, let in-flight requests finish for this long, then exit.
+        timeout_graceful_shutdown=graceful_timeout_s,
+    )
+    server = _server_class(uvicorn)(config)
+    if on_ready is not None:
+        on_ready(f"http://{host}:{port}")
+    server.run()

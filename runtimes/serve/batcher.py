@@ -1,0 +1,511 @@
+"""The sequence batcher: frames from many streams, one ONNX Runtime call per batch.
+
+Each stream owns one row (a *slot*) of a preallocated state table. A request's chunk waits in
+its stream's queue; the batcher takes the head chunk of up to ``max_batch`` ready streams
+whose chunks have the same length (a batched call needs one ``[batch, frames, features]``
+tensor, and padding would run the LSTM over frames that were never sent), gathers their state
+rows, runs the streaming export once, scatters the new state back and scores each stream's
+rows with its own :class:`~edgelstm.runtimes.stream.ChunkScorer` (the rows ``run --stream``
+prints). A stream has at most one chunk in flight, so its chunks run in the order they came.
+
+The model runs on one worker thread (ONNX Runtime releases the GIL), so the event loop keeps
+parsing requests while a batch computes: the chunks that arrive meanwhile form the next batch.
+When the worker is idle, the first ready chunk waits at most ``max_delay_ms`` for company.
+
+Everything is bounded: streams (``max_streams``), frames per request, frames queued per stream
+and in total; past a bound a request is refused at once (:class:`RequestRejected`), never
+queued without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgelstm.errors import EdgeLSTMError, InvalidInputError
+from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.run import stored_normalization
+from edgelstm.runtimes.serve.metrics import ServerMetrics
+from edgelstm.runtimes.session import OpenedSession
+from edgelstm.runtimes.stream import ChunkScorer
+from edgelstm.tasks import normalize
+
+__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "StateTable"]
+
+#: Longest stream id accepted: ids are kept per stream, so their size is bounded too.
+MAX_STREAM_ID = 128
+
+
+class RequestRejected(EdgeLSTMError):
+    """A request the server refuses: the HTTP ``status``, a metrics ``reason`` and, for
+    overload, how many seconds to wait before retrying."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The server's bounds and batching policy (``edgelstm serve`` flags).
+
+    ``max_batch`` streams per model call; ``max_delay_ms`` how long a ready chunk may wait
+    for others when the model is idle; streams idle for ``idle_timeout_s`` are evicted and
+    their state freed. Queues are bounded per stream and in total, in frames.
+    """
+
+    max_streams: int = 1024
+    max_batch: int = 64
+    max_delay_ms: float = 2.0
+    idle_timeout_s: float = 300.0
+    max_frames_per_request: int = 1000
+    max_queued_frames_per_stream: int = 4000
+    max_queued_frames: int = 200_000
+    max_body_bytes: int = 4 * 2**20
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_streams",
+            "max_batch",
+            "max_frames_per_request",
+            "max_queued_frames_per_stream",
+            "max_queued_frames",
+            "max_body_bytes",
+        ):
+            if getattr(self, name) < 1:
+                flag = name.replace("_", "-")
+                raise InvalidInputError(f"--{flag} must be >= 1, got {getattr(self, name)}")
+        if self.max_delay_ms < 0:
+            raise InvalidInputError(f"--max-delay-ms must be >= 0, got {self.max_delay_ms}")
+        if self.idle_timeout_s <= 0:
+            raise InvalidInputError(f"--idle-timeout must be > 0, got {self.idle_timeout_s}")
+        if self.max_queued_frames_per_stream < self.max_frames_per_request:
+            raise InvalidInputError(
+                "the per-stream queue must hold at least one request: max queued frames per "
+                f"stream {self.max_queued_frames_per_stream} < max frames per request "
+                f"{self.max_frames_per_request}"
+            )
+
+
+class StateTable:
+    """Recurrent state of up to ``capacity`` streams, one row (slot) each, preallocated.
+
+    ``shapes`` are the metadata's state shapes (``[layers, "batch", hidden]``; a conv front
+    end's ``frames`` state too): the symbolic axis is the batch axis the slots index.
+    """
+
+    def __init__(self, shapes: dict[str, list[Any]], capacity: int) -> None:
+        self.axes = {name: _batch_axis(name, shape) for name, shape in shapes.items()}
+        self.arrays = {
+            name: np.zeros(
+                [capacity if i == self.axes[name] else int(d) for i, d in enumerate(shape)],
+                np.float32,
+            )
+            for name, shape in shapes.items()
+        }
+
+    def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The state of ``slots``, stacked along the batch axis in that order (a copy)."""
+        return {
+            name: np.ascontiguousarray(np.take(array, slots, axis=self.axes[name]))
+            for name, array in self.arrays.items()
+        }
+
+    def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Write each batch row of ``state`` back to its slot."""
+        for name, array in self.arrays.items():
+            index: list[Any] = [slice(None)] * array.ndim
+            index[self.axes[name]] = slots
+            array[tuple(index)] = state[name]
+
+    def zero(self, slot: int) -> None:
+        """A fresh stream in ``slot``: zero state, like a new :class:`StreamingSession`."""
+        for name, array in self.arrays.items():
+            index: list[Any] = [slice(None)] * array.ndim
+            index[self.axes[name]] = slot
+            array[tuple(index)] = 0.0
+
+
+def _batch_axis(name: str, shape: list[Any]) -> int:
+    symbolic = [i for i, d in enumerate(shape) if isinstance(d, str)]
+    if len(symbolic) != 1:
+        raise InvalidInputError(
+            f"state `{name}` has shape {shape}: the server needs exactly one symbolic (batch) "
+            "axis; export the model again with `edgelstm export --streaming`"
+        )
+    return symbolic[0]
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """One request's frames (normalised) and the future its rows go to."""
+
+    stream: _Stream
+    x: np.ndarray
+    future: asyncio.Future[list[dict[str, Any]]]
+    queued_at: float
+    taken: bool = False
+
+
+@dataclass(eq=False)
+class _Stream:
+    id: str
+    slot: int
+    scorer: ChunkScorer
+    queue: deque[_Chunk] = field(default_factory=deque)
+    busy: bool = False
+    last_seen: float = 0.0
+    queued_frames: int = 0
+    closing: bool = False
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SequenceBatcher:
+    """Streams, their state and the batched model calls (see the module docstring).
+
+    Create it inside the event loop that serves requests; :meth:`start` launches the batching
+    and eviction tasks, :meth:`close` finishes queued chunks and stops them.
+    """
+
+    def __init__(
+        self,
+        opened: OpenedSession,
+        meta: ModelMetadata,
+        limits: ServeLimits,
+        metrics: ServerMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if meta.variant != "streaming" or not meta.state:
+            raise InvalidInputError(
+                f"{opened.path} is a {meta.variant} model without state inputs; serve a "
+                "streaming export (`edgelstm export RUN_DIR --streaming`)"
+            )
+        ChunkScorer(meta, opened.path)  # refuses tasks that cannot stream, before serving
+        self.opened = opened
+        self.meta = meta
+        self.limits = limits
+        self.metrics = metrics or ServerMetrics()
+        self.clock = clock
+        self.num_features = len(meta.feature_names) or _feature_count(opened)
+        self.chunk_multiple = meta.stream_chunk_multiple
+        self._norm = stored_normalization(meta, opened.path)
+        self._table = StateTable(dict(meta.state), limits.max_streams)
+        self._free = list(range(limits.max_streams - 1, -1, -1))
+        self._streams: dict[str, _Stream] = {}
+        self._ready: deque[_Stream] = deque()
+        self._queued_frames = 0
+        self._wake = asyncio.Event()
+        self._output_names = [o.name for o in opened.session.get_outputs()]
+        self._state_outputs = [f"{name}_out" for name in meta.state]
+        # One worker: the model call (and the numpy around it) leaves the event loop free.
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="edgelstm-batcher")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Launch the batching loop and the idle-stream eviction (in the running loop)."""
+        self._tasks = [
+            asyncio.create_task(self._batch_loop(), name="edgelstm-batcher"),
+            asyncio.create_task(self._evict_loop(), name="edgelstm-evict"),
+        ]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not self._closing
+
+    async def close(self) -> None:
+        """Refuse new chunks, let queued and in-flight ones finish, then stop."""
+        self._closing = True
+        while self._ready or any(s.busy for s in self._streams.values()):
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._worker.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ requests
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def queued_frames(self) -> int:
+        return self._queued_frames
+
+    def check_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Frames in original units ``[k, features]`` as float64, or RequestRejected (4xx)."""
+        if frames.ndim != 2 or frames.shape[0] == 0:
+            raise RequestRejected(
+                422, "bad_frames",
+                f"frames must be a non-empty list of frames, each a list of "
+                f"{self.num_features} numbers; got an array of shape {list(frames.shape)}",
+            )  # fmt: skip
+        k, width = frames.shape
+        if width != self.num_features:
+            raise RequestRejected(
+                422, "bad_width",
+                f"each frame must hold {self.num_features} values (the model's features), "
+                f"got {width}",
+            )  # fmt: skip
+        if k > self.limits.max_frames_per_request:
+            raise RequestRejected(
+                413, "too_many_frames",
+                f"{k} frames in one request; send at most {self.limits.max_frames_per_request} "
+                "per request",
+            )  # fmt: skip
+        if k % self.chunk_multiple:
+            raise RequestRejected(
+                422, "bad_chunk",
+                f"{k} frames: this model reads one step per {self.chunk_multiple} frames, send "
+                f"a multiple of {self.chunk_multiple} per request",
+            )  # fmt: skip
+        if not np.isfinite(frames).all():
+            raise RequestRejected(
+                422, "nonfinite",
+                "frames contain NaN or Inf; they would poison the stream's recurrent state",
+            )  # fmt: skip
+        return frames.astype(np.float64, copy=False)
+
+    async def submit(self, stream_id: str, frames: np.ndarray) -> list[dict[str, Any]]:
+        """Queue ``frames`` for ``stream_id`` (a new id starts a stream with zero state) and
+        return its rows once its batch ran. Cancelling before the batch took the chunk
+        withdraws it: the stream's state then never saw those frames."""
+        if self._closing:
+            raise RequestRejected(503, "shutting_down", "the server is shutting down", 1.0)
+        if not 0 < len(stream_id) <= MAX_STREAM_ID:
+            raise RequestRejected(
+                400, "bad_stream_id", f"stream ids are 1 to {MAX_STREAM_ID} characters long"
+            )
+        frames = self.check_frames(frames)
+        k = len(frames)
+        stream = self._streams.get(stream_id) or self._open_stream(stream_id)
+        if stream.closing:
+            raise RequestRejected(409, "stream_closing", f"stream {stream_id!r} is being ended")
+        if stream.queued_frames + k > self.limits.max_queued_frames_per_stream:
+            raise RequestRejected(
+                429, "stream_queue_full",
+                f"stream {stream_id!r} already has {stream.queued_frames} frames queued (limit "
+                f"{self.limits.max_queued_frames_per_stream}); wait for its replies before "
+                "sending more",
+                retry_after=1.0,
+            )  # fmt: skip
+        if self._queued_frames + k > self.limits.max_queued_frames:
+            raise RequestRejected(
+                503, "overloaded",
+                f"the server has {self._queued_frames} frames queued (limit "
+                f"{self.limits.max_queued_frames}); retry shortly",
+                retry_after=1.0,
+            )  # fmt: skip
+        now = self.clock()
+        chunk = _Chunk(
+            stream,
+            normalize(frames, self._norm),
+            asyncio.get_running_loop().create_future(),
+            time.perf_counter(),
+        )
+        stream.queue.append(chunk)
+        stream.queued_frames += k
+        stream.last_seen = now
+        stream.idle.clear()
+        self._queued_frames += k
+        if not stream.busy and len(stream.queue) == 1:
+            self._ready.append(stream)
+            self._wake.set()
+        try:
+            return await chunk.future
+        except asyncio.CancelledError:
+            if not chunk.taken:
+                self._withdraw(chunk)
+            raise
+
+    def _open_stream(self, stream_id: str) -> _Stream:
+        if not self._free:
+            raise RequestRejected(
+                429, "too_many_streams",
+                f"the server holds {self.limits.max_streams} streams (--max-streams); end one "
+                "with DELETE /v1/streams/{id} or wait for idle ones to be evicted",
+                retry_after=1.0,
+            )  # fmt: skip
+        slot = self._free.pop()
+        self._table.zero(slot)
+        stream = _Stream(stream_id, slot, ChunkScorer(self.meta, self.opened.path))
+        stream.idle.set()
+        self._streams[stream_id] = stream
+        self.metrics.streams_opened += 1
+        return stream
+
+    def _withdraw(self, chunk: _Chunk) -> None:
+        stream = chunk.stream
+        if chunk in stream.queue:
+            stream.queue.remove(chunk)
+            self._dequeued(stream, len(chunk.x))
+            self.metrics.reject("client_gone")
+        if not stream.queue and stream in self._ready:
+            self._ready.remove(stream)
+        if not stream.queue and not stream.busy:
+            stream.idle.set()
+
+    def _dequeued(self, stream: _Stream, frames: int) -> None:
+        stream.queued_frames -= frames
+        self._queued_frames -= frames
+
+    async def end(self, stream_id: str, *, reset: bool = False) -> None:
+        """End a stream (free its slot) or, with ``reset``, keep it with zero state. Chunks
+        still queued are refused (409); one in flight finishes first."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise RequestRejected(
+                404, "unknown_stream",
+                f"no stream {stream_id!r} (never started, already ended, or evicted when idle)",
+            )  # fmt: skip
+        stream.closing = True
+        for chunk in list(stream.queue):
+            stream.queue.remove(chunk)
+            self._dequeued(stream, len(chunk.x))
+            if not chunk.future.done():
+                chunk.future.set_exception(
+                    RequestRejected(409, "stream_closing", f"stream {stream_id!r} was ended")
+                )
+        if stream in self._ready:
+            self._ready.remove(stream)
+        if stream.busy:
+            await stream.idle.wait()
+        if reset:
+            self._table.zero(stream.slot)
+            stream.scorer.reset()
+            stream.closing = False
+            return
+        self._free_stream(stream)
+
+    def _free_stream(self, stream: _Stream) -> None:
+        del self._streams[stream.id]
+        self._free.append(stream.slot)
+        self.metrics.streams_closed += 1
+
+    # ------------------------------------------------------------------ batching
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.limits.max_delay_ms / 1000.0
+        while True:
+            if not self._ready:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # An idle model: let the first chunk wait (at most max_delay_ms) for others.
+            oldest = self._ready[0].queue[0].queued_at
+            wait = delay - (time.perf_counter() - oldest)
+            if wait > 0 and len(self._ready) < self.limits.max_batch and not self._closing:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            batch = self._take_batch()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            for chunk in batch:
+                self.metrics.queue_delay.observe(started - chunk.queued_at)
+            try:
+                results = await loop.run_in_executor(self._worker, self._compute, batch)
+            except Exception as exc:  # a model failure fails this batch, not the server
+                message = f"the model failed on this batch: {str(exc).splitlines()[0][:300]}"
+                results = [RequestRejected(500, "model_error", message)] * len(batch)
+            self.metrics.batch_size.observe(len(batch))
+            self._finish(batch, results)
+
+    def _take_batch(self) -> list[_Chunk]:
+        """Head chunks of up to ``max_batch`` ready streams with the oldest's length."""
+        length = len(self._ready[0].queue[0].x)
+        batch: list[_Chunk] = []
+        keep: deque[_Stream] = deque()
+        while self._ready and len(batch) < self.limits.max_batch:
+            stream = self._ready.popleft()
+            if not stream.queue:
+                continue
+            if len(stream.queue[0].x) != length:
+                keep.append(stream)
+                continue
+            chunk = stream.queue.popleft()
+            chunk.taken = True
+            stream.busy = True
+            self._dequeued(stream, len(chunk.x))
+            batch.append(chunk)
+        keep.extend(self._ready)
+        self._ready = keep
+        return batch
+
+    def _compute(self, batch: list[_Chunk]) -> list[Any]:
+        """Worker thread: gather state, one model call, scatter state, score each stream."""
+        slots = np.fromiter((c.stream.slot for c in batch), np.int64, len(batch))
+        x = np.stack([c.x for c in batch]).astype(np.float32)
+        outputs = self.opened.session.run(self._output_names, {"x": x, **self._table.gather(slots)})
+        named = dict(zip(self._output_names, outputs, strict=True))
+        self._table.scatter(slots, {name: named[f"{name}_out"] for name in self.meta.state})
+        task_output = named[self._output_names[0]]
+        return [c.stream.scorer.rows(c.x, task_output[i]) for i, c in enumerate(batch)]
+
+    def _finish(self, batch: list[_Chunk], results: list[Any]) -> None:
+        now = self.clock()
+        finished = time.perf_counter()
+        for chunk, result in zip(batch, results, strict=True):
+            stream = chunk.stream
+            stream.busy = False
+            stream.last_seen = now
+            if not chunk.future.done():  # the client may have gone meanwhile
+                if isinstance(result, Exception):
+                    chunk.future.set_exception(result)
+                else:
+                    chunk.future.set_result(result)
+                    self.metrics.frames += len(chunk.x)
+                    self.metrics.latency.observe(finished - chunk.queued_at)
+            if stream.queue and not stream.closing:
+                self._ready.append(stream)
+            elif not stream.queue:
+                stream.idle.set()
+
+    # ------------------------------------------------------------------ eviction
+
+    async def _evict_loop(self) -> None:
+        period = min(1.0, self.limits.idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            self.evict_idle()
+
+    def evict_idle(self) -> int:
+        """Free streams with nothing queued or running for ``idle_timeout_s``; how many."""
+        cutoff = self.clock() - self.limits.idle_timeout_s
+        idle = [
+            s
+            for s in self._streams.values()
+            if not s.busy and not s.queue and not s.closing and s.last_seen < cutoff
+        ]
+        for stream in idle:
+            self._free_stream(stream)
+        self.metrics.streams_evicted += len(idle)
+        return len(idle)
+
+
+def _feature_count(opened: OpenedSession) -> int:
+    shape = opened.session.get_inputs()[0].shape
+    if len(shape) != 3 or not isinstance(shape[2], int):
+        raise InvalidInputError(f"{opened.path}: the feature axis of `x` must be fixed")
+    return int(shape[2])

@@ -1,0 +1,137 @@
+"""The server's counters, histograms and latency quantiles, in Prometheus' text format.
+
+Prometheus scrapes ``GET /metrics`` and computes rates itself (``rate(edgelstm_frames_total
+[1m])`` is frames per second), so the server exports running totals and histograms; the
+latency quantiles come from the most recent observations (a bounded window), the way a
+Prometheus *summary* does. The format is the plain-text exposition format 0.0.4.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["Histogram", "LatencyWindow", "ServerMetrics"]
+
+#: Content type of :meth:`ServerMetrics.render`.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Histogram:
+    """Cumulative-bucket histogram: counts per upper bound, their sum and count."""
+
+    bounds: Sequence[float]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)  # the last bucket is +Inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        running = 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            running += count
+            label = "+Inf" if bound == float("inf") else f"{bound:g}"
+            lines.append(f'{name}_bucket{{le="{label}"}} {running}')
+        lines += [f"{name}_sum {self.total:.9g}", f"{name}_count {self.count}"]
+        return lines
+
+
+class LatencyWindow:
+    """The last ``size`` latencies and their quantiles (a Prometheus summary's view)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self.total = 0.0
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._values.append(seconds)
+            self.total += seconds
+            self.count += 1
+
+    def quantiles(self, qs: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[float, float]:
+        with self._lock:
+            values = sorted(self._values)
+        if not values:
+            return {}
+        return {q: values[min(len(values) - 1, int(q * len(values)))] for q in qs}
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
+        lines += [f'{name}{{quantile="{q:g}"}} {v:.9g}' for q, v in self.quantiles().items()]
+        lines += [f"{name}_sum {self.total:.9g}", f"{name}_count {self.count}"]
+        return lines
+
+
+class ServerMetrics:
+    """What ``/metrics`` exports; updated by the batcher and the request handlers."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.requests = 0
+        self.streams_opened = 0
+        self.streams_closed = 0
+        self.streams_evicted = 0
+        self.rejections: dict[str, int] = {}
+        self.batch_size = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.queue_delay = Histogram(
+            (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+        )
+        #: from the request's arrival at the batcher to its rows being ready
+        self.latency = LatencyWindow()
+
+    def reject(self, reason: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+    def render(self, *, active_streams: int, queued_frames: int) -> str:
+        """The exposition text."""
+        lines = [
+            "# HELP edgelstm_active_streams Streams holding state on the server.",
+            "# TYPE edgelstm_active_streams gauge",
+            f"edgelstm_active_streams {active_streams}",
+            "# HELP edgelstm_queued_frames Frames waiting for a model call.",
+            "# TYPE edgelstm_queued_frames gauge",
+            f"edgelstm_queued_frames {queued_frames}",
+            "# HELP edgelstm_frames_total Frames scored (rate() gives frames per second).",
+            "# TYPE edgelstm_frames_total counter",
+            f"edgelstm_frames_total {self.frames}",
+            "# HELP edgelstm_requests_total Frame requests received (HTTP and WebSocket).",
+            "# TYPE edgelstm_requests_total counter",
+            f"edgelstm_requests_total {self.requests}",
+            "# HELP edgelstm_streams_total Streams by how they began or ended.",
+            "# TYPE edgelstm_streams_total counter",
+            f'edgelstm_streams_total{{event="opened"}} {self.streams_opened}',
+            f'edgelstm_streams_total{{event="ended"}} {self.streams_closed}',
+            f'edgelstm_streams_total{{event="evicted"}} {self.streams_evicted}',
+            "# HELP edgelstm_rejections_total Requests refused, by reason.",
+            "# TYPE edgelstm_rejections_total counter",
+        ]
+        lines += [
+            f'edgelstm_rejections_total{{reason="{reason}"}} {count}'
+            for reason, count in sorted(self.rejections.items())
+        ]
+        lines += self.batch_size.render(
+            "edgelstm_batch_size", "Streams per model call (the sequence batcher's batches)."
+        )
+        lines += self.queue_delay.render(
+            "edgelstm_queue_delay_seconds", "Time a chunk waited before its model call."
+        )
+        lines += self.latency.render(
+            "edgelstm_latency_seconds",
+            "Server-side latency of a frame request, queue to rows (recent window).",
+        )
+        return "\n".join(lines) + "\n"
