@@ -1,0 +1,148 @@
+"""The serve load harness: a tiny load against a real ``edgelstm serve`` (both protocols) and
+its pure parts (saturation rule, metrics scraping, row comparison) on hand-made inputs.
+
+Wall-clock numbers are what the harness measures; no test asserts one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from edgelstm.benchmarks.serve_load import (
+    batch_sizes,
+    compare_rows,
+    failures,
+    main,
+    parse_metrics,
+    saturation,
+)
+
+if TYPE_CHECKING:
+    from edgelstm.training import TrainResult
+
+
+@pytest.fixture(scope="module")
+def stream_model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("uvicorn", reason="serve extra not installed (pip install -e .[serve])")
+    pytest.importorskip("websockets", reason="serve extra not installed")
+    from edgelstm.exporters.onnx import export
+
+    path = tmp_path_factory.mktemp("serve_load") / "tiny.stream.onnx"
+    export(trained_classify.out, path, streaming=True)
+    return path
+
+
+def _run(model: Path, out: Path, *extra: str) -> dict[str, Any]:
+    argv = ["--model", str(model), "--name", "tiny", "--out", str(out), "--streams", "3",
+            "--rate", "20", "--frames-per-request", "2", "--duration", "1", *extra]  # fmt: skip
+    assert main(argv) == 0
+    document: dict[str, Any] = json.loads((out / "serve_load_tiny.json").read_text())
+    return document
+
+
+@pytest.mark.parametrize(
+    ("flags", "label"),
+    [(["http"], "http"), (["ws", "--binary"], "ws-binary")],
+)
+def test_a_tiny_load_is_served_in_order_with_the_offline_rows(
+    stream_model: Path, tmp_path: Path, flags: list[str], label: str
+) -> None:
+    document = _run(stream_model, tmp_path, "--protocol", *flags)
+    (point,) = document["points"]
+    assert point["protocol"] == label
+    requests = point["requests"]
+    assert requests["ok"] == requests["scheduled"] == 3 * 10  # 1 s at 20 Hz, 2 frames each
+    assert requests["lost"] == requests["reordered"] == requests["rejected"] == 0
+    assert point["achieved_frames_per_s"] > 0 and point["latency_ms"]["p99"] is not None
+    # Three streams' rows equal an offline StreamingSession + ChunkScorer run on their frames.
+    check = point["correctness"]
+    assert check["passed"] and check["streams"] == 3 and check["chunks"] == 30
+    assert point["batch_size"]["calls"] >= 1 and sum(point["batch_size"]["histogram"].values())
+    assert point["after_load"] == {"ended": {"200": 3}, "healthz": 200, "request": 200, "ok": True}
+    assert point["exit_code"] == 0  # SIGTERM is a clean shutdown
+    assert point["rss_mb"]["samples"] and document["environment"]["cpu_flags"] is not None
+    assert document["saturation"][f"{point['protocol']}/batched"]["streams"] == 3
+    markdown = (tmp_path / "serve_load_tiny.md").read_text()
+    assert f"| {point['protocol']} | batched | 3 |" in markdown
+    assert document["command"].startswith("python -m edgelstm.benchmarks.serve_load --model")
+
+
+def test_streams_past_max_streams_are_refused_cleanly_and_the_server_serves_after(
+    stream_model: Path, tmp_path: Path
+) -> None:
+    # Over WebSocket with JSON text messages (the third message format).
+    document = _run(stream_model, tmp_path, "--protocol", "ws", "--max-streams", "2", "--baseline")
+    batched, baseline = document["points"]
+    assert (batched["variant"], baseline["variant"]) == ("batched", "baseline")
+    assert baseline["server_flags"] == ["--max-streams", "2", "--max-batch", "1"]
+    for point in (batched, baseline):
+        # One stream never gets a slot: each of its 10 requests is a 429, nothing else fails.
+        assert point["requests"]["rejected_by_status"] == {"429": 10}
+        assert point["requests"]["lost"] == point["requests"]["reordered"] == 0
+        assert point["server_rejections"] == {"too_many_streams": 10}
+        assert point["sustained_streams"] == 2
+        assert point["after_load"]["ok"] and point["exit_code"] == 0
+    assert baseline["batch_size"]["histogram"]["1"] == baseline["batch_size"]["calls"]
+    assert batched["protocol"] == "ws-json"
+    assert document["saturation"]["ws-json/batched"] == {
+        "streams": None, "first_failure": 3, "why": ["10 rejected"], "limit_ms": 50.0,
+    }  # fmt: skip
+
+
+def _point(streams: int, p99: float | None, **bad: int) -> dict[str, Any]:
+    requests = {"lost": 0, "reordered": 0, "rejected": 0, "unsent": 0, **bad}
+    return {"streams": streams, "latency_ms": {"p99": p99}, "requests": requests}
+
+
+def test_saturation_is_the_largest_count_served_before_the_first_failure() -> None:
+    points = [_point(750, 80.0), _point(100, 5.0), _point(500, 40.0), _point(250, 12.0)]
+    assert saturation(points) == {
+        "streams": 500, "first_failure": 750, "why": ["p99 80.0 ms > 50 ms"], "limit_ms": 50.0,
+    }  # fmt: skip
+    assert saturation(points, p99_limit_ms=30.0)["streams"] == 250
+    # A count served after a failure is noise, not capacity.
+    assert saturation([_point(100, 60.0), _point(250, 10.0)])["streams"] is None
+    assert saturation([])["streams"] is None
+
+
+@pytest.mark.parametrize("kind", ["lost", "reordered", "rejected", "unsent"])
+def test_any_lost_reordered_rejected_or_unsent_request_fails_a_point(kind: str) -> None:
+    assert failures(_point(250, 1.0, **{kind: 1})) == [f"1 {kind}"]
+    assert saturation([_point(100, 5.0), _point(250, 1.0, **{kind: 2})])["streams"] == 100
+
+
+def test_a_point_that_served_nothing_fails() -> None:
+    assert failures(_point(100, None, rejected=5)) == ["p99 None ms > 50 ms", "5 rejected"]
+
+
+def test_batch_sizes_are_the_difference_of_two_scrapes_of_the_servers_metrics() -> None:
+    from edgelstm.runtimes.serve.metrics import ServerMetrics
+
+    metrics = ServerMetrics()
+
+    def scrape() -> dict[str, float]:
+        return parse_metrics(metrics.render(active_streams=0, queued_frames=0))
+
+    for size in (1, 64):  # before the load: not counted
+        metrics.batch_size.observe(size)
+    before = scrape()
+    for size in (1, 2, 3, 4, 5, 64, 64, 600):
+        metrics.batch_size.observe(size)
+    found = batch_sizes(before, scrape())
+    assert found["calls"] == 8 and found["mean"] == pytest.approx(743 / 8)
+    histogram = found["histogram"]
+    assert (histogram["1"], histogram["2"], histogram["3-4"], histogram["5-8"]) == (1, 1, 2, 1)
+    assert (histogram["33-64"], histogram[">512"], sum(histogram.values())) == (2, 1, 8)
+
+
+def test_row_comparison_allows_the_sixth_decimal_and_nothing_more() -> None:
+    row = {"frame": 9, "label": "b", "confidence": 0.6, "prob_a": 0.4, "prob_b": 0.6}
+    assert compare_rows([[row]], [[{**row, "prob_a": 0.400004}]]) == (0, pytest.approx(4e-6))
+    assert compare_rows([[row]], [[{**row, "prob_a": 0.4001}]])[0] == 1
+    assert compare_rows([[row]], [[{**row, "label": "a"}]])[0] == 1
+    assert compare_rows([[row]], [[{**row, "frame": 8}]])[0] == 1
+    assert compare_rows([[row], [row]], [[row]])[0] == 1  # a missing chunk
