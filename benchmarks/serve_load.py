@@ -568,6 +568,12 @@ def environment() -> dict[str, Any]:
 
     env = base((1,))
     env["loadavg_at_start"] = os.getloadavg()  # someone else's load would show here
+    # The server measured is this checkout's: its commit, and whether it had local edits.
+    git = ["git", "-C", str(Path(__file__).resolve().parent)]
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, check=True)
+        edits = subprocess.run([*git, "status", "--porcelain", "--", ".."], capture_output=True)
+        env["git"] = {"commit": commit.stdout.decode().strip(), "edited": edits.stdout.decode()}
     for dist in ("uvicorn", "starlette", "websockets", "uvloop", "httptools"):
         with contextlib.suppress(md.PackageNotFoundError):
             env["libraries"][dist] = md.version(dist)
