@@ -43,6 +43,8 @@ import numpy as np
 
 COMMAND = "python -m edgelstm.benchmarks.serve_load"
 SCHEMA = "edgelstm.serve-load/1"
+#: Back-off after a 429/503 that names none (the server's own Retry-After is 1 s).
+RETRY_AFTER_S = 1.0
 DEFAULT_SWEEP = (100, 250, 500, 750, 1000)
 #: ``edgelstm serve`` flags the harness forwards when given.
 SERVER_FLAGS = ("--max-streams", "--max-batch", "--max-delay-ms", "--idle-timeout",
@@ -84,6 +86,7 @@ class StreamLog:
     ok: int = 0
     lost: int = 0
     reordered: int = 0
+    dropped: int = 0  # due while backing off after a 429/503: never sent
     statuses: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     max_lag: float = 0.0
@@ -224,6 +227,11 @@ def _labelled(samples: Mapping[str, float], name: str, label: str) -> dict[str, 
     return {k[len(prefix) : -2]: v for k, v in samples.items() if k.startswith(prefix)}
 
 
+def _header(head: bytes, name: bytes) -> bytes:
+    at = head.find(b"\r\n" + name + b":")
+    return b"" if at < 0 else head[at + len(name) + 3 : head.index(b"\r\n", at + 2)].strip()
+
+
 class HttpStream:
     """A lean HTTP/1.1 keep-alive client for one stream: one connection, one request at a
     time, a prebuilt request head; a general client (httpx) would spend more CPU per request
@@ -247,13 +255,14 @@ class HttpStream:
         assert self.writer is not None and self.reader is not None
         self.writer.write(self.head + (message.encode() if isinstance(message, str) else message))
         try:
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            at = head.lower().find(b"content-length:")
-            body = await self.reader.readexactly(int(head[at + 15 : head.index(b"\r\n", at)]))
+            head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+            body = await self.reader.readexactly(int(_header(head, b"content-length")))
         except asyncio.IncompleteReadError as exc:
             raise ConnectionError("the server closed the connection") from exc
         status = int(head[9:12])
-        return status, json.loads(body) if status == 200 else None
+        if status == 200:
+            return status, json.loads(body)
+        return status, {"retry_after": float(_header(head, b"retry-after") or RETRY_AFTER_S)}
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -287,7 +296,12 @@ class WsStream:
             reply = json.loads(await self.socket.recv())
         except ConnectionClosed as exc:
             raise ConnectionError(str(exc)) from exc
-        return (int(reply.get("status", 500)), None) if "error" in reply else (200, reply)
+        # Error replies carry no Retry-After here: back off as long as over HTTP.
+        return (
+            (int(reply["status"]), {"retry_after": RETRY_AFTER_S})
+            if "error" in reply
+            else (200, reply)
+        )
 
     async def close(self) -> None:
         if self.socket is not None:
@@ -308,13 +322,17 @@ async def _stream(
     log: StreamLog,
 ) -> None:
     """Send the schedule: request j is due at t0 + offset + j * period; a late stream sends
-    at once (a sensor's buffered frames) but never has two requests in flight."""
+    at once (a sensor's buffered frames) but never has two requests in flight. A stream
+    refused with 429/503 waits out Retry-After and drops the frames due meanwhile."""
     period, k = plan.period_s, plan.frames_per_request
     first = t0 + period * index / plan.streams  # streams spread over one period
-    in_flight = False
+    in_flight, resume = False, 0.0
     try:
         for j in range(plan.requests_per_stream):
             due = first + j * period
+            if due < resume:
+                log.dropped += 1
+                continue
             wait = due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -332,7 +350,9 @@ async def _stream(
             finally:
                 in_flight = False
             log.statuses[status] += 1
-            if reply is None:
+            if status != 200:
+                if status in (429, 503):
+                    resume = time.perf_counter() + reply["retry_after"]
                 continue
             log.latencies.append(time.perf_counter() - sent)  # served requests only
             log.ok += 1
@@ -509,7 +529,9 @@ def run_point(
     rss = [s[1] for s in load["samples"]]
     rejections, quantiles = "edgelstm_rejections_total", "edgelstm_latency_seconds"
     # fmt: off
-    requests = {"scheduled": scheduled, "sent": sent, "ok": ok, "unsent": scheduled - sent,
+    dropped = sum(log.dropped for log in logs)
+    requests = {"scheduled": scheduled, "sent": sent, "ok": ok, "dropped": dropped,
+                "unsent": scheduled - sent - dropped,
                 "rejected": sum(n for s, n in statuses.items() if s != 200),
                 "rejected_by_status": {str(s): n for s, n in sorted(statuses.items()) if s != 200},
                 "lost": sum(log.lost for log in logs),
@@ -603,7 +625,8 @@ def _point_cells(p: Mapping[str, Any]) -> list[str]:
         p["protocol"], p["variant"], str(p["streams"]), f"{p['offered_frames_per_s']:,.0f}",
         f"{p['achieved_frames_per_s']:,.0f}", str(p["sustained_streams"]),
         *(_ms(lat[q]) for q in ("p50", "p90", "p99")),
-        ", ".join(f"{n}x{s}" for s, n in r["rejected_by_status"].items()) or "0",
+        (", ".join(f"{n}x{s}" for s, n in r["rejected_by_status"].items()) or "0")
+        + (f" ({r['dropped']} dropped)" if r["dropped"] else ""),
         str(r["lost"]), str(r["reordered"]), "—" if mean is None else f"{mean:.1f}",
         f"{p['cpu']['server_cores']:.2f}", f"{p['cpu']['client_cores']:.2f}",
         "/".join(_ms(rss[k]) for k in ("start", "peak", "after_load")),

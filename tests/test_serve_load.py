@@ -80,16 +80,18 @@ def test_streams_past_max_streams_are_refused_cleanly_and_the_server_serves_afte
     assert (batched["variant"], baseline["variant"]) == ("batched", "baseline")
     assert baseline["server_flags"] == ["--max-streams", "2", "--max-batch", "1"]
     for point in (batched, baseline):
-        # One stream never gets a slot: each of its 10 requests is a 429, nothing else fails.
-        assert point["requests"]["rejected_by_status"] == {"429": 10}
-        assert point["requests"]["lost"] == point["requests"]["reordered"] == 0
-        assert point["server_rejections"] == {"too_many_streams": 10}
+        # One stream gets no slot: its first request is a 429 with Retry-After 1 s, so it
+        # drops its other nine (1 s of frames); nothing else fails.
+        requests = point["requests"]
+        assert requests["rejected_by_status"] == {"429": 1} and requests["dropped"] == 9
+        assert requests["lost"] == requests["reordered"] == requests["unsent"] == 0
+        assert point["server_rejections"] == {"too_many_streams": 1}
         assert point["sustained_streams"] == 2
         assert point["after_load"]["ok"] and point["exit_code"] == 0
     assert baseline["batch_size"]["histogram"]["1"] == baseline["batch_size"]["calls"]
     assert batched["protocol"] == "ws-json"
     assert document["saturation"]["ws-json/batched"] == {
-        "streams": None, "first_failure": 3, "why": ["10 rejected"], "limit_ms": 50.0,
+        "streams": None, "first_failure": 3, "why": ["1 rejected"], "limit_ms": 50.0,
     }  # fmt: skip
 
 
