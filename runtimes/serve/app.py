@@ -90,7 +90,9 @@ def _frames_from_json(payload: Any) -> np.ndarray:
         raise RequestRejected(400, "bad_json", '"frames" must be a list of frames')
     try:
         array = np.asarray(frames, dtype=np.float64)
-    except (TypeError, ValueError):
+    # OverflowError: a JSON integer past float range (10**400) is the client's fault too;
+    # uncaught, it was a 500 and ended the WebSocket.
+    except (TypeError, ValueError, OverflowError):
         raise RequestRejected(
             422, "bad_frames",
             '"frames" must be a list of frames of equal length, each a list of numbers',
@@ -103,6 +105,10 @@ def _parse_json(body: bytes) -> np.ndarray:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestRejected(400, "bad_json", f"the body is not valid JSON ({exc})") from None
+    except RecursionError:  # "[[[[...": json's recursion limit, a 500 when uncaught
+        raise RequestRejected(
+            400, "bad_json", 'the JSON is nested too deeply; send {"frames": [[...], ...]}'
+        ) from None
     return _frames_from_json(payload)
 
 

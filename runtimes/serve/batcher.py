@@ -296,10 +296,13 @@ class SequenceBatcher:
             )
         frames = self.check_frames(frames)
         k = len(frames)
-        stream = self._streams.get(stream_id) or self._open_stream(stream_id)
-        if stream.closing:
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.closing:
             raise RequestRejected(409, "stream_closing", f"stream {stream_id!r} is being ended")
-        if stream.queued_frames + k > self.limits.max_queued_frames_per_stream:
+        if (
+            stream is not None
+            and stream.queued_frames + k > self.limits.max_queued_frames_per_stream
+        ):
             raise RequestRejected(
                 429, "stream_queue_full",
                 f"stream {stream_id!r} already has {stream.queued_frames} frames queued (limit "
@@ -314,6 +317,10 @@ class SequenceBatcher:
                 f"{self.limits.max_queued_frames}); retry shortly",
                 retry_after=1.0,
             )  # fmt: skip
+        # A new stream opens only once its request is accepted: a refused one (server queue
+        # full) used to keep its slot until evicted, so a flood of refused new ids used up
+        # --max-streams and turned every other client's new stream into a 429.
+        stream = stream or self._open_stream(stream_id)
         now = self.clock()
         chunk = _Chunk(
             stream,
@@ -388,6 +395,10 @@ class SequenceBatcher:
             self._ready.remove(stream)
         if stream.busy:
             await stream.idle.wait()
+            # Another DELETE of this stream may have freed it meanwhile; freeing it again
+            # raised KeyError, a 500 for a request that found the stream already ended.
+            if self._streams.get(stream_id) is not stream:
+                raise RequestRejected(404, "unknown_stream", f"stream {stream_id!r} was ended")
         if reset:
             self._table.zero(stream.slot)
             stream.scorer.reset()
