@@ -571,6 +571,9 @@ BAD_BODIES: list[tuple[str, Callable[[int], bytes], int, tuple[str, ...]]] = [
     ),
     # An integer past float range overflowed numpy's conversion: a 500, and a dead WebSocket.
     ("huge-integer", lambda f: _json([[10**400] + [0] * (f - 1)]), 422, ("numbers",)),
+    # numpy reads "1.5" strings and booleans as numbers; the API takes numbers only.
+    ("strings", lambda f: _json([["1.5"] * f]), 422, ("numbers",)),
+    ("booleans", lambda f: _json([[True] * f]), 422, ("numbers",)),
     # Deep nesting overflowed json's recursion (RecursionError): a 500 as well.
     ("deep-nesting", lambda f: b'{"frames": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, ("JSON",)),
     ("too-many-frames", lambda f: _json([[0.0] * f] * 9), 413, ("9 frames", "at most 8")),

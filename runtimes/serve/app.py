@@ -88,16 +88,21 @@ def _frames_from_json(payload: Any) -> np.ndarray:
     frames = payload["frames"]
     if not isinstance(frames, list):
         raise RequestRejected(400, "bad_json", '"frames" must be a list of frames')
+    refused = RequestRejected(
+        422, "bad_frames",
+        '"frames" must be a list of frames of equal length, each a list of numbers',
+    )  # fmt: skip
     try:
-        array = np.asarray(frames, dtype=np.float64)
+        array = np.asarray(frames)
     # OverflowError: a JSON integer past float range (10**400) is the client's fault too;
     # uncaught, it was a 500 and ended the WebSocket.
     except (TypeError, ValueError, OverflowError):
-        raise RequestRejected(
-            422, "bad_frames",
-            '"frames" must be a list of frames of equal length, each a list of numbers',
-        ) from None  # fmt: skip
-    return array
+        raise refused from None
+    # Numbers only: numpy would read "1.5" strings and true/false as values, and an integer
+    # past float range arrives as a Python object.
+    if array.dtype.kind not in "iuf":
+        raise refused
+    return array.astype(np.float64, copy=False)
 
 
 def _parse_json(body: bytes) -> np.ndarray:
