@@ -527,6 +527,8 @@ def run_point(
     scheduled = plan.streams * plan.requests_per_stream
     sent, ok = sum(log.sent for log in logs), sum(log.ok for log in logs)
     rss = [s[1] for s in load["samples"]]
+    # Memory is flat when it stops growing once the streams are open (the first second).
+    steady = [mb for t, mb, _ in load["samples"] if t >= 1.0] or [float("nan")]
     rejections, quantiles = "edgelstm_rejections_total", "edgelstm_latency_seconds"
     # fmt: off
     dropped = sum(log.dropped for log in logs)
@@ -553,7 +555,8 @@ def run_point(
                               for q, v in _labelled(after, quantiles, "quantile").items()},
         "cpu": load["cpu"],
         "rss_mb": {"start": rss[0] if rss else None, "peak": max(rss, default=None),
-                   "after_load": rss_after_load, "samples": samples},
+                   "growth_after_1s": steady[-1] - steady[0], "after_load": rss_after_load,
+                   "samples": samples},
         "after_load": recovery, "exit_code": exit_code,
         "correctness": correctness(model, logs, messages, plan, pool.shape[1]),
     }
@@ -629,7 +632,7 @@ def _point_cells(p: Mapping[str, Any]) -> list[str]:
         + (f" ({r['dropped']} dropped)" if r["dropped"] else ""),
         str(r["lost"]), str(r["reordered"]), "—" if mean is None else f"{mean:.1f}",
         f"{p['cpu']['server_cores']:.2f}", f"{p['cpu']['client_cores']:.2f}",
-        "/".join(_ms(rss[k]) for k in ("start", "peak", "after_load")),
+        f"{_ms(rss['start'])}/{_ms(rss['peak'])} ({rss['growth_after_1s']:+.1f})",
         f"{'ok' if p['after_load']['ok'] else 'FAILED'}, exit {p['exit_code']}",
         f"{check['chunks'] - check['mismatched_chunks']}/{check['chunks']} chunks "
         f"(max diff {check['max_abs_diff']:.1g})",
@@ -644,8 +647,8 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
     env, load, points = doc["environment"], doc["load"], doc["points"]
     header = ["protocol", "server", "streams", "offered fr/s", "achieved fr/s", "sustained",
               "p50 ms", "p90 ms", "p99 ms", "rejected", "lost", "reordered", "mean batch",
-              "server cores", "client cores", "server RSS MB start/peak/after", "after load",
-              "rows check"]  # fmt: skip
+              "server cores", "client cores", "server RSS MB start/peak (growth after 1 s)",
+              "after load", "rows check"]  # fmt: skip
     bins = list(points[0]["batch_size"]["histogram"]) if points else []
     batches = [[*_point_cells(p)[:3], *map(str, p["batch_size"]["histogram"].values())]
                for p in points]  # fmt: skip
