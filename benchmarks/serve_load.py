@@ -326,46 +326,42 @@ async def _stream(
     refused with 429/503 waits out Retry-After and drops the frames due meanwhile."""
     period, k = plan.period_s, plan.frames_per_request
     first = t0 + period * index / plan.streams  # streams spread over one period
-    in_flight, resume = False, 0.0
-    try:
-        for j in range(plan.requests_per_stream):
-            due = first + j * period
-            if due < resume:
-                log.dropped += 1
-                continue
-            wait = due - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            block = (index * 31 + j) % len(messages)
-            sent = time.perf_counter()
-            log.max_lag = max(log.max_lag, sent - due)
-            log.sent += 1
-            in_flight = True
-            try:
-                status, reply = await client.exchange(messages[block])
-            except ConnectionError:
-                log.lost += 1
-                await client.close()  # reconnect on the next request
-                continue
-            finally:
-                in_flight = False
-            log.statuses[status] += 1
-            if status != 200:
-                if status in (429, 503):
-                    resume = time.perf_counter() + reply["retry_after"]
-                continue
-            log.latencies.append(time.perf_counter() - sent)  # served requests only
-            log.ok += 1
-            rows = reply["rows"]
-            # Classification: one row per chunk at its last frame; anomaly: one per frame.
-            if rows[-1]["frame"] != log.next_frame + k - 1:
-                log.reordered += 1
-            log.next_frame = rows[-1]["frame"] + 1
-            if log.checked is not None:
-                log.checked.append((block, rows))
-    except asyncio.CancelledError:
-        log.lost += in_flight  # the deadline passed with a request unanswered
-        raise
+    resume = 0.0
+    for j in range(plan.requests_per_stream):
+        due = first + j * period
+        if due < resume:
+            log.dropped += 1
+            continue
+        wait = due - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        block = (index * 31 + j) % len(messages)
+        sent = time.perf_counter()
+        log.max_lag = max(log.max_lag, sent - due)
+        log.sent += 1
+        try:
+            status, reply = await client.exchange(messages[block])
+        except ConnectionError:
+            log.lost += 1
+            await client.close()  # reconnect on the next request
+            continue
+        except asyncio.CancelledError:
+            log.lost += 1  # the run's deadline passed with this request unanswered
+            raise
+        log.statuses[status] += 1
+        if status != 200:
+            if status in (429, 503):
+                resume = time.perf_counter() + reply["retry_after"]
+            continue
+        log.latencies.append(time.perf_counter() - sent)  # served requests only
+        log.ok += 1
+        rows = reply["rows"]
+        # Classification: one row per chunk at its last frame; anomaly: one per frame.
+        if rows[-1]["frame"] != log.next_frame + k - 1:
+            log.reordered += 1
+        log.next_frame = rows[-1]["frame"] + 1
+        if log.checked is not None:
+            log.checked.append((block, rows))
 
 
 async def drive(plan: LoadPlan, server: Server, messages: list[bytes | str]) -> dict[str, Any]:

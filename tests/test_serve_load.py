@@ -6,13 +6,18 @@ Wall-clock numbers are what the harness measures; no test asserts one.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from edgelstm.benchmarks.serve_load import (
+    LoadPlan,
+    StreamLog,
+    _stream,
     batch_sizes,
     compare_rows,
     failures,
@@ -93,6 +98,46 @@ def test_streams_past_max_streams_are_refused_cleanly_and_the_server_serves_afte
     assert document["saturation"]["ws-json/batched"] == {
         "streams": None, "first_failure": 3, "why": ["1 rejected"], "limit_ms": 50.0,
     }  # fmt: skip
+
+
+class _Scripted:
+    """A stand-in client answering from a script; past its end it never answers."""
+
+    def __init__(self, *replies: tuple[int, Any]) -> None:
+        self.replies = list(replies)
+
+    async def exchange(self, message: bytes | str) -> tuple[int, Any]:
+        if not self.replies:
+            await asyncio.Event().wait()
+        return self.replies.pop(0)
+
+
+def _drive_one(client: Any, requests: int, cancel_after_s: float) -> StreamLog:
+    # 1 kHz in 10-frame requests: one request due every 10 ms.
+    plan = LoadPlan(1, rate_hz=1000, frames_per_request=10, duration_s=requests / 100)
+    log = StreamLog()
+
+    async def run() -> None:
+        task = asyncio.ensure_future(_stream(0, plan, client, [b""], time.perf_counter(), log))
+        await asyncio.wait([task], timeout=cancel_after_s)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run())
+    return log
+
+
+def test_the_client_counts_reordered_replies_backs_off_when_refused_and_loses_at_the_deadline() -> (
+    None
+):
+    rows = [(200, {"rows": [{"frame": 9}]}), (200, {"rows": [{"frame": 29}]})]
+    log = _drive_one(_Scripted(*rows, (429, {"retry_after": 60.0})), requests=10, cancel_after_s=5)
+    # frame 29 after 9 skips a chunk: reordered; the 429 drops what is due in the next 60 s.
+    assert (log.sent, log.ok, log.reordered, log.dropped, log.lost) == (3, 2, 1, 7, 0)
+    assert dict(log.statuses) == {200: 2, 429: 1} and len(log.latencies) == 2
+    # No reply before the deadline: that request is lost, the ones after it never sent.
+    log = _drive_one(_Scripted(rows[0]), requests=10, cancel_after_s=0.5)
+    assert (log.sent, log.ok, log.lost, log.reordered) == (2, 1, 1, 0)
 
 
 def _point(streams: int, p99: float | None, **bad: int) -> dict[str, Any]:
