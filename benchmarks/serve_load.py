@@ -391,7 +391,7 @@ async def drive(plan: LoadPlan, server: Server, messages: list[bytes | str]) -> 
     gc.freeze()  # the client's own GC pauses would read as server latency
     t0 = time.perf_counter() + 0.5
     watch = asyncio.create_task(sampler())
-    cpu0, server0 = time.process_time(), server.sample()[1]
+    started, cpu0, server0 = time.perf_counter(), time.process_time(), server.sample()[1]
     tasks = [
         asyncio.create_task(_stream(i, plan, c, messages, t0, log))
         for i, (c, log) in enumerate(zip(clients, logs, strict=True))
@@ -407,8 +407,8 @@ async def drive(plan: LoadPlan, server: Server, messages: list[bytes | str]) -> 
     watch.cancel()
     await asyncio.gather(*(c.close() for c in clients), watch, return_exceptions=True)
     gc.unfreeze()
-    window = max(end - t0, plan.duration_s)
-    cpu = {"server_cores": server_cpu / window, "client_cores": client_cpu / window}
+    window, busy = max(end - t0, plan.duration_s), end - started
+    cpu = {"server_cores": server_cpu / busy, "client_cores": client_cpu / busy}
     return {"logs": logs, "samples": samples, "window_s": window, "cpu": cpu}
 
 
