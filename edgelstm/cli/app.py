@@ -76,6 +76,16 @@ def _root(
     state["debug"] = debug
 
 
+def typed_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether parameter ``name`` was typed, not left at its default.
+
+    Flags beside ``--config`` override the config only when typed: a default is no choice and
+    must not replace the tuned value, even when it equals the value the user typed.
+    """
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def print_notes(console: Any, notes: Any) -> None:
     """``note:`` lines (stderr): facts worth knowing that do not make results wrong."""
     from rich.markup import escape

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from edgelstm.cli.app import print_notes, print_warnings
+from edgelstm.cli.app import print_notes, print_warnings, typed_on_command_line
 from edgelstm.errors import InvalidInputError
 
 
@@ -151,10 +151,7 @@ def run_command(
             raise InvalidInputError("give either MODEL or --config (which names the model)")
 
         def given(name: str) -> bool:
-            # Typed on the command line, not left at its default: a default is no choice and
-            # must not replace the tuned value, even when it equals the value the user typed.
-            source = ctx.get_parameter_source(name)
-            return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+            return typed_on_command_line(ctx, name)
 
         # Flags beside --config override it, with a note, rather than being refused: a config
         # tuned on one machine often needs a host's own setting (--cuda-device, --threads for

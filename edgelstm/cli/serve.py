@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgelstm.cli.app import print_notes, typed_on_command_line
 from edgelstm.errors import InvalidInputError
 
 
@@ -78,8 +79,7 @@ def serve(
             )
 
         def given(name: str) -> bool:
-            source = ctx.get_parameter_source(name)
-            return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+            return typed_on_command_line(ctx, name)
 
         typed = {"provider": "providers", "fallback": "fallback", "threads": "intra_op_threads"}
         resolved = resolve_deployment(
@@ -101,8 +101,7 @@ def serve(
         max_queued_frames_per_stream=max(4 * max_frames, 4000),
     )
     err = stderr_console()
-    for note in notes:
-        err.print(f"note: {note}", highlight=False)
+    print_notes(err, notes)
 
     def ready(url: str) -> None:
         err.print(
