@@ -310,8 +310,3 @@ def openvino_device_ids(ort: Any | None = None) -> list[str]:
         return [str(d) for d in state.get_available_openvino_device_ids()]
     except Exception:  # an OpenVINO build that does not expose the list: unknown, not none
         return []
-
-
-def device_summary(labels: Sequence[str]) -> str:
-    """``CPU, GPU.0`` or ``none found``: how reports show a provider's devices."""
-    return ", ".join(labels) if labels else "none found"

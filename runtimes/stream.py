@@ -39,7 +39,7 @@ from edgelstm.runtimes.run import (
     stored_normalization,
 )
 from edgelstm.runtimes.session import OpenedSession, SessionConfig
-from edgelstm.tasks import normalize
+from edgelstm.tasks import anomaly_scores, normalize
 
 __all__ = ["ChunkScorer", "StreamResult", "stream_columns", "stream_model", "stream_to_output"]
 
@@ -139,8 +139,6 @@ class ChunkScorer:
                 check_class_count(self.labels, len(probs))
             rows.append({"frame": self.seen + len(x) - 1, **class_record(probs, self.labels)})
         else:
-            from edgelstm.tasks import anomaly_scores
-
             scores = anomaly_scores(x, out, previous=self._previous)
             self._previous = out[-1]
             for k, score in enumerate(scores.tolist()):
