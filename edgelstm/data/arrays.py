@@ -25,7 +25,7 @@ import numpy as np
 from edgelstm.data.checks import require_file
 from edgelstm.errors import InvalidInputError
 
-__all__ = ["read_arrays"]
+__all__ = ["array_shape", "read_arrays"]
 
 
 #: Largest array total edgelstm loads from one file: half the machine's memory (or 8 GiB
@@ -46,8 +46,8 @@ def _memory_budget() -> int:
     return budget
 
 
-def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
-    """Bytes the ``.npy`` header in ``handle`` promises (None when it is not an .npy header)."""
+def _read_header(handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
+    """Shape and dtype from the ``.npy`` header in ``handle`` (None when it is not one)."""
     from numpy.lib import format as npy_format
 
     # NumPy's format helpers are untyped; the header is (shape, fortran_order, dtype).
@@ -60,12 +60,40 @@ def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
             shape, _, dtype = format_module.read_array_header_2_0(handle)
     except (ValueError, OSError, EOFError, SyntaxError):
         return None  # np.load reports the malformed header itself
+    return tuple(int(d) for d in shape), dtype
+
+
+def _declared_bytes(handle: BinaryIO, where: str) -> int | None:
+    """Bytes the ``.npy`` header in ``handle`` promises (None when it is not an .npy header)."""
+    header = _read_header(handle)
+    if header is None:
+        return None
+    shape, dtype = header
     if dtype.hasobject:
         return 0  # object arrays are refused later, with the pickle explanation
     count = 1
     for dim in shape:
         count *= int(dim)
     return count * int(dtype.itemsize)
+
+
+def array_shape(path: Path, name: str = "X") -> tuple[int, ...] | None:
+    """The shape of array ``name`` in an ``.npz`` (or of an ``.npy``), from its header alone.
+
+    Reads a few hundred bytes, not the array: the batch engines plan their partitions of
+    large files with it. None when the file or the array cannot be read that way (the full
+    read that comes later reports why).
+    """
+    try:
+        if path.suffix.lower() == ".npy":
+            with path.open("rb") as handle:
+                header = _read_header(handle)
+        else:
+            with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as member:
+                header = _read_header(member)  # type: ignore[arg-type]
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return None if header is None else header[0]
 
 
 def _check_declared_sizes(path: Path) -> None:

@@ -40,6 +40,7 @@ from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
 
 __all__ = [
+    "INFERENCE_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
     "TASKS",
     "load_inference_data",
@@ -51,6 +52,9 @@ __all__ = [
 TASKS: tuple[str, ...] = ("classify", "forecast", "anomaly")
 #: File extensions :func:`load_training_data` dispatches on.
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".npy", ".npz", ".ts")
+#: File extensions :func:`load_inference_data` reads: the above and Parquet (one sequence per
+#: row), which archives scored by ``run --engine`` often come in.
+INFERENCE_EXTENSIONS: tuple[str, ...] = (*SUPPORTED_EXTENSIONS, ".parquet")
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,10 +175,22 @@ def load_inference_data(
       pre-cut windows (3-D ``X``) → :class:`SequenceSet`, one forecast per window.
     - ``anomaly``: a series, as for training (optional labels).
 
+    A ``.parquet`` file holds one sequence (or forecast window) per row
+    (:mod:`edgelstm.data.parquet`).
+
     Example::
 
         data = load_inference_data(Path("new.ts"), "classify")
     """
+    if path.suffix.lower() == ".parquet" and task in TASKS:
+        if task == "anomaly":
+            raise InvalidInputError(
+                f"{path}: an anomaly model scores one series per file; give a .csv, .npy or "
+                ".npz series (Parquet rows hold classification sequences or forecast windows)"
+            )
+        from edgelstm.data.parquet import read_parquet_sequences
+
+        return read_parquet_sequences(path)
     suffix = _readable_suffix(path, task)
     if suffix == ".ts" and task != "classify":
         raise InvalidInputError(
