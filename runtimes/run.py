@@ -42,6 +42,7 @@ __all__ = [
     "RunResult",
     "class_names",
     "describe_run",
+    "predict",
     "run_model",
 ]
 
@@ -338,19 +339,41 @@ def _task_predictions(
     from edgelstm.data.readers import load_inference_data
 
     assert meta.task is not None
-    norm = stored_normalization(meta, opened.path)
     data = load_inference_data(source, meta.task, num_features=len(meta.feature_names))
+    return predict(opened, data, source=source, options=options, progress=progress)
+
+
+def predict(
+    opened: OpenedSession,
+    data: SequenceSet | Series,
+    *,
+    source: Path,
+    options: RunOptions,
+    progress: Progress | None = None,
+) -> tuple[Predictions, list[str]]:
+    """An edgelstm model's predictions for ``data`` in user terms, and the notices it raised.
+
+    The one scoring path from data in original units to labels, forecasts or anomaly scores:
+    ``run`` calls it per file, the batch engines (:mod:`edgelstm.runtimes.batch`) per
+    partition. ``source`` names the data in messages.
+    """
+    meta = opened.profile.metadata
+    if meta is None or meta.task is None:
+        raise InvalidInputError(f"{opened.path} carries no edgelstm task metadata")
+    norm = stored_normalization(meta, opened.path)
     order, notice = feature_order(data.feature_names, meta, source)
     feed = _Feeder(opened, options, str(source))
     if notice is not None:
         feed.notices.append(notice)
     if meta.task == "classify":
-        assert isinstance(data, SequenceSet)
+        if not isinstance(data, SequenceSet):
+            raise InvalidInputError(f"{source}: a classifier takes sequences, not one series")
         predictions = _classify(feed, data, meta, norm, order, options, progress)
     elif meta.task == "forecast":
         predictions = _forecast(feed, data, meta, norm, order, options, progress, source)
     else:
-        assert isinstance(data, Series)
+        if not isinstance(data, Series):
+            raise InvalidInputError(f"{source}: an anomaly model scores one series")
         predictions = _anomaly(feed, data, meta, norm, order, progress)
     return predictions, feed.notices
 
