@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +72,25 @@ def training_progress(console: Console, enabled: bool = True) -> Iterator[Progre
 
 @contextlib.contextmanager
 def count_progress(
-    console: Console, description: str, enabled: bool = True
+    console: Console, description: str, enabled: bool = True, *, log_every: float | None = None
 ) -> Iterator[Callable[[int, int], None] | None]:
     """A ``progress(done, total)`` callback drawing a bar; None when disabled.
 
-    Bars are drawn only on a terminal, so redirected stderr keeps just the log lines.
+    Bars are drawn only on a terminal, so redirected stderr keeps just the log lines; with
+    ``log_every`` (seconds) a redirected run gets a line that often instead (long batch
+    jobs whose log is read while they run).
     """
+    if enabled and not console.is_terminal and log_every is not None:
+        last = [time.monotonic()]
+
+        def log(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] >= log_every:
+                last[0] = now
+                console.print(f"{description}: {done}/{total}", highlight=False, markup=False)
+
+        yield log
+        return
     if not enabled or not console.is_terminal:
         yield None
         return

@@ -6,7 +6,9 @@ is atomic) and only takes the requested name once it is complete.
 Test hook: with the environment variable ``EDGELSTM_TEST_KILL_AT`` set to ``write`` or
 ``rename`` the process SIGKILLs itself at that point of its first atomic write (see
 :func:`_kill_point`), so the kill tests hit the moments that matter every time instead of
-at random. Nothing else reads it; leave it unset outside tests.
+at random; with ``EDGELSTM_TEST_KILL_ONCE`` naming a marker file as well, only the first
+process to get there dies (a worker pool's retries then run). Nothing else reads them; leave
+them unset outside tests.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from edgelstm.errors import InvalidInputError, OutputExistsError
 
 #: See the module docstring. Read only by :func:`_kill_point`.
 KILL_AT_ENV = "EDGELSTM_TEST_KILL_AT"
+#: With KILL_AT_ENV: a marker file path; only the process that creates it dies.
+KILL_ONCE_ENV = "EDGELSTM_TEST_KILL_ONCE"
 
 
 def _kill_point(point: str) -> None:
@@ -36,8 +40,17 @@ def _kill_point(point: str) -> None:
     ``rename``: just after the first rename of the swap (the new file is in place; a folder
     was published, exchanged, or, without an atomic exchange, the old one moved aside).
     """
-    if os.environ.get(KILL_AT_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(KILL_AT_ENV) != point:
+        return
+    once = os.environ.get(KILL_ONCE_ENV)
+    if once:
+        # Only the first process to get here dies: the one that creates the marker. Workers
+        # that a distributed engine restarts then run on (see the batch kill tests).
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def recover_interrupted_replace(path: Path) -> bool:

@@ -23,6 +23,7 @@ _EXPORTS = {
     "StreamingSession": "edgelstm.runtimes.streaming",
     "score_onnx": "edgelstm.runtimes.scoring",
     "validate_feeds": "edgelstm.runtimes.feeds",
+    "score_files": "edgelstm.runtimes.batch",
 }
 
 __all__ = [
@@ -33,12 +34,14 @@ __all__ = [
     "StreamingSession",
     "open_session",
     "run_model",
+    "score_files",
     "score_onnx",
     "stream_model",
     "validate_feeds",
 ]
 
 if TYPE_CHECKING:
+    from edgelstm.runtimes.batch import score_files
     from edgelstm.runtimes.feeds import validate_feeds
     from edgelstm.runtimes.run import RunOptions, RunResult, run_model
     from edgelstm.runtimes.scoring import score_onnx
