@@ -31,6 +31,8 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "uvicorn": "serve",
     "starlette": "serve",
     "websockets": "serve",
+    "pyarrow": "parquet",
+    "ray": "scale",
 }
 
 

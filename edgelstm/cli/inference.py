@@ -16,6 +16,11 @@ from edgelstm.cli.app import print_notes, print_warnings, typed_on_command_line
 from edgelstm.errors import InvalidInputError
 
 
+class EngineChoice(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 class GraphOptimizationChoice(str, Enum):
     disable = "disable"
     basic = "basic"
@@ -43,8 +48,9 @@ def run_command(
         typer.Option(
             "--input",
             "-i",
-            help="Inputs: .ts/.csv/.npy/.npz; any ONNX model: .npz keyed by input names. "
-            "With --stream, '-' reads frames from stdin.",
+            help="Inputs: .ts/.csv/.npy/.npz/.parquet; any ONNX model: .npz keyed by input "
+            "names. With --stream, '-' reads frames from stdin. A folder or a quoted glob "
+            "scores every file in it (see --engine).",
         ),
     ] = None,
     output: Annotated[
@@ -53,7 +59,7 @@ def run_command(
             "--output",
             "-o",
             help="Where to write: .csv, .json, .npy or .npz. With --stream: a .csv, or '-' "
-            "(the default) for stdout.",
+            "(the default) for stdout. With --engine: a folder of Parquet partitions.",
         ),
     ] = None,
     provider: Annotated[
@@ -116,6 +122,57 @@ def run_command(
             "more fails with an error instead of exhausting the machine.",
         ),
     ] = None,
+    engine: Annotated[
+        Optional[EngineChoice],  # noqa: UP045
+        typer.Option(
+            help="Score many files (--input DIR, a quoted GLOB or FILE.parquet) into a folder "
+            "of Parquet partitions (--output OUT_DIR): in this process (local) or on Ray "
+            "(ray; the scale extra) \\[default: local when --input is a folder or glob].",
+            show_default=False,
+        ),
+    ] = None,
+    address: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="--engine ray: the cluster to join (auto, or ray://HOST:10001) \\[default: "
+            "start Ray on this machine].",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            min=1,
+            help="--engine ray: actors, each with one session \\[default: one per --threads "
+            "CPUs, or one per GPU for cuda].",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_worker: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            help="--engine ray: logical CPUs each actor reserves \\[default: --threads, less "
+            "if the pool would claim every CPU].",
+            show_default=False,
+        ),
+    ] = None,
+    partition_rows: Annotated[
+        int,
+        typer.Option(min=1, help="--engine: most sequences per output partition (unit of work)."),
+    ] = 4096,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="--engine: keep the complete partitions already in --output and score the rest."
+        ),
+    ] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            help="--engine: list unreadable input files and go on, instead of stopping at the "
+            "first."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary on stdout.")
@@ -190,6 +247,47 @@ def run_command(
             )
         _run_stream(model, input_file, output, chunk or 1, config, overwrite, json_output, notes)
         return
+    if engine is not None or _names_many_files(input_file, output):
+        if stream:
+            raise InvalidInputError(
+                "--stream scores one stream; --engine (or a folder or glob --input) scores "
+                "many files: give one of them"
+            )
+        from edgelstm.runtimes.batch import BatchOptions, RayOptions
+
+        batch = BatchOptions(
+            engine=(engine or EngineChoice.local).value,
+            partition_rows=partition_rows,
+            skip_bad=skip_bad,
+            resume=resume,
+            overwrite=overwrite,
+        )
+        ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+        _run_batch(
+            model,
+            input_file,
+            output,
+            config,
+            batch,
+            ray,
+            batch_size,
+            allow_nonfinite,
+            json_output,
+            notes,
+        )
+        return
+    for flag, value in (
+        ("--address", address),
+        ("--workers", workers),
+        ("--cpus-per-worker", cpus_per_worker),
+        ("--resume", resume or None),
+        ("--skip-bad", skip_bad or None),
+    ):
+        if value is not None:
+            raise InvalidInputError(
+                f"{flag} applies to batch scoring: add --engine local|ray (and --input DIR, "
+                "GLOB or FILE.parquet, --output OUT_DIR)"
+            )
     if input_file == "-":
         raise InvalidInputError("--input - (stdin) works only with --stream; give a file")
     if output is None or output == "-":
@@ -216,6 +314,65 @@ def run_command(
     from edgelstm.runtimes.run import describe_run
 
     err.print(describe_run(result), highlight=False, markup=False, soft_wrap=True)
+
+
+def _names_many_files(input_file: str, output: str | None) -> bool:
+    """A folder or glob --input, or a Parquet archive scored into a folder, is a batch run."""
+    import glob
+
+    path = Path(input_file)
+    if path.is_dir() or (not path.exists() and glob.has_magic(input_file)):
+        return True
+    from edgelstm.runtimes.writers import OUTPUT_FORMATS
+
+    return (
+        path.suffix.lower() == ".parquet"
+        and output not in (None, "-")
+        and Path(str(output)).suffix.lower() not in OUTPUT_FORMATS
+    )
+
+
+def _run_batch(
+    model: Path,
+    input_spec: str,
+    output: str | None,
+    config: Any,
+    batch: Any,
+    ray: Any,
+    batch_size: int,
+    allow_nonfinite: bool,
+    json_output: bool,
+    notes: tuple[str, ...],
+) -> None:
+    from edgelstm.console import count_progress, stderr_console
+    from edgelstm.runtimes.batch import describe_batch, score_files
+    from edgelstm.runtimes.run import RunOptions
+
+    if output is None or output == "-":
+        raise InvalidInputError(
+            "--output OUT_DIR (a folder for the Parquet partitions) is required"
+        )
+    err = stderr_console()
+    options = RunOptions(batch_size=batch_size, allow_nonfinite=allow_nonfinite)
+    with count_progress(err, "partitions", enabled=not json_output, log_every=10.0) as progress:
+        result = score_files(
+            model,
+            input_spec,
+            Path(output),
+            session=config,
+            options=options,
+            batch=batch,
+            ray=ray,
+            progress=progress,
+        )
+    engine_notes = result.engine.notes if result.engine else ()
+    print_notes(err, [*notes, *engine_notes, *result.notices])
+    for source, error in result.failures:
+        err.print(f"skipped {source}: {error}", highlight=False, markup=False, soft_wrap=True)
+    if json_output:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    err.print(describe_batch(result), highlight=False, markup=False, soft_wrap=True)
 
 
 #: run's session options (parameter names) and the SessionConfig field each one sets.
