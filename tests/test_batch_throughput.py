@@ -68,7 +68,7 @@ def _rows() -> list[dict[str, Any]]:
 
 
 def test_compare_rows_ignores_order_and_partitioning(tmp_path: Path) -> None:
-    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
     rows = _rows()
     a = _scores(tmp_path / "a", rows)
     b = _scores(tmp_path / "b", rows[::-1], files=2)
@@ -76,7 +76,7 @@ def test_compare_rows_ignores_order_and_partitioning(tmp_path: Path) -> None:
 
 
 def test_compare_rows_reports_the_largest_float_difference(tmp_path: Path) -> None:
-    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
     rows = _rows()
     changed = [dict(r) for r in rows]
     changed[4]["prob_2"] += 3e-4
@@ -96,7 +96,7 @@ def test_compare_rows_reports_the_largest_float_difference(tmp_path: Path) -> No
     ids=["label", "true_label", "missing row", "nan on one side"],
 )
 def test_compare_rows_refuses_anything_but_float_noise(tmp_path: Path, change: Any) -> None:
-    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
     rows = _rows()
     changed = [dict(r) for r in rows]
     change(changed)
@@ -108,7 +108,7 @@ def _run(engine: str, actors: int, steady: float, startup: float, **extra: Any) 
     seconds = startup + rows / steady
     return {
         "engine": engine, "workers": None if engine == "local" else actors, "actors": actors,
-        "rows": rows, "seconds": seconds, "startup_seconds": startup,
+        "rows": rows, "seconds": seconds, "startup_seconds": startup, "shutdown_seconds": 0.0,
         "steady_rows_per_s": steady, "overall_rows_per_s": rows / seconds,
         "busy_seconds": rows / steady * 0.8, "resources": {"cpus_per_worker": 0.75},
         "max_abs_diff": 0.0, "rows_equal_local": True, **extra,

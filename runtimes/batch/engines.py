@@ -50,7 +50,7 @@ OutcomeHandler = Callable[[PartitionOutcome], bool]
 _CPU_HEADROOM = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RayOptions:
     """Where and how wide to run on Ray.
 
@@ -76,13 +76,15 @@ class RayOptions:
 
 @dataclass(frozen=True)
 class EngineReport:
-    """How an engine ran: its workers and start-up time (before the first partition began)."""
+    """How an engine ran: its workers, its start-up time (until the first partition began:
+    Ray, the actors, their sessions) and its shutdown time (stopping a Ray started here)."""
 
     engine: str
     workers: int
     startup_seconds: float
     resources: dict[str, Any]
     notes: tuple[str, ...] = ()
+    shutdown_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -279,20 +281,15 @@ def run_on_ray(
                 "to start Ray on this machine"
             ) from exc
     try:
-        return _run_pool(
-            ray,
-            model,
-            session,
-            options,
-            partitions,
-            on_outcome,
-            ray_options,
-            max_attempts,
+        report = _run_pool(
+            ray, model, session, options, partitions, on_outcome, ray_options, max_attempts,
             started,
-        )
+        )  # fmt: skip
     finally:
+        stopping = time.perf_counter()
         if started_here:
             ray.shutdown()
+    return replace(report, shutdown_seconds=time.perf_counter() - stopping)
 
 
 def _run_pool(

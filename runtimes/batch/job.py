@@ -38,7 +38,7 @@ MANIFEST_NAME = "_edgelstm_batch.json"
 SCHEMA = "edgelstm.batch/1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchOptions:
     """What to score and how the output folder is treated.
 
@@ -70,9 +70,9 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """What a batch run did. ``seconds`` is the wall time of the engine, ``startup_seconds``
-    its part before the first partition began (Ray, actors, sessions); ``rows_per_s``
-    counts the rest."""
+    """What a batch run did. ``seconds`` is the wall time of the engine; its report holds the
+    part before the first partition began (Ray, actors, sessions) and the part spent
+    stopping Ray; ``rows_per_s`` counts the rest."""
 
     output: Path
     engine: EngineReport | None
@@ -87,7 +87,9 @@ class BatchResult:
 
     @property
     def rows_per_s(self) -> float:
-        busy = self.seconds - (self.engine.startup_seconds if self.engine else 0.0)
+        """Rows per second of scoring: start-up and shutdown left out."""
+        engine = self.engine
+        busy = self.seconds - (engine.startup_seconds + engine.shutdown_seconds if engine else 0)
         return self.rows / busy if busy > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +103,7 @@ class BatchResult:
             "rows": self.rows,
             "seconds": round(self.seconds, 3),
             "startup_seconds": round(self.engine.startup_seconds, 3) if self.engine else 0.0,
+            "shutdown_seconds": round(self.engine.shutdown_seconds, 3) if self.engine else 0.0,
             "rows_per_s": round(self.rows_per_s, 1),
             "failures": [{"source": s, "error": e} for s, e in self.failures],
             "notices": list(self.notices),
