@@ -258,8 +258,8 @@ def run_on_ray(
     max_attempts: int = 3,
 ) -> EngineReport:
     """Score ``partitions`` on a pool of Ray actors; start a local Ray if none is joined."""
+    started = time.time()
     ray = _import_ray()
-    started = time.perf_counter()
     started_here = not ray.is_initialized()
     if started_here:
         # The C++ core's log lines (warnings about restartable actors) would precede
@@ -357,15 +357,14 @@ def _run_pool(
         num_cpus=resources.cpus,
         **extra,
     )
-    startup: float | None = None
+    began: float | None = None
     providers: set[str] = set()
     rows = dataset.iter_rows()
     try:
         for row in rows:
             outcome = PartitionOutcome.from_row(row)
-            if startup is None:
-                # Up to the moment the first partition began: Ray, the actors, their sessions.
-                startup = max(time.perf_counter() - started - outcome.seconds, 0.0)
+            # Up to the moment the first partition began: Ray, the actors, their sessions.
+            began = outcome.began if began is None else min(began, outcome.began)
             if row["fatal"]:
                 raise ProviderUnavailableError(f"a Ray worker could not start: {outcome.error}")
             if row["provider"]:
@@ -379,7 +378,7 @@ def _run_pool(
     return EngineReport(
         "ray",
         workers=resources.workers,
-        startup_seconds=startup if startup is not None else time.perf_counter() - started,
+        startup_seconds=max((began if began is not None else time.time()) - started, 0.0),
         resources={
             "cluster_cpus": cluster.get("CPU", 0),
             "cluster_gpus": cluster.get("GPU", 0),

@@ -62,6 +62,9 @@ class PartitionOutcome:
     error: str | None = None
     worker: str = ""
     notices: tuple[str, ...] = field(default_factory=tuple)
+    #: Wall-clock time (``time.time()``) the worker began the partition: engines measure
+    #: their start-up against it, since outcomes may reach the driver late and in bunches.
+    began: float = 0.0
 
     def to_row(self) -> dict[str, Any]:
         """Flat, for Ray Data; :meth:`from_row` inverts it."""
@@ -74,6 +77,7 @@ class PartitionOutcome:
             "error": self.error or "",
             "worker": self.worker,
             "notices": "\n".join(self.notices),
+            "began": self.began,
         }
 
     @classmethod
@@ -88,6 +92,7 @@ class PartitionOutcome:
             error=str(row["error"]) or None,
             worker=str(row["worker"]),
             notices=tuple(notices.split("\n")) if notices else (),
+            began=float(row["began"]),
         )
 
 
@@ -127,7 +132,7 @@ class PartitionScorer:
 
     def score(self, partition: Partition) -> PartitionOutcome:
         """Read, score and write ``partition``; input errors come back in the outcome."""
-        started = time.perf_counter()
+        began, started = time.time(), time.perf_counter()
         attempts = _Attempts(Path(partition.output))
         try:
             if attempts.begin() > self.max_attempts:
@@ -152,6 +157,7 @@ class PartitionScorer:
                 seconds=time.perf_counter() - started,
                 error=str(exc),
                 worker=self.worker,
+                began=began,
             )
         attempts.end()
         return PartitionOutcome(
@@ -162,6 +168,7 @@ class PartitionScorer:
             seconds=time.perf_counter() - started,
             worker=self.worker,
             notices=tuple(notices),
+            began=began,
         )
 
     # ----------------------------------------------------------------------------------------
