@@ -85,7 +85,9 @@ def prepare(name: str, work: Path, count: int, files: int, jv_run: Path | None) 
     if name == "reference":
         from edgelstm.benchmarks.reference import reference_checkpoint
 
-        run = reference_checkpoint(work / "reference")
+        run = work / "reference"
+        if not run.is_dir():  # --work kept it from an earlier run: the same seed, the same model
+            reference_checkpoint(run)
         x = np.random.default_rng(0).standard_normal((count, 100, 40), dtype=np.float32)
         sequences, labels = list(x), np.random.default_rng(1).integers(0, 10, count)
     else:
