@@ -35,7 +35,7 @@ def test_setup_line_makes_a_fresh_virtual_environment_first() -> None:
     setup = _readme_command("Set up")
     assert setup.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install ")
     assert "--system-site-packages" not in setup
-    assert '".[cpu,train,data,serve,dev]"' in setup
+    assert '".[cpu,train,data,serve,scale,dev]"' in setup
 
 
 def test_device_install_has_no_torch_and_runs_the_device_commands() -> None:
