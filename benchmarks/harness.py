@@ -155,7 +155,7 @@ class BenchmarkReport:
 
 def _model_facts(path: Path) -> dict[str, Any]:
     """Precision, streaming capability, feature count and label of one ONNX artifact."""
-    from edgelstm.runtimes.artifact import model_profile
+    from edgelstm.runtimes.ort.artifact import model_profile
 
     profile = model_profile(path)
     size = path.stat().st_size
@@ -175,7 +175,7 @@ def _warnings(
     facts: dict[Path, dict[str, Any]], providers: list[str], unusable: frozenset[str]
 ) -> tuple[str, ...]:
     """Per model and provider that runs it here, what can make its rows wrong."""
-    from edgelstm.runtimes.session import reduce_range_warning
+    from edgelstm.runtimes.ort.session import reduce_range_warning
 
     found: list[str] = []
     for path, info in facts.items():
@@ -190,7 +190,7 @@ def _warnings(
 def _resolve_providers(
     names: tuple[str, ...], fallback: bool
 ) -> tuple[list[str], list[dict[str, str]]]:
-    from edgelstm.runtimes.providers import (
+    from edgelstm.runtimes.ort.providers import (
         available_providers,
         probe_provider,
         resolve_provider,
@@ -314,19 +314,20 @@ def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
     """Task metric per artifact (and for the torch baselines) on the eval run's test split.
 
     The quantization gate scores through the same function
-    (:func:`~edgelstm.runtimes.scoring.score_onnx`), so a model's ``metric_value`` here is the
+    (:func:`~edgelstm.runtimes.model_io.accuracy.score_onnx`), so a model's
+    ``metric_value`` here is the
     number its gate reported.
     """
     if plan.eval_run is None:
         return None, {}
-    from edgelstm.evaluation import ScoringData, score
-    from edgelstm.runtimes.scoring import score_onnx
+    from edgelstm.runtimes.model_io.accuracy import score_onnx
+    from edgelstm.training.evaluation import ScoringData, score
 
     data = ScoringData.from_run(plan.eval_run)
     scores = {str(path): score_onnx(path, data) for path in plan.models}
     if plan.torch_run is not None:
-        from edgelstm.checkpoint import load_checkpoint
-        from edgelstm.training import torch_predictor
+        from edgelstm.training.checkpoint import load_checkpoint
+        from edgelstm.training.trainer import torch_predictor
 
         model = load_checkpoint(plan.torch_run).model
         scores[f"torch:{plan.torch_run}"] = score(torch_predictor(model), data)

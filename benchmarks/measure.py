@@ -53,7 +53,7 @@ class Measurement:
     ``cuda_graphs`` on onnxruntime captures the session's graph (CUDA and TensorRT providers);
     on torch it captures the forward in a ``torch.cuda.CUDAGraph`` (``cuda`` sequence rows
     only). ``io_binding`` is for ``cuda``/``tensorrt`` sequence rows: True binds the input and
-    outputs to device buffers (:class:`~edgelstm.runtimes.execution.DeviceRunner`), False
+    outputs to device buffers (:class:`~edgelstm.runtimes.ort.execution.DeviceRunner`), False
     times plain ``session.run`` on host arrays, the way ``edgelstm run`` calls the model. It is
     ignored for other providers (they always take ``session.run``) and for streaming rows
     (the streaming session binds its host buffers itself).
@@ -122,11 +122,11 @@ def _inputs(batch: int, steps: int, features: int) -> np.ndarray:
 
 
 def _onnx(m: Measurement) -> Prepared:
-    from edgelstm.runtimes.execution import DeviceRunner
-    from edgelstm.runtimes.feeds import input_specs
-    from edgelstm.runtimes.inference import zero_state
-    from edgelstm.runtimes.session import SessionConfig, open_session
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.feeding import zero_state
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+    from edgelstm.runtimes.ort.execution import DeviceRunner
+    from edgelstm.runtimes.ort.feeds import input_specs
+    from edgelstm.runtimes.ort.session import SessionConfig, open_session
 
     if m.cuda_graphs and not m.io_binding:
         # ONNX Runtime replays a captured graph only on the device buffers bound to it.
@@ -198,7 +198,7 @@ def _torch(m: Measurement) -> Prepared:
 
     import torch
 
-    from edgelstm.checkpoint import load_checkpoint
+    from edgelstm.training.checkpoint import load_checkpoint
 
     if m.cuda_graphs and (m.provider != "cuda" or m.mode != "sequence"):
         raise InvalidInputError(
@@ -538,7 +538,7 @@ def environment(threads: tuple[int, ...]) -> dict[str, Any]:
         except md.PackageNotFoundError:
             return None
 
-    from edgelstm.runtimes.providers import installed_onnxruntime_distributions
+    from edgelstm.runtimes.ort.providers import installed_onnxruntime_distributions
 
     # onnxruntime, onnxruntime-gpu or onnxruntime-openvino: whichever ships `import onnxruntime`.
     ort_dist = next((name for name, _ in installed_onnxruntime_distributions()), "onnxruntime")

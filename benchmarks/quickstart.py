@@ -23,7 +23,7 @@ from edgelstm.fileio import atomic_folder, relocate_paths
 
 if TYPE_CHECKING:
     from edgelstm.benchmarks.harness import BenchmarkPlan
-    from edgelstm.runtimes.deploy import DeploymentConfig
+    from edgelstm.runtimes.ort.deploy import DeploymentConfig
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -70,7 +70,7 @@ def quickstart(
     from edgelstm.exporters.onnx import export
     from edgelstm.exporters.quantize import quantize
     from edgelstm.fileio import write_json_atomic, write_text_atomic
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     say = stage or (lambda message: None)
     final = Path(out)

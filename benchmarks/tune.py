@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.deploy import DeploymentConfig, write_deployment
-from edgelstm.runtimes.measured_choice import host_fingerprint
-from edgelstm.runtimes.session import SessionConfig
+from edgelstm.runtimes.ort.deploy import DeploymentConfig, write_deployment
+from edgelstm.runtimes.ort.measured_choice import host_fingerprint
+from edgelstm.runtimes.ort.session import SessionConfig
 from edgelstm.tasks import gate_for_metric
 
 __all__ = [
@@ -56,7 +56,7 @@ def choose_deployment(
     ``batch``/``seq`` fix the target shape (default: the first measured ones; for streaming
     every chunk size competes, per frame). Rows need ``metric_value`` (``--eval``).
     ``measured`` records the winning row's numbers and this host
-    (:func:`~edgelstm.runtimes.measured_choice.host_fingerprint`).
+    (:func:`~edgelstm.runtimes.ort.measured_choice.host_fingerprint`).
     """
     candidates = [r for r in rows if r["runtime"] == "onnxruntime" and r["mode"] == mode]
     if not candidates:

@@ -27,11 +27,11 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "edgelstm.config",
     "TRAIN_PRESETS": "edgelstm.config",
     "RunRecord": "edgelstm.config",
-    "build_model": "edgelstm.models",
-    "train": "edgelstm.training",
-    "TrainResult": "edgelstm.training",
-    "load_checkpoint": "edgelstm.checkpoint",
-    "Checkpoint": "edgelstm.checkpoint",
+    "build_model": "edgelstm.training.models",
+    "train": "edgelstm.training.trainer",
+    "TrainResult": "edgelstm.training.trainer",
+    "load_checkpoint": "edgelstm.training.checkpoint",
+    "Checkpoint": "edgelstm.training.checkpoint",
     "list_datasets": "edgelstm.data.datasets",
     "load_dataset": "edgelstm.data.datasets",
     "load_training_data": "edgelstm.data.readers",
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from edgelstm.checkpoint import Checkpoint, load_checkpoint
     from edgelstm.config import TRAIN_PRESETS, ModelConfig, RunRecord, TrainConfig
     from edgelstm.data.datasets import list_datasets, load_dataset
     from edgelstm.data.readers import load_training_data
@@ -70,8 +69,9 @@ if TYPE_CHECKING:
         MissingDependencyError,
         ProviderUnavailableError,
     )
-    from edgelstm.models import build_model
-    from edgelstm.training import TrainResult, train
+    from edgelstm.training.checkpoint import Checkpoint, load_checkpoint
+    from edgelstm.training.models import build_model
+    from edgelstm.training.trainer import TrainResult, train
 
 
 def __getattr__(name: str) -> Any:

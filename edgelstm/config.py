@@ -298,7 +298,7 @@ class RunRecord:
     auto: dict[str, Any] | None = None
     edgelstm_version: str = ""
     torch_version: str = ""
-    schema: str = "edgelstm.checkpoint/1"
+    schema: str = "edgelstm.training.checkpoint/1"
 
 
 T = TypeVar("T")

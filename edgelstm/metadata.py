@@ -111,7 +111,7 @@ def metadata_from_props(props: Mapping[str, str], *, where: str = "model") -> Mo
     that do not match the features) raises :class:`InvalidInputError` naming the key, because
     running such a model as a foreign one would write raw, un-normalised outputs as if all
     were well. Every reader of a model's metadata (``run``, ``--stream``, ``benchmark``,
-    :class:`~edgelstm.runtimes.streaming.StreamingSession`) comes through here.
+    :class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession`) comes through here.
     """
     schema = props.get(PREFIX + "schema")
     if schema is None:

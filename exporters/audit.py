@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgelstm.baselines import BaselineComparison
-from edgelstm.checkpoint import METRICS_FILE
+from edgelstm.training.baselines import BaselineComparison
+from edgelstm.training.checkpoint import METRICS_FILE
 
 #: ops that carry the arithmetic; the audit counts them before and after.
 COMPUTE_OPS = ("LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv", "Attention")
@@ -127,10 +127,10 @@ def providers_note(mode: str, model: Any) -> str:
     """Which providers run a model quantized in ``mode`` natively, and which only partly.
 
     Read from the one table of what each provider does with each artifact
-    (:func:`edgelstm.runtimes.providers.artifact_support`), so the audit and
+    (:func:`edgelstm.runtimes.ort.providers.artifact_support`), so the audit and
     ``edgelstm providers`` cannot disagree.
     """
-    from edgelstm.runtimes.providers import artifact_support
+    from edgelstm.runtimes.ort.providers import artifact_support
 
     ops = {n.op_type for n in model.graph.node}
     if mode == "dynamic-int8" and "DynamicQuantizeLSTM" not in ops:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.models import SequenceModel
+from edgelstm.training.models import SequenceModel
 
 #: Output name per task and what it holds (stored in the model's metadata).
 TASK_OUTPUTS: dict[str, tuple[str, str]] = {

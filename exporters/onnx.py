@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
-from edgelstm.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from edgelstm.config import to_dict
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters.graphs import GraphSpec, build_graph
@@ -40,7 +39,8 @@ from edgelstm.exporters.validation import (
 from edgelstm.extras import missing_dependency
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata, record_weights_sha256
-from edgelstm.models import SequenceModel
+from edgelstm.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from edgelstm.training.models import SequenceModel
 
 #: Tried in this order; the first candidate that validates is kept.
 EXPORTERS = ("torchscript", "dynamo")
@@ -173,7 +173,7 @@ def _prepare_source(
     record = None
     source_path: Path | None = None
     if isinstance(source, str | Path):
-        from edgelstm.checkpoint import load_checkpoint
+        from edgelstm.training.checkpoint import load_checkpoint
 
         source_path = Path(source)
         checkpoint = load_checkpoint(source_path)
@@ -377,7 +377,7 @@ def _export_dynamo(source: _Source, path: Path, opset: int) -> int:
 
 def constant_fold(src: Path, dst: Path) -> None:
     """ONNX Runtime's basic optimisation folds the weight plumbing into initializers."""
-    from edgelstm.runtimes.providers import import_onnxruntime
+    from edgelstm.runtimes.ort.providers import import_onnxruntime
 
     ort = import_onnxruntime()
     options = ort.SessionOptions()

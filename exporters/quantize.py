@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.checkpoint import CONFIG_FILE
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.exporters.audit import (
     QUANTIZED_OPS,
@@ -51,6 +50,7 @@ from edgelstm.metadata import (
     record_weights_sha256,
 )
 from edgelstm.tasks import Gate
+from edgelstm.training.checkpoint import CONFIG_FILE
 
 if TYPE_CHECKING:
     from edgelstm.hardware import CpuInfo
@@ -209,7 +209,7 @@ def quantize(
     if src.resolve() == out.resolve():
         raise InvalidInputError("--out must differ from the input model; the original is kept")
     check_output_path(out, overwrite=overwrite, kind="file")
-    from edgelstm.runtimes.artifact import load_artifact
+    from edgelstm.runtimes.ort.artifact import load_artifact
 
     # One reading: the checksum is verified, a corrupt edgelstm.* value names its key, and a
     # model from another tool (meta None) is quantized all the same.
@@ -462,7 +462,7 @@ def _calibration_reader(
             "static-int8 needs calibration data: pass --calibration DATA.npz or --eval RUN_DIR "
             "(or quantize a model exported from a checkpoint that still exists)"
         )
-    from edgelstm.evaluation import prepare_for_evaluation
+    from edgelstm.training.evaluation import prepare_for_evaluation
 
     prepared, _ = prepare_for_evaluation(run_dir)
     train = prepared.train
@@ -486,8 +486,8 @@ def _stamp(model: Any, mode: str, reduce_range: bool | None) -> None:
 def _accuracy_gate(
     float_path: Path, quantized_path: Path, run_dir: Path, max_degradation: float | None
 ) -> AccuracyGate:
-    from edgelstm.evaluation import ScoringData
-    from edgelstm.runtimes.scoring import score_onnx
+    from edgelstm.runtimes.model_io.accuracy import score_onnx
+    from edgelstm.training.evaluation import ScoringData
 
     try:
         data = ScoringData.from_run(run_dir)
@@ -507,8 +507,8 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     Dynamic INT8 computes activation scales per call, so chunks see different scales than
     one whole-sequence call: the difference is real and reported, not hidden.
     """
-    from edgelstm.runtimes.feeds import input_specs
-    from edgelstm.runtimes.inference import cpu_session, run_in_chunks
+    from edgelstm.runtimes.model_io.feeding import cpu_session, run_in_chunks
+    from edgelstm.runtimes.ort.feeds import input_specs
 
     session = cpu_session(path)
     inputs = {i.name: i for i in session.get_inputs()}

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.runtimes.feeds import input_specs
-from edgelstm.runtimes.inference import cpu_session, run_in_chunks
+from edgelstm.runtimes.model_io.feeding import cpu_session, run_in_chunks
+from edgelstm.runtimes.ort.feeds import input_specs
 
 if TYPE_CHECKING:
     import onnx
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgelstm.exporters.graphs import GraphSpec
-    from edgelstm.models import SequenceModel
+    from edgelstm.training.models import SequenceModel
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
 

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 # name -> module that defines it; nothing heavy is imported until a name is used.
 _EXPORTS = {
-    "SessionConfig": "edgelstm.runtimes.session",
-    "OpenedSession": "edgelstm.runtimes.session",
-    "open_session": "edgelstm.runtimes.session",
-    "RunOptions": "edgelstm.runtimes.run",
-    "RunResult": "edgelstm.runtimes.run",
-    "run_model": "edgelstm.runtimes.run",
-    "stream_model": "edgelstm.runtimes.stream",
-    "StreamingSession": "edgelstm.runtimes.streaming",
-    "score_onnx": "edgelstm.runtimes.scoring",
-    "validate_feeds": "edgelstm.runtimes.feeds",
+    "SessionConfig": "edgelstm.runtimes.ort.session",
+    "OpenedSession": "edgelstm.runtimes.ort.session",
+    "open_session": "edgelstm.runtimes.ort.session",
+    "RunOptions": "edgelstm.runtimes.run_files",
+    "RunResult": "edgelstm.runtimes.run_files",
+    "run_model": "edgelstm.runtimes.run_files",
+    "stream_model": "edgelstm.runtimes.run_stream",
+    "StreamingSession": "edgelstm.runtimes.model_io.streaming_session",
+    "score_onnx": "edgelstm.runtimes.model_io.accuracy",
+    "validate_feeds": "edgelstm.runtimes.ort.feeds",
     "score_files": "edgelstm.runtimes.batch",
 }
 
@@ -42,12 +42,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from edgelstm.runtimes.batch import score_files
-    from edgelstm.runtimes.feeds import validate_feeds
-    from edgelstm.runtimes.run import RunOptions, RunResult, run_model
-    from edgelstm.runtimes.scoring import score_onnx
-    from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
-    from edgelstm.runtimes.stream import stream_model
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.accuracy import score_onnx
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+    from edgelstm.runtimes.ort.feeds import validate_feeds
+    from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
+    from edgelstm.runtimes.run_files import RunOptions, RunResult, run_model
+    from edgelstm.runtimes.run_stream import stream_model
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
-    from edgelstm.training import TrainResult
+    from edgelstm.training.trainer import TrainResult
 
 # Tiny models train in well under a second on one thread, but two OpenMP threads fighting
 # over two busy cores made the same run ~60x slower here; set before torch is imported.
@@ -129,7 +129,7 @@ def anomaly_csv(data_dir: Path) -> Path:
 def trained_classify(tmp_path_factory: pytest.TempPathFactory, classify_npz: Path) -> TrainResult:
     """One tiny classify run through the Python API, shared read-only between tests."""
     single_thread()
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     out = tmp_path_factory.mktemp("runs") / "classify"
     return train("classify", data=classify_npz, out=out, seed=0, **TINY_KW)

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from conftest import TINY, TINY_KW, CliRunner, assert_nothing_written, write_classify_npz
 
-from edgelstm.baselines import (
+from edgelstm.data.types import SequenceSet
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.training.baselines import (
     BaselineScores,
     chance_margin,
     classification_baselines,
     compare_with_baselines,
     nearest_euclidean,
 )
-from edgelstm.data.types import SequenceSet
-from edgelstm.errors import CheckFailedError, InvalidInputError
 
 
 def _set(series: list[list[float]] | list[np.ndarray], labels: list[str]) -> SequenceSet:
@@ -96,7 +96,7 @@ def test_euclidean_matches_a_brute_force_loop() -> None:
     rng = np.random.default_rng(0)
     train = [rng.normal(size=(int(rng.integers(5, 30)), 3)) for _ in range(40)]
     test = [rng.normal(size=(int(rng.integers(5, 30)), 3)) for _ in range(25)]
-    from edgelstm.baselines import _resample, distance_ready
+    from edgelstm.training.baselines import _resample, distance_ready
 
     length = max(s.shape[0] for s in train + test)
     flat = [distance_ready(_resample(s, length)).ravel() for s in train]
@@ -261,7 +261,7 @@ def separable_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def test_metrics_json_holds_the_baselines_of_the_same_split(
     tmp_path: Path, separable_data: tuple[Path, Path]
 ) -> None:
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     data, test = separable_data
     out = tmp_path / "run"
@@ -283,7 +283,7 @@ def test_metrics_json_holds_the_baselines_of_the_same_split(
 def test_forecast_and_anomaly_record_their_baseline(
     tmp_path: Path, task: str, request: pytest.FixtureRequest
 ) -> None:
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     data = request.getfixturevalue(f"{task}_csv")
     options = {"lookback": 16, **({"horizon": 4} if task == "forecast" else {})}
@@ -372,7 +372,7 @@ def test_failed_check_exits_1_and_writes_nothing(
 def test_failed_check_leaves_an_existing_checkpoint_untouched(
     tmp_path: Path, chance_data: tuple[Path, Path]
 ) -> None:
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     data, test = chance_data
     out = tmp_path / "run"
@@ -408,7 +408,7 @@ def test_min_accuracy_on_a_forecast_is_refused_before_training(
 def test_anomaly_checks_need_labelled_test_data(tmp_path: Path, anomaly_csv: Path) -> None:
     from conftest import write_anomaly_csv
 
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     unlabelled = write_anomaly_csv(tmp_path / "normal.csv", spike=False)
     with pytest.raises(InvalidInputError, match="no labels marking both"):

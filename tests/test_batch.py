@@ -40,8 +40,8 @@ from edgelstm.runtimes.batch import BatchOptions, RayOptions, score_files  # noq
 from edgelstm.runtimes.batch.engines import worker_resources  # noqa: E402
 from edgelstm.runtimes.batch.job import MANIFEST_NAME  # noqa: E402
 from edgelstm.runtimes.batch.plan import is_complete_partition  # noqa: E402
-from edgelstm.runtimes.run import run_model  # noqa: E402
-from edgelstm.runtimes.session import SessionConfig  # noqa: E402
+from edgelstm.runtimes.ort.session import SessionConfig  # noqa: E402
+from edgelstm.runtimes.run_files import run_model  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # fixtures
@@ -169,7 +169,7 @@ def test_glob_and_manifest(model: Path, inputs: Path, work: Path) -> None:
 def test_forecast_and_anomaly_rows_match_run(work: Path, forecast_csv: Path) -> None:
     single_thread()
     from edgelstm.exporters.onnx import export
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     folder = work / "series"
     folder.mkdir()

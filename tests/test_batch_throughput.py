@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgelstm.benchmarks.batch_throughput import (
+from edgelstm.benchmarks.suites.batch_throughput import (
     compare_rows,
     summarise,
     to_markdown,
@@ -130,7 +130,7 @@ def _document() -> dict[str, Any]:
         "python": "3.11.0", "loadavg_at_start": [0.5, 0.25, 0.1], "git": {"commit": "abc" * 14},
     }  # fmt: skip
     return {
-        "command": "python -m edgelstm.benchmarks.batch_throughput --model reference",
+        "command": "python -m edgelstm.benchmarks.suites.batch_throughput --model reference",
         "environment": env,
         "model": {"label": "tiny"},
         "data": {"description": "six rows"},

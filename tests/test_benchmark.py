@@ -51,14 +51,14 @@ from edgelstm.errors import InvalidInputError, OutputExistsError, ProviderUnavai
 from edgelstm.exporters import export
 from edgelstm.exporters.quantize import quantize
 from edgelstm.hardware import cpu_info
-from edgelstm.runtimes.deploy import (
+from edgelstm.runtimes.ort.deploy import (
     DEPLOY_SCHEMA,
     DeploymentConfig,
     read_deployment,
     write_deployment,
 )
-from edgelstm.runtimes.session import SessionConfig
-from edgelstm.training import TrainResult
+from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.training.trainer import TrainResult
 
 #: Timesteps of the whole-sequence rows (short: the numbers do not matter, the rows do).
 SEQ = 8
@@ -1588,7 +1588,7 @@ def test_cli_quickstart_end_to_end(cli: CliRunner, tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_cuda_rows_with_and_without_cuda_graphs(artifacts: Artifacts) -> None:
-    from edgelstm.runtimes.providers import probe_provider
+    from edgelstm.runtimes.ort.providers import probe_provider
 
     probe = probe_provider("cuda")
     if not probe.usable:
@@ -1641,7 +1641,7 @@ def test_torch_streaming_rows_carry_a_conv_front_ends_state(
 ) -> None:
     """The PyTorch streaming row pushes chunks through SequenceModel.step with the export's
     state (h, c and the front end's frames); it used to call model.rnn alone and failed."""
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     run = tmp_path / "fe"
     train(

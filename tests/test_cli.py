@@ -381,12 +381,12 @@ def test_interrupt_while_writing_leaves_no_folder(
 def test_interrupt_exits_130(
     cli: CliRunner, tmp_path: Path, classify_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgelstm.training
+    import edgelstm.training.trainer
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edgelstm.training, "fit_model", interrupted)
+    monkeypatch.setattr(edgelstm.training.trainer, "fit_model", interrupted)
     out = tmp_path / "run"
     result = cli("train", "--task", "classify", "--data", classify_npz, "--out", out, *TINY)
     assert result.code == 130
@@ -397,7 +397,7 @@ def test_interrupt_exits_130(
 def test_failure_after_training_leaves_old_folder_untouched(
     cli: CliRunner, tmp_path: Path, forecast_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgelstm.checkpoint
+    import edgelstm.training.checkpoint
 
     out = tmp_path / "run"
     out.mkdir()
@@ -410,7 +410,7 @@ def test_failure_after_training_leaves_old_folder_untouched(
         raise DiskFull("no space left on device")
 
     # config.json is the first file written into the temporary folder.
-    monkeypatch.setattr(edgelstm.checkpoint, "to_dict", failing_to_dict)
+    monkeypatch.setattr(edgelstm.training.checkpoint, "to_dict", failing_to_dict)
     with pytest.raises(DiskFull):
         cli(
             "train", "--task", "forecast", "--data", forecast_csv, "--out", out, "--overwrite",
@@ -423,13 +423,13 @@ def test_failure_after_training_leaves_old_folder_untouched(
 def test_failure_in_evaluation_writes_nothing(
     cli: CliRunner, tmp_path: Path, classify_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgelstm.training
+    import edgelstm.training.trainer
     from edgelstm.errors import CheckFailedError
 
     def failing_evaluate(*args: Any, **kwargs: Any) -> Any:
         raise CheckFailedError("evaluation failed on purpose")
 
-    monkeypatch.setattr(edgelstm.training, "evaluate", failing_evaluate)
+    monkeypatch.setattr(edgelstm.training.trainer, "evaluate", failing_evaluate)
     out = tmp_path / "run"
     result = cli("train", "--task", "classify", "--data", classify_npz, "--out", out, *TINY)
     assert result.code == 1  # a check failed, not bad input

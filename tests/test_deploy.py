@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from conftest import CliResult, CliRunner, assert_clean_failure, single_thread
 
-from edgelstm.runtimes import run as run_module
-from edgelstm.runtimes.deploy import DeploymentConfig, read_deployment, write_deployment
-from edgelstm.runtimes.session import SessionConfig
+from edgelstm.runtimes import run_files as run_module
+from edgelstm.runtimes.ort.deploy import DeploymentConfig, read_deployment, write_deployment
+from edgelstm.runtimes.ort.session import SessionConfig
 
 if TYPE_CHECKING:
-    from edgelstm.training import TrainResult
+    from edgelstm.training.trainer import TrainResult
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,7 @@ def test_a_flag_the_configs_mode_cannot_honour_is_refused(
 
 
 def test_resolve_deployment_applies_only_what_was_given() -> None:
-    from edgelstm.runtimes.deploy import resolve_deployment
+    from edgelstm.runtimes.ort.deploy import resolve_deployment
 
     config = DeploymentConfig(
         model=Path("m.onnx"),
@@ -300,7 +300,7 @@ def test_resolve_deployment_applies_only_what_was_given() -> None:
 
 def test_resolve_deployment_refuses_an_unknown_setting() -> None:
     from edgelstm.errors import InvalidInputError
-    from edgelstm.runtimes.deploy import resolve_deployment
+    from edgelstm.runtimes.ort.deploy import resolve_deployment
 
     config = DeploymentConfig(model=Path("m.onnx"), mode="sequence", session=SessionConfig())
     with pytest.raises(InvalidInputError, match="unknown session setting 'threads'"):

@@ -19,8 +19,8 @@ from edgelstm.exporters import export
 from edgelstm.exporters.graphs import build_graph
 from edgelstm.exporters.validation import inspect_graph, validate_sequence
 from edgelstm.metadata import read_metadata
-from edgelstm.models import SequenceModel, build_model
-from edgelstm.training import TrainResult, train
+from edgelstm.training.models import SequenceModel, build_model
+from edgelstm.training.trainer import TrainResult, train
 
 FEATURES = 3
 HIDDEN = 6

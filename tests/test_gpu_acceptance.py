@@ -19,11 +19,11 @@ import pytest
 from conftest import needs_no_cuda
 from onnx import TensorProto, helper
 
-from edgelstm.benchmarks import gpu_acceptance as ga
 from edgelstm.benchmarks.measure import Measurement, measure, prepare
+from edgelstm.benchmarks.suites import gpu_acceptance as ga
 from edgelstm.errors import InvalidInputError
 from edgelstm.hardware import GpuInfo
-from edgelstm.runtimes.providers import PROVIDERS, ProbeResult
+from edgelstm.runtimes.ort.providers import PROVIDERS, ProbeResult
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def tiny_sequence_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_without_cuda_it_exits_2_with_one_error_line_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "new"
     done = subprocess.run(
-        [sys.executable, "-m", "edgelstm.benchmarks.gpu_acceptance", "--out", str(out)],
+        [sys.executable, "-m", "edgelstm.benchmarks.suites.gpu_acceptance", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -74,10 +74,10 @@ def test_a_failed_cuda_probe_is_named_on_the_error_line(
     probe = ProbeResult("cuda", False, "session creation failed: libcudnn.so.9:\n  cannot open")
     monkeypatch.setattr("edgelstm.hardware.gpu_info", lambda: [gpu])
     monkeypatch.setattr(
-        "edgelstm.runtimes.providers.available_providers",
+        "edgelstm.runtimes.ort.providers.available_providers",
         lambda: [PROVIDERS["cuda"], PROVIDERS["cpu"]],
     )
-    monkeypatch.setattr("edgelstm.runtimes.providers.probe_provider", lambda name: probe)
+    monkeypatch.setattr("edgelstm.runtimes.ort.providers.probe_provider", lambda name: probe)
     assert ga.gpu_problems() == [
         "the CUDA provider probe failed: session creation failed: libcudnn.so.9: cannot open"
     ]
@@ -342,7 +342,7 @@ def test_torch_cuda_graph_replays_the_eager_output(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="torch is not installed")
     if not torch.cuda.is_available():
         pytest.skip(f"torch {torch.__version__} sees no CUDA device")
-    from edgelstm.benchmarks.reference import reference_checkpoint
+    from edgelstm.benchmarks.suites.reference import reference_checkpoint
 
     run = reference_checkpoint(tmp_path / "reference")
     m = Measurement(str(run), "torch", "cuda", "fp32", "sequence", 2, 10, 1, warmup=2,

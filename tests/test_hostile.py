@@ -45,7 +45,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgelstm import fileio
 from edgelstm.errors import OutputExistsError
 from edgelstm.exporters import export
-from edgelstm.training import TrainResult
+from edgelstm.training.trainer import TrainResult
 
 FEATURES = 3  # the fixture classify data has 3 features (f0, f1, f2)
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -427,7 +427,7 @@ def test_bom_and_crlf_input_csv_read_like_the_plain_file(
 def test_bom_and_crlf_training_csv_is_tolerated(
     cli_fd: CliRunner, tmp_path: Path, variant: str
 ) -> None:
-    from edgelstm.checkpoint import read_run_record
+    from edgelstm.training.checkpoint import read_run_record
 
     text = _series_csv()
     raw = ("\ufeff" + text).encode() if variant == "bom" else text.replace("\n", "\r\n").encode()
@@ -1066,7 +1066,7 @@ def _assert_complete_onnx(path: Path) -> None:
 
 
 def _assert_complete_checkpoint(path: Path) -> None:
-    from edgelstm.checkpoint import load_checkpoint
+    from edgelstm.training.checkpoint import load_checkpoint
 
     load_checkpoint(path)
 

@@ -21,7 +21,7 @@ from edgelstm.metadata import (
 )
 
 if TYPE_CHECKING:
-    from edgelstm.training import TrainResult
+    from edgelstm.training.trainer import TrainResult
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_export_records_the_weights_checksum(exported: Path) -> None:
 def test_a_flipped_weight_bit_is_refused_everywhere(
     exported: Path, tmp_path: Path, cli: CliRunner, classify_npz: Path
 ) -> None:
-    from edgelstm.runtimes.session import open_session
+    from edgelstm.runtimes.ort.session import open_session
 
     flipped = tmp_path / "flipped.onnx"
     _flip_weight_bit(exported, flipped)
@@ -85,7 +85,7 @@ def test_metadata_changes_keep_the_checksum_valid(exported: Path, tmp_path: Path
 
 
 def test_models_without_a_checksum_are_not_verified_but_run(tmp_path: Path) -> None:
-    from edgelstm.runtimes.session import open_session
+    from edgelstm.runtimes.ort.session import open_session
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
@@ -135,7 +135,7 @@ def test_checkpoint_weights_are_verified(
 ) -> None:
     import shutil
 
-    from edgelstm.checkpoint import load_checkpoint
+    from edgelstm.training.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained_classify.out, run)
@@ -164,7 +164,7 @@ def test_checkpoints_without_a_checksum_still_load(
 ) -> None:
     import shutil
 
-    from edgelstm.checkpoint import load_checkpoint, verify_checksums
+    from edgelstm.training.checkpoint import load_checkpoint, verify_checksums
 
     run = tmp_path / "old"
     shutil.copytree(trained_classify.out, run)
@@ -179,7 +179,7 @@ def test_a_checkpoint_left_aside_by_an_interrupted_replace_is_read_back(
 ) -> None:
     import shutil
 
-    from edgelstm.checkpoint import load_checkpoint
+    from edgelstm.training.checkpoint import load_checkpoint
 
     # Where folders cannot be swapped atomically, a kill between the two renames of an
     # --overwrite leaves the old checkpoint as `.run.*.old` and nothing at `run`.

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from edgelstm.runtimes import measured_choice as measured_module
-from edgelstm.runtimes.measured_choice import MeasuredChoice, host_fingerprint, measured_choice
+from edgelstm.runtimes.ort import measured_choice as measured_module
+from edgelstm.runtimes.ort.measured_choice import MeasuredChoice, host_fingerprint, measured_choice
 
 HOST: dict[str, Any] = {"cpu": "Test CPU 9000 @ 3.0GHz", "gpus": ["NVIDIA H200"]}
 OTHER_HOST: dict[str, Any] = {"cpu": "Other CPU 100", "gpus": []}
@@ -330,7 +330,7 @@ def _tune_row(path: Path, provider: str, p50: float) -> dict[str, Any]:
 
 def test_choose_deployment_records_this_host_and_auto_trusts_it_here(model: Path) -> None:
     from edgelstm.benchmarks.tune import choose_deployment
-    from edgelstm.runtimes.deploy import read_deployment, write_deployment
+    from edgelstm.runtimes.ort.deploy import read_deployment, write_deployment
 
     chosen = choose_deployment([_tune_row(model, "cpu", 0.8), _tune_row(model, "cuda", 2.0)])
     assert chosen.measured["host"] == host_fingerprint()
@@ -360,7 +360,7 @@ def test_the_report_schema_is_the_benchmark_writers() -> None:
 
 def test_importing_it_loads_neither_torch_nor_onnxruntime_nor_benchmarks() -> None:
     code = (
-        "import sys, edgelstm.runtimes.measured_choice; "
+        "import sys, edgelstm.runtimes.ort.measured_choice; "
         "print(sorted(m for m in ('torch', 'onnxruntime', 'edgelstm.benchmarks') "
         "if m in sys.modules))"
     )

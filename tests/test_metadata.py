@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.metadata import PREFIX, SCHEMA, ModelMetadata, metadata_from_props, read_metadata
-from edgelstm.training import TrainResult
+from edgelstm.training.trainer import TrainResult
 
 
 @pytest.fixture(autouse=True)

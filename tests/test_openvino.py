@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgelstm.errors import ProviderUnavailableError
 from edgelstm.metadata import ModelMetadata, record_weights_sha256
-from edgelstm.runtimes.providers import import_onnxruntime
-from edgelstm.runtimes.session import SessionConfig, open_session
+from edgelstm.runtimes.ort.providers import import_onnxruntime
+from edgelstm.runtimes.ort.session import SessionConfig, open_session
 
 OPENVINO_EP = "OpenVINOExecutionProvider"
 
@@ -140,7 +140,7 @@ def test_a_bare_lstm_stays_on_the_cpu_and_strict_mode_refuses_it(tmp_path: Path)
 
 
 def test_devices_are_chosen_by_openvino_name(classifier: Path) -> None:
-    from edgelstm.runtimes.plugin_eps import openvino_device_ids
+    from edgelstm.runtimes.ort.plugin_eps import openvino_device_ids
 
     offered = openvino_device_ids()
     assert "CPU" in offered
@@ -271,7 +271,7 @@ def test_japanese_vowels_on_openvino_equals_the_cpu(cli: Any, name: str, tmp_pat
 
 @needs_quickstart
 def test_japanese_vowels_streams_on_openvino_like_on_the_cpu() -> None:
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 
     folder = Path(str(QUICKSTART))
     frames = np.load(folder / "test.npz")["X"][0, :20].astype(np.float32)

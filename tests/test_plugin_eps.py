@@ -21,11 +21,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
-from edgelstm.runtimes import plugin_eps
-from edgelstm.runtimes import session as session_mod
-from edgelstm.runtimes.plugin_eps import EpDevice, PluginPackage
-from edgelstm.runtimes.providers import import_onnxruntime, probe_provider, resolve_provider
-from edgelstm.runtimes.session import SessionConfig, open_session
+from edgelstm.runtimes.ort import plugin_eps
+from edgelstm.runtimes.ort import session as session_mod
+from edgelstm.runtimes.ort.plugin_eps import EpDevice, PluginPackage
+from edgelstm.runtimes.ort.providers import import_onnxruntime, probe_provider, resolve_provider
+from edgelstm.runtimes.ort.session import SessionConfig, open_session
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from edgelstm.data.csv_files import ANOMALY_LABEL_COLUMNS, TIME_COLUMNS, read_cs
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.metadata import ModelMetadata
-from edgelstm.models import SequenceModel, build_model
-from edgelstm.runtimes.feeds import InputSpec, validate_feeds
-from edgelstm.runtimes.stream import _text_frames
-from edgelstm.runtimes.streaming import StreamingSession
+from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+from edgelstm.runtimes.ort.feeds import InputSpec, validate_feeds
+from edgelstm.runtimes.run_stream import _text_frames
+from edgelstm.training.models import SequenceModel, build_model
 
 FEATURES = 3
 

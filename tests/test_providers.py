@@ -1,5 +1,5 @@
-"""Tests for :mod:`edgelstm.runtimes.providers` (registry, names, ``auto`` policy) and
-:mod:`edgelstm.runtimes.provider_report` (the report)."""
+"""Tests for :mod:`edgelstm.runtimes.ort.providers` (registry, names, ``auto`` policy) and
+:mod:`edgelstm.runtimes.ort.provider_report` (the report)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from rich.console import Console
 
 from edgelstm.errors import InvalidInputError, MissingDependencyError
 from edgelstm.hardware import GpuInfo
-from edgelstm.runtimes import provider_report as report_module
-from edgelstm.runtimes import providers
-from edgelstm.runtimes.provider_report import REPORT_SCHEMA, print_provider_report, provider_report
-from edgelstm.runtimes.providers import (
+from edgelstm.runtimes.ort import provider_report as report_module
+from edgelstm.runtimes.ort import providers
+from edgelstm.runtimes.ort.provider_report import (
+    REPORT_SCHEMA,
+    print_provider_report,
+    provider_report,
+)
+from edgelstm.runtimes.ort.providers import (
     PROVIDERS,
     ProviderSpec,
     available_providers,

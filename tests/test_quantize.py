@@ -21,8 +21,8 @@ from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.exporters.audit import CheckpointBaselines, QuantizationAudit
 from edgelstm.exporters.quantize import QuantizeResult, quantize
-from edgelstm.models import build_model
-from edgelstm.training import TrainResult, train
+from edgelstm.training.models import build_model
+from edgelstm.training.trainer import TrainResult, train
 
 FEATURES = 3
 
@@ -605,7 +605,7 @@ def test_without_a_gate_there_are_no_baselines(tmp_path: Path) -> None:
 
 
 def _baselines(majority: float = 0.5, best: float = 0.9) -> CheckpointBaselines:
-    from edgelstm.baselines import BaselineComparison, chance_margin
+    from edgelstm.training.baselines import BaselineComparison, chance_margin
 
     comparison = BaselineComparison(
         metric="accuracy",
@@ -678,7 +678,7 @@ def test_streaming_drift_is_reported(tmp_path: Path) -> None:
     # The drift is what it says: chunked vs one whole call of the quantized model, on the
     # 2 x 60 standard-normal sequences (seed 0) quantize feeds it. Same session settings as
     # quantize (the default thread count): INT8 reductions round differently per thread count.
-    from edgelstm.runtimes.inference import cpu_session
+    from edgelstm.runtimes.model_io.feeding import cpu_session
 
     session = cpu_session(out)
     x = np.random.default_rng(0).standard_normal((2, 60, FEATURES)).astype(np.float32)

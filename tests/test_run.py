@@ -1,4 +1,5 @@
-"""`edgelstm run`, :mod:`edgelstm.runtimes.run` and :mod:`~edgelstm.runtimes.stream`: task models,
+"""`edgelstm run`, :mod:`edgelstm.runtimes.run_files` and :mod:`~edgelstm.runtimes.run_stream`:
+task models,
 any ONNX model, streaming.
 
 Tiny models are trained and exported once per module; arbitrary ONNX graphs are built here
@@ -39,18 +40,18 @@ from conftest import (
 )
 from onnx import TensorProto, helper, numpy_helper
 
-from edgelstm.checkpoint import load_checkpoint
 from edgelstm.config import Normalization
 from edgelstm.errors import InvalidInputError, OutputExistsError, ProviderUnavailableError
 from edgelstm.exporters import export
 from edgelstm.metadata import PREFIX, ModelMetadata, read_metadata
-from edgelstm.runtimes.artifact import load_artifact
-from edgelstm.runtimes.run import RunOptions, run_model
-from edgelstm.runtimes.session import SessionConfig
-from edgelstm.runtimes.stream import stream_model
-from edgelstm.runtimes.streaming import StreamingSession
+from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+from edgelstm.runtimes.ort.artifact import load_artifact
+from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.run_files import RunOptions, run_model
+from edgelstm.runtimes.run_stream import stream_model
 from edgelstm.tasks import normalize
-from edgelstm.training import TrainResult, train
+from edgelstm.training.checkpoint import load_checkpoint
+from edgelstm.training.trainer import TrainResult, train
 
 LOOKBACK = WINDOW_KW["lookback"]
 HORIZON = WINDOW_KW["horizon"]

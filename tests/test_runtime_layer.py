@@ -12,8 +12,8 @@ from conftest import TINY_KW, single_thread
 
 from edgelstm.benchmarks.measure import Measurement, measure
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.feeds import InputSpec
-from edgelstm.runtimes.inference import run_bucketed, zero_state
+from edgelstm.runtimes.model_io.feeding import run_bucketed, zero_state
+from edgelstm.runtimes.ort.feeds import InputSpec
 
 
 def test_zero_state_fills_the_batch_axis_and_keeps_the_dtype() -> None:
@@ -55,7 +55,7 @@ def test_benchmark_streams_torch_only_what_could_be_exported_streaming(
     """The benchmark's torch streaming rows follow the export's rule (before: only a
     bidirectional model was refused, so a mean-pooled classifier got a streaming row)."""
     single_thread()
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     run = train("classify", data=classify_npz, out=tmp_path / "run", seed=0, **TINY_KW, **options)
     streaming = Measurement(

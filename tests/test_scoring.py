@@ -13,13 +13,13 @@ from conftest import single_thread
 from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
 from edgelstm.config import ModelConfig
 from edgelstm.errors import InvalidInputError
-from edgelstm.evaluation import ScoringData
 from edgelstm.exporters import export
 from edgelstm.exporters.quantize import QuantizeResult, quantize
-from edgelstm.models import build_model
-from edgelstm.runtimes.scoring import score_onnx
+from edgelstm.runtimes.model_io.accuracy import score_onnx
 from edgelstm.tasks import DEFAULT_GATES, Gate, gate_for_metric
-from edgelstm.training import TrainResult
+from edgelstm.training.evaluation import ScoringData
+from edgelstm.training.models import build_model
+from edgelstm.training.trainer import TrainResult
 
 ACCURACY = Gate("accuracy", higher_is_better=True, allowed=0.01)
 MAE = Gate("mae", higher_is_better=False, allowed=0.02, relative=True)

@@ -43,20 +43,20 @@ from hypothesis import strategies as st
 
 from edgelstm.exporters import export
 from edgelstm.metadata import ModelMetadata
-from edgelstm.runtimes.artifact import Artifact, load_artifact
-from edgelstm.runtimes.deploy import DeploymentConfig, write_deployment
-from edgelstm.runtimes.run import stored_normalization
+from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
+from edgelstm.runtimes.ort.deploy import DeploymentConfig, write_deployment
+from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
+from edgelstm.runtimes.run_files import stored_normalization
+from edgelstm.runtimes.run_stream import ChunkScorer, stream_columns
 from edgelstm.runtimes.serve import RequestRejected, SequenceBatcher, ServeLimits, create_app
-from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
-from edgelstm.runtimes.stream import ChunkScorer, stream_columns
-from edgelstm.runtimes.streaming import StreamingSession
 from edgelstm.tasks import normalize
-from edgelstm.training import train
+from edgelstm.training.trainer import train
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from edgelstm.training import TrainResult
+    from edgelstm.training.trainer import TrainResult
 
 Row = dict[str, Any]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from edgelstm.benchmarks.serve_load import (
+from edgelstm.benchmarks.suites.serve_load import (
     LoadPlan,
     StreamLog,
     _stream,
@@ -27,7 +27,7 @@ from edgelstm.benchmarks.serve_load import (
 )
 
 if TYPE_CHECKING:
-    from edgelstm.training import TrainResult
+    from edgelstm.training.trainer import TrainResult
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_a_tiny_load_is_served_in_order_with_the_offline_rows(
     assert document["saturation"][f"{point['protocol']}/batched"]["streams"] == 3
     markdown = (tmp_path / "serve_load_tiny.md").read_text()
     assert f"| {point['protocol']} | batched | 3 |" in markdown
-    assert document["command"].startswith("python -m edgelstm.benchmarks.serve_load --model")
+    assert document["command"].startswith("python -m edgelstm.benchmarks.suites.serve_load --model")
 
 
 def test_streams_past_max_streams_are_refused_cleanly_and_the_server_serves_after(

@@ -19,12 +19,12 @@ from conftest import CliRunner, needs_no_cuda
 from onnx import TensorProto, helper
 
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
-from edgelstm.runtimes import session as session_mod
-from edgelstm.runtimes.artifact import ModelProfile, load_artifact, model_profile
-from edgelstm.runtimes.execution import output_shapes
-from edgelstm.runtimes.feeds import InputSpec, input_specs, validate_feeds
-from edgelstm.runtimes.providers import resolve_provider
-from edgelstm.runtimes.session import SessionConfig, open_session, parse_provider_list
+from edgelstm.runtimes.ort import session as session_mod
+from edgelstm.runtimes.ort.artifact import ModelProfile, load_artifact, model_profile
+from edgelstm.runtimes.ort.execution import output_shapes
+from edgelstm.runtimes.ort.feeds import InputSpec, input_specs, validate_feeds
+from edgelstm.runtimes.ort.providers import resolve_provider
+from edgelstm.runtimes.ort.session import SessionConfig, open_session, parse_provider_list
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -210,7 +210,7 @@ def test_strict_mode_adds_no_cpu(relu_model: Path) -> None:
 @needs_no_cuda
 def test_streaming_session_falls_back_to_the_cpu_too(tmp_path: Path) -> None:
     from edgelstm.metadata import ModelMetadata
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 
     # The smallest graph StreamingSession accepts: frames and state in, both passed through.
     graph = helper.make_graph(
@@ -312,7 +312,7 @@ def test_provider_that_runs_no_node_is_not_used(
 
 
 def test_azure_provider_is_not_a_compute_device() -> None:
-    from edgelstm.runtimes.providers import probe_provider
+    from edgelstm.runtimes.ort.providers import probe_provider
 
     if "AzureExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no Azure provider")
@@ -502,7 +502,7 @@ def test_string_inputs_become_object_arrays() -> None:
 
 
 def _cuda_or_skip() -> None:
-    from edgelstm.runtimes.providers import probe_provider
+    from edgelstm.runtimes.ort.providers import probe_provider
 
     probe = probe_provider("cuda")
     if not probe.usable:
@@ -513,7 +513,7 @@ def _cuda_or_skip() -> None:
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_device_runner_matches_cpu(relu_model: Path, cuda_graphs: bool) -> None:
     _cuda_or_skip()
-    from edgelstm.runtimes.execution import DeviceRunner
+    from edgelstm.runtimes.ort.execution import DeviceRunner
 
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     cpu = open_session(relu_model).session.run(None, {"x": x})[0]

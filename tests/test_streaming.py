@@ -13,9 +13,9 @@ import torch
 from edgelstm.config import ModelConfig
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
-from edgelstm.models import SequenceModel, build_model
-from edgelstm.runtimes.artifact import load_artifact
-from edgelstm.runtimes.streaming import StreamingSession
+from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+from edgelstm.runtimes.ort.artifact import load_artifact
+from edgelstm.training.models import SequenceModel, build_model
 
 FEATURES = 3
 
@@ -164,8 +164,9 @@ def test_bad_state_and_stream_index_are_refused(
 def test_a_long_stream_keeps_memory_flat_and_a_reset_stream_fresh(
     streaming_export: tuple[SequenceModel, Path],
 ) -> None:
-    # The million-frame run is `python -m edgelstm.benchmarks.long_stream` (results committed).
-    from edgelstm.benchmarks.long_stream import run_long_stream
+    # The million-frame run is `python -m edgelstm.benchmarks.suites.long_stream`
+    # (results committed).
+    from edgelstm.benchmarks.suites.long_stream import run_long_stream
 
     _, path = streaming_export
     result = run_long_stream(path, 20_000, warmup=4_000, samples=4)

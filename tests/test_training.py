@@ -18,11 +18,11 @@ from conftest import (
     write_forecast_csv,
 )
 
-from edgelstm.checkpoint import load_checkpoint
 from edgelstm.config import RunRecord, from_dict
 from edgelstm.data.csv_files import read_csv_series
 from edgelstm.errors import InvalidInputError
-from edgelstm.training import TrainResult, train
+from edgelstm.training.checkpoint import load_checkpoint
+from edgelstm.training.trainer import TrainResult, train
 
 CHECKPOINT_FILES = {"config.json", "model.safetensors", "metrics.json", "checksums.json"}
 CLASSIFY_KEYS = {"accuracy", "macro_f1"}
@@ -282,7 +282,7 @@ def test_unknown_task_and_preset_are_refused(tmp_path: Path, classify_npz: Path)
 def test_load_checkpoint_predicts_like_the_trained_model(
     task: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgelstm.training as training
+    import edgelstm.training.trainer as training
 
     captured: dict[str, Any] = {}
     real_save = training.save_checkpoint  # type: ignore[attr-defined]
@@ -381,7 +381,7 @@ def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(
 
 
 def test_auto_chooses_from_the_data_shape_not_the_name() -> None:
-    from edgelstm.auto import DataFacts, choose_settings
+    from edgelstm.training.architecture import DataFacts, choose_settings
 
     short = choose_settings(DataFacts("classify", examples=270, median_length=15, channels=12))
     assert short.settings == {"arch": "lstm", "frontend": "none", "pooling": "last"}

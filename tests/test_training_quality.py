@@ -1,4 +1,4 @@
-"""The tables and options of `python -m edgelstm.benchmarks.training_quality`, on synthetic
+"""The tables and options of `python -m edgelstm.benchmarks.suites.training_quality`, on synthetic
 rows (the script itself trains for many minutes and is run by hand)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edgelstm.benchmarks import training_quality as tq
+from edgelstm.benchmarks.suites import training_quality as tq
 
 LSTM = {"task": "classify", "arch": "lstm", "num_layers": 2, "hidden_size": 128,
         "pooling": "last", "frontend": "none"}  # fmt: skip
@@ -79,7 +79,7 @@ def test_detail_table_has_one_line_per_run() -> None:
 
 def test_markdown_holds_both_tables() -> None:
     doc = {
-        "command": "python -m edgelstm.benchmarks.training_quality",
+        "command": "python -m edgelstm.benchmarks.suites.training_quality",
         "environment": {
             "cpu": "Test CPU",
             "logical_cores": 2,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgelstm.training import TrainResult
+from edgelstm.training.trainer import TrainResult
 
 #: Modules that only the train/data/plot extras install.
 ABSENT = ("torch", "safetensors", "onnxscript", "aeon", "matplotlib")

@@ -122,7 +122,7 @@ def benchmark(
         render_table,
         write_report_files,
     )
-    from edgelstm.console import count_progress, stderr_console, stdout_console
+    from edgelstm.cli.console import count_progress, stderr_console, stdout_console
     from edgelstm.fileio import check_output_path
 
     names = tuple(p.strip() for p in providers.split(","))
@@ -228,7 +228,12 @@ def quickstart(
     """Train, export, quantize and benchmark in one go; writes a report to --out."""
     from edgelstm.benchmarks.quickstart import quickstart as run_quickstart
     from edgelstm.benchmarks.report import render_table
-    from edgelstm.console import count_progress, stderr_console, stdout_console, training_progress
+    from edgelstm.cli.console import (
+        count_progress,
+        stderr_console,
+        stdout_console,
+        training_progress,
+    )
     from edgelstm.fileio import check_output_path
 
     check_output_path(out, overwrite=overwrite, kind="folder")

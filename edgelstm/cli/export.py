@@ -52,7 +52,7 @@ def export(
     ] = False,
 ) -> None:
     """Export to ONNX, validated against PyTorch at several shapes before anything is written."""
-    from edgelstm.console import stdout_console
+    from edgelstm.cli.console import stdout_console
 
     if out is None:
         raise InvalidInputError("--out MODEL.onnx is required")
@@ -180,6 +180,6 @@ def quantize(
     if json_output:
         typer.echo(json.dumps(quantize_result_json(result), indent=2))
     else:
-        from edgelstm.console import stdout_console
+        from edgelstm.cli.console import stdout_console
 
         print_quantize_result(result, stdout_console())

@@ -1,6 +1,6 @@
 """``edgelstm run``: inference over files, or frame by frame with ``--stream``, on the
 session options given as flags or by a ``benchmark --tune`` deployment config
-(:mod:`edgelstm.runtimes.run`, :mod:`edgelstm.runtimes.deploy`)."""
+(:mod:`edgelstm.runtimes.run_files`, :mod:`edgelstm.runtimes.ort.deploy`)."""
 
 from __future__ import annotations
 
@@ -179,12 +179,12 @@ def run_command(
     ] = False,
 ) -> None:
     """Run a model on a chosen execution provider; strict unless --fallback."""
-    from edgelstm.console import count_progress, stderr_console
+    from edgelstm.cli.console import count_progress, stderr_console
 
     if input_file is None:
         raise InvalidInputError("--input FILE is required (with --stream, '-' reads stdin)")
     if memory_limit is not None:
-        from edgelstm.runtimes.session import limit_memory
+        from edgelstm.runtimes.ort.session import limit_memory
 
         limit_memory(memory_limit)
     config = _session_config(
@@ -202,7 +202,7 @@ def run_command(
     err = stderr_console()
     notes: tuple[str, ...] = ()  # the config's overrides, shown once the session is open
     if config_path is not None:
-        from edgelstm.runtimes.deploy import read_deployment, resolve_deployment
+        from edgelstm.runtimes.ort.deploy import read_deployment, resolve_deployment
 
         if model is not None:
             raise InvalidInputError("give either MODEL or --config (which names the model)")
@@ -292,7 +292,7 @@ def run_command(
         raise InvalidInputError("--input - (stdin) works only with --stream; give a file")
     if output is None or output == "-":
         raise InvalidInputError("--output FILE (.csv, .json, .npy or .npz) is required")
-    from edgelstm.runtimes.run import RunOptions, run_model
+    from edgelstm.runtimes.run_files import RunOptions, run_model
 
     options = RunOptions(
         batch_size=batch_size, allow_nonfinite=allow_nonfinite, overwrite=overwrite
@@ -311,7 +311,7 @@ def run_command(
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
-    from edgelstm.runtimes.run import describe_run
+    from edgelstm.runtimes.run_files import describe_run
 
     err.print(describe_run(result), highlight=False, markup=False, soft_wrap=True)
 
@@ -323,7 +323,7 @@ def _names_many_files(input_file: str, output: str | None) -> bool:
     path = Path(input_file)
     if path.is_dir() or (not path.exists() and glob.has_magic(input_file)):
         return True
-    from edgelstm.runtimes.writers import OUTPUT_FORMATS
+    from edgelstm.runtimes.model_io.writers import OUTPUT_FORMATS
 
     return (
         path.suffix.lower() == ".parquet"
@@ -344,9 +344,9 @@ def _run_batch(
     json_output: bool,
     notes: tuple[str, ...],
 ) -> None:
-    from edgelstm.console import count_progress, stderr_console
+    from edgelstm.cli.console import count_progress, stderr_console
     from edgelstm.runtimes.batch import describe_batch, score_files
-    from edgelstm.runtimes.run import RunOptions
+    from edgelstm.runtimes.run_files import RunOptions
 
     if output is None or output == "-":
         raise InvalidInputError(
@@ -402,7 +402,7 @@ def _session_config(
     tensorrt_fp16: bool,
     tensorrt_cache: Path | None,
 ) -> Any:
-    from edgelstm.runtimes.session import SessionConfig, parse_provider_list
+    from edgelstm.runtimes.ort.session import SessionConfig, parse_provider_list
 
     return SessionConfig(
         providers=parse_provider_list(provider),
@@ -428,8 +428,8 @@ def _run_stream(
     json_output: bool,
     notes: tuple[str, ...] = (),
 ) -> None:
-    from edgelstm.console import stderr_console
-    from edgelstm.runtimes.stream import stream_to_output
+    from edgelstm.cli.console import stderr_console
+    from edgelstm.runtimes.run_stream import stream_to_output
 
     err = stderr_console()
 

@@ -1,4 +1,4 @@
-"""``edgelstm providers``: the execution providers here (:mod:`edgelstm.runtimes.providers`)."""
+"""``edgelstm providers``: the execution providers here (:mod:`edgelstm.runtimes.ort.providers`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def providers(
     ] = False,
 ) -> None:
     """List ONNX Runtime execution providers, what `auto` picks, and the CPU/GPU they run on."""
-    from edgelstm.console import stdout_console
-    from edgelstm.runtimes.provider_report import print_provider_report, provider_report
+    from edgelstm.cli.console import stdout_console
+    from edgelstm.runtimes.ort.provider_report import print_provider_report, provider_report
 
     report = provider_report(probe=probe)
     if json_output:

@@ -55,10 +55,10 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve a streaming model over HTTP and WebSocket, batching frames across streams."""
-    from edgelstm.console import stderr_console
+    from edgelstm.cli.console import stderr_console
+    from edgelstm.runtimes.ort.session import SessionConfig, parse_provider_list
     from edgelstm.runtimes.serve import ServeLimits
     from edgelstm.runtimes.serve import serve as run_server
-    from edgelstm.runtimes.session import SessionConfig, parse_provider_list
 
     session = SessionConfig(
         providers=parse_provider_list(provider),
@@ -67,7 +67,7 @@ def serve(
     )
     notes: tuple[str, ...] = ()
     if config_path is not None:
-        from edgelstm.runtimes.deploy import read_deployment, resolve_deployment
+        from edgelstm.runtimes.ort.deploy import read_deployment, resolve_deployment
 
         if model is not None:
             raise InvalidInputError("give either MODEL or --config (which names the model)")

@@ -169,7 +169,7 @@ def train(
     ] = False,
 ) -> None:
     """Train an LSTM/GRU on a built-in dataset or your data and write a checkpoint folder."""
-    from edgelstm.console import (
+    from edgelstm.cli.console import (
         print_dataset_table,
         print_train_result,
         stderr_console,
@@ -190,7 +190,7 @@ def train(
         raise InvalidInputError("--task is required (classify, forecast or anomaly)")
     if out is None:
         raise InvalidInputError("--out RUN_DIR is required: the checkpoint folder to write")
-    from edgelstm.training import train as train_model
+    from edgelstm.training.trainer import train as train_model
 
     err = stderr_console()
     with training_progress(err) as progress:

@@ -28,8 +28,8 @@ from typing import Any
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, ProviderUnavailableError
 from edgelstm.runtimes.batch.partitions import PartitionOutcome, PartitionScorer
 from edgelstm.runtimes.batch.plan import Partition
-from edgelstm.runtimes.run import RunOptions
-from edgelstm.runtimes.session import SessionConfig
+from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.run_files import RunOptions
 
 __all__ = [
     "ENGINES",

@@ -28,9 +28,9 @@ from edgelstm.runtimes.batch.plan import (
     is_complete_partition,
     plan_partitions,
 )
-from edgelstm.runtimes.inference import Progress
-from edgelstm.runtimes.run import RunOptions
-from edgelstm.runtimes.session import SessionConfig
+from edgelstm.runtimes.model_io.feeding import Progress
+from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.run_files import RunOptions
 
 __all__ = ["MANIFEST_NAME", "BatchOptions", "BatchResult", "describe_batch", "score_files"]
 
@@ -248,7 +248,7 @@ def _fingerprint(
     model: Path, batch: BatchOptions, options: RunOptions
 ) -> tuple[str, dict[str, Any]]:
     """The model's task, and what must match for ``--resume`` to keep earlier partitions."""
-    from edgelstm.runtimes.artifact import load_artifact
+    from edgelstm.runtimes.ort.artifact import load_artifact
 
     artifact = load_artifact(model)
     meta = artifact.metadata

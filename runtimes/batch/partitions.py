@@ -3,7 +3,7 @@
 :class:`PartitionScorer` is what every engine runs: the local engine holds one, each Ray
 actor holds one. It opens its ONNX Runtime session once, then for each
 :class:`~edgelstm.runtimes.batch.plan.Partition` reads the rows with the readers ``run``
-uses, scores them with :func:`edgelstm.runtimes.run.predict` (normalisation, bucketing by
+uses, scores them with :func:`edgelstm.runtimes.run_files.predict` (normalisation, bucketing by
 length, labels, thresholds: nothing is re-implemented here) and writes the rows atomically.
 
 A partition that cannot be read or scored comes back as a :class:`PartitionOutcome` with an
@@ -25,8 +25,8 @@ from typing import Any
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 from edgelstm.runtimes.batch.plan import Partition
-from edgelstm.runtimes.run import Predictions, RunOptions, predict
-from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
+from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
+from edgelstm.runtimes.run_files import Predictions, RunOptions, predict
 
 __all__ = ["PartitionOutcome", "PartitionScorer", "pyarrow_module"]
 

@@ -29,8 +29,8 @@ from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, Se
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from edgelstm.runtimes.artifact import Artifact
-    from edgelstm.runtimes.session import SessionConfig
+    from edgelstm.runtimes.ort.artifact import Artifact
+    from edgelstm.runtimes.ort.session import SessionConfig
 
 __all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "create_app", "serve"]
 

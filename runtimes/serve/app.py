@@ -36,12 +36,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from edgelstm.runtimes.artifact import Artifact, load_artifact
-from edgelstm.runtimes.run import class_names
+from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
+from edgelstm.runtimes.ort.session import SessionConfig, open_session
+from edgelstm.runtimes.run_files import class_names
+from edgelstm.runtimes.run_stream import stream_columns
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 from edgelstm.runtimes.serve.metrics import CONTENT_TYPE, ServerMetrics
-from edgelstm.runtimes.session import SessionConfig, open_session
-from edgelstm.runtimes.stream import stream_columns
 
 __all__ = ["create_app", "model_description"]
 

@@ -5,7 +5,7 @@ its stream's queue; the batcher takes the head chunk of up to ``max_batch`` read
 whose chunks have the same length (a batched call needs one ``[batch, frames, features]``
 tensor, and padding would run the LSTM over frames that were never sent), gathers their state
 rows, runs the streaming export once, scatters the new state back and scores each stream's
-rows with its own :class:`~edgelstm.runtimes.stream.ChunkScorer` (the rows ``run --stream``
+rows with its own :class:`~edgelstm.runtimes.run_stream.ChunkScorer` (the rows ``run --stream``
 prints). A stream has at most one chunk in flight, so its chunks run in the order they came.
 
 The model runs on one worker thread (ONNX Runtime releases the GIL), so the event loop keeps
@@ -32,10 +32,10 @@ import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 from edgelstm.metadata import ModelMetadata
-from edgelstm.runtimes.run import stored_normalization
+from edgelstm.runtimes.ort.session import OpenedSession
+from edgelstm.runtimes.run_files import stored_normalization
+from edgelstm.runtimes.run_stream import ChunkScorer
 from edgelstm.runtimes.serve.metrics import ServerMetrics
-from edgelstm.runtimes.session import OpenedSession
-from edgelstm.runtimes.stream import ChunkScorer
 from edgelstm.tasks import normalize
 
 __all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "StateTable"]

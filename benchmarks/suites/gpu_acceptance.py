@@ -3,7 +3,7 @@
 One command, about eight minutes on a machine with an NVIDIA GPU and onnxruntime-gpu:
 
 1. ``python -m pytest -m gpu -q`` in the checkout (own timeout): counts and the output's tail;
-2. the reference LSTM (:func:`edgelstm.benchmarks.reference.reference_model`) at batch 1 and
+2. the reference LSTM (:func:`edgelstm.benchmarks.suites.reference.reference_model`) at batch 1 and
    64 x 100 steps on ORT CUDA (plain ``session.run``; IO binding; IO binding + CUDA graph),
    TensorRT (when it probes usable), an FP16 artifact on CUDA, PyTorch cuDNN eager and a
    PyTorch CUDA graph; plus one streaming frame on ORT CUDA and on the ORT CPU provider. Each
@@ -21,7 +21,7 @@ to ``edgelstm.benchmarks``)::
 
     pip install --no-deps --no-build-isolation -e .
     export PYTHONPATH=/path/to/unpacked/onnxruntime-gpu:$PYTHONPATH
-    python -m edgelstm.benchmarks.gpu_acceptance --out benchmarks/results
+    python -m edgelstm.benchmarks.suites.gpu_acceptance --out benchmarks/results
 
 Without torch there (no export, no PyTorch rows), run ``--prepare-artifacts DIR`` where torch
 is and pass ``--artifacts DIR`` on the GPU machine. Results are committed as
@@ -47,7 +47,7 @@ from typing import Any
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, MissingDependencyError
 
 SCHEMA = "edgelstm.gpu_acceptance/1"
-COMMAND = "python -m edgelstm.benchmarks.gpu_acceptance"
+COMMAND = "python -m edgelstm.benchmarks.suites.gpu_acceptance"
 FIX = (
     "run it on a machine with an NVIDIA GPU after pip install 'edgelstm[gpu]' "
     "(onnxruntime-gpu instead of onnxruntime)"
@@ -143,7 +143,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 def gpu_problems() -> list[str]:
     """What stops a CUDA run here, in words; empty when nvidia-smi sees a GPU and CUDA probes."""
     from edgelstm.hardware import gpu_info
-    from edgelstm.runtimes.providers import (
+    from edgelstm.runtimes.ort.providers import (
         available_providers,
         installed_onnxruntime_distributions,
         probe_provider,
@@ -255,8 +255,8 @@ def tensorrt_reason(report: Mapping[str, Any]) -> str | None:
 
 def prepare_artifacts(folder: Path) -> None:
     """Export the reference model (sequence, streaming) and save its checkpoint in ``folder``,
-    as :mod:`edgelstm.benchmarks.reference` does."""
-    from edgelstm.benchmarks.reference import reference_checkpoint, reference_model
+    as :mod:`edgelstm.benchmarks.suites.reference` does."""
+    from edgelstm.benchmarks.suites.reference import reference_checkpoint, reference_model
     from edgelstm.exporters.onnx import export
 
     model = reference_model()
@@ -384,7 +384,7 @@ def environment() -> dict[str, Any]:
     """measure's fingerprint plus the onnxruntime distributions, its CUDA build, torch's CUDA."""
     from edgelstm.benchmarks.measure import environment as fingerprint
     from edgelstm.hardware import torch_cuda_info
-    from edgelstm.runtimes.providers import installed_onnxruntime_distributions
+    from edgelstm.runtimes.ort.providers import installed_onnxruntime_distributions
 
     env = fingerprint((1,))
     dists = installed_onnxruntime_distributions()

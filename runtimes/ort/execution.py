@@ -8,7 +8,7 @@ symbolic dimensions, for buffers bound before the first run).
 
 Example::
 
-    >>> from edgelstm.runtimes.execution import run_interruptible
+    >>> from edgelstm.runtimes.ort.execution import run_interruptible
     >>> outputs = run_interruptible(opened.session, None, {"x": x}, where="test.ts")
     ... # doctest: +SKIP
 """
@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
-from edgelstm.runtimes.feeds import numpy_dtype
-from edgelstm.runtimes.providers import import_onnxruntime
-from edgelstm.runtimes.session import first_line
+from edgelstm.runtimes.ort.feeds import numpy_dtype
+from edgelstm.runtimes.ort.providers import import_onnxruntime
+from edgelstm.runtimes.ort.session import first_line
 
 if TYPE_CHECKING:
-    from edgelstm.runtimes.session import OpenedSession
+    from edgelstm.runtimes.ort.session import OpenedSession
 
 __all__ = ["DeviceRunner", "output_shapes", "run_interruptible"]
 

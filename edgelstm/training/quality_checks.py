@@ -1,6 +1,6 @@
 """Is a trained model worth deploying? Its test metric against its task's baselines.
 
-``train`` compares every model with the baselines :mod:`edgelstm.baselines` computes on the
+``train`` compares every model with the baselines :mod:`edgelstm.training.baselines` computes on the
 same test split. This module turns that comparison into what a user reads: the failed
 ``--min-accuracy`` / ``--require-baseline`` checks (one error line), and a warning block for a
 model that is not clearly better than chance, naming the likely causes with this run's
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgelstm.auto import DataFacts
-from edgelstm.baselines import BaselineComparison
 from edgelstm.config import ModelConfig, TrainConfig
 from edgelstm.errors import InvalidInputError
+from edgelstm.training.architecture import DataFacts
+from edgelstm.training.baselines import BaselineComparison
 
 __all__ = [
     "RunFacts",

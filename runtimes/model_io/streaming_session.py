@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.artifact import Artifact, load_artifact
-from edgelstm.runtimes.execution import output_shapes
-from edgelstm.runtimes.feeds import input_specs, numpy_dtype
-from edgelstm.runtimes.inference import zero_state
-from edgelstm.runtimes.session import SessionConfig, open_session
+from edgelstm.runtimes.model_io.feeding import zero_state
+from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
+from edgelstm.runtimes.ort.execution import output_shapes
+from edgelstm.runtimes.ort.feeds import input_specs, numpy_dtype
+from edgelstm.runtimes.ort.session import SessionConfig, open_session
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class StreamingSession:
 
     ``session`` picks the provider and options (default: CPU, one thread, strict); ``threads``
     overrides its intra-op thread count. :attr:`opened` says which provider runs. ``model`` is
-    a path or an :class:`~edgelstm.runtimes.artifact.Artifact` already read.
+    a path or an :class:`~edgelstm.runtimes.ort.artifact.Artifact` already read.
     """
 
     def __init__(

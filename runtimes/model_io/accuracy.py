@@ -3,11 +3,11 @@
 The quantization gate (float vs quantized), ``benchmark --eval`` (every artifact) and the
 tuner that reads those scores all come here, so the same model gets the same metric value
 wherever it is reported. It needs an ONNX Runtime session, hence the runtime room; the
-arithmetic (:class:`~edgelstm.evaluation.ScoringData`, :class:`~edgelstm.tasks.Gate`) stays
+arithmetic (:class:`~edgelstm.training.evaluation.ScoringData`, :class:`~edgelstm.tasks.Gate`) stays
 in the core, and nothing here imports torch.
 
 Example:
-    >>> from edgelstm.evaluation import ScoringData
+    >>> from edgelstm.training.evaluation import ScoringData
     >>> data = ScoringData.from_run("runs/jv")  # doctest: +SKIP
     >>> [score_onnx(p, data) for p in ("jv.onnx", "jv.int8.onnx")]  # doctest: +SKIP
     [0.9757, 0.9730]
@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.evaluation import ScoringData, score
-from edgelstm.runtimes.inference import SplitPredictor, cpu_session
+from edgelstm.runtimes.model_io.feeding import SplitPredictor, cpu_session
+from edgelstm.training.evaluation import ScoringData, score
 
 __all__ = ["score_onnx"]
 
@@ -27,7 +27,7 @@ __all__ = ["score_onnx"]
 def score_onnx(path: Path | str, data: ScoringData | Path | str) -> float:
     """The gate metric (``data.gate.metric``) of the ONNX model at ``path``.
 
-    ``data`` is a checkpoint folder, or its :class:`~edgelstm.evaluation.ScoringData` when
+    ``data`` is a checkpoint folder, or its :class:`~edgelstm.training.evaluation.ScoringData` when
     several models are scored on it (the data is then read and cut only once).
     """
     if not isinstance(data, ScoringData):

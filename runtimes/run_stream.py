@@ -3,9 +3,10 @@
 :func:`stream_model` reads frames lazily (CSV rows with the one CSV dialect of
 :func:`edgelstm.data.readers.open_csv`, or one sequence from ``.npy``/``.npz``/``.ts``),
 normalises them with the model's stored statistics, pushes them ``chunk`` at a time through
-a :class:`~edgelstm.runtimes.streaming.StreamingSession` and hands each chunk's rows to
+a :class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` and hands each
+chunk's rows to
 ``write_rows`` as soon as they are computed. The per-task scoring (class names, softmax,
-feature order) is the one :mod:`edgelstm.runtimes.run` uses for whole files.
+feature order) is the one :mod:`edgelstm.runtimes.run_files` uses for whole files.
 
 :func:`stream_to_output` writes those rows as CSV to stdout or to a file, as ``run --stream``
 does.
@@ -29,8 +30,9 @@ import numpy as np
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
-from edgelstm.runtimes.artifact import Artifact, load_artifact
-from edgelstm.runtimes.run import (
+from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
+from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig
+from edgelstm.runtimes.run_files import (
     check_class_count,
     class_names,
     class_record,
@@ -38,7 +40,6 @@ from edgelstm.runtimes.run import (
     softmax,
     stored_normalization,
 )
-from edgelstm.runtimes.session import OpenedSession, SessionConfig
 from edgelstm.tasks import anomaly_scores, normalize
 
 __all__ = ["ChunkScorer", "StreamResult", "stream_columns", "stream_model", "stream_to_output"]
@@ -176,7 +177,7 @@ def stream_to_output(
     text stream (stdout, rows flushed per chunk) or a ``.csv`` file written atomically, so a
     stream that fails part-way leaves no half-written file."""
     from edgelstm.fileio import atomic_file
-    from edgelstm.runtimes.writers import csv_row_writer
+    from edgelstm.runtimes.model_io.writers import csv_row_writer
 
     artifact = model if isinstance(model, Artifact) else load_artifact(model, verify=False)
     columns = stream_columns(artifact.edgelstm_metadata())
@@ -222,7 +223,7 @@ def stream_model(
     before the first frame is read: a live stream may never end, so what can make its rows
     wrong (:attr:`OpenedSession.warnings`) is shown up front rather than after the last row.
     """
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 
     if chunk < 1:
         raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")

@@ -1,6 +1,6 @@
 """Write predictions to files: ``.csv``, ``.json``, ``.npy`` or ``.npz`` by extension.
 
-:func:`write_predictions` writes what :func:`edgelstm.runtimes.run.run_model` computed,
+:func:`write_predictions` writes what :func:`edgelstm.runtimes.run_files.run_model` computed,
 atomically (nothing half-written on failure); :func:`check_output_format` refuses an
 unsupported extension or an existing file *before* the model runs. :func:`csv_row_writer`
 prints a stream's rows as CSV, flushed chunk by chunk (``run --stream``).
@@ -26,11 +26,11 @@ from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
 
 if TYPE_CHECKING:
-    from edgelstm.runtimes.run import Predictions
+    from edgelstm.runtimes.run_files import Predictions
 
 __all__ = ["OUTPUT_FORMATS", "check_output_format", "csv_row_writer", "write_predictions"]
 
-#: Output file extensions :func:`edgelstm.runtimes.run.run_model` writes.
+#: Output file extensions :func:`edgelstm.runtimes.run_files.run_model` writes.
 OUTPUT_FORMATS = (".csv", ".json", ".npy", ".npz")
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from edgelstm.training import ProgressCallback, TrainResult
+    from edgelstm.training.trainer import ProgressCallback, TrainResult
 
 
 def stderr_console() -> Console:

@@ -3,7 +3,7 @@
 One place knows every provider edgelstm can name: its short name (``cuda``), ONNX Runtime's
 name (``CUDAExecutionProvider``), which install provides it, and whether it can run the
 ``DynamicQuantizeLSTM`` kernel that makes INT8 LSTMs fast (only the CPU provider can).
-``edgelstm providers`` prints :func:`edgelstm.runtimes.provider_report.provider_report`.
+``edgelstm providers`` prints :func:`edgelstm.runtimes.ort.provider_report.provider_report`.
 
 onnxruntime is imported lazily, inside functions: importing this module costs nothing, and a
 missing install surfaces as :class:`~edgelstm.errors.MissingDependencyError` with the extra to
@@ -11,7 +11,7 @@ install.
 
 Example::
 
-    >>> from edgelstm.runtimes.providers import resolve_provider, choose_auto
+    >>> from edgelstm.runtimes.ort.providers import resolve_provider, choose_auto
     >>> resolve_provider("CUDA").ep_name
     'CUDAExecutionProvider'
     >>> choose_auto(["CUDAExecutionProvider", "CPUExecutionProvider"], precision="int8",
@@ -420,7 +420,7 @@ def resolve_provider(name: str) -> ProviderSpec:
 def _plugin_spec(key: str) -> ProviderSpec | None:
     """A spec for a provider that only an installed plugin EP package brings, by name."""
     try:
-        from edgelstm.runtimes.plugin_eps import plugin_packages
+        from edgelstm.runtimes.ort.plugin_eps import plugin_packages
 
         packages = plugin_packages()
     except MissingDependencyError:
@@ -598,7 +598,7 @@ def probe_provider(name: str) -> ProbeResult:
 
     Catches the silent fallback: ONNX Runtime asked for CUDA on a machine without the CUDA
     libraries logs a warning and runs everything on CPU. The session is opened exactly as
-    ``run`` opens one (:func:`edgelstm.runtimes.session.open_session`: built-in or plugin
+    ``run`` opens one (:func:`edgelstm.runtimes.ort.session.open_session`: built-in or plugin
     provider, device choice, placement), so a probe that passes means ``run`` works. Never
     raises for a provider that fails; the reason goes into :attr:`ProbeResult.detail`.
     TensorRT probes can take seconds.
@@ -614,7 +614,7 @@ def probe_provider(name: str) -> ProbeResult:
     from onnx import TensorProto, helper, save
 
     # The one way to open a session lives a layer up; imported here to keep this module light.
-    from edgelstm.runtimes.session import SessionConfig, open_session
+    from edgelstm.runtimes.ort.session import SessionConfig, open_session
 
     base, device = split_device(name)
     spec = resolve_provider(base)

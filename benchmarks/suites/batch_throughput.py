@@ -14,7 +14,7 @@ within 1e-5). Every configuration runs one ONNX Runtime thread per worker.
 
 Run from the repository root (results land in ``benchmarks/results/``)::
 
-    python -m edgelstm.benchmarks.batch_throughput --model japanese_vowels
+    python -m edgelstm.benchmarks.suites.batch_throughput --model japanese_vowels
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-COMMAND = "python -m edgelstm.benchmarks.batch_throughput"
+COMMAND = "python -m edgelstm.benchmarks.suites.batch_throughput"
 SCHEMA = "edgelstm.batch-throughput/1"
 TOLERANCE = 1e-5
 #: (engine, Ray actors); the local engine is the reference the others are compared with.
@@ -83,7 +83,7 @@ def prepare(name: str, work: Path, count: int, files: int, jv_run: Path | None) 
     from edgelstm.exporters.onnx import export
 
     if name == "reference":
-        from edgelstm.benchmarks.reference import reference_checkpoint
+        from edgelstm.benchmarks.suites.reference import reference_checkpoint
 
         run = work / "reference"
         if not run.is_dir():  # --work kept it from an earlier run: the same seed, the same model
@@ -95,7 +95,7 @@ def prepare(name: str, work: Path, count: int, files: int, jv_run: Path | None) 
 
         from edgelstm.data.readers import load_inference_data
         from edgelstm.data.types import SequenceSet
-        from edgelstm.training import train
+        from edgelstm.training.trainer import train
 
         ts = Path(aeon.__file__).parent / "datasets/data/JapaneseVowels/JapaneseVowels_TEST.ts"
         data = load_inference_data(ts, "classify")
@@ -116,7 +116,7 @@ def run_once(
 ) -> dict[str, Any]:
     """One ``score_files`` run into the fresh folder ``out``; Ray starts and stops inside it."""
     from edgelstm.runtimes.batch import BatchOptions, RayOptions, score_files
-    from edgelstm.runtimes.session import SessionConfig
+    from edgelstm.runtimes.ort.session import SessionConfig
 
     session, batch = SessionConfig(intra_op_threads=1), BatchOptions(engine=engine)
     result = score_files(
@@ -288,7 +288,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from edgelstm.fileio import write_json_atomic, write_text_atomic
-    from edgelstm.runtimes.artifact import load_artifact
+    from edgelstm.runtimes.ort.artifact import load_artifact
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     add = parser.add_argument

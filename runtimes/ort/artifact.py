@@ -3,9 +3,9 @@
 ``run`` used to parse a model several times before ONNX Runtime parsed it once more: to
 verify the weights' checksum, to profile the graph, to read the edgelstm metadata.
 :func:`load_artifact` parses the graph once (without external weights), verifies the checksum
-edgelstm stored in it and profiles it; :func:`~edgelstm.runtimes.session.open_session`,
-:class:`~edgelstm.runtimes.streaming.StreamingSession` and
-:func:`~edgelstm.runtimes.run.run_model` take an :class:`Artifact` or a path.
+edgelstm stored in it and profiles it; :func:`~edgelstm.runtimes.ort.session.open_session`,
+:class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` and
+:func:`~edgelstm.runtimes.run_files.run_model` take an :class:`Artifact` or a path.
 
 Example::
 

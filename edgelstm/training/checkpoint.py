@@ -16,7 +16,7 @@ from edgelstm.errors import CheckpointError
 from edgelstm.fileio import atomic_folder, read_json, recover_interrupted_replace
 
 if TYPE_CHECKING:
-    from edgelstm.models import SequenceModel
+    from edgelstm.training.models import SequenceModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -124,7 +124,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from edgelstm.models import build_model
+    from edgelstm.training.models import build_model
 
     run_dir = Path(run_dir)
     record = read_run_record(run_dir)

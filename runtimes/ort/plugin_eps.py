@@ -19,7 +19,7 @@ The devices of built-in providers are listed here too, so ``edgelstm providers``
 
 Example::
 
-    >>> from edgelstm.runtimes.plugin_eps import plugin_packages
+    >>> from edgelstm.runtimes.ort.plugin_eps import plugin_packages
     >>> [(p.distribution, p.devices) for p in plugin_packages()]  # doctest: +SKIP
     [('onnxruntime-ep-openvino', ())]
 """
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.providers import import_onnxruntime
+from edgelstm.runtimes.ort.providers import import_onnxruntime
 
 __all__ = [
     "EpDevice",
@@ -187,7 +187,7 @@ def _register(
             else:
                 register(distribution, library)
         except Exception as exc:  # a plugin fails in its own way; report it, never crash
-            from edgelstm.runtimes.session import first_line
+            from edgelstm.runtimes.ort.session import first_line
 
             # Registered earlier in this process (by the user's code, say): usable as is.
             if "already registered" not in str(exc):

@@ -17,7 +17,7 @@ spelled as a string in the right dict. :func:`open_session` takes a frozen
 
 Example::
 
-    >>> from edgelstm.runtimes.session import SessionConfig, open_session
+    >>> from edgelstm.runtimes.ort.session import SessionConfig, open_session
     >>> opened = open_session("jv.onnx", SessionConfig(providers=("cuda", "cpu"), fallback=True))
     ... # doctest: +SKIP
     >>> opened.provider, opened.notes  # doctest: +SKIP
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgelstm.config import from_dict, to_dict
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
-from edgelstm.runtimes.artifact import Artifact, ModelProfile, load_artifact
-from edgelstm.runtimes.providers import (
+from edgelstm.runtimes.ort.artifact import Artifact, ModelProfile, load_artifact
+from edgelstm.runtimes.ort.providers import (
     ProviderSpec,
     assigned_ops,
     explain_auto,
@@ -77,7 +77,7 @@ class SessionConfig:
     ``spinning=None`` keeps ONNX Runtime's default (threads spin while waiting).
     ``cuda_graphs`` captures the whole graph once and replays it: it needs fixed input shapes
     for the session's lifetime and runs through IO binding
-    (see :class:`edgelstm.runtimes.execution.DeviceRunner`).
+    (see :class:`edgelstm.runtimes.ort.execution.DeviceRunner`).
     ``fallback`` goes on to the next provider when one is unusable and always ends on the CPU:
     ``("cuda",)`` with fallback tries ``cuda`` then ``cpu``. A list that names the CPU keeps
     it where it is; without fallback the list is strict and nothing is added.
@@ -338,7 +338,7 @@ def _resolve_requested(
     """Providers in the order to try them, plus notes on how ``auto`` chose.
 
     ``auto`` follows a measurement when a deployment config or benchmark report beside the
-    model timed this same file on this host (:mod:`edgelstm.runtimes.measured_choice`), and
+    model timed this same file on this host (:mod:`edgelstm.runtimes.ort.measured_choice`), and
     the fixed policy of :func:`explain_auto` otherwise. With ``fallback`` the CPU is appended
     when the list lacks it: falling back means "run somewhere", and the CPU provider is built
     into every onnxruntime.
@@ -346,7 +346,7 @@ def _resolve_requested(
     notes: list[str] = []
     cpu = _Candidate(resolve_provider("cpu"))
     if len(names) == 1 and names[0].lower() == "auto":
-        from edgelstm.runtimes.measured_choice import measured_choice
+        from edgelstm.runtimes.ort.measured_choice import measured_choice
 
         measured = measured_choice(path, available, streaming=profile.streaming)
         notes.extend(measured.notes)
@@ -561,7 +561,7 @@ def _built_in_device(ort: Any, spec: ProviderSpec, device: str | None) -> str | 
         raise ProviderUnavailableError(
             f"{spec.name}: this build's {spec.ep_name} offers no device choice; drop ':{device}'"
         )
-    from edgelstm.runtimes.plugin_eps import openvino_device_ids
+    from edgelstm.runtimes.ort.plugin_eps import openvino_device_ids
 
     name = device.upper()  # OpenVINO's device names are upper case (CPU, GPU.1, NPU)
     offered = openvino_device_ids(ort)
@@ -574,7 +574,7 @@ def _built_in_device(ort: Any, spec: ProviderSpec, device: str | None) -> str | 
 
 def _plugin_devices(spec: ProviderSpec, device: str | None) -> list[Any]:
     """The plugin EP devices for ``spec``, or ProviderUnavailableError saying why none."""
-    from edgelstm.runtimes.plugin_eps import plugin_for_ep, select_devices
+    from edgelstm.runtimes.ort.plugin_eps import plugin_for_ep, select_devices
 
     plugin = plugin_for_ep(spec.ep_name)
     if plugin is None:

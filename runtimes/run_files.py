@@ -12,8 +12,8 @@ Two ways in:
   model with one input also takes a ``.npy``.
 
 Outputs go to ``.csv``, ``.json``, ``.npy`` or ``.npz`` by extension, written atomically
-(:mod:`edgelstm.runtimes.writers`). Streaming over files and stdin (``run --stream``) is
-:mod:`edgelstm.runtimes.stream`; it reuses this module's per-task scoring.
+(:mod:`edgelstm.runtimes.model_io.writers`). Streaming over files and stdin (``run --stream``) is
+:mod:`edgelstm.runtimes.run_stream`; it reuses this module's per-task scoring.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from edgelstm.config import Normalization
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
-from edgelstm.runtimes.artifact import Artifact
-from edgelstm.runtimes.execution import run_interruptible
-from edgelstm.runtimes.feeds import input_specs, optional_input_specs, validate_feeds
-from edgelstm.runtimes.inference import Progress, run_bucketed, zero_state
-from edgelstm.runtimes.session import OpenedSession, SessionConfig, open_session
-from edgelstm.runtimes.writers import check_output_format, write_predictions
+from edgelstm.runtimes.model_io.feeding import Progress, run_bucketed, zero_state
+from edgelstm.runtimes.model_io.writers import check_output_format, write_predictions
+from edgelstm.runtimes.ort.artifact import Artifact
+from edgelstm.runtimes.ort.execution import run_interruptible
+from edgelstm.runtimes.ort.feeds import input_specs, optional_input_specs, validate_feeds
+from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
 from edgelstm.tasks import normalize
 
 __all__ = [
@@ -501,7 +501,7 @@ def run_model(
 ) -> RunResult:
     """Run ``model`` over the file ``input`` and write ``output``; the Python face of ``run``.
 
-    ``model`` is a path or an :class:`~edgelstm.runtimes.artifact.Artifact` already read.
+    ``model`` is a path or an :class:`~edgelstm.runtimes.ort.artifact.Artifact` already read.
 
     Raises :class:`~edgelstm.errors.ProviderUnavailableError` when the requested provider
     cannot run (strict unless ``session.fallback``) and

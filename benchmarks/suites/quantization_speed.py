@@ -2,7 +2,7 @@
 
 Run from the repository root (results land in ``benchmarks/results/``)::
 
-    python -m edgelstm.benchmarks.quantization_speed
+    python -m edgelstm.benchmarks.suites.quantization_speed
 
 Reference model: 2-layer LSTM, hidden 128, 40 features, linear head; batch 1, 100 steps, one
 intra-op thread; medians of many runs after warm-up, all paths in one process. Accuracy:
@@ -48,7 +48,7 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
     import onnxruntime as ort
     import torch
 
-    from edgelstm.benchmarks.reference import reference_model
+    from edgelstm.benchmarks.suites.reference import reference_model
     from edgelstm.exporters.onnx import export
     from edgelstm.exporters.quantize import quantize
     from edgelstm.hardware import cpu_info
@@ -103,7 +103,7 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
     cpu = cpu_info()
     doc: dict[str, Any] = {
         "schema": "edgelstm.quantization-speed/1",
-        "command": "python -m edgelstm.benchmarks.quantization_speed",
+        "command": "python -m edgelstm.benchmarks.suites.quantization_speed",
         "environment": {
             "edgelstm": __version__,
             "python": platform.python_version(),
@@ -131,7 +131,7 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
 def _japanese_vowels_gate() -> dict[str, Any]:
     from edgelstm.exporters.onnx import export
     from edgelstm.exporters.quantize import quantize
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "jv"

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.runtimes.feeds import InputSpec, input_specs
-from edgelstm.runtimes.session import SessionConfig, open_session
+from edgelstm.runtimes.ort.feeds import InputSpec, input_specs
+from edgelstm.runtimes.ort.session import SessionConfig, open_session
 from edgelstm.tasks import Split
 
 __all__ = ["Progress", "SplitPredictor", "cpu_session", "run_bucketed", "zero_state"]

@@ -2,7 +2,7 @@
 
 Run from the repository root (results land in ``benchmarks/results/``)::
 
-    python -m edgelstm.benchmarks.training_quality [--dataset NAME ...] [--seeds 0,1,2]
+    python -m edgelstm.benchmarks.suites.training_quality [--dataset NAME ...] [--seeds 0,1,2]
 
 Each dataset is trained exactly as ``edgelstm train --task TASK --dataset NAME --seed S``
 would, with default settings; only the seed varies. For the five classification tuning sets
@@ -42,7 +42,7 @@ from edgelstm.fileio import write_json_atomic, write_text_atomic
 TIME_BUDGET_S = 120.0
 #: DTW budget of the baselines here (a user's run: 60 s, after which DTW is skipped).
 DTW_BUDGET_S = 300.0
-SCHEMA = "edgelstm.training-quality/2"
+SCHEMA = "edgelstm.training.trainer-quality/2"
 
 #: The classification sets defaults may be tuned and reported on (issue 13 §3).
 CLASSIFY_SETS = ("JapaneseVowels", "BasicMotions", "ACSF1", "OSULeaf", "ItalyPowerDemand")
@@ -134,7 +134,7 @@ def _exported_size(run_dir: Path, folder: Path) -> tuple[int | None, str | None]
 
 def run_one(target: QualityTarget, seed: int) -> dict[str, Any]:
     """One default training run of ``target.dataset`` with ``seed``: the result row."""
-    from edgelstm.training import train
+    from edgelstm.training.trainer import train
 
     extra: dict[str, Any] = {"dtw_budget_s": DTW_BUDGET_S} if target.task == "classify" else {}
     with tempfile.TemporaryDirectory(prefix="edgelstm-quality-") as tmp:
@@ -183,7 +183,7 @@ def run(datasets: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2))
             )
     return {
         "schema": SCHEMA,
-        "command": "python -m edgelstm.benchmarks.training_quality",
+        "command": "python -m edgelstm.benchmarks.suites.training_quality",
         "environment": _environment(),
         "time_budget_s": TIME_BUDGET_S,
         "dtw_budget_s": DTW_BUDGET_S,

@@ -6,7 +6,7 @@ end it resets the stream and checks that its outputs equal a fresh session's on 
 probe frames, exactly. Run from the repository root (results land in
 ``benchmarks/results/``)::
 
-    python -m edgelstm.benchmarks.long_stream            # one million frames
+    python -m edgelstm.benchmarks.suites.long_stream            # one million frames
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-COMMAND = "python -m edgelstm.benchmarks.long_stream"
+COMMAND = "python -m edgelstm.benchmarks.suites.long_stream"
 
 
 def resident_mb() -> float:
@@ -41,7 +41,7 @@ def run_long_stream(
     end. Inputs cycle through a fixed block of random frames, so the input itself uses no
     growing memory.
     """
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 
     rng = np.random.default_rng(seed)
     session = StreamingSession(model, threads=1)
@@ -72,7 +72,7 @@ def run_long_stream(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgelstm.benchmarks.reference import reference_model
+    from edgelstm.benchmarks.suites.reference import reference_model
     from edgelstm.exporters.onnx import export
     from edgelstm.fileio import write_json_atomic, write_text_atomic
 

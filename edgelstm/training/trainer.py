@@ -19,14 +19,6 @@ import torch
 from torch import nn
 
 from edgelstm import __version__
-from edgelstm.auto import (
-    AutoChoice,
-    DataFacts,
-    choose_settings,
-    frontend_kernel_for,
-    training_reasons,
-)
-from edgelstm.checkpoint import save_checkpoint
 from edgelstm.config import (
     TRAIN_PRESETS,
     DatasetInfo,
@@ -35,26 +27,34 @@ from edgelstm.config import (
     TrainConfig,
 )
 from edgelstm.errors import CheckFailedError, InvalidInputError
-from edgelstm.evaluation import (
+from edgelstm.fileio import check_output_path
+from edgelstm.tasks import (
+    PreparedData,
+    Split,
+)
+from edgelstm.training.architecture import (
+    AutoChoice,
+    DataFacts,
+    choose_settings,
+    frontend_kernel_for,
+    training_reasons,
+)
+from edgelstm.training.checkpoint import save_checkpoint
+from edgelstm.training.evaluation import (
     Predictor,
     compare_model_with_baselines,
     evaluate,
     load_task_data,
     prepare_task_data,
 )
-from edgelstm.fileio import check_output_path
-from edgelstm.models import SequenceModel, build_model
-from edgelstm.quality_checks import (
+from edgelstm.training.models import SequenceModel, build_model
+from edgelstm.training.quality_checks import (
     RunFacts,
     baseline_summary,
     chance_warnings,
     check_baseline_options,
     failed_checks,
     short_advice,
-)
-from edgelstm.tasks import (
-    PreparedData,
-    Split,
 )
 
 
@@ -119,7 +119,8 @@ def train(
     """Train an LSTM/GRU on a built-in dataset or your files and write a checkpoint folder.
 
     ``arch="auto"`` (the default) chooses the architecture, front end and pooling from the
-    training data's shape (:func:`edgelstm.auto.choose_settings`); the choice and its reasons
+    training data's shape (:func:`edgelstm.training.architecture.choose_settings`); the choice
+    and its reasons
     are in ``TrainResult.auto`` and the checkpoint's ``config.json``, and settings given
     explicitly are kept. ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch
     with ``fcn_filters``;
@@ -493,5 +494,5 @@ def predict(model: SequenceModel, split: Split, batch_size: int = 256) -> np.nda
 
 
 def torch_predictor(model: SequenceModel) -> Predictor:
-    """A trained model as a :data:`~edgelstm.evaluation.Predictor` for :func:`evaluate`."""
+    """A trained model as a :data:`~edgelstm.training.evaluation.Predictor` for :func:`evaluate`."""
     return functools.partial(predict, model)

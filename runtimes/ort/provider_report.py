@@ -1,7 +1,7 @@
 """``edgelstm providers``: what this machine's ONNX Runtime can run, and how to show it.
 
 :func:`provider_report` collects the install (distributions, version, device), the available
-providers from the registry in :mod:`edgelstm.runtimes.providers`, what ``--provider auto``
+providers from the registry in :mod:`edgelstm.runtimes.ort.providers`, what ``--provider auto``
 picks per precision and why, the CPU's INT8 instruction sets and the GPUs nvidia-smi sees,
 optionally probing each accelerator with a one-node session. :meth:`ProviderReport.to_json`
 is the stable ``--json`` form; :func:`render_provider_report` the rich tables.
@@ -21,8 +21,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.hardware import CpuInfo, GpuInfo, cpu_info, gpu_info
-from edgelstm.runtimes.plugin_eps import PluginPackage, openvino_device_ids, plugin_packages
-from edgelstm.runtimes.providers import (
+from edgelstm.runtimes.ort.plugin_eps import PluginPackage, openvino_device_ids, plugin_packages
+from edgelstm.runtimes.ort.providers import (
     ARTIFACT_MODES,
     ProbeResult,
     ProviderSpec,
@@ -35,7 +35,7 @@ from edgelstm.runtimes.providers import (
     probe_provider,
     resolve_provider,
 )
-from edgelstm.runtimes.session import default_provider_options
+from edgelstm.runtimes.ort.session import default_provider_options
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

@@ -1,7 +1,7 @@
 """``--provider auto`` from measurements: the provider that was timed fastest for this very
 model on this very host, read from the documents edgelstm wrote next to it.
 
-:func:`~edgelstm.runtimes.providers.explain_auto` guesses from a fixed table; a measurement
+:func:`~edgelstm.runtimes.ort.providers.explain_auto` guesses from a fixed table; a measurement
 beats a guess. ``edgelstm benchmark --tune`` and ``edgelstm quickstart`` write deployment
 configs (``deploy.json``, schema ``edgelstm.deploy/1``) and ``edgelstm benchmark --json``
 writes reports (``edgelstm.benchmark/1``). :func:`measured_choice` reads those lying in the
@@ -17,7 +17,7 @@ instructions and on the GPU, as the GUIDE's measured tables show.
 
 Example::
 
-    >>> from edgelstm.runtimes.measured_choice import measured_choice
+    >>> from edgelstm.runtimes.ort.measured_choice import measured_choice
     >>> found = measured_choice(Path("out/model.onnx"), ["CPUExecutionProvider"],
     ...                         streaming=False)  # doctest: +SKIP
     >>> found.provider, found.reason  # doctest: +SKIP
@@ -158,7 +158,7 @@ def measured_choice(
     """
     model = Path(model)
     mode = "streaming" if streaming else "sequence"
-    from edgelstm.runtimes.providers import short_name
+    from edgelstm.runtimes.ort.providers import short_name
 
     here_names = {short_name(name) for name in available}
     here_host: list[_Host | None] = []  # filled on first use: nvidia-smi is not free
@@ -169,7 +169,7 @@ def measured_choice(
         return here_host[0]
 
     # Lazy: deploy imports session, which may import this module (auto's measured choice).
-    from edgelstm.runtimes.deploy import DEPLOY_SCHEMA
+    from edgelstm.runtimes.ort.deploy import DEPLOY_SCHEMA
 
     notes: list[str] = []
     for path, mtime_ns in _documents(model.parent):
@@ -275,7 +275,7 @@ def _same_file(candidate: Path, model: Path) -> bool:
 
 def _from_deployment(path: Path, model: Path, mode: str, mtime_ns: int) -> _Measured | None:
     """A deployment config's choice for ``model`` in ``mode``; None when it is about another."""
-    from edgelstm.runtimes.deploy import DEPLOY_SCHEMA, read_deployment
+    from edgelstm.runtimes.ort.deploy import DEPLOY_SCHEMA, read_deployment
 
     try:
         # One parser for deployment configs: it resolves `model` against the config's folder.
@@ -422,7 +422,7 @@ def _provider(text: str) -> str:
     """A measured provider as ``--provider`` takes it: short name, then ``:device`` if any."""
     # --provider's own "name:device" spelling (openvino:GPU); the device part is kept so auto
     # runs where the measurement ran.
-    from edgelstm.runtimes.providers import short_name, split_device
+    from edgelstm.runtimes.ort.providers import short_name, split_device
 
     try:
         name, device = split_device(text)

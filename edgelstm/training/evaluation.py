@@ -4,7 +4,8 @@ compute the task's test metrics in original units.
 Nothing here imports torch: the accuracy gate of ``quantize`` and ``benchmark --eval`` score
 ONNX models on a device install (``edgelstm[cpu,data]``) exactly as training scored the
 PyTorch model. They do it through :class:`ScoringData` and :func:`score` (for ONNX files,
-:func:`edgelstm.runtimes.scoring.score_onnx`), so every score of a model is the same number.
+:func:`edgelstm.runtimes.model_io.accuracy.score_onnx`), so every score of a model is the
+same number.
 """
 
 from __future__ import annotations
@@ -17,11 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.baselines import (
-    BaselineComparison,
-    classification_baselines,
-    compare_with_baselines,
-)
 from edgelstm.config import RunRecord, TrainConfig
 from edgelstm.data.types import SequenceSet, Series, WindowSet
 from edgelstm.errors import InvalidInputError
@@ -40,6 +36,11 @@ from edgelstm.tasks import (
     prepare_classify,
     prepare_forecast,
     seasonal_naive,
+)
+from edgelstm.training.baselines import (
+    BaselineComparison,
+    classification_baselines,
+    compare_with_baselines,
 )
 
 #: Share of the training data held out as the test split when no test data is given.
@@ -172,7 +173,7 @@ def evaluate(
     """Test metrics in original units, and the anomaly threshold (None for other tasks).
 
     ``run`` maps a split to raw model outputs: an ONNX Runtime session
-    (:class:`edgelstm.runtimes.inference.SplitPredictor`) or a trained PyTorch model
+    (:class:`edgelstm.runtimes.model_io.feeding.SplitPredictor`) or a trained PyTorch model
     (:func:`edgelstm.training.torch_predictor`), so the checkpoint, its exports and their
     quantized versions are scored by exactly the same code.
     """
@@ -211,7 +212,7 @@ def raw_classification_sets(prepared: PreparedData) -> tuple[SequenceSet, Sequen
     """The sequences a classifier learnt from (training + validation) and is scored on (test),
     unpadded and back in original units, with their class labels.
 
-    The baselines of :mod:`edgelstm.baselines` are computed on exactly these, so they and
+    The baselines of :mod:`edgelstm.training.baselines` are computed on exactly these, so they and
     the model share one train/test split, whether the test data came from ``--test`` or was
     held out of ``--data``.
     """
@@ -259,8 +260,8 @@ def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord
     Used to score exported or quantized models on the same test data as the checkpoint.
     The data must be unchanged: its normalisation statistics are compared with the stored ones.
     """
-    from edgelstm.checkpoint import read_run_record
     from edgelstm.data.datasets import dataset_names
+    from edgelstm.training.checkpoint import read_run_record
 
     record = read_run_record(Path(run_dir))
     info = record.dataset

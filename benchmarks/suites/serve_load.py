@@ -6,13 +6,14 @@ stops the server with SIGTERM and expects exit 0. Per point it reports offered v
 frames/s, end-to-end latency measured by the client, the server's batch sizes (from
 ``/metrics``), rejected/lost/reordered requests, server RSS and CPU over time, whether the
 server serves again afterwards, and rows of a few streams checked against an offline
-:class:`~edgelstm.runtimes.streaming.StreamingSession` run. ``--baseline`` runs each point
+:class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` run.
+``--baseline`` runs each point
 again against ``--max-batch 1`` (one model call per request), so the batcher's gain is a ratio
 measured side by side; a list in ``--streams`` (or ``--sweep``) finds the saturation point.
 
 Run from the repository root (results land in ``benchmarks/results/``)::
 
-    python -m edgelstm.benchmarks.serve_load --model reference --streams 100,500 --baseline
+    python -m edgelstm.benchmarks.suites.serve_load --model reference --streams 100,500 --baseline
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-COMMAND = "python -m edgelstm.benchmarks.serve_load"
+COMMAND = "python -m edgelstm.benchmarks.suites.serve_load"
 SCHEMA = "edgelstm.serve-load/1"
 #: Back-off after a 429/503 that names none (the server's own Retry-After is 1 s).
 RETRY_AFTER_S = 1.0
@@ -431,9 +432,9 @@ def expected_rows(model: Path, chunks: Sequence[np.ndarray]) -> list[list[dict[s
     """Rows ``edgelstm run --stream`` would print for these chunks, computed the way
     ``runtimes/stream.py::stream_model`` does (stored normalisation, one StreamingSession,
     one ChunkScorer)."""
-    from edgelstm.runtimes.run import stored_normalization
-    from edgelstm.runtimes.stream import ChunkScorer
-    from edgelstm.runtimes.streaming import StreamingSession
+    from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+    from edgelstm.runtimes.run_files import stored_normalization
+    from edgelstm.runtimes.run_stream import ChunkScorer
     from edgelstm.tasks import normalize
 
     streamer = StreamingSession(model)
@@ -607,7 +608,7 @@ def environment() -> dict[str, Any]:
 def reference_artifact(folder: Path) -> Path:
     """The reference streaming LSTM (2 x 128, 40 features, 10 classes) exported from a
     checkpoint, so it carries identity normalisation and class labels the server needs."""
-    from edgelstm.benchmarks.reference import reference_checkpoint
+    from edgelstm.benchmarks.suites.reference import reference_checkpoint
     from edgelstm.exporters.onnx import export
 
     out = folder / "reference.stream.onnx"
@@ -699,7 +700,7 @@ def summarise(points: Sequence[Mapping[str, Any]], limit_ms: float) -> tuple[Any
 
 def main(argv: list[str] | None = None) -> int:
     from edgelstm.fileio import write_json_atomic, write_text_atomic
-    from edgelstm.runtimes.artifact import load_artifact
+    from edgelstm.runtimes.ort.artifact import load_artifact
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     add = parser.add_argument

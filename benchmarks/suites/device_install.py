@@ -4,7 +4,8 @@ Compares virtual environments side by side in one run (this machine's absolute t
 the size of each one's site-packages, the wall time of ``edgelstm --version`` and of one
 ``edgelstm run`` of a model over an input file, and that run's peak resident memory::
 
-    python -m edgelstm.benchmarks.device_install --env device=.venv-device --env full=.venv \\
+    python -m edgelstm.benchmarks.suites.device_install \\
+        --env device=.venv-device --env full=.venv \\
         --model quickstart/model.onnx --input test.npz
 
 writes ``benchmarks/results/device_install.{json,md}`` (``--out`` to change). Runs of the
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     processor, flags = cpu_description()
     document = {
         "schema": SCHEMA,
-        "command": "python -m edgelstm.benchmarks.device_install "
+        "command": "python -m edgelstm.benchmarks.suites.device_install "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {
             "processor": processor,

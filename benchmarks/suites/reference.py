@@ -11,7 +11,7 @@ one streaming frame of each, every row in its own process. The bar:
 
 Run from the repository root (results land in ``benchmarks/results/``)::
 
-    python -m edgelstm.benchmarks.reference
+    python -m edgelstm.benchmarks.suites.reference
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgelstm.models import SequenceModel
+    from edgelstm.training.models import SequenceModel
 
-COMMAND = "python -m edgelstm.benchmarks.reference"
+COMMAND = "python -m edgelstm.benchmarks.suites.reference"
 
 #: (row selector, bar) pairs: p50 over PyTorch eager FP32 at the same shape.
 BARS = (
@@ -41,7 +41,7 @@ def reference_model(seed: int = 0) -> SequenceModel:
     import torch
 
     from edgelstm.config import ModelConfig
-    from edgelstm.models import build_model
+    from edgelstm.training.models import build_model
 
     torch.manual_seed(seed)
     config = ModelConfig(
@@ -53,8 +53,8 @@ def reference_model(seed: int = 0) -> SequenceModel:
 def reference_checkpoint(out: Path) -> Path:
     """Save the reference model as a checkpoint folder (so ``--torch`` can load it)."""
     from edgelstm import __version__
-    from edgelstm.checkpoint import save_checkpoint
     from edgelstm.config import DatasetInfo, Normalization, RunRecord, TrainConfig
+    from edgelstm.training.checkpoint import save_checkpoint
 
     model = reference_model()
     features = model.config.input_size
