@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgelstm.errors import InvalidInputError
+from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, state_output_name
 from edgelstm.training.models import SequenceModel
 
 #: Output name per task and what it holds (stored in the model's metadata).
@@ -95,13 +96,13 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
     output, meaning = TASK_OUTPUTS[cfg.task]
     per_step = cfg.task == "anomaly"
     out_axes = {0: "batch", 1: "time"} if per_step else {0: "batch"}
-    inputs_meaning = {"x": "normalised features [batch, time, features]"}
+    inputs_meaning = {FRAMES_INPUT: "normalised features [batch, time, features]"}
     if variant == "sequence":
         return SequenceGraph(model).eval(), GraphSpec(
             variant="sequence",
-            input_names=("x",),
+            input_names=(FRAMES_INPUT,),
             output_names=(output,),
-            dynamic_axes={"x": {0: "batch", 1: "time"}, output: out_axes},
+            dynamic_axes={FRAMES_INPUT: {0: "batch", 1: "time"}, output: out_axes},
             inputs_meaning=inputs_meaning,
             outputs_meaning={output: meaning},
             state_shapes={},
@@ -111,17 +112,17 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
     model.config.check_streamable()
     states = state_shapes(model)
     state_names = tuple(states)
-    outputs = (output, *(f"{name}_out" for name in state_names))
-    axes: dict[str, dict[int, str]] = {"x": {0: "batch", 1: "time"}, output: out_axes}
+    outputs = (output, *(state_output_name(name) for name in state_names))
+    axes: dict[str, dict[int, str]] = {FRAMES_INPUT: {0: "batch", 1: "time"}, output: out_axes}
     for name in state_names:
         axes[name] = {1: "batch"}
-        axes[f"{name}_out"] = {1: "batch"}
+        axes[state_output_name(name)] = {1: "batch"}
     chunk_meaning = meaning + (" for the chunk's last step" if not per_step else " for the chunk")
     if cfg.stride > 1:
         chunk_meaning += f"; chunks must hold a multiple of {cfg.stride} frames"
     return StreamingGraph(model).eval(), GraphSpec(
         variant="streaming",
-        input_names=("x", *state_names),
+        input_names=(FRAMES_INPUT, *state_names),
         output_names=outputs,
         dynamic_axes=axes,
         inputs_meaning={
@@ -131,7 +132,7 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
         outputs_meaning={
             output: chunk_meaning,
             **{
-                f"{n}_out": ("front end frames" if n == "frames" else "recurrent state")
+                state_output_name(n): ("front end frames" if n == "frames" else "recurrent state")
                 + f" after the chunk; feed back as {n}"
                 for n in state_names
             },

@@ -27,7 +27,7 @@ from torch import nn
 
 from edgelstm import __version__
 from edgelstm.config import to_dict
-from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.errors import CheckFailedError, InvalidInputError, first_line
 from edgelstm.exporters.graphs import GraphSpec, build_graph
 from edgelstm.exporters.validation import (
     ValidationReport,
@@ -39,6 +39,7 @@ from edgelstm.exporters.validation import (
 from edgelstm.extras import missing_dependency
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import ModelMetadata, record_weights_sha256
+from edgelstm.runtimes.model_io.contract import state_output_name
 from edgelstm.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from edgelstm.training.models import SequenceModel
 
@@ -377,7 +378,7 @@ def _export_dynamo(source: _Source, path: Path, opset: int) -> int:
 
 def constant_fold(src: Path, dst: Path) -> None:
     """ONNX Runtime's basic optimisation folds the weight plumbing into initializers."""
-    from edgelstm.runtimes.ort.providers import import_onnxruntime
+    from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
 
     ort = import_onnxruntime()
     options = ort.SessionOptions()
@@ -414,7 +415,7 @@ def _declare_state_outputs(model: Any, spec: GraphSpec) -> None:
     """
     outputs = {o.name: o for o in model.graph.output}
     for name, shape in spec.state_shapes.items():
-        value = outputs.get(f"{name}_out")
+        value = outputs.get(state_output_name(name))
         if value is None:
             continue
         dims = value.type.tensor_type.shape.dim
@@ -445,7 +446,7 @@ def _try_exporter(
             else:
                 used = _export_dynamo(source, candidate, opset)
         except Exception as exc:  # exporters raise many types; the reason is what matters
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            first = first_line(exc)
             return f"export failed ({type(exc).__name__}: {first})"
         proto = onnx.load(str(candidate))
         _declare_state_outputs(proto, source.spec)

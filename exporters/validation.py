@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgelstm.errors import first_line
+from edgelstm.runtimes.model_io.contract import state_output_name
 from edgelstm.runtimes.model_io.feeding import cpu_session, run_in_chunks
 from edgelstm.runtimes.ort.feeds import input_specs
 
@@ -185,7 +187,7 @@ def validate_sequence(
         try:
             got = session.run(list(spec.output_names), {"x": x})
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
-            first = str(exc).strip().splitlines()[0][:200]
+            first = first_line(exc, limit=200)
             rows.append(
                 ValidationRow(check, f"run failed: {first}", float("inf"), float("inf"), False)
             )
@@ -248,7 +250,7 @@ def validate_streaming(
         check = f"stream {steps} steps in chunks of {chunk}"
         rows.append(_compare(check, output, got, whole, atol))
         rows.extend(
-            _compare(check, f"{name}_out", states[name], want, atol)
+            _compare(check, state_output_name(name), states[name], want, atol)
             for name, want in zip(state_names, want_states, strict=True)
         )
     return rows

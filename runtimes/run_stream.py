@@ -4,9 +4,8 @@
 :func:`edgelstm.data.readers.open_csv`, or one sequence from ``.npy``/``.npz``/``.ts``),
 normalises them with the model's stored statistics, pushes them ``chunk`` at a time through
 a :class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` and hands each
-chunk's rows to
-``write_rows`` as soon as they are computed. The per-task scoring (class names, softmax,
-feature order) is the one :mod:`edgelstm.runtimes.run_files` uses for whole files.
+chunk's rows (:class:`~edgelstm.runtimes.model_io.stream_rows.StreamRows`, the rows
+``serve`` answers too) to ``write_rows`` as soon as they are computed.
 
 :func:`stream_to_output` writes those rows as CSV to stdout or to a file, as ``run --stream``
 does.
@@ -31,18 +30,12 @@ from edgelstm.data.types import SequenceSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
-from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig
-from edgelstm.runtimes.run_files import (
-    check_class_count,
-    class_names,
-    class_record,
-    feature_order,
-    softmax,
-    stored_normalization,
-)
-from edgelstm.tasks import anomaly_scores, normalize
+from edgelstm.runtimes.ort.session import OpenedSession
+from edgelstm.runtimes.ort.session_config import SessionConfig
+from edgelstm.runtimes.model_io.features import feature_order
+from edgelstm.runtimes.model_io.stream_rows import StreamRows, stream_columns
 
-__all__ = ["ChunkScorer", "StreamResult", "stream_columns", "stream_model", "stream_to_output"]
+__all__ = ["StreamResult", "stream_model", "stream_to_output"]
 
 
 @dataclass(frozen=True)
@@ -107,60 +100,6 @@ def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
             buffer = []
     if buffer:
         yield np.stack(buffer)
-
-
-class ChunkScorer:
-    """One stream's rows from its chunks' model outputs: the rows ``run --stream`` writes.
-
-    Classification gives one row per chunk (the label after the chunk's last frame); anomaly
-    detection one row per frame (score and verdict), which needs the previous chunk's last
-    prediction, so a scorer belongs to one stream and sees its chunks in order. The server
-    (:mod:`edgelstm.runtimes.serve`) keeps one per stream, so its rows are ``run --stream``'s.
-    """
-
-    def __init__(self, meta: ModelMetadata, where: Path | str) -> None:
-        if meta.task not in ("classify", "anomaly"):
-            raise InvalidInputError(
-                f"{where}: streaming supports classify and anomaly models; this one is {meta.task}"
-            )
-        self.task = meta.task
-        self.labels = class_names(meta) if meta.task == "classify" else ()
-        self.threshold = meta.anomaly_threshold
-        #: frames scored so far; the next chunk's first frame has this index
-        self.seen = 0
-        self._previous: np.ndarray | None = None  # anomaly: last frame's next-step prediction
-
-    def rows(self, x: np.ndarray, out: np.ndarray) -> list[dict[str, Any]]:
-        """Rows for one chunk: ``x`` its normalised frames ``[k, features]``, ``out`` this
-        stream's model output for the chunk (``[classes]`` logits or ``[k, features]``)."""
-        rows: list[dict[str, Any]] = []
-        if self.task == "classify":
-            probs = softmax(out[None])[0]
-            if not self.seen:
-                check_class_count(self.labels, len(probs))
-            rows.append({"frame": self.seen + len(x) - 1, **class_record(probs, self.labels)})
-        else:
-            scores = anomaly_scores(x, out, previous=self._previous)
-            self._previous = out[-1]
-            for k, score in enumerate(scores.tolist()):
-                row: dict[str, Any] = {"frame": self.seen + k, "score": score}
-                if self.threshold is not None:
-                    row["anomaly"] = int(score > self.threshold)
-                rows.append(row)
-        self.seen += len(x)
-        return rows
-
-    def reset(self) -> None:
-        """Start over, as a stream with zero state does."""
-        self.seen = 0
-        self._previous = None
-
-
-def stream_columns(meta: ModelMetadata) -> list[str]:
-    """CSV columns :func:`stream_model` writes for this model (classify or anomaly)."""
-    if meta.task == "classify":
-        return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
-    return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
 
 
 def stream_to_output(
@@ -229,10 +168,9 @@ def stream_model(
         raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
     streamer = StreamingSession(model, session=session)
     meta, where = streamer.metadata, streamer.path
-    scorer = ChunkScorer(meta, where)
+    stream_rows = StreamRows(meta, where)
     if on_open is not None:
         on_open(streamer.opened)
-    norm = stored_normalization(meta, where)
     if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
         frames = _text_frames(input, "<stdin>", meta)  # type: ignore[arg-type]
     else:
@@ -245,12 +183,12 @@ def stream_model(
             frames = _array_frames(path, meta)
     chunks = 0
     for block in _chunks(frames, chunk):
-        x = normalize(block, norm)
+        x = stream_rows.model_input(block)
         out = streamer.push(x[None])
-        write_rows(scorer.rows(x, out[0]))
+        write_rows(stream_rows.rows(x, out[0]))
         chunks += 1
-    if scorer.seen == 0:
+    if stream_rows.seen == 0:
         raise InvalidInputError(
             "no frames arrived on the input; send one line of numbers per frame"
         )
-    return StreamResult(scorer.seen, chunks, streamer.opened)
+    return StreamResult(stream_rows.seen, chunks, streamer.opened)

@@ -46,7 +46,7 @@ from edgelstm.exporters import export
 from edgelstm.metadata import PREFIX, ModelMetadata, read_metadata
 from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 from edgelstm.runtimes.ort.artifact import load_artifact
-from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.ort.session_config import SessionConfig
 from edgelstm.runtimes.run_files import RunOptions, run_model
 from edgelstm.runtimes.run_stream import stream_model
 from edgelstm.tasks import normalize
@@ -179,7 +179,8 @@ def anomaly_reference(anomaly_model: Exported, anomaly_csv: Path, work: Path) ->
 
 @pytest.fixture(scope="module")
 def jv_test_file() -> Path:
-    aeon = pytest.importorskip("aeon", reason="JapaneseVowels comes with aeon")
+    import aeon
+
     path = Path(aeon.__file__).parent / "datasets" / "data" / "JapaneseVowels"
     ts = path / "JapaneseVowels_TEST.ts"
     if not ts.is_file():
@@ -401,8 +402,8 @@ def test_classify_npz_variable_lengths_match_torch_one_by_one(
     labels = classify_model.meta.class_labels
     predicted = [labels[i] for i in expected.argmax(axis=1)]
     assert predictions.arrays["labels"].tolist() == predicted
-    assert predictions.records is not None
-    assert [r["true_label"] for r in predictions.records] == [str(v) for v in y]
+    assert predictions.table is not None
+    assert predictions.table["true_label"].tolist() == [str(v) for v in y]
     truth = np.array([str(v) for v in y])
     assert predictions.summary["accuracy"] == pytest.approx(np.mean(truth == predicted))
     # Progress: sequences done so far, increasing, ending at the total.
@@ -428,8 +429,8 @@ def test_classify_npy_and_csv_inputs(
     np.save(many, X[:4])
     result = run_model(classify_model.model, many, tmp_path / "many.csv")
     np.testing.assert_allclose(result.predictions.arrays["probabilities"], expected, atol=1e-4)
-    assert result.predictions.records is not None
-    assert "true_label" not in result.predictions.records[0]
+    assert result.predictions.table is not None
+    assert "true_label" not in result.predictions.table
     assert "accuracy" not in result.predictions.summary
 
     one = tmp_path / "one.npy"

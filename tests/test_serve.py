@@ -5,7 +5,7 @@ lifespan run by hand so the batcher starts); the batching property drives the
 :class:`SequenceBatcher` directly in an event loop; one test runs ``edgelstm serve`` as a real
 process and stops it with SIGTERM. The reference for every row is what
 ``edgelstm run MODEL --stream --chunk K`` prints, or the same offline path
-(:class:`StreamingSession` and :class:`ChunkScorer`) that command uses.
+(:class:`StreamingSession` and :class:`StreamRows`) that command uses.
 """
 
 from __future__ import annotations
@@ -28,29 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 import pytest
-
-pytest.importorskip("torch", reason="the test models are trained here: edgelstm[train]")
-pytest.importorskip("starlette", reason="the server needs the serve extra: edgelstm[serve]")
-pytest.importorskip("uvicorn", reason="the server needs the serve extra: edgelstm[serve]")
-pytest.importorskip("httpx", reason="the in-process client is httpx's (pip install httpx)")
-
-import httpx
 from conftest import TINY_KW, WINDOW_KW, CliRunner, assert_clean_failure, single_thread
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from edgelstm.exporters import export
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.model_io.stream_rows import StreamRows, stream_columns
 from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
 from edgelstm.runtimes.ort.deploy import DeploymentConfig, write_deployment
-from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
-from edgelstm.runtimes.run_files import stored_normalization
-from edgelstm.runtimes.run_stream import ChunkScorer, stream_columns
+from edgelstm.runtimes.ort.session import OpenedSession, open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig
 from edgelstm.runtimes.serve import RequestRejected, SequenceBatcher, ServeLimits, create_app
-from edgelstm.tasks import normalize
 from edgelstm.training.trainer import train
 
 if TYPE_CHECKING:
@@ -101,12 +94,11 @@ class Served:
     def rows(self, chunks: Sequence[np.ndarray]) -> list[Row]:
         """One fresh stream's rows for ``chunks``, the way ``run --stream`` computes them."""
         self.offline.reset()
-        scorer = ChunkScorer(self.meta, self.path)
-        norm = stored_normalization(self.meta, self.path)
+        stream_rows = StreamRows(self.meta, self.path)
         rows: list[Row] = []
         for chunk in chunks:
-            x = normalize(chunk, norm)
-            rows += scorer.rows(x, self.offline.push(x[None])[0])
+            x = stream_rows.model_input(chunk)
+            rows += stream_rows.rows(x, self.offline.push(x[None])[0])
         return rows
 
 

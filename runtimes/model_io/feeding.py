@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, state_output_name
 from edgelstm.runtimes.ort.feeds import InputSpec, input_specs
-from edgelstm.runtimes.ort.session import SessionConfig, open_session
+from edgelstm.runtimes.ort.session import open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig
 from edgelstm.tasks import Split
 
 __all__ = ["Progress", "SplitPredictor", "cpu_session", "run_bucketed", "zero_state"]
@@ -57,19 +59,19 @@ def run_in_chunks(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Feed ``x`` ``[batch, time, features]`` to a streaming graph ``chunk`` steps at a time.
 
-    The state starts at zero and is carried from each call's state outputs, which follow the
-    task output in the order of the state inputs (the streaming export's contract). Returns the
+    The state starts at zero and is carried from each call's state outputs, found by name
+    (:func:`~edgelstm.runtimes.model_io.contract.state_output_name`). Returns the
     task output (every chunk's, joined along time, when ``concatenate``; else the last) and the
     final state. Export validation and the quantizer's drift report both stream this way.
     """
     names = [spec.name for spec in state_specs]
-    outputs = [o.name for o in session.get_outputs()]
+    outputs = [session.get_outputs()[0].name, *(state_output_name(n) for n in names)]
     states = zero_state(state_specs, x.shape[0])
     pieces = []
     for start in range(0, x.shape[1], chunk):
-        results = session.run(outputs, {"x": x[:, start : start + chunk], **states})
+        results = session.run(outputs, {FRAMES_INPUT: x[:, start : start + chunk], **states})
         pieces.append(results[0])
-        states = dict(zip(names, results[1 : 1 + len(names)], strict=True))
+        states = dict(zip(names, results[1:], strict=True))
     return (np.concatenate(pieces, axis=1) if concatenate else pieces[-1]), states
 
 

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.model_io.feeding import zero_state
+from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, StreamContract, state_output_name
+from edgelstm.runtimes.model_io.stream_state import StreamState
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
 from edgelstm.runtimes.ort.execution import output_shapes
 from edgelstm.runtimes.ort.feeds import input_specs, numpy_dtype
-from edgelstm.runtimes.ort.session import SessionConfig, open_session
+from edgelstm.runtimes.ort.session import open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,12 @@ class StreamingSession:
             # The checksum waits for open_session below: these checks came first, and still do.
             artifact = load_artifact(path, verify=False)
         meta = artifact.edgelstm_metadata()
-        if meta.variant != "streaming" or not meta.state:
-            raise InvalidInputError(
-                f"{path} is a {meta.variant} model without state inputs; export it with "
-                "`edgelstm export RUN_DIR --streaming` to stream it"
-            )
+        contract = StreamContract.of(meta, path)
         if streams < 1:
             raise InvalidInputError(f"streams must be >= 1, got {streams}")
         self.path = path
         self.metadata = meta
+        self.contract = contract
         self.streams = streams
         config = session or SessionConfig()
         if threads is not None:
@@ -86,30 +85,27 @@ class StreamingSession:
         self.opened = open_session(artifact, config)
         self._session = self.opened.session
         inputs = {i.name: i for i in self._session.get_inputs()}
-        features = inputs["x"].shape[2]
+        features = inputs[FRAMES_INPUT].shape[2]
         if not isinstance(features, int):
             raise InvalidInputError(f"{path}: the feature axis of `x` must be fixed")
         self.num_features = features
-        self._state_names = list(meta.state)
         #: a strided conv front end reads one step per this many frames: chunks hold multiples
-        self.chunk_multiple = meta.stream_chunk_multiple
+        self.chunk_multiple = contract.chunk_multiple
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._output_types = {o.name: numpy_dtype(o.type) for o in self._session.get_outputs()}
         # The state lives in preallocated buffers bound to the session (IO binding): a push
         # copies the frames in, runs, and copies h_out/c_out back into h/c. Measured on the
         # reference LSTM: 64 µs per frame bound vs 86 µs through session.run with dicts.
-        state_specs = [s for s in input_specs(self._session) if s.name in meta.state]
+        state_specs = {s.name: s for s in input_specs(self._session) if s.name in meta.state}
         if len(state_specs) != len(meta.state):
             raise InvalidInputError(
                 f"{path}: metadata edgelstm.state names inputs {', '.join(meta.state)} but the "
                 f"graph's inputs are {', '.join(inputs)}; export the model again"
             )
-        self._state = zero_state(state_specs, streams)
-        self._state_out = zero_state(state_specs, streams)
+        dtypes = {name: spec.dtype for name, spec in state_specs.items()}
+        self._state = StreamState(contract, streams, dtypes)
+        self._state_out = StreamState(contract, streams, dtypes)
         self._bindings: dict[int, _Binding] = {}
-
-    def _shape(self, name: str) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) else self.streams for d in self.metadata.state[name])
 
     def _frames(self, frames: np.ndarray) -> np.ndarray:
         x = np.asarray(frames)
@@ -158,58 +154,38 @@ class StreamingSession:
         bound = self._bindings.get(x.shape[1]) or self._bind(x.shape[1])
         np.copyto(bound.x, x)
         self._session.run_with_iobinding(bound.binding)
-        for name in self._state_names:
-            np.copyto(self._state[name], self._state_out[name])
+        self._state.assign(self._state_out.arrays)
         return bound.output.copy()
 
     def _bind(self, frames: int) -> _Binding:
         """IO binding for chunks of ``frames`` frames (one per chunk size, made on first use)."""
         x = np.zeros((self.streams, frames, self.num_features), np.float32)
+        state = self._state.arrays
         shapes = output_shapes(
-            self._session, {"x": x.shape, **{n: v.shape for n, v in self._state.items()}}
+            self._session, {FRAMES_INPUT: x.shape, **{n: v.shape for n, v in state.items()}}
         )
         task_output = self._output_names[0]
         output = np.zeros(shapes[task_output], self._output_types[task_output])
         binding = self._session.io_binding()
-        for name, array in (("x", x), *self._state.items()):
+        for name, array in ((FRAMES_INPUT, x), *state.items()):
             _bind_array(binding.bind_input, name, array)
         _bind_array(binding.bind_output, task_output, output)
-        for name in self._state_names:
-            _bind_array(binding.bind_output, f"{name}_out", self._state_out[name])
+        for name, array in self._state_out.arrays.items():
+            _bind_array(binding.bind_output, state_output_name(name), array)
         bound = _Binding(binding, x, output)
         self._bindings[frames] = bound
         return bound
 
     def reset(self, stream: int | None = None) -> None:
         """Zero the state of one stream, or of all streams when ``stream`` is None."""
-        if stream is None:
-            for state in self._state.values():
-                state.fill(0.0)
-            return
-        if not 0 <= stream < self.streams:
+        if stream is not None and not 0 <= stream < self.streams:
             raise InvalidInputError(f"stream {stream} is out of range 0..{self.streams - 1}")
-        for state in self._state.values():
-            state[:, stream] = 0.0
+        self._state.zero(stream)
 
     def get_state(self) -> dict[str, np.ndarray]:
         """A copy of the recurrent state (to resume the streams elsewhere)."""
-        return {name: np.array(value) for name, value in self._state.items()}
+        return self._state.snapshot()
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         """Resume from :meth:`get_state` output; names and shapes must match this model."""
-        if set(state) != set(self._state_names):
-            raise InvalidInputError(
-                f"state names {sorted(state)} do not match the model's {self._state_names}"
-            )
-        loaded = {}
-        for name in self._state_names:
-            value = np.asarray(state[name], dtype=np.float32)
-            if value.shape != self._shape(name):
-                raise InvalidInputError(
-                    f"state `{name}` has shape {value.shape}, expected {self._shape(name)}"
-                )
-            if not np.isfinite(value).all():
-                raise InvalidInputError(f"state `{name}` contains NaN or Inf")
-            loaded[name] = value
-        for name, value in loaded.items():
-            np.copyto(self._state[name], value)  # the bound buffers stay in place
+        self._state.load(state)  # the bound buffers stay in place

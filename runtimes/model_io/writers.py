@@ -1,9 +1,11 @@
 """Write predictions to files: ``.csv``, ``.json``, ``.npy`` or ``.npz`` by extension.
 
-:func:`write_predictions` writes what :func:`edgelstm.runtimes.run_files.run_model` computed,
+:func:`write_predictions` writes :class:`~edgelstm.runtimes.model_io.predictions.Predictions`
 atomically (nothing half-written on failure); :func:`check_output_format` refuses an
-unsupported extension or an existing file *before* the model runs. :func:`csv_row_writer`
-prints a stream's rows as CSV, flushed chunk by chunk (``run --stream``).
+unsupported extension or an existing file *before* the model runs. :func:`table_records`
+is the one place a columnar table becomes per-row records (CSV and JSON), and
+:func:`csv_row_writer` prints a stream's rows as CSV, flushed chunk by chunk
+(``run --stream``). ``.npz`` (and Parquet, written by the batch engines) keep full precision.
 
 Example::
 
@@ -25,12 +27,20 @@ import numpy as np
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
 
+from edgelstm.runtimes.model_io.features import PROBABILITY_DECIMALS
+
 if TYPE_CHECKING:
-    from edgelstm.runtimes.run_files import Predictions
+    from edgelstm.runtimes.model_io.predictions import Predictions
 
-__all__ = ["OUTPUT_FORMATS", "check_output_format", "csv_row_writer", "write_predictions"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "check_output_format",
+    "csv_row_writer",
+    "table_records",
+    "write_predictions",
+]
 
-#: Output file extensions :func:`edgelstm.runtimes.run_files.run_model` writes.
+#: Output file extensions ``edgelstm run`` writes for one input file.
 OUTPUT_FORMATS = (".csv", ".json", ".npy", ".npz")
 
 
@@ -56,10 +66,31 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _rounded(name: str, kind: str) -> bool:
+    return kind == "classify" and (name == "confidence" or name.startswith("prob_"))
+
+
+def table_records(predictions: Predictions) -> list[dict[str, Any]] | None:
+    """The rows of ``predictions.table`` as records of Python values (None without a table).
+
+    Probabilities are rounded to :data:`PROBABILITY_DECIMALS` decimals, as in stream rows.
+    """
+    table = predictions.table
+    if table is None:
+        return None
+    columns = {}
+    for name, values in table.items():
+        items = np.asarray(values).tolist()
+        if _rounded(name, predictions.kind):
+            items = [round(v, PROBABILITY_DECIMALS) for v in items]
+        columns[name] = items
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
 def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool) -> None:
     """Write ``predictions`` to ``output`` (format by extension), atomically."""
     suffix = check_output_format(output, overwrite)
-    if suffix in (".csv", ".json") and predictions.records is None:
+    if suffix in (".csv", ".json") and predictions.table is None:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in predictions.arrays.items())
         raise InvalidInputError(
             f"output {output}: the model's outputs ({shapes}) are not one table; write an .npz "
@@ -80,15 +111,15 @@ def write_predictions(predictions: Predictions, output: Path, *, overwrite: bool
                 np.save(handle, predictions.arrays[predictions.primary])
         elif suffix == ".json":
             payload: dict[str, Any] = {"kind": predictions.kind, "summary": predictions.summary}
-            payload["records"] = predictions.records
+            payload["records"] = table_records(predictions)
             text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
             tmp.write_text(text + "\n", "utf-8")
         else:
-            assert predictions.records is not None
+            records = table_records(predictions) or []
             with tmp.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(predictions.records[0]))
+                writer = csv.DictWriter(handle, fieldnames=list(predictions.table or {}))
                 writer.writeheader()
-                writer.writerows(predictions.records)
+                writer.writerows(records)
 
 
 def csv_row_writer(stream: IO[str], columns: list[str]) -> Callable[[list[dict[str, Any]]], None]:

@@ -24,15 +24,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgelstm.errors import EdgeLSTMError, first_line
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from edgelstm.runtimes.ort.artifact import Artifact
-    from edgelstm.runtimes.ort.session import SessionConfig
+    from edgelstm.runtimes.ort.session_config import SessionConfig
 
-__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "create_app", "serve"]
+__all__ = [
+    "BatcherFailedError",
+    "RequestRejected",
+    "SequenceBatcher",
+    "ServeLimits",
+    "create_app",
+    "serve",
+]
 
 
 def create_app(
@@ -40,21 +48,35 @@ def create_app(
     *,
     session: SessionConfig | None = None,
     limits: ServeLimits | None = None,
+    on_failure: Callable[[BaseException], None] | None = None,
 ) -> Starlette:
     """The ASGI app (see :func:`edgelstm.runtimes.serve.app.create_app`)."""
     from edgelstm.runtimes.serve.app import create_app as build
 
-    return build(model, session=session, limits=limits)
+    return build(model, session=session, limits=limits, on_failure=on_failure)
 
 
-def _server_class(uvicorn: Any) -> Any:
+class BatcherFailedError(EdgeLSTMError):
+    """The server stopped because its batching loop died; a supervisor should restart it."""
+
+    exit_code = 1
+
+
+def _server_class(uvicorn: Any, on_ready: Callable[[str], None] | None) -> Any:
     class Server(uvicorn.Server):  # type: ignore[misc, name-defined]
-        """uvicorn's server, but a clean SIGTERM/SIGINT shutdown exits 0.
+        """uvicorn's server, but a clean SIGTERM/SIGINT shutdown exits 0, and ``on_ready``
+        hears the address once the socket is bound (not before: a port in use fails first).
 
         uvicorn re-raises the signal once its graceful shutdown is done, so the process
         would die by it (exit 143 for SIGTERM) even after finishing every request; a
         supervisor would log a crash. Here the signal only starts the shutdown.
         """
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_ready is not None:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                on_ready(f"http://{host}:{port}")
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -81,7 +103,9 @@ def serve(
 ) -> None:
     """Serve ``model`` with uvicorn until SIGINT/SIGTERM, then finish in-flight work and return.
 
-    ``on_ready`` gets one line saying where the server listens, once the model is open.
+    ``on_ready`` gets one line saying where the server listens, once the port is bound.
+    Raises :class:`BatcherFailedError` (after a clean shutdown) when the batching loop died,
+    so the process exits non-zero and a supervisor restarts it.
     """
     from edgelstm.extras import missing_dependency
 
@@ -90,7 +114,14 @@ def serve(
     except ImportError as exc:
         raise missing_dependency(exc, "edgelstm serve") from exc
     limits = limits or ServeLimits()
-    app = create_app(model, session=session, limits=limits)
+    failures: list[BaseException] = []
+    holder: dict[str, Any] = {}
+
+    def stop_on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+        holder["server"].should_exit = True
+
+    app = create_app(model, session=session, limits=limits, on_failure=stop_on_failure)
     config = uvicorn.Config(
         app,
         host=host,
@@ -102,7 +133,10 @@ def serve(
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then exit.
         timeout_graceful_shutdown=graceful_timeout_s,
     )
-    server = _server_class(uvicorn)(config)
-    if on_ready is not None:
-        on_ready(f"http://{host}:{port}")
+    server = holder["server"] = _server_class(uvicorn, on_ready)(config)
     server.run()
+    if failures:
+        raise BatcherFailedError(
+            f"the server stopped: its batching loop failed ({first_line(failures[0])}); "
+            "restart it (a supervisor such as systemd with Restart=on-failure does)"
+        )

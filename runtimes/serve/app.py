@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from edgelstm.runtimes.model_io.features import class_names
+from edgelstm.runtimes.model_io.stream_rows import stream_columns
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
-from edgelstm.runtimes.ort.session import SessionConfig, open_session
-from edgelstm.runtimes.run_files import class_names
-from edgelstm.runtimes.run_stream import stream_columns
+from edgelstm.runtimes.ort.session import open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 from edgelstm.runtimes.serve.metrics import CONTENT_TYPE, ServerMetrics
 
@@ -63,12 +65,10 @@ def model_description(batcher: SequenceBatcher) -> dict[str, Any]:
         "model": batcher.opened.path.name,
         "task": meta.task,
         "features": list(meta.feature_names),
-        "feature_units": None,  # edgelstm metadata records names, not units
         "classes": list(class_names(meta)) if meta.task == "classify" else [],
         "columns": stream_columns(meta),
         "state": {name: list(shape) for name, shape in meta.state.items()},
         "frames_multiple": batcher.chunk_multiple,
-        "frame_rate_hz": None,  # not recorded at training time; the sensor decides
         "anomaly_threshold": meta.anomaly_threshold,
         "provider": batcher.opened.provider,
         "limits": {
@@ -102,7 +102,7 @@ def _frames_from_json(payload: Any) -> np.ndarray:
     # past float range arrives as a Python object.
     if array.dtype.kind not in "iuf":
         raise refused
-    return array.astype(np.float64, copy=False)
+    return array
 
 
 def _parse_json(body: bytes) -> np.ndarray:
@@ -124,7 +124,7 @@ def _parse_binary(data: bytes, features: int) -> np.ndarray:
             f"a binary message holds {len(data)} bytes, not a multiple of {4 * features} "
             f"(frames of {features} float32 values: {BINARY_FORMAT})",
         )  # fmt: skip
-    return np.frombuffer(data, dtype="<f4").reshape(-1, features).astype(np.float64)
+    return np.frombuffer(data, dtype="<f4").reshape(-1, features)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -147,17 +147,132 @@ async def _until_disconnect(request: Request) -> None:
             return
 
 
+# --------------------------------------------------------------------------------------------
+# routes: each reads the batcher and metrics the app holds in ``app.state``
+
+
+def _batcher(connection: Request | WebSocket) -> SequenceBatcher:
+    batcher: SequenceBatcher = connection.app.state.batcher
+    return batcher
+
+
+async def healthz(request: Request) -> Response:
+    """200 while serving; 503 while starting, stopping, or after the batcher died."""
+    ok = _batcher(request).running
+    return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
+
+
+async def describe(request: Request) -> Response:
+    """``GET /v1/model``."""
+    return JSONResponse(model_description(_batcher(request)))
+
+
+async def _rows_unless_gone(
+    request: Request, batcher: SequenceBatcher, stream_id: str, frames: np.ndarray
+) -> list[dict[str, Any]] | None:
+    """The stream's rows, or None when the client hung up first (its chunk is withdrawn
+    unless the model already took it)."""
+    work = asyncio.ensure_future(batcher.submit(stream_id, frames))
+    gone = asyncio.ensure_future(_until_disconnect(request))
+    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return None
+    gone.cancel()
+    return work.result()
+
+
+async def post_frames(request: Request) -> Response:
+    """``POST /v1/streams/{stream_id}/frames``."""
+    batcher = _batcher(request)
+    stream_id = request.path_params["stream_id"]
+    batcher.metrics.requests += 1
+    try:
+        body = await _read_body(request, batcher.limits.max_body_bytes)
+        rows = await _rows_unless_gone(request, batcher, stream_id, _parse_json(body))
+    except RequestRejected as rejected:
+        batcher.metrics.reject(rejected.reason)
+        return _error(rejected)
+    except ClientDisconnect:
+        batcher.metrics.reject("client_gone")
+        return Response(status_code=499)
+    if rows is None:
+        return Response(status_code=499)
+    return JSONResponse({"stream": stream_id, "rows": rows})
+
+
+async def end_stream(request: Request) -> Response:
+    """``DELETE /v1/streams/{stream_id}[?reset=true]``."""
+    batcher = _batcher(request)
+    stream_id = request.path_params["stream_id"]
+    reset = request.query_params.get("reset", "false").lower() in ("1", "true", "yes")
+    try:
+        await batcher.end(stream_id, reset=reset)
+    except RequestRejected as rejected:
+        batcher.metrics.reject(rejected.reason)
+        return _error(rejected)
+    return JSONResponse({"stream": stream_id, "reset": reset})
+
+
+async def stream_socket(socket: WebSocket) -> None:
+    """``/v1/streams/{stream_id}/ws``: JSON or binary frames in, one JSON reply each."""
+    batcher = _batcher(socket)
+    stream_id = socket.path_params["stream_id"]
+    await socket.accept()
+    try:
+        while True:
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            batcher.metrics.requests += 1
+            try:
+                if message.get("bytes") is not None:
+                    array = _parse_binary(message["bytes"], batcher.num_features)
+                else:
+                    array = _parse_json((message.get("text") or "").encode())
+                rows = await batcher.submit(stream_id, array)
+            except RequestRejected as rejected:
+                batcher.metrics.reject(rejected.reason)
+                await socket.send_json({"error": str(rejected), "status": rejected.status})
+                continue
+            await socket.send_json({"stream": stream_id, "rows": rows})
+    except WebSocketDisconnect:
+        return
+
+
+async def prometheus(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text."""
+    batcher = _batcher(request)
+    text = batcher.metrics.render(
+        active_streams=batcher.active_streams, queued_frames=batcher.queued_frames
+    )
+    return Response(text, media_type=CONTENT_TYPE)
+
+
+ROUTES = [
+    Route("/healthz", healthz),
+    Route("/v1/model", describe),
+    Route("/v1/streams/{stream_id}/frames", post_frames, methods=["POST"]),
+    Route("/v1/streams/{stream_id}", end_stream, methods=["DELETE"]),
+    WebSocketRoute("/v1/streams/{stream_id}/ws", stream_socket),
+    Route("/metrics", prometheus),
+]
+
+
 def create_app(
     model: Artifact | Path | str,
     *,
     session: SessionConfig | None = None,
     limits: ServeLimits | None = None,
+    on_failure: Callable[[BaseException], None] | None = None,
 ) -> Starlette:
     """The ASGI app serving a streaming export; run it with uvicorn (or any ASGI server).
 
-    The model is opened (and its checksum verified) here, so a bad model or an unusable
-    provider fails before the server listens; the batcher starts with the app's lifespan
-    and, on shutdown, finishes the chunks already queued.
+    The model is opened (and its checksum verified) and the batcher built here, so a bad
+    model, limit or unusable provider fails before the server listens; the batcher's loops
+    start with the app's lifespan and, on shutdown, finish the chunks already queued.
+    ``on_failure`` hears if the batcher's loop dies (``serve`` then stops the server).
 
     Example::
 
@@ -167,100 +282,18 @@ def create_app(
     """
     artifact = model if isinstance(model, Artifact) else load_artifact(model, verify=False)
     opened = open_session(artifact, session or SessionConfig())
-    meta = artifact.edgelstm_metadata()
-    limits = limits or ServeLimits()
-    metrics = ServerMetrics()
-    # The batcher's asyncio objects belong to the serving loop: made in the lifespan. This
-    # first one checks the model and limits now, before anything listens.
-    holder = {"batcher": SequenceBatcher(opened, meta, limits, metrics)}
+    batcher = SequenceBatcher(
+        opened, artifact.edgelstm_metadata(), limits or ServeLimits(), ServerMetrics()
+    )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> Any:
-        batcher = SequenceBatcher(opened, meta, limits, metrics)
-        holder["batcher"] = batcher
-        batcher.start()
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        batcher.start(on_failure)
         try:
             yield
         finally:
             await batcher.close()
 
-    async def healthz(request: Request) -> Response:
-        ok = holder["batcher"].running
-        return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
-
-    async def describe(request: Request) -> Response:
-        return JSONResponse(model_description(holder["batcher"]))
-
-    async def frames(request: Request) -> Response:
-        batcher = holder["batcher"]
-        stream_id = request.path_params["stream_id"]
-        metrics.requests += 1
-        try:
-            body = await _read_body(request, limits.max_body_bytes)
-            work = asyncio.ensure_future(batcher.submit(stream_id, _parse_json(body)))
-            gone = asyncio.ensure_future(_until_disconnect(request))
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():  # the client left: withdraw its chunk if not yet running
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
-                return Response(status_code=499)
-            gone.cancel()
-            rows = work.result()
-        except RequestRejected as rejected:
-            metrics.reject(rejected.reason)
-            return _error(rejected)
-        except ClientDisconnect:
-            metrics.reject("client_gone")
-            return Response(status_code=499)
-        return JSONResponse({"stream": stream_id, "rows": rows})
-
-    async def end_stream(request: Request) -> Response:
-        reset = request.query_params.get("reset", "false").lower() in ("1", "true", "yes")
-        try:
-            await holder["batcher"].end(request.path_params["stream_id"], reset=reset)
-        except RequestRejected as rejected:
-            metrics.reject(rejected.reason)
-            return _error(rejected)
-        return JSONResponse({"stream": request.path_params["stream_id"], "reset": reset})
-
-    async def websocket(socket: WebSocket) -> None:
-        batcher = holder["batcher"]
-        stream_id = socket.path_params["stream_id"]
-        await socket.accept()
-        try:
-            while True:
-                message = await socket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                metrics.requests += 1
-                try:
-                    if message.get("bytes") is not None:
-                        data = message["bytes"]
-                        array = _parse_binary(data, batcher.num_features)
-                    else:
-                        array = _parse_json((message.get("text") or "").encode())
-                    rows = await batcher.submit(stream_id, array)
-                except RequestRejected as rejected:
-                    metrics.reject(rejected.reason)
-                    await socket.send_json({"error": str(rejected), "status": rejected.status})
-                    continue
-                await socket.send_json({"stream": stream_id, "rows": rows})
-        except WebSocketDisconnect:
-            return
-
-    async def prometheus(request: Request) -> Response:
-        batcher = holder["batcher"]
-        text = metrics.render(
-            active_streams=batcher.active_streams, queued_frames=batcher.queued_frames
-        )
-        return Response(text, media_type=CONTENT_TYPE)
-
-    routes = [
-        Route("/healthz", healthz),
-        Route("/v1/model", describe),
-        Route("/v1/streams/{stream_id}/frames", frames, methods=["POST"]),
-        Route("/v1/streams/{stream_id}", end_stream, methods=["DELETE"]),
-        WebSocketRoute("/v1/streams/{stream_id}/ws", websocket),
-        Route("/metrics", prometheus),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=ROUTES, lifespan=lifespan)
+    app.state.batcher = batcher
+    return app

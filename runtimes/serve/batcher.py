@@ -5,8 +5,10 @@ its stream's queue; the batcher takes the head chunk of up to ``max_batch`` read
 whose chunks have the same length (a batched call needs one ``[batch, frames, features]``
 tensor, and padding would run the LSTM over frames that were never sent), gathers their state
 rows, runs the streaming export once, scatters the new state back and scores each stream's
-rows with its own :class:`~edgelstm.runtimes.run_stream.ChunkScorer` (the rows ``run --stream``
-prints). A stream has at most one chunk in flight, so its chunks run in the order they came.
+rows with its own :class:`~edgelstm.runtimes.model_io.stream_rows.StreamRows` (the rows
+``run --stream`` prints). The state table is a
+:class:`~edgelstm.runtimes.model_io.stream_state.StreamState`, the one owner of stream state
+that :class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` uses too. A stream has at most one chunk in flight, so its chunks run in the order they came.
 
 The model runs on one worker thread (ONNX Runtime releases the GIL), so the event loop keeps
 parsing requests while a batch computes: the chunks that arrive meanwhile form the next batch.
@@ -30,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.errors import EdgeLSTMError, InvalidInputError
+from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, StreamContract
+from edgelstm.runtimes.model_io.stream_rows import StreamRows
+from edgelstm.runtimes.model_io.stream_state import StreamState
 from edgelstm.runtimes.ort.session import OpenedSession
-from edgelstm.runtimes.run_files import stored_normalization
-from edgelstm.runtimes.run_stream import ChunkScorer
 from edgelstm.runtimes.serve.metrics import ServerMetrics
-from edgelstm.tasks import normalize
 
-__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "StateTable"]
+__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits"]
 
 #: Longest stream id accepted: ids are kept per stream, so their size is bounded too.
 MAX_STREAM_ID = 128
@@ -85,8 +87,7 @@ class ServeLimits:
             "max_body_bytes",
         ):
             if getattr(self, name) < 1:
-                flag = name.replace("_", "-")
-                raise InvalidInputError(f"--{flag} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{_FLAGS[name]} must be >= 1, got {getattr(self, name)}")
         if self.max_delay_ms < 0:
             raise InvalidInputError(f"--max-delay-ms must be >= 0, got {self.max_delay_ms}")
         if self.idle_timeout_s <= 0:
@@ -99,53 +100,15 @@ class ServeLimits:
             )
 
 
-class StateTable:
-    """Recurrent state of up to ``capacity`` streams, one row (slot) each, preallocated.
-
-    ``shapes`` are the metadata's state shapes (``[layers, "batch", hidden]``; a conv front
-    end's ``frames`` state too): the symbolic axis is the batch axis the slots index.
-    """
-
-    def __init__(self, shapes: dict[str, list[Any]], capacity: int) -> None:
-        self.axes = {name: _batch_axis(name, shape) for name, shape in shapes.items()}
-        self.arrays = {
-            name: np.zeros(
-                [capacity if i == self.axes[name] else int(d) for i, d in enumerate(shape)],
-                np.float32,
-            )
-            for name, shape in shapes.items()
-        }
-
-    def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """The state of ``slots``, stacked along the batch axis in that order (a copy)."""
-        return {
-            name: np.ascontiguousarray(np.take(array, slots, axis=self.axes[name]))
-            for name, array in self.arrays.items()
-        }
-
-    def scatter(self, slots: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        """Write each batch row of ``state`` back to its slot."""
-        for name, array in self.arrays.items():
-            index: list[Any] = [slice(None)] * array.ndim
-            index[self.axes[name]] = slots
-            array[tuple(index)] = state[name]
-
-    def zero(self, slot: int) -> None:
-        """A fresh stream in ``slot``: zero state, like a new :class:`StreamingSession`."""
-        for name, array in self.arrays.items():
-            index: list[Any] = [slice(None)] * array.ndim
-            index[self.axes[name]] = slot
-            array[tuple(index)] = 0.0
-
-
-def _batch_axis(name: str, shape: list[Any]) -> int:
-    symbolic = [i for i, d in enumerate(shape) if isinstance(d, str)]
-    if len(symbolic) != 1:
-        raise InvalidInputError(
-            f"state `{name}` has shape {shape}: the server needs exactly one symbolic (batch) "
-            "axis; export the model again with `edgelstm export --streaming`"
-        )
-    return symbolic[0]
+#: The ``edgelstm serve`` flag that sets each limit, for messages a user can act on.
+_FLAGS = {
+    "max_streams": "--max-streams",
+    "max_batch": "--max-batch",
+    "max_frames_per_request": "--max-frames",
+    "max_queued_frames_per_stream": "--max-queued-frames-per-stream",
+    "max_queued_frames": "--max-queued-frames",
+    "max_body_bytes": "--max-body-bytes",
+}
 
 
 @dataclass(eq=False)
@@ -163,7 +126,7 @@ class _Chunk:
 class _Stream:
     id: str
     slot: int
-    scorer: ChunkScorer
+    rows: StreamRows
     queue: deque[_Chunk] = field(default_factory=deque)
     busy: bool = False
     last_seen: float = 0.0
@@ -188,57 +151,80 @@ class SequenceBatcher:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if meta.variant != "streaming" or not meta.state:
-            raise InvalidInputError(
-                f"{opened.path} is a {meta.variant} model without state inputs; serve a "
-                "streaming export (`edgelstm export RUN_DIR --streaming`)"
-            )
-        ChunkScorer(meta, opened.path)  # refuses tasks that cannot stream, before serving
+        self.contract = StreamContract.of(meta, opened.path)
+        StreamRows(meta, opened.path)  # refuses tasks that cannot stream, before serving
         self.opened = opened
         self.meta = meta
         self.limits = limits
         self.metrics = metrics or ServerMetrics()
         self.clock = clock
         self.num_features = len(meta.feature_names) or _feature_count(opened)
-        self.chunk_multiple = meta.stream_chunk_multiple
-        self._norm = stored_normalization(meta, opened.path)
-        self._table = StateTable(dict(meta.state), limits.max_streams)
+        self.chunk_multiple = self.contract.chunk_multiple
+        self._table = StreamState(self.contract, limits.max_streams)
         self._free = list(range(limits.max_streams - 1, -1, -1))
         self._streams: dict[str, _Stream] = {}
         self._ready: deque[_Stream] = deque()
         self._queued_frames = 0
         self._wake = asyncio.Event()
         self._output_names = [o.name for o in opened.session.get_outputs()]
-        self._state_outputs = [f"{name}_out" for name in meta.state]
+        #: set when the batching loop itself died: nothing queued will ever run again
+        self.failure: BaseException | None = None
         # One worker: the model call (and the numpy around it) leaves the event loop free.
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="edgelstm-batcher")
+        self._worker: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._on_failure: Callable[[BaseException], None] | None = None
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        """Launch the batching loop and the idle-stream eviction (in the running loop)."""
+    def start(self, on_failure: Callable[[BaseException], None] | None = None) -> None:
+        """Launch the batching loop and the idle-stream eviction (in the running loop).
+
+        ``on_failure`` hears if either loop itself dies (a failing *batch* only fails its
+        requests): the server then stops, so that a supervisor restarts it.
+        """
+        self._on_failure = on_failure
+        self._closing = False
+        # Made here, not in __init__: they belong to the loop that serves (an app's lifespan
+        # may run more than once, each time in its own loop).
+        self._wake = asyncio.Event()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="edgelstm-batcher")
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="edgelstm-batcher"),
             asyncio.create_task(self._evict_loop(), name="edgelstm-evict"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failure = task.exception()
+        refusal = f"the server's batcher stopped ({first_line(self.failure)}); retry later"
+        for stream in self._streams.values():
+            for chunk in stream.queue:
+                if not chunk.future.done():
+                    chunk.future.set_exception(RequestRejected(503, "batcher_failed", refusal))
+        if self._on_failure is not None:
+            self._on_failure(self.failure)
 
     @property
     def running(self) -> bool:
-        return bool(self._tasks) and not self._closing
+        """Serving: started, not shutting down, and both loops alive."""
+        return bool(self._tasks) and not self._closing and self.failure is None
 
     async def close(self) -> None:
         """Refuse new chunks, let queued and in-flight ones finish, then stop."""
         self._closing = True
-        while self._ready or any(s.busy for s in self._streams.values()):
+        while self.failure is None and (self._ready or any(s.busy for s in self._streams.values())):
             self._wake.set()
             await asyncio.sleep(0.005)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self._worker.shutdown(wait=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
 
     # ------------------------------------------------------------------ requests
 
@@ -251,7 +237,7 @@ class SequenceBatcher:
         return self._queued_frames
 
     def check_frames(self, frames: np.ndarray) -> np.ndarray:
-        """Frames in original units ``[k, features]`` as float64, or RequestRejected (4xx)."""
+        """Frames in original units ``[k, features]``, checked, or RequestRejected (4xx)."""
         if frames.ndim != 2 or frames.shape[0] == 0:
             raise RequestRejected(
                 422, "bad_frames",
@@ -282,13 +268,13 @@ class SequenceBatcher:
                 422, "nonfinite",
                 "frames contain NaN or Inf; they would poison the stream's recurrent state",
             )  # fmt: skip
-        return frames.astype(np.float64, copy=False)
+        return frames
 
     async def submit(self, stream_id: str, frames: np.ndarray) -> list[dict[str, Any]]:
         """Queue ``frames`` for ``stream_id`` (a new id starts a stream with zero state) and
         return its rows once its batch ran. Cancelling before the batch took the chunk
         withdraws it: the stream's state then never saw those frames."""
-        if self._closing:
+        if self._closing or self.failure is not None:
             raise RequestRejected(503, "shutting_down", "the server is shutting down", 1.0)
         if not 0 < len(stream_id) <= MAX_STREAM_ID:
             raise RequestRejected(
@@ -324,7 +310,7 @@ class SequenceBatcher:
         now = self.clock()
         chunk = _Chunk(
             stream,
-            normalize(frames, self._norm),
+            stream.rows.model_input(frames),
             asyncio.get_running_loop().create_future(),
             time.perf_counter(),
         )
@@ -353,7 +339,7 @@ class SequenceBatcher:
             )  # fmt: skip
         slot = self._free.pop()
         self._table.zero(slot)
-        stream = _Stream(stream_id, slot, ChunkScorer(self.meta, self.opened.path))
+        stream = _Stream(stream_id, slot, StreamRows(self.meta, self.opened.path))
         stream.idle.set()
         self._streams[stream_id] = stream
         self.metrics.streams_opened += 1
@@ -401,7 +387,7 @@ class SequenceBatcher:
                 raise RequestRejected(404, "unknown_stream", f"stream {stream_id!r} was ended")
         if reset:
             self._table.zero(stream.slot)
-            stream.scorer.reset()
+            stream.rows.reset()
             stream.closing = False
             return
         self._free_stream(stream)
@@ -438,7 +424,7 @@ class SequenceBatcher:
             try:
                 results = await loop.run_in_executor(self._worker, self._compute, batch)
             except Exception as exc:  # a model failure fails this batch, not the server
-                message = f"the model failed on this batch: {str(exc).splitlines()[0][:300]}"
+                message = f"the model failed on this batch: {first_line(exc)}"
                 results = [RequestRejected(500, "model_error", message)] * len(batch)
             self.metrics.batch_size.observe(len(batch))
             self._finish(batch, results)
@@ -467,12 +453,19 @@ class SequenceBatcher:
     def _compute(self, batch: list[_Chunk]) -> list[Any]:
         """Worker thread: gather state, one model call, scatter state, score each stream."""
         slots = np.fromiter((c.stream.slot for c in batch), np.int64, len(batch))
-        x = np.stack([c.x for c in batch]).astype(np.float32)
-        outputs = self.opened.session.run(self._output_names, {"x": x, **self._table.gather(slots)})
+        x = np.stack([c.x for c in batch])
+        outputs = self.opened.session.run(
+            self._output_names, {FRAMES_INPUT: x, **self._table.gather(slots)}
+        )
         named = dict(zip(self._output_names, outputs, strict=True))
-        self._table.scatter(slots, {name: named[f"{name}_out"] for name in self.meta.state})
+        contract = self.contract
+        new_state = {
+            name: named[output]
+            for name, output in zip(contract.state_names, contract.state_outputs, strict=True)
+        }
+        self._table.scatter(slots, new_state)
         task_output = named[self._output_names[0]]
-        return [c.stream.scorer.rows(c.x, task_output[i]) for i, c in enumerate(batch)]
+        return [c.stream.rows.rows(c.x, task_output[i]) for i, c in enumerate(batch)]
 
     def _finish(self, batch: list[_Chunk], results: list[Any]) -> None:
         now = self.clock()

@@ -1,0 +1,99 @@
+"""The rows a stream yields: what ``run --stream`` prints and ``serve`` answers.
+
+:class:`StreamRows` is the one path from a stream's frames in original units to its rows:
+:meth:`~StreamRows.model_input` normalises a chunk with the model's stored statistics, and
+:meth:`~StreamRows.rows` turns the model's output for that chunk into rows. Classification
+gives one row per chunk (the label after the chunk's last frame); anomaly detection one row
+per frame (score and verdict), which needs the previous chunk's last prediction, so one
+object belongs to one stream and sees its chunks in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgelstm.errors import InvalidInputError
+from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.model_io.features import (
+    PROBABILITY_DECIMALS,
+    check_class_count,
+    class_names,
+    softmax,
+    stored_normalization,
+)
+from edgelstm.tasks import anomaly_scores, normalize
+
+__all__ = ["STREAMING_TASKS", "StreamRows", "class_row", "stream_columns"]
+
+#: Tasks whose models can run frame by frame.
+STREAMING_TASKS = ("classify", "anomaly")
+
+
+def class_row(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    """One classification row (``label``, ``confidence``, ``prob_<class>``...), as ``run``
+    writes it to CSV and ``--stream`` prints it."""
+    row: dict[str, Any] = {"label": labels[int(probs.argmax())]}
+    row["confidence"] = round(float(probs.max()), PROBABILITY_DECIMALS)
+    for label, p in zip(labels, probs.tolist(), strict=True):
+        row[f"prob_{label}"] = round(p, PROBABILITY_DECIMALS)
+    return row
+
+
+def stream_columns(meta: ModelMetadata) -> list[str]:
+    """The columns of a stream's rows for this model (classify or anomaly)."""
+    if meta.task == "classify":
+        return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
+    return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
+
+
+class StreamRows:
+    """One stream's rows from its chunks (see the module docstring)."""
+
+    def __init__(self, meta: ModelMetadata, where: Path | str) -> None:
+        if meta.task not in STREAMING_TASKS:
+            raise InvalidInputError(
+                f"{where}: streaming supports classify and anomaly models; this one is {meta.task}"
+            )
+        self.task = meta.task
+        self.labels = class_names(meta) if meta.task == "classify" else ()
+        self.threshold = meta.anomaly_threshold
+        self.normalization = stored_normalization(meta, where)
+        #: frames seen so far; the next chunk's first frame has this index
+        self.seen = 0
+        self._previous: np.ndarray | None = None  # anomaly: last frame's next-step prediction
+
+    def model_input(self, frames: np.ndarray) -> np.ndarray:
+        """A chunk ``[k, features]`` in original units, normalised for the model (float32).
+
+        The arithmetic runs in float64 whatever the frames' type, so the same numbers give
+        the same rows whether they came as CSV text, JSON or binary float32.
+        """
+        return normalize(np.asarray(frames, dtype=np.float64), self.normalization)
+
+    def rows(self, x: np.ndarray, out: np.ndarray) -> list[dict[str, Any]]:
+        """Rows for one chunk: ``x`` its normalised frames ``[k, features]``, ``out`` this
+        stream's model output for the chunk (``[classes]`` logits or ``[k, features]``)."""
+        rows: list[dict[str, Any]] = []
+        if self.task == "classify":
+            probs = softmax(out[None])[0]
+            if not self.seen:
+                check_class_count(self.labels, len(probs))
+            rows.append({"frame": self.seen + len(x) - 1, **class_row(probs, self.labels)})
+        else:
+            scores = anomaly_scores(x, out, previous=self._previous)
+            self._previous = out[-1]
+            for k, score in enumerate(scores.tolist()):
+                row: dict[str, Any] = {"frame": self.seen + k, "score": score}
+                if self.threshold is not None:
+                    row["anomaly"] = int(score > self.threshold)
+                rows.append(row)
+        self.seen += len(x)
+        return rows
+
+    def reset(self) -> None:
+        """Start over, as a stream with zero state does."""
+        self.seen = 0
+        self._previous = None
