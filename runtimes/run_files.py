@@ -26,7 +26,7 @@ import numpy as np
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.model_io.feeding import Progress
-from edgelstm.runtimes.model_io.predictions import PredictOptions, Predictions, predict, predict_raw
+from edgelstm.runtimes.model_io.predictions import Predictions, PredictOptions, predict, predict_raw
 from edgelstm.runtimes.model_io.writers import check_output_format, write_predictions
 from edgelstm.runtimes.ort.artifact import Artifact
 from edgelstm.runtimes.ort.feeds import input_specs

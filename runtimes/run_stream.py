@@ -29,11 +29,11 @@ import numpy as np
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.model_io.features import feature_order
+from edgelstm.runtimes.model_io.stream_rows import StreamRows, stream_columns
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
 from edgelstm.runtimes.ort.session import OpenedSession
 from edgelstm.runtimes.ort.session_config import SessionConfig
-from edgelstm.runtimes.model_io.features import feature_order
-from edgelstm.runtimes.model_io.stream_rows import StreamRows, stream_columns
 
 __all__ = ["StreamResult", "stream_model", "stream_to_output"]
 

@@ -26,7 +26,6 @@ import numpy as np
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import atomic_file, check_output_path
-
 from edgelstm.runtimes.model_io.features import PROBABILITY_DECIMALS
 
 if TYPE_CHECKING:

@@ -4,11 +4,12 @@ Each stream owns one row (a *slot*) of a preallocated state table. A request's c
 its stream's queue; the batcher takes the head chunk of up to ``max_batch`` ready streams
 whose chunks have the same length (a batched call needs one ``[batch, frames, features]``
 tensor, and padding would run the LSTM over frames that were never sent), gathers their state
-rows, runs the streaming export once, scatters the new state back and scores each stream's
+rows, runs the streaming export once, scatters the new state back and builds each stream's
 rows with its own :class:`~edgelstm.runtimes.model_io.stream_rows.StreamRows` (the rows
 ``run --stream`` prints). The state table is a
 :class:`~edgelstm.runtimes.model_io.stream_state.StreamState`, the one owner of stream state
-that :class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` uses too. A stream has at most one chunk in flight, so its chunks run in the order they came.
+that :class:`~edgelstm.runtimes.model_io.streaming_session.StreamingSession` uses too. A
+stream has at most one chunk in flight, so its chunks run in the order they came.
 
 The model runs on one worker thread (ONNX Runtime releases the GIL), so the event loop keeps
 parsing requests while a batch computes: the chunks that arrive meanwhile form the next batch.
