@@ -1125,6 +1125,28 @@ def test_stream_refuses_allow_nonfinite(
     assert result.out == ""
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--engine", "ray", "--workers", "2"),
+        ("--engine", "local"),
+        ("--resume",),
+        ("--skip-bad",),
+        ("--partition-rows", "10"),
+        ("--batch-size", "8"),
+    ],
+)
+def test_stream_refuses_flags_only_other_modes_honour(
+    cli: CliRunner, anomaly_model: Exported, anomaly_csv: Path, flags: tuple[str, ...]
+) -> None:
+    """These used to be ignored: `--stream --engine ray --workers 2` streamed on the local
+    CPU and exited 0."""
+    assert anomaly_model.stream is not None
+    result = _stream(cli, anomaly_model.stream, "--stream", "--input", anomaly_csv, *flags)
+    assert_clean_failure(result, None, flags[0], "--stream")
+    assert result.out == ""
+
+
 def test_stream_from_stdin_in_process(
     cli: CliRunner,
     monkeypatch: pytest.MonkeyPatch,

@@ -1202,3 +1202,179 @@ def test_serve_help_lists_its_flags(cli: CliRunner) -> None:
         "--idle-timeout", "--max-frames", "--provider", "--fallback", "--threads",
     ):  # fmt: skip
         assert flag in result.out, f"{flag} not in serve --help"
+
+
+# --------------------------------------------------------------------------------------------
+# failures the shape used to hide
+
+
+def test_a_failing_batch_answers_500_and_the_batcher_lives_on(
+    classify: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception with no message (MemoryError()) used to kill the batch loop inside its own
+    except clause, leaving every later request hanging while /healthz said 200."""
+    frames = classify.frames(0, 3)
+    real = SequenceBatcher._compute
+    failures = [MemoryError()]
+
+    def compute(self: SequenceBatcher, batch: list[Any]) -> list[Any]:
+        if failures:
+            raise failures.pop()
+        return real(self, batch)
+
+    monkeypatch.setattr(SequenceBatcher, "_compute", compute)
+
+    async def main() -> None:
+        async with _serving(create_app(classify.artifact)) as client:
+            failed = await _post(client, "a", frames)
+            assert failed.status_code == 500, failed.text
+            assert "MemoryError" in failed.json()["error"]
+            assert (await client.get("/healthz")).status_code == 200
+            rows = await _rows(client, "b", frames)
+            _assert_same_rows(rows, classify.rows([frames]), "after a failed batch")
+
+    _run(main)
+
+
+def test_a_dead_batch_loop_turns_healthz_to_503_and_refuses_work(
+    classify: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = classify.frames(0, 3)
+
+    def broken(self: SequenceBatcher) -> list[Any]:
+        raise RuntimeError("the loop broke")
+
+    monkeypatch.setattr(SequenceBatcher, "_take_batch", broken)
+    heard: list[BaseException] = []
+
+    async def main() -> None:
+        app = create_app(classify.artifact, on_failure=heard.append)
+        async with _serving(app) as client:
+            queued = await _post(client, "a", frames)  # wakes the loop, which dies on it
+            assert queued.status_code == 503, queued.text
+            assert "batcher stopped" in queued.json()["error"]
+            assert (await client.get("/healthz")).status_code == 503
+            again = await _post(client, "b", frames)
+            assert again.status_code == 503, again.text
+
+    _run(main)
+    assert [str(e) for e in heard] == ["the loop broke"]
+
+
+def test_serve_exits_non_zero_when_its_batch_loop_dies(
+    classify: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor restarts a process that exits non-zero; one that keeps answering
+    /healthz with a dead batcher would never be restarted."""
+    import threading
+
+    from edgelstm.runtimes.serve import BatcherFailedError, serve
+
+    frames = classify.frames(0, 3)
+
+    def broken(self: SequenceBatcher) -> list[Any]:
+        raise RuntimeError("the loop broke")
+
+    monkeypatch.setattr(SequenceBatcher, "_take_batch", broken)
+    ready = threading.Event()
+    address: list[str] = []
+
+    def announce(url: str) -> None:
+        address.append(url)
+        ready.set()
+
+    def client() -> None:  # uvicorn's signal handlers need the main thread: serve runs there
+        if ready.wait(HANG_S):
+            body = {"frames": frames.tolist()}
+            httpx.post(f"{address[0]}/v1/streams/a/frames", json=body, timeout=HANG_S)
+
+    threading.Thread(target=client, daemon=True).start()
+    with pytest.raises(BatcherFailedError, match="batching loop failed") as failed:
+        serve(classify.artifact, port=0, on_ready=announce, graceful_timeout_s=1)
+    assert failed.value.exit_code == 1
+    assert address and address[0].startswith("http://127.0.0.1:")
+
+
+def test_serve_announces_its_address_only_once_the_port_is_bound(classify: Served) -> None:
+    from edgelstm.runtimes.serve import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ready: list[str] = []
+        with pytest.raises(SystemExit):  # uvicorn gives up on a port in use
+            serve(classify.artifact, port=port, on_ready=ready.append)
+    assert ready == []
+
+
+def test_limit_errors_name_the_flags_serve_has(cli: CliRunner) -> None:
+    with pytest.raises(Exception, match="--max-frames must be >= 1"):
+        ServeLimits(max_frames_per_request=0)
+    help_text = cli("serve", "--help").out
+    for flag in ("--max-streams", "--max-batch", "--max-frames"):
+        assert flag in help_text
+
+
+def test_one_batch_never_holds_two_chunks_of_one_stream(
+    classify: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks that arrive while their stream's chunk runs wait for it: were two of them
+    batched together, both would start from the state before the first."""
+    import threading
+
+    frames = [classify.frames(i, 2) for i in range(3)]
+    release = threading.Event()
+    real = SequenceBatcher._compute
+    batches: list[list[str]] = []
+
+    def compute(self: SequenceBatcher, batch: list[Any]) -> list[Any]:
+        batches.append([c.stream.id for c in batch])
+        if len(batches) == 1:
+            release.wait(HANG_S)  # the first chunk runs while the next two queue
+        return real(self, batch)
+
+    monkeypatch.setattr(SequenceBatcher, "_compute", compute)
+
+    async def main() -> list[list[Row]]:
+        batcher = SequenceBatcher(classify.opened, classify.meta, ServeLimits(max_delay_ms=0))
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit("s", frames[0]))
+            while not batches:
+                await asyncio.sleep(0.001)
+            later = [asyncio.ensure_future(batcher.submit("s", f)) for f in frames[1:]]
+            await asyncio.sleep(0.05)
+            release.set()
+            return list(await asyncio.gather(first, *later))
+        finally:
+            await _close(batcher)
+
+    answered = _run(main)
+    assert all(len(batch) == len(set(batch)) for batch in batches), batches
+    want = classify.rows(frames)
+    _assert_same_rows([row for rows in answered for row in rows], want, "chunks of one stream")
+
+
+def test_served_anomaly_scores_equal_the_whole_series_run(anomaly: Served, tmp_path: Path) -> None:
+    """Rows are checked against `run` on the whole series, an independent path
+    (`anomaly_scores` over all frames at once), not against the same row builder."""
+    from edgelstm.runtimes.run_files import run_model
+
+    frames = anomaly.frames(3, 40)
+    chunks = [frames[i : i + 8] for i in range(0, 40, 8)]
+
+    async def main() -> list[Row]:
+        async with _serving(create_app(anomaly.artifact)) as client:
+            rows: list[Row] = []
+            for chunk in chunks:
+                rows += await _rows(client, "sensor", chunk)
+            return rows
+
+    served = _run(main)
+    series = tmp_path / "series.csv"
+    header = ",".join(anomaly.meta.feature_names)
+    np.savetxt(series, frames, delimiter=",", header=header, comments="")
+    whole = run_model(anomaly.path, series, tmp_path / "whole.npz").predictions
+    np.testing.assert_allclose([r["score"] for r in served], whole.arrays["scores"], rtol=1e-5)
+    assert [r["anomaly"] for r in served] == whole.arrays["anomaly"].tolist()
