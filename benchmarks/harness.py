@@ -190,12 +190,8 @@ def _warnings(
 def _resolve_providers(
     names: tuple[str, ...], fallback: bool
 ) -> tuple[list[str], list[dict[str, str]]]:
-    from edgelstm.runtimes.ort.providers import (
-        available_providers,
-        probe_provider,
-        resolve_provider,
-        split_device,
-    )
+    from edgelstm.runtimes.ort.provider_report import probe_provider
+    from edgelstm.runtimes.ort.providers import available_providers, resolve_provider, split_device
 
     skipped: list[dict[str, str]] = []
     if names == ("all",):

@@ -126,7 +126,8 @@ def _onnx(m: Measurement) -> Prepared:
     from edgelstm.runtimes.model_io.streaming_session import StreamingSession
     from edgelstm.runtimes.ort.execution import DeviceRunner
     from edgelstm.runtimes.ort.feeds import input_specs
-    from edgelstm.runtimes.ort.session import SessionConfig, open_session
+    from edgelstm.runtimes.ort.session import open_session
+    from edgelstm.runtimes.ort.session_config import SessionConfig
 
     if m.cuda_graphs and not m.io_binding:
         # ONNX Runtime replays a captured graph only on the device buffers bound to it.
@@ -538,7 +539,7 @@ def environment(threads: tuple[int, ...]) -> dict[str, Any]:
         except md.PackageNotFoundError:
             return None
 
-    from edgelstm.runtimes.ort.providers import installed_onnxruntime_distributions
+    from edgelstm.runtimes.ort.onnxruntime_import import installed_onnxruntime_distributions
 
     # onnxruntime, onnxruntime-gpu or onnxruntime-openvino: whichever ships `import onnxruntime`.
     ort_dist = next((name for name, _ in installed_onnxruntime_distributions()), "onnxruntime")

@@ -49,3 +49,20 @@ class CheckFailedError(EdgeLSTMError):
     """A verification ran and failed (tolerance, accuracy gate, partial quantization)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of ``exc``'s message, at most ``limit`` characters.
+
+    ONNX Runtime's and the exporters' errors run to pages, and a one-line report needs only
+    the head. An exception with no message (``MemoryError()``) gives its class name, so a
+    handler that reports a failure can never fail itself on an empty message.
+
+    Example::
+
+        >>> first_line(RuntimeError("bad graph\\n  at node 3"))
+        'bad graph'
+        >>> first_line(MemoryError())
+        'MemoryError'
+    """
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

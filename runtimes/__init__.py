@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 # name -> module that defines it; nothing heavy is imported until a name is used.
 _EXPORTS = {
-    "SessionConfig": "edgelstm.runtimes.ort.session",
+    "SessionConfig": "edgelstm.runtimes.ort.session_config",
     "OpenedSession": "edgelstm.runtimes.ort.session",
     "open_session": "edgelstm.runtimes.ort.session",
     "RunOptions": "edgelstm.runtimes.run_files",
@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from edgelstm.runtimes.model_io.accuracy import score_onnx
     from edgelstm.runtimes.model_io.streaming_session import StreamingSession
     from edgelstm.runtimes.ort.feeds import validate_feeds
-    from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
+    from edgelstm.runtimes.ort.session import OpenedSession, open_session
+    from edgelstm.runtimes.ort.session_config import SessionConfig
     from edgelstm.runtimes.run_files import RunOptions, RunResult, run_model
     from edgelstm.runtimes.run_stream import stream_model
 

@@ -57,7 +57,7 @@ from edgelstm.runtimes.ort.deploy import (
     read_deployment,
     write_deployment,
 )
-from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.ort.session_config import SessionConfig
 from edgelstm.training.trainer import TrainResult
 
 #: Timesteps of the whole-sequence rows (short: the numbers do not matter, the rows do).
@@ -1588,7 +1588,7 @@ def test_cli_quickstart_end_to_end(cli: CliRunner, tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_cuda_rows_with_and_without_cuda_graphs(artifacts: Artifacts) -> None:
-    from edgelstm.runtimes.ort.providers import probe_provider
+    from edgelstm.runtimes.ort.provider_report import probe_provider
 
     probe = probe_provider("cuda")
     if not probe.usable:

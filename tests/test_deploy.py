@@ -17,7 +17,7 @@ from conftest import CliResult, CliRunner, assert_clean_failure, single_thread
 
 from edgelstm.runtimes import run_files as run_module
 from edgelstm.runtimes.ort.deploy import DeploymentConfig, read_deployment, write_deployment
-from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
 if TYPE_CHECKING:
     from edgelstm.training.trainer import TrainResult

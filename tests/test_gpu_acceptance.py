@@ -23,7 +23,8 @@ from edgelstm.benchmarks.measure import Measurement, measure, prepare
 from edgelstm.benchmarks.suites import gpu_acceptance as ga
 from edgelstm.errors import InvalidInputError
 from edgelstm.hardware import GpuInfo
-from edgelstm.runtimes.ort.providers import PROVIDERS, ProbeResult
+from edgelstm.runtimes.ort.provider_report import ProbeResult
+from edgelstm.runtimes.ort.providers import PROVIDERS
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_a_failed_cuda_probe_is_named_on_the_error_line(
         "edgelstm.runtimes.ort.providers.available_providers",
         lambda: [PROVIDERS["cuda"], PROVIDERS["cpu"]],
     )
-    monkeypatch.setattr("edgelstm.runtimes.ort.providers.probe_provider", lambda name: probe)
+    monkeypatch.setattr("edgelstm.runtimes.ort.provider_report.probe_provider", lambda name: probe)
     assert ga.gpu_problems() == [
         "the CUDA provider probe failed: session creation failed: libcudnn.so.9: cannot open"
     ]

@@ -21,8 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgelstm.errors import ProviderUnavailableError
 from edgelstm.metadata import ModelMetadata, record_weights_sha256
-from edgelstm.runtimes.ort.providers import import_onnxruntime
-from edgelstm.runtimes.ort.session import SessionConfig, open_session
+from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
+from edgelstm.runtimes.ort.session import open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
 OPENVINO_EP = "OpenVINOExecutionProvider"
 

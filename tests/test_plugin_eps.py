@@ -23,9 +23,12 @@ from onnx import TensorProto, helper
 from edgelstm.errors import InvalidInputError, ProviderUnavailableError
 from edgelstm.runtimes.ort import plugin_eps
 from edgelstm.runtimes.ort import session as session_mod
+from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
 from edgelstm.runtimes.ort.plugin_eps import EpDevice, PluginPackage
-from edgelstm.runtimes.ort.providers import import_onnxruntime, probe_provider, resolve_provider
-from edgelstm.runtimes.ort.session import SessionConfig, open_session
+from edgelstm.runtimes.ort.provider_report import probe_provider
+from edgelstm.runtimes.ort.providers import resolve_provider
+from edgelstm.runtimes.ort.session import open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig, parse_provider_list
 
 
 @pytest.fixture
@@ -134,7 +137,7 @@ def test_a_session_runs_on_ep_devices_through_the_plugin_path(
     package = PluginPackage(
         "fake", "1", "fake", ("CPUExecutionProvider",), None, None, tuple(described)
     )
-    monkeypatch.setattr(plugin_eps, "plugin_for_ep", lambda ep: package)
+    monkeypatch.setattr(session_mod, "plugin_for_ep", lambda ep: package)
     candidate = session_mod._Candidate(resolve_provider("cpu"), "cpu")
     config = SessionConfig()
     session, ops, device = session_mod._try_open(ort, relu_model, candidate, config, available=[])
@@ -145,12 +148,12 @@ def test_a_session_runs_on_ep_devices_through_the_plugin_path(
 
 def test_device_suffix_rules() -> None:
     with pytest.raises(InvalidInputError, match="--cuda-device"):
-        session_mod.parse_provider_list("cuda:1")
+        parse_provider_list("cuda:1")
     with pytest.raises(InvalidInputError, match="one device"):
-        session_mod.parse_provider_list("cpu:0")
+        parse_provider_list("cpu:0")
     with pytest.raises(InvalidInputError, match="ends with ':'"):
-        session_mod.parse_provider_list("openvino:")
-    assert session_mod.parse_provider_list("openvino:GPU,cpu") == ("openvino:GPU", "cpu")
+        parse_provider_list("openvino:")
+    assert parse_provider_list("openvino:GPU,cpu") == ("openvino:GPU", "cpu")
 
 
 # ---------------------------------------------------------------------------- real plugin

@@ -12,11 +12,16 @@ from rich.console import Console
 
 from edgelstm.errors import InvalidInputError, MissingDependencyError
 from edgelstm.hardware import GpuInfo
+from edgelstm.runtimes.ort import onnxruntime_import
 from edgelstm.runtimes.ort import provider_report as report_module
-from edgelstm.runtimes.ort import providers
+from edgelstm.runtimes.ort.onnxruntime_import import (
+    import_onnxruntime,
+    installed_onnxruntime_distributions,
+)
 from edgelstm.runtimes.ort.provider_report import (
     REPORT_SCHEMA,
     print_provider_report,
+    probe_provider,
     provider_report,
 )
 from edgelstm.runtimes.ort.providers import (
@@ -25,9 +30,6 @@ from edgelstm.runtimes.ort.providers import (
     available_providers,
     choose_auto,
     explain_auto,
-    import_onnxruntime,
-    installed_onnxruntime_distributions,
-    probe_provider,
     resolve_provider,
 )
 
@@ -200,7 +202,7 @@ def test_installed_distributions_include_the_imported_one() -> None:
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.setattr(providers, "installed_onnxruntime_distributions", lambda: [])
+    monkeypatch.setattr(onnxruntime_import, "installed_onnxruntime_distributions", lambda: [])
     with pytest.raises(MissingDependencyError) as info:
         import_onnxruntime()
     assert "onnxruntime is not installed" in str(info.value)
@@ -219,7 +221,7 @@ def test_broken_onnxruntime_still_names_the_extra(monkeypatch: pytest.MonkeyPatc
 
 def test_conflicting_distributions_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     two = [("onnxruntime", "1.32.0"), ("onnxruntime-gpu", "1.32.0")]
-    monkeypatch.setattr(providers, "installed_onnxruntime_distributions", lambda: two)
+    monkeypatch.setattr(onnxruntime_import, "installed_onnxruntime_distributions", lambda: two)
     monkeypatch.setattr(report_module, "installed_onnxruntime_distributions", lambda: two)
     report = provider_report()
     assert len(report.distributions) == 2
@@ -299,11 +301,20 @@ def test_provider_report_json_is_stable_and_serialisable() -> None:
     assert "int8_note" in data["cpu"]
 
 
-def test_provider_report_probes_every_available_provider_but_cpu_and_azure() -> None:
+def test_provider_report_probes_every_available_provider_but_azure() -> None:
+    # The CPU is probed too: its probe proves the install itself runs a session, and it gives
+    # this test, on a machine with only the CPU provider, something to check.
     report = provider_report(probe=True)
-    expected = [p.name for p in available_providers() if p.name not in {"cpu", "azure"}]
+    expected = [p.name for p in available_providers() if p.name != "azure"]
     assert [r.provider for r in report.probes] == expected
-    json.dumps(report.to_json())
+    cpu = next(r for r in report.probes if r.provider == "cpu")
+    assert cpu.usable, cpu.detail
+    assert "CPUExecutionProvider" in cpu.detail
+    data = json.loads(json.dumps(report.to_json()))
+    assert {"provider": "cpu", "usable": True, "detail": cpu.detail} in data["probes"]
+    console = Console(record=True, width=300, color_system=None)
+    print_provider_report(report, console)
+    assert "[probe: ok]" in console.export_text()
 
 
 def test_provider_report_with_probe(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,8 @@ from edgelstm.exporters.quantize import quantize, resolve_reduce_range
 from edgelstm.hardware import CpuInfo
 from edgelstm.metadata import REDUCE_RANGE_KEY, verify_weights_sha256
 from edgelstm.runtimes.ort.artifact import ModelProfile, model_profile
-from edgelstm.runtimes.ort.session import SessionConfig, open_session, reduce_range_warning
+from edgelstm.runtimes.ort.session import open_session, reduce_range_warning
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
 FEATURES, HIDDEN = 4, 8
 

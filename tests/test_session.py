@@ -18,13 +18,18 @@ import pytest
 from conftest import CliRunner, needs_no_cuda
 from onnx import TensorProto, helper
 
-from edgelstm.errors import InvalidInputError, ProviderUnavailableError
+from edgelstm.errors import InvalidInputError, ProviderUnavailableError, first_line
 from edgelstm.runtimes.ort import session as session_mod
 from edgelstm.runtimes.ort.artifact import ModelProfile, load_artifact, model_profile
-from edgelstm.runtimes.ort.execution import output_shapes
+from edgelstm.runtimes.ort.execution import output_shapes, run_interruptible
 from edgelstm.runtimes.ort.feeds import InputSpec, input_specs, validate_feeds
 from edgelstm.runtimes.ort.providers import resolve_provider
-from edgelstm.runtimes.ort.session import SessionConfig, open_session, parse_provider_list
+from edgelstm.runtimes.ort.session import open_session
+from edgelstm.runtimes.ort.session_config import (
+    SessionConfig,
+    parse_provider_list,
+    provider_options,
+)
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -142,12 +147,12 @@ def test_provider_options_for_gpu_providers(tmp_path: Path) -> None:
     config = SessionConfig(
         cuda_device=1, cuda_graphs=True, tensorrt_fp16=True, tensorrt_cache=tmp_path
     )
-    cuda = session_mod._provider_options(resolve_provider("cuda"), config)
+    cuda = provider_options(resolve_provider("cuda"), config)
     assert cuda == {"device_id": "1", "enable_cuda_graph": "1"}
-    trt = session_mod._provider_options(resolve_provider("tensorrt"), config)
+    trt = provider_options(resolve_provider("tensorrt"), config)
     assert trt["trt_fp16_enable"] == "1"
     assert trt["trt_engine_cache_path"] == str(tmp_path)
-    assert session_mod._provider_options(resolve_provider("cpu"), config) == {}
+    assert provider_options(resolve_provider("cpu"), config) == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +317,7 @@ def test_provider_that_runs_no_node_is_not_used(
 
 
 def test_azure_provider_is_not_a_compute_device() -> None:
-    from edgelstm.runtimes.ort.providers import probe_provider
+    from edgelstm.runtimes.ort.provider_report import probe_provider
 
     if "AzureExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no Azure provider")
@@ -389,6 +394,31 @@ def _single_node_model(tmp_path: Path, node: onnx.NodeProto, inits: list[Any]) -
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return _save(model, tmp_path / "m.onnx")
+
+
+def test_first_line_keeps_the_head_of_a_long_message() -> None:
+    error = RuntimeError("\n  [ONNXRuntimeError] : 1 : FAIL : bad node\n" + "detail\n" * 500)
+    assert first_line(error) == "[ONNXRuntimeError] : 1 : FAIL : bad node"
+    assert first_line(ValueError("x" * 1000)) == "x" * 300
+    assert first_line(ValueError("x" * 1000), limit=200) == "x" * 200
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError(""), RuntimeError(" \n \n")])
+def test_first_line_of_an_exception_without_a_message_is_its_class_name(
+    error: BaseException,
+) -> None:
+    # `str(exc).splitlines()[0]` raised IndexError here, inside the handler reporting the
+    # failure (the serve batcher died of it).
+    assert first_line(error) == type(error).__name__
+
+
+def test_a_run_that_fails_without_a_message_is_still_one_readable_error() -> None:
+    class FailingSession:
+        def run(self, *args: Any) -> list[Any]:
+            raise MemoryError()
+
+    with pytest.raises(InvalidInputError, match=r"ONNX Runtime failed on x\.npz: MemoryError$"):
+        run_interruptible(FailingSession(), None, {}, where="x.npz")
 
 
 def test_model_profile_detects_int8_and_fp16(tmp_path: Path, relu_model: Path) -> None:
@@ -502,7 +532,7 @@ def test_string_inputs_become_object_arrays() -> None:
 
 
 def _cuda_or_skip() -> None:
-    from edgelstm.runtimes.ort.providers import probe_provider
+    from edgelstm.runtimes.ort.provider_report import probe_provider
 
     probe = probe_provider("cuda")
     if not probe.usable:

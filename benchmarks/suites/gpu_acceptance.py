@@ -143,11 +143,9 @@ def _one_line(text: str, limit: int = 300) -> str:
 def gpu_problems() -> list[str]:
     """What stops a CUDA run here, in words; empty when nvidia-smi sees a GPU and CUDA probes."""
     from edgelstm.hardware import gpu_info
-    from edgelstm.runtimes.ort.providers import (
-        available_providers,
-        installed_onnxruntime_distributions,
-        probe_provider,
-    )
+    from edgelstm.runtimes.ort.onnxruntime_import import installed_onnxruntime_distributions
+    from edgelstm.runtimes.ort.provider_report import probe_provider
+    from edgelstm.runtimes.ort.providers import available_providers
 
     problems = [] if gpu_info() else ["nvidia-smi found no NVIDIA GPU"]
     try:
@@ -384,7 +382,7 @@ def environment() -> dict[str, Any]:
     """measure's fingerprint plus the onnxruntime distributions, its CUDA build, torch's CUDA."""
     from edgelstm.benchmarks.measure import environment as fingerprint
     from edgelstm.hardware import torch_cuda_info
-    from edgelstm.runtimes.ort.providers import installed_onnxruntime_distributions
+    from edgelstm.runtimes.ort.onnxruntime_import import installed_onnxruntime_distributions
 
     env = fingerprint((1,))
     dists = installed_onnxruntime_distributions()

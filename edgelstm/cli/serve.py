@@ -56,7 +56,7 @@ def serve(
 ) -> None:
     """Serve a streaming model over HTTP and WebSocket, batching frames across streams."""
     from edgelstm.cli.console import stderr_console
-    from edgelstm.runtimes.ort.session import SessionConfig, parse_provider_list
+    from edgelstm.runtimes.ort.session_config import SessionConfig, parse_provider_list
     from edgelstm.runtimes.serve import ServeLimits
     from edgelstm.runtimes.serve import serve as run_server
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import read_json, write_json_atomic
-from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
 __all__ = [
     "DEPLOY_SCHEMA",

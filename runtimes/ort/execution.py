@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.errors import EdgeLSTMError, InvalidInputError
+from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line
 from edgelstm.runtimes.ort.feeds import numpy_dtype
-from edgelstm.runtimes.ort.providers import import_onnxruntime
-from edgelstm.runtimes.ort.session import first_line
+from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
 
 if TYPE_CHECKING:
     from edgelstm.runtimes.ort.session import OpenedSession

@@ -13,7 +13,8 @@ model's mode (``streaming`` for a streaming export, else ``sequence``), on a hos
 same CPU model and GPU names as this one (:func:`host_fingerprint`, which the deployment
 writer stores too), and when the winner is built into this onnxruntime. A measurement from
 another machine says nothing about this one: which provider wins depends on the CPU's
-instructions and on the GPU, as the GUIDE's measured tables show.
+instruction set (AVX2, AVX-512, VNNI) and on the GPU, so a winner timed on one machine can
+lose on another.
 
 Example::
 
@@ -38,6 +39,8 @@ from typing import Any
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import read_json
+from edgelstm.runtimes.ort.deploy import DEPLOY_SCHEMA, read_deployment
+from edgelstm.runtimes.ort.providers import short_name, split_device
 
 __all__ = [
     "MAX_DOCUMENTS",
@@ -158,8 +161,6 @@ def measured_choice(
     """
     model = Path(model)
     mode = "streaming" if streaming else "sequence"
-    from edgelstm.runtimes.ort.providers import short_name
-
     here_names = {short_name(name) for name in available}
     here_host: list[_Host | None] = []  # filled on first use: nvidia-smi is not free
 
@@ -167,9 +168,6 @@ def measured_choice(
         if not here_host:
             here_host.append(_host_from_fingerprint(host_fingerprint() if host is None else host))
         return here_host[0]
-
-    # Lazy: deploy imports session, which may import this module (auto's measured choice).
-    from edgelstm.runtimes.ort.deploy import DEPLOY_SCHEMA
 
     notes: list[str] = []
     for path, mtime_ns in _documents(model.parent):
@@ -275,8 +273,6 @@ def _same_file(candidate: Path, model: Path) -> bool:
 
 def _from_deployment(path: Path, model: Path, mode: str, mtime_ns: int) -> _Measured | None:
     """A deployment config's choice for ``model`` in ``mode``; None when it is about another."""
-    from edgelstm.runtimes.ort.deploy import DEPLOY_SCHEMA, read_deployment
-
     try:
         # One parser for deployment configs: it resolves `model` against the config's folder.
         config = read_deployment(path)
@@ -422,8 +418,6 @@ def _provider(text: str) -> str:
     """A measured provider as ``--provider`` takes it: short name, then ``:device`` if any."""
     # --provider's own "name:device" spelling (openvino:GPU); the device part is kept so auto
     # runs where the measurement ran.
-    from edgelstm.runtimes.ort.providers import short_name, split_device
-
     try:
         name, device = split_device(text)
     except InvalidInputError:  # "name:" with nothing after it: no device

@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.ort.providers import import_onnxruntime
+from edgelstm.errors import InvalidInputError, first_line
+from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
 
 __all__ = [
     "EpDevice",
@@ -187,8 +187,6 @@ def _register(
             else:
                 register(distribution, library)
         except Exception as exc:  # a plugin fails in its own way; report it, never crash
-            from edgelstm.runtimes.ort.session import first_line
-
             # Registered earlier in this process (by the user's code, say): usable as is.
             if "already registered" not in str(exc):
                 error = f"registering it failed: {first_line(exc)}"

@@ -1,13 +1,14 @@
-"""ONNX Runtime execution providers: the registry, name resolution, ``auto`` policy, probes.
+"""ONNX Runtime execution providers: the registry, name resolution, ``auto`` policy, placement.
 
 One place knows every provider edgelstm can name: its short name (``cuda``), ONNX Runtime's
 name (``CUDAExecutionProvider``), which install provides it, and whether it can run the
 ``DynamicQuantizeLSTM`` kernel that makes INT8 LSTMs fast (only the CPU provider can).
 ``edgelstm providers`` prints :func:`edgelstm.runtimes.ort.provider_report.provider_report`.
 
-onnxruntime is imported lazily, inside functions: importing this module costs nothing, and a
-missing install surfaces as :class:`~edgelstm.errors.MissingDependencyError` with the extra to
-install.
+onnxruntime is imported lazily, through
+:func:`~edgelstm.runtimes.ort.onnxruntime_import.import_onnxruntime`: importing this module
+costs nothing. Whether a provider really runs here is a probe, a layer up
+(:func:`edgelstm.runtimes.ort.provider_report.probe_provider`), since it opens a session.
 
 Example::
 
@@ -21,30 +22,25 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType
 from typing import Any
 
-from edgelstm.errors import InvalidInputError, MissingDependencyError, ProviderUnavailableError
-from edgelstm.extras import install_hint
+from edgelstm.errors import InvalidInputError, MissingDependencyError
+from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
+from edgelstm.runtimes.ort.plugin_eps import plugin_packages
 
 __all__ = [
     "ARTIFACT_MODES",
     "PROVIDERS",
-    "ProbeResult",
     "ProviderSpec",
     "artifact_support",
     "assigned_ops",
     "available_providers",
     "choose_auto",
-    "conflict_warning",
     "explain_auto",
-    "import_onnxruntime",
-    "installed_onnxruntime_distributions",
     "node_placement",
-    "probe_provider",
     "resolve_provider",
     "short_name",
     "split_device",
@@ -52,8 +48,6 @@ __all__ = [
 
 #: Precisions :func:`choose_auto` understands (the ones ``edgelstm quantize`` produces).
 PRECISIONS = ("fp32", "fp16", "int8")
-
-_INSTALL_HINT = install_hint("cpu")
 
 
 @dataclass(frozen=True)
@@ -296,76 +290,6 @@ def _generic_spec(ep_name: str) -> ProviderSpec:
     )
 
 
-# --------------------------------------------------------------------------- import
-
-
-def installed_onnxruntime_distributions() -> list[tuple[str, str]]:
-    """``(distribution, version)`` for every installed wheel that ships ``import onnxruntime``.
-
-    onnxruntime, onnxruntime-gpu, onnxruntime-openvino, onnxruntime-directml, ... all install
-    the same ``onnxruntime`` package folder, so with two installed the last one wins file by
-    file and the result can be a CPU build that claims to be GPU (or a broken mix). Companion
-    wheels with their own import package (onnxruntime-genai, onnxruntime-extensions) are not
-    counted. Sorted by name; an empty list when none is installed.
-    """
-    import importlib.metadata  # ~30 ms (email parsing); only the report and errors need it
-
-    found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        raw_name = dist.metadata["Name"] or ""
-        name = raw_name.lower().replace("_", "-")
-        if not name.startswith("onnxruntime") or name in found:
-            continue
-        files = dist.files
-        if files:
-            ships = any(f.parts and f.parts[0] == "onnxruntime" for f in files)
-        else:  # no RECORD: fall back to the naming convention
-            companions = ("genai", "extensions", "tools", "ep-")  # own import packages
-            ships = name == "onnxruntime" or not name.startswith(
-                tuple(f"onnxruntime-{c}" for c in companions)
-            )
-        if ships:
-            found[name] = dist.version
-    return sorted(found.items())
-
-
-def conflict_warning(dists: Sequence[tuple[str, str]]) -> str | None:
-    """How to fix two onnxruntime distributions installed side by side; None for one or none."""
-    if len(dists) < 2:
-        return None
-    listed = ", ".join(f"{n} {v}" for n, v in dists)
-    names = " ".join(n for n, _ in dists)
-    return (
-        f"{len(dists)} onnxruntime distributions are installed ({listed}); they ship the same "
-        "`onnxruntime` package and overwrite each other's files. Keep exactly one: "
-        f"pip uninstall -y {names} && pip install 'edgelstm[cpu]' (or 'edgelstm[gpu]', or "
-        "'edgelstm[openvino]')"
-    )
-
-
-def import_onnxruntime() -> ModuleType:
-    """Import and return ``onnxruntime``, or raise :class:`MissingDependencyError` with the fix.
-
-    Example::
-
-        >>> ort = import_onnxruntime()
-        >>> "CPUExecutionProvider" in ort.get_available_providers()
-        True
-    """
-    try:
-        return importlib.import_module("onnxruntime")
-    except ImportError as exc:
-        dists = installed_onnxruntime_distributions()
-        if not dists:
-            message = f"onnxruntime is not installed: {_INSTALL_HINT}"
-        else:
-            listed = ", ".join(f"{n} {v}" for n, v in dists)
-            message = f"onnxruntime is installed ({listed}) but failed to import: {exc}"
-            conflict = conflict_warning(dists)
-            message += f". {conflict}" if conflict else f". Reinstall it: {_INSTALL_HINT}"
-        raise MissingDependencyError(message) from exc
-
-
 # --------------------------------------------------------------------------- names
 
 
@@ -420,8 +344,6 @@ def resolve_provider(name: str) -> ProviderSpec:
 def _plugin_spec(key: str) -> ProviderSpec | None:
     """A spec for a provider that only an installed plugin EP package brings, by name."""
     try:
-        from edgelstm.runtimes.ort.plugin_eps import plugin_packages
-
         packages = plugin_packages()
     except MissingDependencyError:
         return None
@@ -460,7 +382,7 @@ def available_providers() -> list[ProviderSpec]:
 
     "Available" means built in, not usable: onnxruntime-gpu lists CUDA even when the CUDA or
     cuDNN libraries are missing, and a session asked for it then quietly runs on CPU. Use
-    :func:`probe_provider` to find out.
+    :func:`edgelstm.runtimes.ort.provider_report.probe_provider` to find out.
 
     Example::
 
@@ -552,20 +474,7 @@ def short_name(name: str) -> str:
         return name.strip().lower()
 
 
-# --------------------------------------------------------------------------- probe
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Whether a session asked for ``provider`` actually placed a node on it."""
-
-    provider: str
-    usable: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict with stable keys."""
-        return {"provider": self.provider, "usable": self.usable, "detail": self.detail}
+# --------------------------------------------------------------------------- placement
 
 
 def assigned_ops(session: Any) -> dict[str, list[str]]:
@@ -591,52 +500,3 @@ def assigned_ops(session: Any) -> dict[str, list[str]]:
 def node_placement(session: Any) -> dict[str, int]:
     """Short provider name -> number of nodes it runs in ``session``; empty when unknown."""
     return {name: len(ops) for name, ops in assigned_ops(session).items()}
-
-
-def probe_provider(name: str) -> ProbeResult:
-    """Open a one-node model on ``name`` (``NAME`` or ``NAME:DEVICE``), strictly, and report.
-
-    Catches the silent fallback: ONNX Runtime asked for CUDA on a machine without the CUDA
-    libraries logs a warning and runs everything on CPU. The session is opened exactly as
-    ``run`` opens one (:func:`edgelstm.runtimes.ort.session.open_session`: built-in or plugin
-    provider, device choice, placement), so a probe that passes means ``run`` works. Never
-    raises for a provider that fails; the reason goes into :attr:`ProbeResult.detail`.
-    TensorRT probes can take seconds.
-
-    Example::
-
-        >>> probe_provider("cpu").usable
-        True
-    """
-    import tempfile
-    from pathlib import Path
-
-    from onnx import TensorProto, helper, save
-
-    # The one way to open a session lives a layer up; imported here to keep this module light.
-    from edgelstm.runtimes.ort.session import SessionConfig, open_session
-
-    base, device = split_device(name)
-    spec = resolve_provider(base)
-    label = spec.name if device is None else f"{spec.name}:{device}"
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "edgelstm_probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 8)  # loadable by older onnxruntime too
-    with tempfile.TemporaryDirectory(prefix="edgelstm-probe-") as folder:
-        path = Path(folder) / "probe.onnx"
-        save(model, str(path))
-        try:
-            opened = open_session(path, SessionConfig(providers=(label,)))
-        except ProviderUnavailableError as exc:
-            detail = "; ".join(r.removeprefix(f"{spec.name}: ") for r in exc.reasons)
-            return ProbeResult(label, False, detail)
-        except InvalidInputError as exc:  # e.g. a device the provider does not offer
-            return ProbeResult(label, False, str(exc))
-        used = ", ".join(str(p) for p in opened.session.get_providers())
-        where = f" on {opened.device}" if opened.device else ""
-        return ProbeResult(label, True, f"session providers{where}: {used}")

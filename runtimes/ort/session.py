@@ -3,7 +3,8 @@
 ONNX Runtime's defaults hurt users: a CUDA provider that cannot load becomes the CPU with
 only a log line, nodes can land on the CPU without notice, and every option has to be
 spelled as a string in the right dict. :func:`open_session` takes a frozen
-:class:`SessionConfig` and:
+:class:`~edgelstm.runtimes.ort.session_config.SessionConfig` (re-exported here, as the
+argument of :func:`open_session`) and:
 
 - resolves ``--provider`` names (one, an ordered list, or ``auto``) through the registry;
 - refuses a provider that is not built in or fails to initialise, with the reason and what to
@@ -31,139 +32,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgelstm.config import from_dict, to_dict
-from edgelstm.errors import InvalidInputError, ProviderUnavailableError
+from edgelstm.errors import InvalidInputError, ProviderUnavailableError, first_line
 from edgelstm.runtimes.ort.artifact import Artifact, ModelProfile, load_artifact
+from edgelstm.runtimes.ort.measured_choice import measured_choice
+from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
+from edgelstm.runtimes.ort.plugin_eps import openvino_device_ids, plugin_for_ep, select_devices
 from edgelstm.runtimes.ort.providers import (
     ProviderSpec,
     assigned_ops,
     explain_auto,
-    import_onnxruntime,
     resolve_provider,
-    split_device,
+)
+from edgelstm.runtimes.ort.session_config import (
+    GRAPH_OPTIMIZATION_LEVELS,
+    SessionConfig,
+    provider_options,
+    resolve_choice,
 )
 
 if TYPE_CHECKING:
     from edgelstm.hardware import CpuInfo
 
 __all__ = [
-    "GRAPH_OPTIMIZATION_LEVELS",
     "OpenedSession",
     "SessionConfig",
     "limit_memory",
     "open_session",
-    "parse_provider_list",
     "reduce_range_warning",
 ]
-
-#: ``--graph-optimization`` values → ``onnxruntime.GraphOptimizationLevel`` member names.
-GRAPH_OPTIMIZATION_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """How to open a session: providers in order of preference, policy and options.
-
-    ``providers`` holds short names (``cpu``, ``cuda``, ...), ONNX Runtime names, or ``auto``;
-    ``NAME:DEVICE`` picks one device of a provider that offers several (``openvino:GPU``, a
-    plugin EP's ``NAME:gpu`` or ``NAME:1``).
-    ``intra_op_threads=None`` leaves ONNX Runtime's default (all cores); 1 is the default here
-    because recurrent models at small batch gain nothing from more and often lose.
-    ``spinning=None`` keeps ONNX Runtime's default (threads spin while waiting).
-    ``cuda_graphs`` captures the whole graph once and replays it: it needs fixed input shapes
-    for the session's lifetime and runs through IO binding
-    (see :class:`edgelstm.runtimes.ort.execution.DeviceRunner`).
-    ``fallback`` goes on to the next provider when one is unusable and always ends on the CPU:
-    ``("cuda",)`` with fallback tries ``cuda`` then ``cpu``. A list that names the CPU keeps
-    it where it is; without fallback the list is strict and nothing is added.
-    """
-
-    providers: tuple[str, ...] = ("cpu",)
-    fallback: bool = False
-    intra_op_threads: int | None = 1
-    inter_op_threads: int | None = None
-    spinning: bool | None = None
-    graph_optimization: str = "all"
-    memory_arena: bool = True
-    cuda_device: int = 0
-    cuda_graphs: bool = False
-    tensorrt_fp16: bool = False
-    tensorrt_cache: Path | None = None
-    #: 4 = fatal only: ONNX Runtime's own error lines would precede edgelstm's one `error:`
-    #: line (the failures come back as exceptions and are reported from those).
-    log_severity: int = 4
-
-    def __post_init__(self) -> None:
-        if not self.providers:
-            raise InvalidInputError("give at least one provider (e.g. --provider cpu)")
-        for name, value in (
-            ("intra-op threads", self.intra_op_threads),
-            ("inter-op threads", self.inter_op_threads),
-        ):
-            if value is not None and value < 1:
-                raise InvalidInputError(f"{name} must be >= 1, got {value}")
-        if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise InvalidInputError(
-                f"unknown graph optimization level {self.graph_optimization!r}; choose one of "
-                f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}"
-            )
-        if self.cuda_device < 0:
-            raise InvalidInputError(f"CUDA device id must be >= 0, got {self.cuda_device}")
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict with stable keys (benchmark rows and deployment configs use it).
-
-        ``log_severity`` is left out: it only keeps ONNX Runtime's own log lines off the
-        console and says nothing about the measurement or the deployment.
-        """
-        document: dict[str, Any] = to_dict(self)
-        del document["log_severity"]
-        return document
-
-    @classmethod
-    def from_json(cls, document: Any, *, where: str = "session") -> SessionConfig:
-        """The inverse of :meth:`to_json`, naming the bad key of a hand-edited document."""
-        return from_dict(cls, document, where=where, error=InvalidInputError)
-
-
-#: Providers whose device is chosen another way than ``NAME:DEVICE``, and how.
-_DEVICE_ELSEWHERE = {
-    "cpu": "the CPU provider has one device",
-    "cuda": "choose the GPU with --cuda-device N",
-    "tensorrt": "choose the GPU with --cuda-device N",
-}
-
-
-def resolve_choice(text: str) -> tuple[ProviderSpec, str | None]:
-    """One ``--provider`` entry (``NAME`` or ``NAME:DEVICE``) → its spec and device."""
-    name, device = split_device(text)
-    spec = resolve_provider(name)  # unknown names fail here, with a suggestion
-    if device is not None and spec.name in _DEVICE_ELSEWHERE:
-        raise InvalidInputError(
-            f"--provider {text!r}: {spec.name} takes no ':DEVICE' ({_DEVICE_ELSEWHERE[spec.name]})"
-        )
-    return spec, device
-
-
-def parse_provider_list(text: str) -> tuple[str, ...]:
-    """``"cuda, cpu"`` → ``("cuda", "cpu")``; empty entries are an error, names are checked."""
-    names = tuple(part.strip() for part in text.split(","))
-    if not names or any(not n for n in names):
-        raise InvalidInputError(
-            f"--provider {text!r} has an empty entry; give names separated by commas, "
-            "e.g. --provider cuda,cpu"
-        )
-    for name in names:
-        if name.lower() != "auto":
-            resolve_choice(name)
-    if len(names) > 1 and any(n.lower() == "auto" for n in names):
-        raise InvalidInputError("--provider auto cannot be combined with other providers")
-    return names
 
 
 def reduce_range_warning(
@@ -276,49 +172,6 @@ def _session_options(ort: Any, config: SessionConfig) -> Any:
     return options
 
 
-def _provider_options(
-    spec: ProviderSpec, config: SessionConfig, device: str | None = None
-) -> dict[str, str]:
-    if spec.name == "cuda":
-        options = {"device_id": str(config.cuda_device)}
-        if config.cuda_graphs:
-            options["enable_cuda_graph"] = "1"
-        if not config.memory_arena:
-            options["arena_extend_strategy"] = "kSameAsRequested"
-        return options
-    if spec.name == "tensorrt":
-        options = {"device_id": str(config.cuda_device)}
-        if config.tensorrt_fp16:
-            options["trt_fp16_enable"] = "1"
-        if config.tensorrt_cache is not None:
-            options["trt_engine_cache_enable"] = "1"
-            options["trt_engine_cache_path"] = str(config.tensorrt_cache)
-        if config.cuda_graphs:
-            options["trt_cuda_graph_enable"] = "1"
-        return options
-    if spec.name == "openvino":
-        # ACCURACY keeps the artifact's own precision: OpenVINO's default on GPU/NPU is FP16
-        # (and BF16 on CPUs with AMX), which would run something other than what export and
-        # quantize validated. Threads follow --threads like the CPU provider's.
-        options = {"precision": "ACCURACY"}
-        if device is not None:
-            options["device_type"] = device
-        if config.intra_op_threads is not None:
-            options["num_of_threads"] = str(config.intra_op_threads)
-        return options
-    return {}
-
-
-def default_provider_options(spec: ProviderSpec) -> dict[str, str]:
-    """The provider options edgelstm passes to ``spec`` with default settings (for reports)."""
-    return _provider_options(spec, SessionConfig())
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line (at most 300 characters): ONNX Runtime errors run to pages."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 @dataclass(frozen=True)
 class _Candidate:
     """One provider to try: its spec and, for ``NAME:DEVICE``, the device asked of it."""
@@ -346,8 +199,6 @@ def _resolve_requested(
     notes: list[str] = []
     cpu = _Candidate(resolve_provider("cpu"))
     if len(names) == 1 and names[0].lower() == "auto":
-        from edgelstm.runtimes.ort.measured_choice import measured_choice
-
         measured = measured_choice(path, available, streaming=profile.streaming)
         notes.extend(measured.notes)
         if measured.provider is not None:
@@ -393,19 +244,11 @@ def open_session(
         >>> opened = open_session("jv.onnx")  # doctest: +SKIP
         >>> opened.session.run(None, {"x": x})  # doctest: +SKIP
     """
-    artifact: Artifact | None = None
-    if isinstance(model, Artifact):
-        artifact, path = model, model.path
-    else:
-        path = Path(model)
+    path = _model_path(model)
     config = config or SessionConfig()
-    if path.is_dir():
-        raise InvalidInputError(f"model path {path} is a folder; give the .onnx file inside it")
-    if not path.is_file():
-        raise InvalidInputError(f"model file {path} does not exist")
     ort = import_onnxruntime()
     # Parsed once; the checksum refuses an edgelstm artifact changed since it was written.
-    artifact = load_artifact(path) if artifact is None else artifact.verify()
+    artifact = model.verify() if isinstance(model, Artifact) else load_artifact(path)
     profile = artifact.profile
     available = [str(p) for p in ort.get_available_providers()]
     is_auto = len(config.providers) == 1 and config.providers[0].lower() == "auto"
@@ -417,45 +260,79 @@ def open_session(
     allow_next = config.fallback or is_auto
     failures: list[str] = []
     for index, candidate in enumerate(candidates):
-        spec = candidate.spec
         last = index == len(candidates) - 1
         try:
+            # An InvalidInputError passes through: the model itself is bad, and another
+            # provider will not help.
             session, ops, device = _try_open(ort, path, candidate, config, available)
-        except InvalidInputError:
-            raise  # the model itself is bad; another provider will not help
         except ProviderUnavailableError as exc:
             failures.append(str(exc))
             if allow_next and not last:
                 continue
             break
-        requested = tuple(c.spec.name for c in candidates)
         notes.extend(failures)
         if cpu_added and last:
             notes.append(
                 "cpu: added as the last resort (--fallback ends on the CPU; --provider "
                 f"{','.join(config.providers)} did not list it)"
             )
-        placement = {name: len(names) for name, names in ops.items()}
-        cpu_ops = tuple(ops.get("cpu", ())) if spec.name != "cpu" else ()
-        notes.extend(_placement_notes(spec, profile, placement, cpu_ops))
-        warning = reduce_range_warning(path, profile, provider=spec.name)
-        return OpenedSession(
-            session=session,
+        return _opened_session(
+            session,
+            ops,
             path=path,
-            provider=spec.name,
-            requested=requested,
+            spec=candidate.spec,
+            device=device,
+            requested=tuple(c.spec.name for c in candidates),
             config=config,
             profile=profile,
-            notes=tuple(notes),
-            placement=placement,
-            warnings=() if warning is None else (warning,),
-            device=device,
-            cpu_ops=cpu_ops,
+            notes=notes,
         )
     hint = "" if allow_next else "; add --fallback to go on with the next provider (the CPU last)"
     if allow_next:
         hint = " (no provider in the list was usable)"
     raise ProviderUnavailableError("; ".join(failures) + hint, tuple(failures))
+
+
+def _model_path(model: Artifact | Path | str) -> Path:
+    """The model's file; a folder or a missing file is refused before ONNX Runtime sees it."""
+    path = model.path if isinstance(model, Artifact) else Path(model)
+    if path.is_dir():
+        raise InvalidInputError(f"model path {path} is a folder; give the .onnx file inside it")
+    if not path.is_file():
+        raise InvalidInputError(f"model file {path} does not exist")
+    return path
+
+
+def _opened_session(
+    session: Any,
+    ops: dict[str, list[str]],
+    *,
+    path: Path,
+    spec: ProviderSpec,
+    device: str | None,
+    requested: tuple[str, ...],
+    config: SessionConfig,
+    profile: ModelProfile,
+    notes: list[str],
+) -> OpenedSession:
+    """The :class:`OpenedSession` for a session that opened on ``spec``, with the notes and
+    warnings its placement and the model's weights call for."""
+    placement = {name: len(names) for name, names in ops.items()}
+    cpu_ops = tuple(ops.get("cpu", ())) if spec.name != "cpu" else ()
+    warning = reduce_range_warning(path, profile, provider=spec.name)
+    return OpenedSession(
+        session=session,
+        path=path,
+        provider=spec.name,
+        requested=requested,
+        config=config,
+        profile=profile,
+        notes=(*notes, *_placement_notes(spec, profile, placement, cpu_ops)),
+        placement=placement,
+        warnings=() if warning is None else (warning,),
+        device=device,
+        cpu_ops=cpu_ops,
+    )
 
 
 def _placement_notes(
@@ -512,15 +389,15 @@ def _try_open(
     providers: list[Any] | None = None
     if spec.ep_name in available:
         device = _built_in_device(ort, spec, device)
-        provider_options = _provider_options(spec, config, device)
-        providers = [(spec.ep_name, provider_options) if provider_options else spec.ep_name]
+        options_for_ep = provider_options(spec, config, device)
+        providers = [(spec.ep_name, options_for_ep) if options_for_ep else spec.ep_name]
         if spec.name != "cpu":
             providers.append("CPUExecutionProvider")  # nodes the accelerator lacks run here
     else:
         devices = _plugin_devices(spec, device)
         # No providers= list then: the session runs on these devices, and the CPU provider
         # stays the fallback for nodes they do not take.
-        options.add_provider_for_devices(devices, _provider_options(spec, config, device))
+        options.add_provider_for_devices(devices, provider_options(spec, config, device))
     try:
         with warnings.catch_warnings():
             # ONNX Runtime's own fallback warning is what we turn into an error or a note.
@@ -561,8 +438,6 @@ def _built_in_device(ort: Any, spec: ProviderSpec, device: str | None) -> str | 
         raise ProviderUnavailableError(
             f"{spec.name}: this build's {spec.ep_name} offers no device choice; drop ':{device}'"
         )
-    from edgelstm.runtimes.ort.plugin_eps import openvino_device_ids
-
     name = device.upper()  # OpenVINO's device names are upper case (CPU, GPU.1, NPU)
     offered = openvino_device_ids(ort)
     if offered and name not in offered and name not in {d.split(".")[0] for d in offered}:
@@ -574,8 +449,6 @@ def _built_in_device(ort: Any, spec: ProviderSpec, device: str | None) -> str | 
 
 def _plugin_devices(spec: ProviderSpec, device: str | None) -> list[Any]:
     """The plugin EP devices for ``spec``, or ProviderUnavailableError saying why none."""
-    from edgelstm.runtimes.ort.plugin_eps import plugin_for_ep, select_devices
-
     plugin = plugin_for_ep(spec.ep_name)
     if plugin is None:
         raise ProviderUnavailableError(
