@@ -1,4 +1,5 @@
-"""``edgelstm providers``: the execution providers here (:mod:`edgelstm.runtimes.ort.providers`)."""
+"""``edgelstm providers``: the execution providers here, and whether each really runs
+(:mod:`edgelstm.runtimes.ort.provider_report`)."""
 
 from __future__ import annotations
 
