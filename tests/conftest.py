@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,85 @@ def single_thread() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# CI refuses unexpected skips
+
+#: The only reasons a test may skip in CI: the hardware or the onnxruntime build a test needs
+#: is not in this environment. Any other skip there (most often a package the set-up line
+#: should have installed) is a broken install that a green run would hide, so it fails the
+#: run. Tests deselected with ``-m`` never run, so they need no entry.
+ALLOWED_CI_SKIPS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(pattern)
+    for pattern in (
+        # No CUDA device or no onnxruntime-gpu: the `gpu` tests.
+        r"^CUDA (provider|is) not usable here",
+        r"sees no CUDA device",
+        # On an onnxruntime-gpu install, the tests whose premise is a CPU-only build.
+        r"^CUDA is built in here|^onnxruntime here has the CUDA provider",
+        # `openvino` and `plugin_ep` tests outside their own environments; .ci/providers runs
+        # them there and fails if one of them skips.
+        r"^needs the openvino extra",
+        r"^set EDGELSTM_QUICKSTART",
+        r"^needs a real plugin EP package",
+        # The OpenVINO build of onnxruntime (.ci/providers) ships no Azure provider.
+        r"^this onnxruntime build has no Azure provider",
+    )
+)
+
+
+def skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """Why ``report`` skipped, or None when it did not (an xfail is not a skip)."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return None
+    if isinstance(report.longrepr, tuple):  # (path, line, "Skipped: <reason>")
+        return report.longrepr[2].removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+class CiSkipPolicy:
+    """Fails the run when a test or module skipped for a reason not in ALLOWED_CI_SKIPS."""
+
+    def __init__(self) -> None:
+        self.refused: list[tuple[str, str]] = []  # (test id, reason)
+
+    def _note(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        reason = skip_reason(report)
+        if reason is not None and not any(p.search(reason) for p in ALLOWED_CI_SKIPS):
+            self.refused.append((report.nodeid, reason))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._note(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._note(report)  # a module-level skip skips its whole file at collection
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.refused:
+            return
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        reporter.write_sep("=", f"{len(self.refused)} unexpected skip(s) in CI", red=True)
+        for nodeid, reason in self.refused:
+            reporter.write_line(f"{nodeid}: {reason}")
+        reporter.write_line(
+            "CI allows a skip only for a reason in ALLOWED_CI_SKIPS (tests/conftest.py): "
+            "install what is missing, or fix the test"
+        )
+
+
+def running_in_ci() -> bool:
+    """CI sets ``CI`` (``CI=true bash .ci/run``); "0" or "false" count as unset."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if running_in_ci():
+        config.pluginmanager.register(CiSkipPolicy(), "edgelstm-ci-skip-policy")
 
 
 # --------------------------------------------------------------------------------------------

@@ -128,7 +128,6 @@ def _hump(at: int, n: int = 40) -> list[float]:
 
 
 def test_dtw_wins_on_a_shifted_pattern_where_euclidean_fails() -> None:
-    pytest.importorskip("aeon", reason="1-NN DTW needs aeon: pip install 'edgelstm[data]'")
     train = _set([_pulse(8), _hump(30)], ["pulse", "hump"])
     # Each test pattern sits where the *other* class sits in training: Euclidean distance
     # matches position and picks the wrong class; DTW warps time and matches the shape.
@@ -141,14 +140,12 @@ def test_dtw_wins_on_a_shifted_pattern_where_euclidean_fails() -> None:
 
 
 def test_dtw_handles_unequal_lengths_natively() -> None:
-    pytest.importorskip("aeon", reason="1-NN DTW needs aeon: pip install 'edgelstm[data]'")
     train = _set([_pulse(5, n=20), _hump(20, n=60)], ["pulse", "hump"])
     test = _set([_pulse(40, n=50), _hump(6, n=15)], ["pulse", "hump"])
     assert classification_baselines(train, test).nn_dtw == 1.0
 
 
 def test_dtw_over_budget_is_skipped_with_a_note() -> None:
-    pytest.importorskip("aeon", reason="1-NN DTW needs aeon: pip install 'edgelstm[data]'")
     train = _set([_pulse(8), _hump(30)], ["pulse", "hump"])
     test = _set([_pulse(30), _hump(10)], ["pulse", "hump"])
     scores = classification_baselines(train, test, dtw_budget_s=1e-9)

@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from edgelstm.errors import InvalidInputError, ProviderUnavailableError
+from edgelstm.fileio import KILL_AT_ENV, KILL_ONCE_ENV
+from edgelstm.runtimes.batch import BatchOptions, RayOptions, score_files
+from edgelstm.runtimes.batch.engines import worker_resources
+from edgelstm.runtimes.batch.job import MANIFEST_NAME
+from edgelstm.runtimes.batch.plan import is_complete_partition
+from edgelstm.runtimes.ort.session import SessionConfig
+from edgelstm.runtimes.run_files import run_model
 from tests.conftest import (
     TINY_KW,
     WINDOW_KW,
@@ -30,18 +40,6 @@ from tests.conftest import (
     write_classify_npz,
     write_forecast_csv,
 )
-
-pa = pytest.importorskip("pyarrow", reason="batch scoring writes Parquet (the parquet extra)")
-pq = pytest.importorskip("pyarrow.parquet")
-
-from edgelstm.errors import InvalidInputError, ProviderUnavailableError  # noqa: E402
-from edgelstm.fileio import KILL_AT_ENV, KILL_ONCE_ENV  # noqa: E402
-from edgelstm.runtimes.batch import BatchOptions, RayOptions, score_files  # noqa: E402
-from edgelstm.runtimes.batch.engines import worker_resources  # noqa: E402
-from edgelstm.runtimes.batch.job import MANIFEST_NAME  # noqa: E402
-from edgelstm.runtimes.batch.plan import is_complete_partition  # noqa: E402
-from edgelstm.runtimes.ort.session import SessionConfig  # noqa: E402
-from edgelstm.runtimes.run_files import run_model  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # fixtures
@@ -81,8 +79,8 @@ def local_rows(model: Path, inputs: Path, work: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray", reason="--engine ray needs the scale extra")
-    pytest.importorskip("ray.data")
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -48,8 +48,9 @@ def test_write_inputs_refuses_more_files_than_sequences(tmp_path: Path) -> None:
 def _scores(folder: Path, rows: list[dict[str, Any]], files: int = 1) -> Path:
     """A batch output folder: ``rows`` split over ``files`` Parquet partitions, plus the
     manifest the engines write (which the reader must skip)."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     folder.mkdir()
     for k, part in enumerate(np.array_split(np.arange(len(rows)), files)):
         chunk = [rows[i] for i in part]
@@ -68,7 +69,6 @@ def _rows() -> list[dict[str, Any]]:
 
 
 def test_compare_rows_ignores_order_and_partitioning(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     rows = _rows()
     a = _scores(tmp_path / "a", rows)
     b = _scores(tmp_path / "b", rows[::-1], files=2)
@@ -76,7 +76,6 @@ def test_compare_rows_ignores_order_and_partitioning(tmp_path: Path) -> None:
 
 
 def test_compare_rows_reports_the_largest_float_difference(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     rows = _rows()
     changed = [dict(r) for r in rows]
     changed[4]["prob_2"] += 3e-4
@@ -96,7 +95,6 @@ def test_compare_rows_reports_the_largest_float_difference(tmp_path: Path) -> No
     ids=["label", "true_label", "missing row", "nan on one side"],
 )
 def test_compare_rows_refuses_anything_but_float_noise(tmp_path: Path, change: Any) -> None:
-    pytest.importorskip("pyarrow")
     rows = _rows()
     changed = [dict(r) for r in rows]
     change(changed)

@@ -1432,7 +1432,6 @@ class Quick:
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Quick:
     """The whole pipeline on JapaneseVowels, tiny and in-process. Read-only."""
-    pytest.importorskip("aeon", reason="the quickstart trains on a built-in dataset (aeon)")
     single_thread()
     out = tmp_path_factory.mktemp("quickstart") / "qs"
     stages: list[str] = []
@@ -1526,7 +1525,6 @@ def _rows_of(doc: dict[str, Any], model: str) -> set[str]:
 
 
 def test_quickstart_refuses_a_non_empty_folder(tmp_path: Path) -> None:
-    pytest.importorskip("aeon", reason="the quickstart trains on a built-in dataset (aeon)")
     out = tmp_path / "qs"
     out.mkdir()
     (out / "keep.txt").write_text("mine", encoding="utf-8")
@@ -1570,7 +1568,6 @@ def test_cli_quickstart_passes_its_options_and_prints_the_report(
 @pytest.mark.slow
 def test_cli_quickstart_end_to_end(cli: CliRunner, tmp_path: Path) -> None:
     """The real command (default model size, isolated rows): ~40 s on two cores."""
-    pytest.importorskip("aeon", reason="the quickstart trains on a built-in dataset (aeon)")
     out = tmp_path / "qs"
     result = cli("quickstart", "--out", out, "--preset", "smoke", "--iterations", "2")
     assert result.code == 0, result.err

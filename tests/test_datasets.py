@@ -19,8 +19,6 @@ from edgelstm.data.datasets import (
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import DatasetNotFoundError, InvalidInputError
 
-pytest.importorskip("aeon", reason="built-in datasets need aeon: pip install 'edgelstm[data]'")
-
 
 def test_registry_is_exactly_the_seven() -> None:
     specs = list_datasets()

@@ -32,7 +32,6 @@ class Exports:
 @pytest.fixture(scope="module")
 def exports(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Exports:
     """Sequence and streaming exports of the shared classify run. Read-only."""
-    pytest.importorskip("torch", reason="exporting the test models needs edgelstm[train]")
     single_thread()
     from edgelstm.exporters.onnx import export
 

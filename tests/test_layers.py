@@ -15,8 +15,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ROOMS = ("exporters", "runtimes", "benchmarks")
 
-pytest.importorskip("importlinter", reason="import-linter not installed (pip install -e .[dev])")
-
 
 @pytest.fixture
 def layout(tmp_path: Path) -> Path:

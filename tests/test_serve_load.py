@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 @pytest.fixture(scope="module")
 def stream_model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("uvicorn", reason="serve extra not installed (pip install -e .[serve])")
-    pytest.importorskip("websockets", reason="serve extra not installed")
     from edgelstm.exporters.onnx import export
 
     path = tmp_path_factory.mktemp("serve_load") / "tiny.stream.onnx"
