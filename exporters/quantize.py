@@ -27,21 +27,24 @@ import logging
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.exporters.audit import (
     QUANTIZED_OPS,
     CheckpointBaselines,
+    OpAudit,
     QuantizationAudit,
     audit_ops,
     providers_note,
 )
+from edgelstm.exporters.calibration import calibration_reader
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import (
     PREFIX,
@@ -156,8 +159,6 @@ def resolve_reduce_range(choice: str | bool, cpu: CpuInfo | None = None) -> tupl
 
 def _check_graph(model: Any, path: Path) -> None:
     """Refuse what the quantizer would choke on with a traceback: no nodes, an invalid graph."""
-    import onnx
-
     if len(model.graph.node) == 0:
         raise InvalidInputError(f"{path} holds no graph (empty or truncated file); re-export it")
     try:
@@ -197,6 +198,105 @@ def quantize(
         True
     """
     src, out = Path(model), Path(out)
+    _check_request(src, out, mode, calibration_method, overwrite)
+    original, meta = _float_source(src)
+    run_dir = _eval_run(eval_run, meta)
+    reduced, range_note = resolve_reduce_range(reduce_range)
+    int8 = mode != "fp16"
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgelstm-quantize-") as work:
+        folded = Path(work) / "folded.onnx"
+        _fold_recurrent_weights(src, original, folded, notes)
+        quantized_path = Path(work) / "quantized.onnx"
+        if mode == "static-int8":
+            reader = calibration_reader(calibration, run_dir, meta, calibration_samples)
+            _static(folded, quantized_path, reader, calibration_method, per_channel, reduced)
+            notes.append(f"calibration: {reader.description}, method {calibration_method}")
+        elif mode == "dynamic-int8":
+            _dynamic(folded, quantized_path, per_channel, reduced)
+        else:
+            _fp16(folded, quantized_path)
+        if int8:
+            notes.append(f"per-channel {per_channel}, {range_note}")
+        result_model = onnx.load(str(quantized_path))
+        ops = audit_ops(original, result_model, mode)
+        notes.extend(_what_stayed_float(ops, mode))
+        _stamp(result_model, mode, reduced if int8 else None)
+        record_weights_sha256(result_model)
+        _refuse_partial(ops, mode, allow_partial)
+        final = Path(work) / "final.onnx"
+        onnx.save(result_model, str(final))
+        gate = _accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
+        baselines = _baselines(run_dir, gate)
+        drift = _streaming_drift(final, meta) if meta and meta.variant == "streaming" else {}
+        audit = _audit(result_model, ops, mode, src, final, notes)
+        record = {**audit.to_json(), "gate": gate.describe() if gate else None}
+        _save_with_record(result_model, {**record, "streaming_drift": drift}, final)
+        # The stored audit cannot count its own bytes; the returned one measures the final file.
+        audit = dataclasses.replace(audit, size_after=final.stat().st_size)
+        _refuse_failed_gate(gate, baselines, out)
+        with atomic_file(out, overwrite=overwrite) as tmp:
+            final.replace(tmp)
+    return QuantizeResult(
+        out=out,
+        audit=audit,
+        gate=gate,
+        streaming_drift=drift,
+        reduce_range=reduced if int8 else None,
+        eval_run=run_dir if gate is not None else None,
+        baselines=baselines,
+    )
+
+
+def _float_source(src: Path) -> tuple[Any, ModelMetadata | None]:
+    """The FP32 model to quantize (weights loaded) and its edgelstm metadata, if any.
+
+    One reading: the checksum is verified, a corrupt edgelstm.* value names its key, and a
+    model from another tool (metadata None) is quantized all the same.
+    """
+    from edgelstm.runtimes.ort.artifact import load_artifact
+
+    artifact = load_artifact(src)
+    original = artifact.with_weights()
+    _check_graph(original, src)
+    if artifact.metadata is not None and PREFIX + "precision" in artifact.props:
+        raise InvalidInputError(
+            f"{src} is already quantized ({artifact.props[PREFIX + 'precision']}); quantize the "
+            "FP32 export"
+        )
+    return original, artifact.metadata
+
+
+def _save_with_record(result_model: Any, record: dict[str, Any], final: Path) -> None:
+    result_model.metadata_props.add(key=PREFIX + "quantization", value=json.dumps(record))
+    onnx.save(result_model, str(final))
+
+
+def _audit(
+    result_model: Any, ops: tuple[OpAudit, ...], mode: str, src: Path, final: Path,
+    notes: list[str],
+) -> QuantizationAudit:  # fmt: skip
+    """What quantization did: per-op counts, integer kernels, sizes, providers, notes."""
+    kernels = Counter(
+        n.op_type
+        for n in result_model.graph.node
+        if n.op_type in QUANTIZED_OPS or n.op_type == "DequantizeLinear"
+    )
+    return QuantizationAudit(
+        mode=mode,
+        ops=ops,
+        size_before=src.stat().st_size,
+        size_after=final.stat().st_size,
+        providers=providers_note(mode, result_model),
+        kernels=dict(kernels),
+        notes=tuple(notes),
+    )
+
+
+def _check_request(
+    src: Path, out: Path, mode: str, calibration_method: str, overwrite: bool
+) -> None:
+    """Refuse a request that cannot succeed, before anything is read or written."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown --mode {mode!r}; choose {', '.join(MODES)}")
     if calibration_method not in CALIBRATION_METHODS:
@@ -209,108 +309,50 @@ def quantize(
     if src.resolve() == out.resolve():
         raise InvalidInputError("--out must differ from the input model; the original is kept")
     check_output_path(out, overwrite=overwrite, kind="file")
-    from edgelstm.runtimes.ort.artifact import load_artifact
 
-    # One reading: the checksum is verified, a corrupt edgelstm.* value names its key, and a
-    # model from another tool (meta None) is quantized all the same.
-    artifact = load_artifact(src)
-    original = artifact.with_weights()
-    _check_graph(original, src)
-    props, meta = artifact.props, artifact.metadata
-    if meta is not None and PREFIX + "precision" in props:
-        raise InvalidInputError(
-            f"{src} is already quantized ({props[PREFIX + 'precision']}); quantize the FP32 export"
-        )
-    run_dir = _eval_run(eval_run, meta)
-    reduced, range_note = resolve_reduce_range(reduce_range)
-    int8 = mode != "fp16"
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edgelstm-quantize-") as work:
-        folded = Path(work) / "folded.onnx"
-        _fold_recurrent_weights(src, original, folded, notes)
-        quantized_path = Path(work) / "quantized.onnx"
-        if mode == "dynamic-int8":
-            _dynamic(folded, quantized_path, per_channel, reduced)
-            notes.append(f"per-channel {per_channel}, {range_note}")
-        elif mode == "static-int8":
-            reader = _calibration_reader(calibration, run_dir, meta, calibration_samples)
-            _static(folded, quantized_path, reader, calibration_method, per_channel, reduced)
-            notes.append(f"calibration: {reader.description}, method {calibration_method}")
-            notes.append(f"per-channel {per_channel}, {range_note}")
-        else:
-            _fp16(folded, quantized_path)
-        import onnx
 
-        result_model = onnx.load(str(quantized_path))
-        ops = audit_ops(original, result_model, mode)
-        for op in ops:
-            if op.op == "GRU" and mode != "fp16" and op.still_float:
-                notes.append(
-                    "GRU cannot be quantized by ONNX Runtime: it stays float; the rest "
-                    "was quantized"
-                )
-            if op.op == "LSTM" and mode == "static-int8" and op.still_float:
-                notes.append(
-                    "static (QDQ) quantization leaves LSTM in float in ONNX Runtime; "
-                    "use dynamic-int8 for the recurrent layers"
-                )
-        if mode == "fp16":
-            notes.append("fp16 brings no speed on the CPU provider; use it with cuda/tensorrt")
-        _stamp(result_model, mode, reduced if int8 else None)
-        record_weights_sha256(result_model)
-        # LSTM and Conv carry the arithmetic of the zoo's models and have integer kernels
-        # (DynamicQuantizeLSTM, ConvInteger): one left in float is a partial result.
-        partial = [o for o in ops if o.op in ("LSTM", "Conv") and o.still_float]
-        if mode == "dynamic-int8" and partial and not allow_partial:
-            raise CheckFailedError(
-                f"{partial[0].still_float} of {partial[0].before} {partial[0].op} node(s) stayed "
-                "float after dynamic-int8 quantization (their weights are not constant "
-                "initializers); pass --allow-partial to keep the partial result"
+def _what_stayed_float(ops: Sequence[OpAudit], mode: str) -> list[str]:
+    """Notes on the layers ONNX Runtime cannot quantize in this mode, and on FP16's speed."""
+    notes = []
+    for op in ops:
+        if op.op == "GRU" and mode != "fp16" and op.still_float:
+            notes.append(
+                "GRU cannot be quantized by ONNX Runtime: it stays float; the rest was quantized"
             )
-        final = Path(work) / "final.onnx"
-        onnx.save(result_model, str(final))
-        gate = _accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
-        baselines = _baselines(run_dir, gate)
-        drift = _streaming_drift(final, meta) if meta and meta.variant == "streaming" else {}
-        kernels = Counter(
-            n.op_type
-            for n in result_model.graph.node
-            if n.op_type in QUANTIZED_OPS or n.op_type == "DequantizeLinear"
-        )
-        audit = QuantizationAudit(
-            mode=mode,
-            ops=ops,
-            size_before=src.stat().st_size,
-            size_after=final.stat().st_size,
-            providers=providers_note(mode, result_model),
-            kernels=dict(kernels),
-            notes=tuple(notes),
-        )
-        record = {**audit.to_json(), "gate": gate.describe() if gate else None}
-        record["streaming_drift"] = drift
-        result_model.metadata_props.add(key=PREFIX + "quantization", value=json.dumps(record))
-        onnx.save(result_model, str(final))
-        # The stored audit cannot count its own bytes; the returned one measures the final file.
-        audit = dataclasses.replace(audit, size_after=final.stat().st_size)
-        if gate is not None and not gate.passed:
-            judged = ""
-            if baselines is not None:
-                scores = {"float": gate.float_value, "quantized": gate.quantized_value}
-                judged = "; ".join(["", baselines.line(), *baselines.shortfalls(scores)])
-            raise CheckFailedError(
-                f"accuracy gate failed: {gate.describe()}{judged}; nothing written to {out} "
-                "(raise --max-degradation to accept it)"
+        if op.op == "LSTM" and mode == "static-int8" and op.still_float:
+            notes.append(
+                "static (QDQ) quantization leaves LSTM in float in ONNX Runtime; "
+                "use dynamic-int8 for the recurrent layers"
             )
-        with atomic_file(out, overwrite=overwrite) as tmp:
-            final.replace(tmp)
-    return QuantizeResult(
-        out=out,
-        audit=audit,
-        gate=gate,
-        streaming_drift=drift,
-        reduce_range=reduced if int8 else None,
-        eval_run=run_dir if gate is not None else None,
-        baselines=baselines,
+    if mode == "fp16":
+        notes.append("fp16 brings no speed on the CPU provider; use it with cuda/tensorrt")
+    return notes
+
+
+def _refuse_partial(ops: Sequence[OpAudit], mode: str, allow_partial: bool) -> None:
+    # LSTM and Conv carry the arithmetic of the zoo's models and have integer kernels
+    # (DynamicQuantizeLSTM, ConvInteger): one left in float is a partial result.
+    partial = [o for o in ops if o.op in ("LSTM", "Conv") and o.still_float]
+    if mode == "dynamic-int8" and partial and not allow_partial:
+        raise CheckFailedError(
+            f"{partial[0].still_float} of {partial[0].before} {partial[0].op} node(s) stayed "
+            "float after dynamic-int8 quantization (their weights are not constant "
+            "initializers); pass --allow-partial to keep the partial result"
+        )
+
+
+def _refuse_failed_gate(
+    gate: AccuracyGate | None, baselines: CheckpointBaselines | None, out: Path
+) -> None:
+    if gate is None or gate.passed:
+        return
+    judged = ""
+    if baselines is not None:
+        scores = {"float": gate.float_value, "quantized": gate.quantized_value}
+        judged = "; ".join(["", baselines.line(), *baselines.shortfalls(scores)])
+    raise CheckFailedError(
+        f"accuracy gate failed: {gate.describe()}{judged}; nothing written to {out} "
+        "(raise --max-degradation to accept it)"
     )
 
 
@@ -337,8 +379,6 @@ def _eval_run(eval_run: Path | str | None, meta: ModelMetadata | None) -> Path |
 
 def _fold_recurrent_weights(src: Path, model: Any, dst: Path, notes: list[str]) -> None:
     """Make recurrent weights initializers (constant folding) so the quantizer sees them."""
-    import onnx
-
     initializers = {t.name for t in model.graph.initializer}
     computed = [
         n.name
@@ -393,7 +433,6 @@ def _static(
 
 
 def _fp16(src: Path, dst: Path) -> None:
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     with _quiet_quantizer():
@@ -415,64 +454,6 @@ def _quiet_quantizer() -> Iterator[None]:
         root.setLevel(level)
 
 
-class _CalibrationReader:
-    """ONNX Runtime CalibrationDataReader over real sequences, one sample per call."""
-
-    def __init__(self, samples: list[np.ndarray], input_name: str, description: str) -> None:
-        self.samples = samples
-        self.input_name = input_name
-        self.description = description
-        self._iter: Iterator[np.ndarray] = iter(samples)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        sample = next(self._iter, None)
-        return None if sample is None else {self.input_name: sample}
-
-    def rewind(self) -> None:
-        self._iter = iter(self.samples)
-
-
-def _calibration_reader(
-    calibration: Path | str | None,
-    run_dir: Path | None,
-    meta: ModelMetadata | None,
-    limit: int,
-) -> _CalibrationReader:
-    if meta is not None and meta.variant == "streaming":
-        raise InvalidInputError(
-            "static-int8 calibrates the sequence graph; quantize the sequence export (without "
-            "--streaming) or use dynamic-int8"
-        )
-    if calibration is not None:
-        from edgelstm.data.arrays import read_arrays
-
-        arrays = read_arrays(Path(calibration))
-        x = arrays.get("X")
-        if x is None or x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
-            raise InvalidInputError(
-                f"--calibration {calibration} needs an array X [sequences, time, features] of "
-                "model inputs (normalised as the model expects)"
-            )
-        if not np.isfinite(x).all():
-            raise InvalidInputError(f"--calibration {calibration} contains NaN or Inf")
-        samples = [x[i : i + 1].astype(np.float32) for i in range(min(len(x), limit))]
-        return _CalibrationReader(samples, "x", f"{len(samples)} sequences from {calibration}")
-    if run_dir is None:
-        raise InvalidInputError(
-            "static-int8 needs calibration data: pass --calibration DATA.npz or --eval RUN_DIR "
-            "(or quantize a model exported from a checkpoint that still exists)"
-        )
-    from edgelstm.training.evaluation import prepare_for_evaluation
-
-    prepared, _ = prepare_for_evaluation(run_dir)
-    train = prepared.train
-    samples = []
-    for i in range(min(len(train), limit)):
-        steps = int(train.lengths[i]) if train.lengths is not None else train.x.shape[1]
-        samples.append(np.ascontiguousarray(train.x[i : i + 1, :steps]))
-    return _CalibrationReader(samples, "x", f"{len(samples)} training sequences of {run_dir}")
-
-
 def _stamp(model: Any, mode: str, reduce_range: bool | None) -> None:
     precision = "fp16" if mode == "fp16" else "int8"
     for prop in list(model.metadata_props):
@@ -486,18 +467,18 @@ def _stamp(model: Any, mode: str, reduce_range: bool | None) -> None:
 def _accuracy_gate(
     float_path: Path, quantized_path: Path, run_dir: Path, max_degradation: float | None
 ) -> AccuracyGate:
-    from edgelstm.runtimes.model_io.accuracy import score_onnx
-    from edgelstm.training.evaluation import ScoringData
+    from edgelstm.runtimes.model_io.accuracy import evaluate_onnx
+    from edgelstm.training.evaluation import EvaluationData
 
     try:
-        data = ScoringData.from_run(run_dir)
+        data = EvaluationData.from_run(run_dir)
     except MissingDependencyError as exc:
         # On a device install the checkpoint's data may need an extra (aeon for .ts files
         # and built-in datasets): say that it is the gate that needs it, and how to go on.
         raise MissingDependencyError(
             f"the accuracy gate scores both models on {run_dir}'s test data: {exc}"
         ) from exc
-    before, after = (score_onnx(path, data) for path in (float_path, quantized_path))
+    before, after = (evaluate_onnx(path, data) for path in (float_path, quantized_path))
     return AccuracyGate.measure(data.gate.with_allowed(max_degradation), before, after)
 
 

@@ -3,56 +3,71 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from edgelstm.cli.app import print_notes, typed_on_command_line
 from edgelstm.errors import InvalidInputError
 
+# The options of `edgelstm serve`, named once so the command reads as its parameter list.
+_Model = Annotated[
+    Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Argument(
+        help="Streaming export (`edgelstm export RUN --streaming`).", show_default=False
+    ),
+]
+_ConfigPath = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--config",
+        help="Streaming deployment config (deploy.stream.json from `benchmark --tune` or "
+        "quickstart) instead of MODEL; --provider/--threads beside it override it.",
+    ),
+]
+_Host = Annotated[str, typer.Option(help="Address to listen on.")]
+_Port = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")]
+_MaxStreams = Annotated[int, typer.Option(min=1, help="Streams held at once (state table rows).")]
+_MaxBatch = Annotated[int, typer.Option(min=1, help="Streams per model call.")]
+_MaxDelayMs = Annotated[
+    float,
+    typer.Option(min=0.0, help="How long a chunk may wait for others when the model is idle."),
+]
+_IdleTimeout = Annotated[
+    float, typer.Option(min=0.001, help="Seconds before an idle stream's state is freed.")
+]
+_MaxFrames = Annotated[int, typer.Option(min=1, help="Frames one request may carry.")]
+_Provider = Annotated[
+    str,
+    typer.Option(
+        help="Execution provider or an ordered list (cuda,cpu); NAME:DEVICE picks a device."
+    ),
+]
+_Fallback = Annotated[
+    bool, typer.Option(help="If a provider is unusable, go on with the next, the CPU last.")
+]
+_Threads = Annotated[
+    int, typer.Option(min=0, help="Intra-op threads for the model (0 = all cores).")
+]
+
+#: serve's session options (parameter names) and the SessionConfig field each one sets.
+_SESSION_OPTIONS = {"provider": "providers", "fallback": "fallback", "threads": "intra_op_threads"}
+
 
 def serve(
     ctx: typer.Context,
-    model: Annotated[
-        Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Argument(
-            help="Streaming export (`edgelstm export RUN --streaming`).", show_default=False
-        ),
-    ] = None,
-    config_path: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(
-            "--config",
-            help="Streaming deployment config (deploy.stream.json from `benchmark --tune` or "
-            "quickstart) instead of MODEL; --provider/--threads beside it override it.",
-        ),
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    max_streams: Annotated[
-        int, typer.Option(min=1, help="Streams held at once (state table rows).")
-    ] = 1024,
-    max_batch: Annotated[int, typer.Option(min=1, help="Streams per model call.")] = 64,
-    max_delay_ms: Annotated[
-        float,
-        typer.Option(min=0.0, help="How long a chunk may wait for others when the model is idle."),
-    ] = 2.0,
-    idle_timeout: Annotated[
-        float, typer.Option(min=0.001, help="Seconds before an idle stream's state is freed.")
-    ] = 300.0,
-    max_frames: Annotated[int, typer.Option(min=1, help="Frames one request may carry.")] = 1000,
-    provider: Annotated[
-        str,
-        typer.Option(
-            help="Execution provider or an ordered list (cuda,cpu); NAME:DEVICE picks a device."
-        ),
-    ] = "cpu",
-    fallback: Annotated[
-        bool, typer.Option(help="If a provider is unusable, go on with the next, the CPU last.")
-    ] = False,
-    threads: Annotated[
-        int, typer.Option(min=0, help="Intra-op threads for the model (0 = all cores).")
-    ] = 1,
+    model: _Model = None,
+    config_path: _ConfigPath = None,
+    host: _Host = "127.0.0.1",
+    port: _Port = 8000,
+    max_streams: _MaxStreams = 1024,
+    max_batch: _MaxBatch = 64,
+    max_delay_ms: _MaxDelayMs = 2.0,
+    idle_timeout: _IdleTimeout = 300.0,
+    max_frames: _MaxFrames = 1000,
+    provider: _Provider = "cpu",
+    fallback: _Fallback = False,
+    threads: _Threads = 1,
 ) -> None:
     """Serve a streaming model over HTTP and WebSocket, batching frames across streams."""
     from edgelstm.cli.console import stderr_console
@@ -67,29 +82,9 @@ def serve(
     )
     notes: tuple[str, ...] = ()
     if config_path is not None:
-        from edgelstm.runtimes.ort.deploy import read_deployment, resolve_deployment
-
         if model is not None:
             raise InvalidInputError("give either MODEL or --config (which names the model)")
-        deployment = read_deployment(config_path)
-        if deployment.mode != "streaming":
-            raise InvalidInputError(
-                f"{config_path} is a {deployment.mode} deployment; serve takes a streaming one "
-                "(deploy.stream.json)"
-            )
-
-        def given(name: str) -> bool:
-            return typed_on_command_line(ctx, name)
-
-        typed = {"provider": "providers", "fallback": "fallback", "threads": "intra_op_threads"}
-        resolved = resolve_deployment(
-            deployment,
-            source=config_path,
-            session={
-                field: getattr(session, field) for flag, field in typed.items() if given(flag)
-            },
-        )
-        model, session, notes = resolved.config.model, resolved.config.session, resolved.notes
+        model, session, notes = _from_deployment(ctx, config_path, session)
     elif model is None:
         raise InvalidInputError("give the streaming MODEL.onnx to serve (or --config)")
     limits = ServeLimits(
@@ -111,3 +106,24 @@ def serve(
         )
 
     run_server(model, host=host, port=port, session=session, limits=limits, on_ready=ready)
+
+
+def _from_deployment(
+    ctx: typer.Context, config_path: Path, session: Any
+) -> tuple[Path, Any, tuple[str, ...]]:
+    """The model and session of a streaming deployment config; flags typed beside it win."""
+    from edgelstm.runtimes.ort.deploy import read_deployment, resolve_deployment
+
+    deployment = read_deployment(config_path)
+    if deployment.mode != "streaming":
+        raise InvalidInputError(
+            f"{config_path} is a {deployment.mode} deployment; serve takes a streaming one "
+            "(deploy.stream.json)"
+        )
+    overrides = {
+        field: getattr(session, field)
+        for flag, field in _SESSION_OPTIONS.items()
+        if typed_on_command_line(ctx, flag)
+    }
+    resolved = resolve_deployment(deployment, source=config_path, session=overrides)
+    return resolved.config.model, resolved.config.session, resolved.notes

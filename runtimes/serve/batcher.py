@@ -198,16 +198,17 @@ class SequenceBatcher:
             task.add_done_callback(self._loop_ended)
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        failure = None if task.cancelled() else task.exception()
+        if failure is None:
             return
-        self.failure = task.exception()
-        refusal = f"the server's batcher stopped ({first_line(self.failure)}); retry later"
+        self.failure = failure
+        refusal = f"the server's batcher stopped ({first_line(failure)}); retry later"
         for stream in self._streams.values():
             for chunk in stream.queue:
                 if not chunk.future.done():
                     chunk.future.set_exception(RequestRejected(503, "batcher_failed", refusal))
         if self._on_failure is not None:
-            self._on_failure(self.failure)
+            self._on_failure(failure)
 
     @property
     def running(self) -> bool:
