@@ -310,23 +310,23 @@ def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
     """Task metric per artifact (and for the torch baselines) on the eval run's test split.
 
     The quantization gate scores through the same function
-    (:func:`~edgelstm.runtimes.model_io.accuracy.score_onnx`), so a model's
+    (:func:`~edgelstm.runtimes.model_io.accuracy.evaluate_onnx`), so a model's
     ``metric_value`` here is the
     number its gate reported.
     """
     if plan.eval_run is None:
         return None, {}
-    from edgelstm.runtimes.model_io.accuracy import score_onnx
-    from edgelstm.training.evaluation import ScoringData, score
+    from edgelstm.runtimes.model_io.accuracy import evaluate_onnx
+    from edgelstm.training.evaluation import EvaluationData, evaluate
 
-    data = ScoringData.from_run(plan.eval_run)
-    scores = {str(path): score_onnx(path, data) for path in plan.models}
+    data = EvaluationData.from_run(plan.eval_run)
+    scores = {str(path): evaluate_onnx(path, data) for path in plan.models}
     if plan.torch_run is not None:
         from edgelstm.training.checkpoint import load_checkpoint
         from edgelstm.training.trainer import torch_predictor
 
         model = load_checkpoint(plan.torch_run).model
-        scores[f"torch:{plan.torch_run}"] = score(torch_predictor(model), data)
+        scores[f"torch:{plan.torch_run}"] = evaluate(torch_predictor(model), data)
     return data.gate.metric, scores
 
 

@@ -1,4 +1,4 @@
-"""Turn loaded data into normalised model-ready arrays, per task, and score predictions.
+"""Turn loaded data into normalised model-ready arrays, per task, and measure predictions.
 
 This is the single place that knows how a task's inputs are cut and normalised and how its
 outputs are measured, so training, export checks and accuracy gates agree on every number.
@@ -77,7 +77,7 @@ def normalize(values: np.ndarray, norm: Normalization) -> np.ndarray:
 def denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:
     """Undo ``norm`` for the features ``indices`` (the last axis of ``values``), as float64.
 
-    Forecasts are scored (training, gates) and written (``run``) in original units through
+    Forecasts are measured (training, gates) and written (``run``) in original units through
     this one function.
     """
     mean = np.asarray([norm.mean[i] for i in indices], dtype=np.float64)
@@ -427,11 +427,52 @@ def anomaly_metrics(
 
 
 # --------------------------------------------------------------------------------------------
-# accuracy gates
+# headline metrics and accuracy gates
 #
-# Here, not in ``exporters``: a gate is arithmetic over two task metrics, and the quantization
-# gate (exporters), the benchmark's ``--eval`` scores and the tuner's budget (benchmarks) all
-# need the same one. In the core every room can import it, and the formula exists once.
+# Here, not in ``exporters`` or ``training``: a task's headline metric names its quality for
+# training's baseline checks, the quantization gate (exporters), the benchmark's ``--eval``
+# and the tuner's budget (benchmarks) alike. In the core every room can import it, so which
+# number that is, and which way is better, is written once.
+
+
+@dataclass(frozen=True)
+class HeadlineMetric:
+    """The one number that names a task's quality, and which way is better.
+
+    ``key`` is its name in the test metrics (``metrics.json``); ``label`` is how a sentence
+    names it ("test AUROC 0.52 is not clearly better than random scores").
+
+    Example:
+        >>> HEADLINE_METRICS["forecast"]
+        HeadlineMetric(key='mae', higher_is_better=False, label='MAE')
+    """
+
+    key: str
+    higher_is_better: bool
+    label: str
+
+
+#: Per task: classify by test accuracy, forecast by MAE in original units, anomaly by the
+#: AUROC of the per-step scores against the labels.
+HEADLINE_METRICS: dict[str, HeadlineMetric] = {
+    "classify": HeadlineMetric("accuracy", higher_is_better=True, label="accuracy"),
+    "forecast": HeadlineMetric("mae", higher_is_better=False, label="MAE"),
+    "anomaly": HeadlineMetric("auroc", higher_is_better=True, label="AUROC"),
+}
+
+
+def headline_metric(task: str) -> HeadlineMetric:
+    """The headline metric of ``task``; an unknown task is refused with the known ones."""
+    if task not in HEADLINE_METRICS:
+        *others, last = HEADLINE_METRICS
+        raise InvalidInputError(f"unknown task {task!r}; choose {', '.join(others)} or {last}")
+    return HEADLINE_METRICS[task]
+
+
+def metric_label(key: str) -> str:
+    """How a sentence names the metric ``key`` (``auroc`` -> ``AUROC``); unknown keys as is."""
+    return next((m.label for m in HEADLINE_METRICS.values() if m.key == key), key)
+
 
 #: Slack for float rounding in :meth:`Gate.accepts`: a drop of exactly the allowed amount
 #: (accuracy 0.95 -> 0.94 with 0.01 allowed computes as 0.010000000000000009) passes.
@@ -479,12 +520,17 @@ class Gate:
         return self if allowed is None else replace(self, allowed=allowed)
 
 
-#: Default gate per task: the metric that names the task's quality, and how much of it a
-#: cheaper artifact may lose (quantization gate and ``--tune`` budget alike).
+def _headline_gate(task: str, allowed: float, *, relative: bool = False) -> Gate:
+    metric = HEADLINE_METRICS[task]
+    return Gate(metric.key, metric.higher_is_better, allowed, relative)
+
+
+#: Default gate per task: on the task's headline metric, how much of it a cheaper artifact
+#: may lose (quantization gate and ``--tune`` budget alike).
 DEFAULT_GATES: dict[str, Gate] = {
-    "classify": Gate("accuracy", higher_is_better=True, allowed=0.01),
-    "forecast": Gate("mae", higher_is_better=False, allowed=0.02, relative=True),
-    "anomaly": Gate("auroc", higher_is_better=True, allowed=0.01),
+    "classify": _headline_gate("classify", allowed=0.01),
+    "forecast": _headline_gate("forecast", allowed=0.02, relative=True),
+    "anomaly": _headline_gate("anomaly", allowed=0.01),
 }
 
 

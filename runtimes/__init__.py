@@ -21,9 +21,9 @@ _EXPORTS = {
     "run_model": "edgelstm.runtimes.run_files",
     "stream_model": "edgelstm.runtimes.run_stream",
     "StreamingSession": "edgelstm.runtimes.model_io.streaming_session",
-    "score_onnx": "edgelstm.runtimes.model_io.accuracy",
+    "evaluate_onnx": "edgelstm.runtimes.model_io.accuracy",
     "validate_feeds": "edgelstm.runtimes.ort.feeds",
-    "score_files": "edgelstm.runtimes.batch",
+    "run_batch": "edgelstm.runtimes.batch",
 }
 
 __all__ = [
@@ -32,17 +32,17 @@ __all__ = [
     "RunResult",
     "SessionConfig",
     "StreamingSession",
+    "evaluate_onnx",
     "open_session",
+    "run_batch",
     "run_model",
-    "score_files",
-    "score_onnx",
     "stream_model",
     "validate_feeds",
 ]
 
 if TYPE_CHECKING:
-    from edgelstm.runtimes.batch import score_files
-    from edgelstm.runtimes.model_io.accuracy import score_onnx
+    from edgelstm.runtimes.batch import run_batch
+    from edgelstm.runtimes.model_io.accuracy import evaluate_onnx
     from edgelstm.runtimes.model_io.streaming_session import StreamingSession
     from edgelstm.runtimes.ort.feeds import validate_feeds
     from edgelstm.runtimes.ort.session import OpenedSession, open_session

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +16,16 @@ from conftest import TINY, TINY_KW, CliRunner, assert_nothing_written, write_cla
 
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.tasks import DEFAULT_GATES, HEADLINE_METRICS
 from edgelstm.training.baselines import (
-    BaselineScores,
+    BaselineAccuracies,
     chance_margin,
     classification_baselines,
     compare_with_baselines,
+    nearest_dtw,
     nearest_euclidean,
 )
+from edgelstm.training.quality_checks import QualityChecks
 
 
 def _set(series: list[list[float]] | list[np.ndarray], labels: list[str]) -> SequenceSet:
@@ -36,7 +41,7 @@ def _set(series: list[list[float]] | list[np.ndarray], labels: list[str]) -> Seq
     )
 
 
-def _no_dtw(train: SequenceSet, test: SequenceSet) -> BaselineScores:
+def _no_dtw(train: SequenceSet, test: SequenceSet) -> BaselineAccuracies:
     return classification_baselines(train, test, dtw_budget_s=0)
 
 
@@ -139,10 +144,49 @@ def test_dtw_wins_on_a_shifted_pattern_where_euclidean_fails() -> None:
     assert scores.best() == ("1-NN DTW", 1.0)
 
 
-def test_dtw_handles_unequal_lengths_natively() -> None:
-    train = _set([_pulse(5, n=20), _hump(20, n=60)], ["pulse", "hump"])
-    test = _set([_pulse(40, n=50), _hump(6, n=15)], ["pulse", "hump"])
-    assert classification_baselines(train, test).nn_dtw == 1.0
+def test_dtw_matches_shapes_across_unequal_lengths_where_euclidean_cannot() -> None:
+    # Four lengths; each test pattern sits, relative to its length, where the other class
+    # sits in training. Euclidean distance resamples to one length and compares position by
+    # position, so it picks the wrong class both times; DTW warps time and matches the shape.
+    # A DTW that fell back to Euclidean distance would fail here.
+    train = _set([_pulse(5, n=36), _hump(32, n=44)], ["pulse", "hump"])
+    test = _set([_pulse(25, n=30), _hump(8, n=50)], ["pulse", "hump"])
+    assert nearest_euclidean(train.sequences, test.sequences).tolist() == [1, 0]
+    found, note = nearest_dtw(train.sequences, test.sequences, budget_s=60.0)
+    assert note is None and found is not None
+    assert found.tolist() == [0, 1]
+    accuracies = classification_baselines(train, test)
+    assert (accuracies.nn_euclidean, accuracies.nn_dtw) == (0.0, 1.0)
+
+
+def _readings(*seconds: float) -> Callable[[], float]:
+    """A clock that reads ``seconds`` in turn and fails the test if read once more."""
+    values = iter(seconds)
+    return lambda: next(values)
+
+
+def test_dtw_stops_at_twice_its_budget_when_the_estimate_was_far_off() -> None:
+    train = _set([_pulse(8), _hump(30)], ["pulse", "hump"])
+    test = _set([_pulse(30), _hump(10)], ["pulse", "hump"])
+    # Calibration reads 0 -> 0.001 s: an estimate far within the 1 s budget. The run starts
+    # at 10 and its first block (of two: one test series each) ends at 13: 3 s, over twice
+    # the budget. The clock has no fifth reading, so a second block would fail the test.
+    clock = _readings(0.0, 0.001, 10.0, 13.0)
+    found, note = nearest_dtw(train.sequences, test.sequences, budget_s=1.0, clock=clock)
+    assert found is None
+    assert note == (
+        "stopped after 3 s (estimate 0 s) for 2 x 2 series of length 40, over twice the 1 s budget"
+    )
+
+
+def test_dtw_within_twice_its_budget_finishes() -> None:
+    train = _set([_pulse(8), _hump(30)], ["pulse", "hump"])
+    test = _set([_pulse(30), _hump(10)], ["pulse", "hump"])
+    # The first block ends 1.9 s in: over the budget but not twice it, so the run goes on.
+    clock = _readings(0.0, 0.001, 10.0, 11.9, 99.0)
+    found, note = nearest_dtw(train.sequences, test.sequences, budget_s=1.0, clock=clock)
+    assert note is None and found is not None
+    assert found.tolist() == [0, 1]
 
 
 def test_dtw_over_budget_is_skipped_with_a_note() -> None:
@@ -169,8 +213,8 @@ def test_dtw_without_aeon_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_scores_json_and_equality_leave_out_the_timings() -> None:
-    a = BaselineScores(0.5, 0.9, None, "skipped", seconds={"1-NN ED": 0.1})
-    b = BaselineScores(0.5, 0.9, None, "skipped", seconds={"1-NN ED": 9.9})
+    a = BaselineAccuracies(0.5, 0.9, None, "skipped", seconds={"1-NN ED": 0.1})
+    b = BaselineAccuracies(0.5, 0.9, None, "skipped", seconds={"1-NN ED": 9.9})
     assert a == b
     assert a.to_json() == {
         "majority": 0.5,
@@ -203,7 +247,7 @@ def test_chance_margin_refuses_a_non_fraction() -> None:
 
 
 def test_classify_comparison() -> None:
-    scores = BaselineScores(0.5, 0.9, None, "skipped: too slow")
+    scores = BaselineAccuracies(0.5, 0.9, None, "skipped: too slow")
     near = compare_with_baselines("classify", {"accuracy": 0.54}, scores)
     assert near.clears_chance is False  # above the majority, but not clearly
     assert near.required == pytest.approx(0.55)
@@ -213,6 +257,32 @@ def test_classify_comparison() -> None:
     assert good["beats_best"] is True  # a tie counts
     assert good["beaten"] == {"majority": True, "1-NN ED": True, "1-NN DTW": None}
     assert good["notes"] == {"1-NN DTW": "skipped: too slow"}
+
+
+def test_require_baseline_fails_a_model_that_clears_chance_but_loses_to_a_baseline() -> None:
+    accuracies = BaselineAccuracies(0.5, 0.9, 0.85, None)
+    comparison = compare_with_baselines("classify", {"accuracy": 0.8}, accuracies)
+    assert comparison.clears_chance is True  # 0.8 >= 0.55: the failure is the baseline's
+    checks = QualityChecks(min_accuracy=None, require_baseline=True, dtw_budget_s=60.0)
+    assert checks.failures(comparison) == [
+        "test accuracy 0.8000 is worse than the strongest baseline, 1-NN ED 0.9000 "
+        "(--require-baseline)"
+    ]
+    assert replace(checks, require_baseline=False).failures(comparison) == []
+
+
+def test_headline_metric_and_direction_come_from_the_task() -> None:
+    for task, headline in HEADLINE_METRICS.items():
+        metrics = {headline.key: 0.7, "baseline_mae": 0.9}
+        accuracies = BaselineAccuracies(0.5, 0.6, None, None)
+        comparison = compare_with_baselines(task, metrics, accuracies)
+        assert comparison.metric == headline.key
+        assert comparison.higher_is_better is headline.higher_is_better
+        assert comparison.model == 0.7
+        assert DEFAULT_GATES[task].metric == headline.key
+        assert DEFAULT_GATES[task].higher_is_better is headline.higher_is_better
+    with pytest.raises(InvalidInputError, match="unknown task 'regress'; choose classify, fore"):
+        compare_with_baselines("regress", {})
 
 
 def test_anomaly_and_forecast_comparisons() -> None:
@@ -363,6 +433,37 @@ def test_failed_check_exits_1_and_writes_nothing(
     assert sum(x.startswith(("error:", "warning:")) for x in result.err_lines) == 1
     for word in [*words, "majority 0.5000", f"nothing was written to {out}", "--epochs"]:
         assert word in line, word
+    assert_nothing_written(out)
+
+
+def test_require_baseline_exits_1_when_a_baseline_beats_a_model_above_chance(
+    cli: CliRunner,
+    tmp_path: Path,
+    chance_data: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgelstm.training.evaluation
+
+    # Every model scores exactly 0.5 on chance_data's test split. Baselines of majority 0.25
+    # (0.325 clears chance) and 1-NN ED 0.75 put it above chance but below the strongest.
+    def baselines(train: SequenceSet, test: SequenceSet, **_: float) -> BaselineAccuracies:
+        return BaselineAccuracies(0.25, 0.75, None, "skipped: budget")
+
+    monkeypatch.setattr(edgelstm.training.evaluation, "classification_baselines", baselines)
+    data, test = chance_data
+    out = tmp_path / "run"
+    result = cli(
+        "train", "--task", "classify", "--data", data, "--test", test, "--out", out,
+        *TINY, "--require-baseline",
+    )  # fmt: skip
+    assert result.code == 1, result.err
+    assert result.out == ""
+    assert sum(x.startswith(("error:", "warning:")) for x in result.err_lines) == 1
+    assert result.err_lines[-1].startswith(
+        "error: test accuracy 0.5000 is worse than the strongest baseline, 1-NN ED 0.7500 "
+        "(--require-baseline) (baselines on the same test split: majority 0.2500, "
+        f"1-NN ED 0.7500, 1-NN DTW skipped); nothing was written to {out}. Try "
+    ), result.err
     assert_nothing_written(out)
 
 

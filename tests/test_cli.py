@@ -426,10 +426,10 @@ def test_failure_in_evaluation_writes_nothing(
     import edgelstm.training.trainer
     from edgelstm.errors import CheckFailedError
 
-    def failing_evaluate(*args: Any, **kwargs: Any) -> Any:
+    def failing_task_metrics(*args: Any, **kwargs: Any) -> Any:
         raise CheckFailedError("evaluation failed on purpose")
 
-    monkeypatch.setattr(edgelstm.training.trainer, "evaluate", failing_evaluate)
+    monkeypatch.setattr(edgelstm.training.trainer, "task_metrics", failing_task_metrics)
     out = tmp_path / "run"
     result = cli("train", "--task", "classify", "--data", classify_npz, "--out", out, *TINY)
     assert result.code == 1  # a check failed, not bad input

@@ -1,5 +1,5 @@
-"""One scoring path: the :class:`Gate` arithmetic, and ONNX scores on a checkpoint's test split
-that the quantization gate and the benchmark report alike."""
+"""One evaluation path: the :class:`Gate` arithmetic, and ONNX models evaluated on a
+checkpoint's test split, which the quantization gate and the benchmark report alike."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from edgelstm.config import ModelConfig
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.exporters.quantize import QuantizeResult, quantize
-from edgelstm.runtimes.model_io.accuracy import score_onnx
+from edgelstm.runtimes.model_io.accuracy import evaluate_onnx
 from edgelstm.tasks import DEFAULT_GATES, Gate, gate_for_metric
-from edgelstm.training.evaluation import ScoringData
+from edgelstm.training.evaluation import EvaluationData
 from edgelstm.training.models import build_model
 from edgelstm.training.trainer import TrainResult
 
@@ -84,7 +84,7 @@ def test_default_gates_per_task() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# one scoring path
+# one evaluation path
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class Models:
 def models(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Models:
     """FP32 and dynamic-INT8 exports of the shared classify run, gated. Read-only."""
     single_thread()
-    folder = tmp_path_factory.mktemp("scoring")
+    folder = tmp_path_factory.mktemp("evaluation")
     fp32, int8 = folder / "m.onnx", folder / "m.int8.onnx"
     export(trained_classify.out, fp32)
     # A wide allowance: the tiny model is barely trained; the numbers, not the verdict, count.
@@ -107,7 +107,7 @@ def models(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFacto
     return Models(trained_classify, fp32, int8, quantized)
 
 
-def test_gate_and_benchmark_report_the_same_scores(models: Models) -> None:
+def test_gate_and_benchmark_report_the_same_metric_values(models: Models) -> None:
     gate = models.quantized.gate
     assert gate is not None
     plan = BenchmarkPlan(
@@ -123,19 +123,21 @@ def test_gate_and_benchmark_report_the_same_scores(models: Models) -> None:
     assert {row["metric"] for row in rows.values()} == {gate.metric} == {"accuracy"}
     assert rows[str(models.fp32)]["metric_value"] == gate.float_value
     assert rows[str(models.int8)]["metric_value"] == gate.quantized_value
-    # ... and both are the checkpoint's own number, as training scored the PyTorch model.
+    # ... and both are the checkpoint's own number, as training measured the PyTorch model.
     assert gate.float_value == pytest.approx(models.run.metrics["accuracy"])
 
 
-def test_score_onnx_takes_a_folder_or_data_prepared_once(models: Models) -> None:
-    data = ScoringData.from_run(models.run.out)
+def test_evaluate_onnx_takes_a_folder_or_data_prepared_once(models: Models) -> None:
+    data = EvaluationData.from_run(models.run.out)
     assert data.gate is DEFAULT_GATES["classify"]
-    assert score_onnx(models.fp32, data) == score_onnx(models.fp32, models.run.out)
+    assert evaluate_onnx(models.fp32, data) == evaluate_onnx(models.fp32, models.run.out)
 
 
-def test_score_onnx_refuses_a_model_of_another_checkpoint(models: Models, tmp_path: Path) -> None:
+def test_evaluate_onnx_refuses_a_model_of_another_checkpoint(
+    models: Models, tmp_path: Path
+) -> None:
     config = ModelConfig(task="classify", input_size=5, hidden_size=4, num_layers=1, num_classes=2)
     other = tmp_path / "other.onnx"
     export(build_model(config).eval(), other)
     with pytest.raises(InvalidInputError, match=r"takes 5 features but .* has 3; --eval needs"):
-        score_onnx(other, models.run.out)
+        evaluate_onnx(other, models.run.out)

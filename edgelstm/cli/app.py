@@ -52,6 +52,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+#: ``--overwrite`` of the commands that write a folder (``train``, ``quickstart``).
+OverwriteFolderOption = Annotated[bool, typer.Option(help="Replace an existing --out folder.")]
+
 #: Set by the root callback and main(): ``debug`` (show tracebacks) and ``argv`` (the
 #: arguments main() got, recorded in reports so a run can be repeated).
 state: dict[str, Any] = {"debug": False, "argv": []}

@@ -3,13 +3,19 @@ one-command tour (:mod:`edgelstm.benchmarks`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from edgelstm.cli.app import print_notes, print_warnings, state
-from edgelstm.errors import InvalidInputError
+from edgelstm.cli.app import OverwriteFolderOption, print_notes, print_warnings, state
+from edgelstm.errors import CheckFailedError, InvalidInputError
+
+if TYPE_CHECKING:
+    from edgelstm.benchmarks.harness import BenchmarkPlan, BenchmarkReport
+    from edgelstm.benchmarks.report import Comparison
+    from edgelstm.runtimes.ort.deploy import DeploymentConfig
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -24,125 +30,132 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+ModelsArgument = Annotated[
+    Optional[list[Path]],  # noqa: UP045
+    typer.Argument(help="ONNX artifacts to compare (sequence and/or streaming exports)."),
+]
+ProvidersOption = Annotated[
+    str,
+    typer.Option(
+        help="Providers to measure, comma-separated (NAME:DEVICE for one device, e.g. "
+        "openvino:GPU), or 'all' usable here."
+    ),
+]
+BatchOption = Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8,64.")]
+SeqOption = Annotated[str, typer.Option(help="Sequence lengths, e.g. 1,100,1000.")]
+ThreadsOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        help="Intra-op thread counts, e.g. 1,2 \\[default: 1; with --tune: 1 and all cores]."
+    ),
+]
+StreamOption = Annotated[
+    bool, typer.Option(help="Also time streaming pushes (models exported with --streaming).")
+]
+ChunkOption = Annotated[str, typer.Option(help="Frames per push with --stream, e.g. 1,10.")]
+FrameRateOption = Annotated[
+    float, typer.Option(min=0.001, help="Sensor frame rate (Hz) for the real-time factor.")
+]
+TorchRunOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--torch", help="Checkpoint folder: add PyTorch eager baseline rows."),
+]
+EvalRunOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--eval", help="Checkpoint folder whose test split scores every artifact."),
+]
+WarmupOption = Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")]
+IterationsOption = Annotated[int, typer.Option(min=1, help="Timed calls per row.")]
+DurationOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.001, help="Time each row for this many seconds instead."),
+]
+FallbackOption = Annotated[
+    bool, typer.Option(help="Measure an unusable provider's rows on the CPU (rows say so).")
+]
+CudaGraphsOption = Annotated[
+    bool, typer.Option(help="CUDA rows with and without CUDA graphs (IO binding).")
+]
+IsolateOption = Annotated[
+    bool, typer.Option(help="Run each row in its own process (clean heap, peak memory).")
+]
+RoundsOption = Annotated[
+    int,
+    typer.Option(min=1, help="Alternate the rows of one shape this many times while timing."),
+]
+JsonReportOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option("--json", help="Write the report as JSON (schema edgelstm.benchmark/1)."),
+]
+MarkdownOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="Write the report as Markdown."),
+]
+PlotOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="Write latency plots as PNG (needs edgelstm\\[plot])."),
+]
+CompareOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="An earlier --json report: per-row ratios, regressions flagged."),
+]
+RegressionThresholdOption = Annotated[
+    float, typer.Option(min=0.0, help="Slower than (1 + this) x the old p50 is a regression.")
+]
+FailOnRegressionOption = Annotated[
+    bool, typer.Option(help="Exit 1 when --compare finds a regression.")
+]
+TuneOption = Annotated[
+    bool,
+    typer.Option(help="Pick the fastest configuration within the accuracy budget (--eval)."),
+]
+TuneOutOption = Annotated[
+    Path, typer.Option(help="Where --tune writes the deployment config for `run --config`.")
+]
+MaxDegradationOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(min=0.0, help="--tune budget: accuracy 0.01, MAE 0.02 rel., AUROC 0.01."),
+]
+OverwriteOutputsOption = Annotated[bool, typer.Option(help="Replace existing output files.")]
+
+
 def benchmark(
-    models: Annotated[
-        Optional[list[Path]],  # noqa: UP045
-        typer.Argument(help="ONNX artifacts to compare (sequence and/or streaming exports)."),
-    ] = None,
-    providers: Annotated[
-        str,
-        typer.Option(
-            help="Providers to measure, comma-separated (NAME:DEVICE for one device, e.g. "
-            "openvino:GPU), or 'all' usable here."
-        ),
-    ] = "cpu",
-    batch: Annotated[str, typer.Option(help="Batch sizes, e.g. 1,8,64.")] = "1",
-    seq: Annotated[str, typer.Option(help="Sequence lengths, e.g. 1,100,1000.")] = "100",
-    threads: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            help="Intra-op thread counts, e.g. 1,2 \\[default: 1; with --tune: 1 and all cores]."
-        ),
-    ] = None,
-    stream: Annotated[
-        bool, typer.Option(help="Also time streaming pushes (models exported with --streaming).")
-    ] = False,
-    chunk: Annotated[str, typer.Option(help="Frames per push with --stream, e.g. 1,10.")] = "1",
-    frame_rate: Annotated[
-        float, typer.Option(min=0.001, help="Sensor frame rate (Hz) for the real-time factor.")
-    ] = 100.0,
-    torch_run: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--torch", help="Checkpoint folder: add PyTorch eager baseline rows."),
-    ] = None,
-    eval_run: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--eval", help="Checkpoint folder whose test split scores every artifact."),
-    ] = None,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 10,
-    iterations: Annotated[int, typer.Option(min=1, help="Timed calls per row.")] = 100,
-    duration: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(min=0.001, help="Time each row for this many seconds instead."),
-    ] = None,
-    fallback: Annotated[
-        bool, typer.Option(help="Measure an unusable provider's rows on the CPU (rows say so).")
-    ] = False,
-    cuda_graphs: Annotated[
-        bool, typer.Option(help="CUDA rows with and without CUDA graphs (IO binding).")
-    ] = False,
-    isolate: Annotated[
-        bool, typer.Option(help="Run each row in its own process (clean heap, peak memory).")
-    ] = True,
-    rounds: Annotated[
-        int,
-        typer.Option(min=1, help="Alternate the rows of one shape this many times while timing."),
-    ] = 5,
-    json_path: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--json", help="Write the report as JSON (schema edgelstm.benchmark/1)."),
-    ] = None,
-    markdown: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Write the report as Markdown."),
-    ] = None,
-    plot: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Write latency plots as PNG (needs edgelstm\\[plot])."),
-    ] = None,
-    compare: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="An earlier --json report: per-row ratios, regressions flagged."),
-    ] = None,
-    regression_threshold: Annotated[
-        float, typer.Option(min=0.0, help="Slower than (1 + this) x the old p50 is a regression.")
-    ] = 0.10,
-    fail_on_regression: Annotated[
-        bool, typer.Option(help="Exit 1 when --compare finds a regression.")
-    ] = False,
-    tune: Annotated[
-        bool,
-        typer.Option(help="Pick the fastest configuration within the accuracy budget (--eval)."),
-    ] = False,
-    tune_out: Annotated[
-        Path, typer.Option(help="Where --tune writes the deployment config for `run --config`.")
-    ] = Path("deploy.json"),
-    max_degradation: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(min=0.0, help="--tune budget: accuracy 0.01, MAE 0.02 rel., AUROC 0.01."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+    models: ModelsArgument = None,
+    providers: ProvidersOption = "cpu",
+    batch: BatchOption = "1",
+    seq: SeqOption = "100",
+    threads: ThreadsOption = None,
+    stream: StreamOption = False,
+    chunk: ChunkOption = "1",
+    frame_rate: FrameRateOption = 100.0,
+    torch_run: TorchRunOption = None,
+    eval_run: EvalRunOption = None,
+    warmup: WarmupOption = 10,
+    iterations: IterationsOption = 100,
+    duration: DurationOption = None,
+    fallback: FallbackOption = False,
+    cuda_graphs: CudaGraphsOption = False,
+    isolate: IsolateOption = True,
+    rounds: RoundsOption = 5,
+    json_path: JsonReportOption = None,
+    markdown: MarkdownOption = None,
+    plot: PlotOption = None,
+    compare: CompareOption = None,
+    regression_threshold: RegressionThresholdOption = 0.10,
+    fail_on_regression: FailOnRegressionOption = False,
+    tune: TuneOption = False,
+    tune_out: TuneOutOption = Path("deploy.json"),
+    max_degradation: MaxDegradationOption = None,
+    overwrite: OverwriteOutputsOption = False,
 ) -> None:
     """Compare providers x precisions x shapes in one table, PyTorch as the baseline."""
-    from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
-    from edgelstm.benchmarks.report import (
-        compare_reports,
-        load_report,
-        print_comparison,
-        render_table,
-        write_report_files,
-    )
-    from edgelstm.cli.console import count_progress, stderr_console, stdout_console
-    from edgelstm.fileio import check_output_path
+    from edgelstm.benchmarks.harness import BenchmarkPlan
+    from edgelstm.benchmarks.report import load_report, write_report_files
 
-    names = tuple(p.strip() for p in providers.split(","))
-    if any(not n for n in names):
-        raise InvalidInputError(f"--providers {providers!r} has an empty entry")
+    names = _provider_names(providers)
     old = load_report(compare) if compare is not None else None
-    for path in (json_path, markdown, plot, tune_out if tune else None):
-        if path is not None:
-            check_output_path(path, overwrite=overwrite)
-    if tune:
-        from edgelstm.benchmarks.tune import check_tunable, tuning_threads
-
-        check_tunable(eval_run)
-        default_threads = tuning_threads()
-    else:
-        default_threads = BenchmarkPlan.threads
-    if plot is not None:
-        from edgelstm.benchmarks.plots import require_plotting
-
-        require_plotting()
+    outputs = _Outputs(json_path, markdown, plot, tune_out if tune else None)
+    default_threads = _refuse_before_timing(outputs, eval_run, overwrite=overwrite)
     plan = BenchmarkPlan(
         models=tuple(models or ()),
         providers=names,
@@ -162,68 +175,157 @@ def benchmark(
         isolate=isolate,
         rounds=rounds,
     )
-    err = stderr_console()
-    # Recorded in the report so it can be rerun; the argv main() got, not the host program's.
-    command = "edgelstm " + " ".join(state["argv"])
-    with count_progress(err, "benchmark") as progress:
-        report = run_benchmark(
-            plan,
-            progress=None if progress is None else (lambda d, t, _label: progress(d, t)),
-            command=command,
-        )
+    report = _run(plan)
     document = report.to_json()
     chosen = None
-    if tune:
-        from edgelstm.benchmarks.tune import tune_deployment, write_deployments
-
-        chosen = tune_deployment(report.rows, stream=stream, max_degradation=max_degradation)
-        document["deployment"] = write_deployments({tune_out: chosen}, overwrite=overwrite)
+    if outputs.tune_out is not None:
+        chosen = _tune(
+            report, document, outputs.tune_out, stream, max_degradation, overwrite=overwrite
+        )
     comparison = None
     if old is not None:
-        comparison = compare_reports(document, old, threshold=regression_threshold)
-        document["comparison"] = comparison.to_json()
+        comparison = _compare(document, old, regression_threshold)
     write_report_files(
-        document,
-        json_path=json_path,
-        markdown_path=markdown,
-        plot_path=plot,
-        overwrite=overwrite,
+        document, json_path=json_path, markdown_path=markdown, plot_path=plot, overwrite=overwrite
     )
-    out = stdout_console(min_width=220)
-    out.print(render_table(document))
-    print_warnings(err, report.warnings)
-    for skip in report.skipped:
-        print_notes(err, [f"skipped {skip['provider']}: {skip['reason']}"])
-    notes = sorted({n for r in report.rows for n in r.get("notes", [])})
-    print_notes(err, notes)
-    if comparison is not None:
-        print_comparison(comparison, out)
-    if chosen is not None:
-        err.print(f"deployment: {tune_out} ({chosen.reason})", markup=False, soft_wrap=True)
-    written = [p for p in (json_path, markdown, plot) if p is not None]
-    if written:
-        err.print("wrote " + ", ".join(str(p) for p in written), markup=False, soft_wrap=True)
+    _print_report(document, report, comparison, chosen, outputs)
     if comparison is not None and comparison.regressions and fail_on_regression:
-        from edgelstm.errors import CheckFailedError
-
         raise CheckFailedError(
             f"{len(comparison.regressions)} row(s) regressed more than "
             f"{regression_threshold:.0%} against {compare}"
         )
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """The files a benchmark writes; ``tune_out`` only with ``--tune``."""
+
+    json_path: Path | None
+    markdown: Path | None
+    plot: Path | None
+    tune_out: Path | None
+
+    @property
+    def reports(self) -> list[Path]:
+        return [p for p in (self.json_path, self.markdown, self.plot) if p is not None]
+
+
+def _provider_names(providers: str) -> tuple[str, ...]:
+    names = tuple(p.strip() for p in providers.split(","))
+    if any(not n for n in names):
+        raise InvalidInputError(f"--providers {providers!r} has an empty entry")
+    return names
+
+
+def _refuse_before_timing(
+    outputs: _Outputs, eval_run: Path | None, *, overwrite: bool
+) -> tuple[int, ...]:
+    """Refuse outputs that cannot be written, ``--tune`` without ``--eval`` and plots without
+    matplotlib before minutes of timing; return the thread counts to time by default."""
+    from edgelstm.benchmarks.harness import BenchmarkPlan
+    from edgelstm.fileio import check_output_path
+
+    for path in (*outputs.reports, outputs.tune_out):
+        if path is not None:
+            check_output_path(path, overwrite=overwrite)
+    default_threads: tuple[int, ...] = BenchmarkPlan.threads
+    if outputs.tune_out is not None:
+        from edgelstm.benchmarks.tune import check_tunable, tuning_threads
+
+        check_tunable(eval_run)
+        default_threads = tuning_threads()
+    if outputs.plot is not None:
+        from edgelstm.benchmarks.plots import require_plotting
+
+        require_plotting()
+    return default_threads
+
+
+def _run(plan: BenchmarkPlan) -> BenchmarkReport:
+    from edgelstm.benchmarks.harness import run_benchmark
+    from edgelstm.cli.console import count_progress, stderr_console
+
+    # Recorded in the report so it can be rerun; the argv main() got, not the host program's.
+    command = "edgelstm " + " ".join(state["argv"])
+    with count_progress(stderr_console(), "benchmark") as progress:
+        return run_benchmark(
+            plan,
+            progress=None if progress is None else (lambda d, t, _label: progress(d, t)),
+            command=command,
+        )
+
+
+def _tune(
+    report: BenchmarkReport,
+    document: dict[str, Any],
+    tune_out: Path,
+    stream: bool,
+    max_degradation: float | None,
+    *,
+    overwrite: bool,
+) -> DeploymentConfig:
+    """Choose the deployment, write it to ``tune_out`` and record it in ``document``."""
+    from edgelstm.benchmarks.tune import tune_deployment, write_deployments
+
+    chosen = tune_deployment(report.rows, stream=stream, max_degradation=max_degradation)
+    document["deployment"] = write_deployments({tune_out: chosen}, overwrite=overwrite)
+    return chosen
+
+
+def _compare(document: dict[str, Any], old: dict[str, Any], threshold: float) -> Comparison:
+    """Per-row ratios against an earlier report, recorded in ``document``."""
+    from edgelstm.benchmarks.report import compare_reports
+
+    comparison = compare_reports(document, old, threshold=threshold)
+    document["comparison"] = comparison.to_json()
+    return comparison
+
+
+def _print_report(
+    document: dict[str, Any],
+    report: BenchmarkReport,
+    comparison: Comparison | None,
+    chosen: DeploymentConfig | None,
+    outputs: _Outputs,
+) -> None:
+    """The table on stdout; warnings, skips, notes and the files written on stderr."""
+    from edgelstm.benchmarks.report import print_comparison, render_table
+    from edgelstm.cli.console import stderr_console, stdout_console
+
+    err = stderr_console()
+    out = stdout_console(min_width=220)
+    out.print(render_table(document))
+    print_warnings(err, report.warnings)
+    for skip in report.skipped:
+        print_notes(err, [f"skipped {skip['provider']}: {skip['reason']}"])
+    print_notes(err, sorted({n for r in report.rows for n in r.get("notes", [])}))
+    if comparison is not None:
+        print_comparison(comparison, out)
+    if chosen is not None:
+        err.print(f"deployment: {outputs.tune_out} ({chosen.reason})", markup=False, soft_wrap=True)
+    if outputs.reports:
+        written = ", ".join(str(p) for p in outputs.reports)
+        err.print(f"wrote {written}", markup=False, soft_wrap=True)
+
+
+QuickstartOutOption = Annotated[Path, typer.Option(help="Folder for the run, models and report.")]
+QuickstartDatasetOption = Annotated[
+    str, typer.Option(help="Built-in classification dataset (JapaneseVowels, BasicMotions).")
+]
+PresetOption = Annotated[
+    str, typer.Option(help="Training preset: default, or smoke (seconds; a weak model).")
+]
+QuickstartIterationsOption = Annotated[
+    int, typer.Option(min=1, help="Timed calls per benchmark row.")
+]
+
+
 def quickstart(
-    out: Annotated[Path, typer.Option(help="Folder for the run, models and report.")] = Path(
-        "quickstart"
-    ),
-    dataset: Annotated[
-        str, typer.Option(help="Built-in classification dataset (JapaneseVowels, BasicMotions).")
-    ] = "JapaneseVowels",
-    preset: Annotated[
-        str, typer.Option(help="Training preset: default, or smoke (seconds; a weak model).")
-    ] = "default",
-    iterations: Annotated[int, typer.Option(min=1, help="Timed calls per benchmark row.")] = 200,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    out: QuickstartOutOption = Path("quickstart"),
+    dataset: QuickstartDatasetOption = "JapaneseVowels",
+    preset: PresetOption = "default",
+    iterations: QuickstartIterationsOption = 200,
+    overwrite: OverwriteFolderOption = False,
 ) -> None:
     """Train, export, quantize and benchmark in one go; writes a report to --out."""
     from edgelstm.benchmarks.quickstart import quickstart as run_quickstart

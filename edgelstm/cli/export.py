@@ -12,44 +12,54 @@ import typer
 
 from edgelstm.errors import InvalidInputError
 
+RunDirArgument = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Argument(help="Checkpoint folder written by `edgelstm train`.", show_default=False),
+]
+ExportOutOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="The .onnx file to write (single file, with edgelstm metadata)."),
+]
+StreamingOption = Annotated[
+    bool,
+    typer.Option(help="Export the streaming variant: state in (h, c), state out (h_out, c_out)."),
+]
+OpsetOption = Annotated[int, typer.Option(min=14, help="ONNX opset.")]
+AtolOption = Annotated[
+    float, typer.Option(min=0.0, help="Max abs difference from PyTorch allowed in validation.")
+]
+UserModelOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        help="A module edgelstm did not train: file.py:factory or package.module:factory."
+    ),
+]
+WeightsOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="With --model: .safetensors or .pt state dict."),
+]
+InputShapeOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="With --model: example input shape B,T,F."),
+]
+#: ``--overwrite`` of the commands that write one file (``export``, ``quantize``).
+OverwriteFileOption = Annotated[bool, typer.Option(help="Replace an existing --out file.")]
+ExportJsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result and validation as JSON on stdout.")
+]
+
 
 def export(
-    run_dir: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Argument(help="Checkpoint folder written by `edgelstm train`.", show_default=False),
-    ] = None,
-    out: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="The .onnx file to write (single file, with edgelstm metadata)."),
-    ] = None,
-    streaming: Annotated[
-        bool,
-        typer.Option(
-            help="Export the streaming variant: state in (h, c), state out (h_out, c_out)."
-        ),
-    ] = False,
-    opset: Annotated[int, typer.Option(min=14, help="ONNX opset.")] = 17,
-    atol: Annotated[
-        float, typer.Option(min=0.0, help="Max abs difference from PyTorch allowed in validation.")
-    ] = 1e-4,
-    model: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            help="A module edgelstm did not train: file.py:factory or package.module:factory."
-        ),
-    ] = None,
-    weights: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="With --model: .safetensors or .pt state dict."),
-    ] = None,
-    input_shape: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="With --model: example input shape B,T,F."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the result and validation as JSON on stdout.")
-    ] = False,
+    run_dir: RunDirArgument = None,
+    out: ExportOutOption = None,
+    streaming: StreamingOption = False,
+    opset: OpsetOption = 17,
+    atol: AtolOption = 1e-4,
+    model: UserModelOption = None,
+    weights: WeightsOption = None,
+    input_shape: InputShapeOption = None,
+    overwrite: OverwriteFileOption = False,
+    json_output: ExportJsonOption = False,
 ) -> None:
     """Export to ONNX, validated against PyTorch at several shapes before anything is written."""
     from edgelstm.cli.console import stdout_console
@@ -111,52 +121,64 @@ class ReduceRangeChoice(str, Enum):
     auto = "auto"
 
 
+ModelArgument = Annotated[Path, typer.Argument(help="FP32 model written by `edgelstm export`.")]
+ModeOption = Annotated[QuantModeChoice, typer.Option(help="Precision to produce.")]
+QuantizedOutOption = Annotated[
+    Optional[Path], typer.Option(help="The quantized .onnx to write.")  # noqa: UP045
+]
+CalibrationOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="static-int8: .npz with X \\[n, time, features] of model inputs."),
+]
+CalibrationMethodOption = Annotated[
+    CalibrationChoice, typer.Option(help="static-int8 calibration method.")
+]
+GateRunOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--eval",
+        help="Checkpoint folder whose test split gates accuracy \\[default: the model's source].",
+    ),
+]
+MaxDegradationOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        min=0.0,
+        help="Allowed loss: accuracy 0.01, forecast MAE 0.02 relative, AUROC 0.01 by default.",
+    ),
+]
+AllowPartialOption = Annotated[
+    bool, typer.Option(help="Keep a dynamic-int8 result even if an LSTM stayed float.")
+]
+PerChannelOption = Annotated[
+    bool, typer.Option(help="INT8: one scale per output channel (more accurate, ~1% larger).")
+]
+ReduceRangeOption = Annotated[
+    ReduceRangeChoice,
+    typer.Option(
+        help="INT8: 7-bit weights for the CPU that will run the model. on: safe on any "
+        "x86 (without VNNI 8-bit weights can saturate); off: 8-bit, for targets with VNNI "
+        "or ARM; auto: decide from the CPU running quantize (only if it is the target).",
+    ),
+]
+QuantizeJsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the audit and gate as JSON on stdout.")
+]
+
+
 def quantize(
-    model: Annotated[Path, typer.Argument(help="FP32 model written by `edgelstm export`.")],
-    mode: Annotated[QuantModeChoice, typer.Option(help="Precision to produce.")],
-    out: Annotated[
-        Optional[Path], typer.Option(help="The quantized .onnx to write.")  # noqa: UP045
-    ] = None,
-    calibration: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="static-int8: .npz with X \\[n, time, features] of model inputs."),
-    ] = None,
-    calibration_method: Annotated[
-        CalibrationChoice, typer.Option(help="static-int8 calibration method.")
-    ] = CalibrationChoice.minmax,
-    eval_run: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(
-            "--eval",
-            help="Checkpoint folder whose test split gates accuracy "
-            "\\[default: the model's source].",
-        ),
-    ] = None,
-    max_degradation: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(
-            min=0.0,
-            help="Allowed loss: accuracy 0.01, forecast MAE 0.02 relative, AUROC 0.01 by default.",
-        ),
-    ] = None,
-    allow_partial: Annotated[
-        bool, typer.Option(help="Keep a dynamic-int8 result even if an LSTM stayed float.")
-    ] = False,
-    per_channel: Annotated[
-        bool, typer.Option(help="INT8: one scale per output channel (more accurate, ~1% larger).")
-    ] = True,
-    reduce_range: Annotated[
-        ReduceRangeChoice,
-        typer.Option(
-            help="INT8: 7-bit weights for the CPU that will run the model. on: safe on any "
-            "x86 (without VNNI 8-bit weights can saturate); off: 8-bit, for targets with VNNI "
-            "or ARM; auto: decide from the CPU running quantize (only if it is the target).",
-        ),
-    ] = ReduceRangeChoice.on,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the audit and gate as JSON on stdout.")
-    ] = False,
+    model: ModelArgument,
+    mode: ModeOption,
+    out: QuantizedOutOption = None,
+    calibration: CalibrationOption = None,
+    calibration_method: CalibrationMethodOption = CalibrationChoice.minmax,
+    eval_run: GateRunOption = None,
+    max_degradation: MaxDegradationOption = None,
+    allow_partial: AllowPartialOption = False,
+    per_channel: PerChannelOption = True,
+    reduce_range: ReduceRangeOption = ReduceRangeChoice.on,
+    overwrite: OverwriteFileOption = False,
+    json_output: QuantizeJsonOption = False,
 ) -> None:
     """Quantize to INT8 or FP16 with an audit and an accuracy gate; writes only on success."""
     if out is None:

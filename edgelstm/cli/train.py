@@ -1,4 +1,5 @@
-"""``edgelstm train``: options for training a model, handed to :func:`edgelstm.training.train`."""
+"""``edgelstm train``: options for training a model, handed to
+:func:`edgelstm.training.trainer.train`."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import json
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from edgelstm.cli.app import OverwriteFolderOption, print_notes, print_warnings
 from edgelstm.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from edgelstm.training.trainer import TrainResult
 
 
 class TaskChoice(str, Enum):
@@ -36,160 +41,172 @@ class PoolingChoice(str, Enum):
     mean = "mean"
 
 
+TaskOption = Annotated[
+    Optional[TaskChoice], typer.Option(help="What the model learns.", show_default=False)  # noqa: UP045
+]
+OutOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="Checkpoint folder to write (config.json, model.safetensors, metrics.json)."),
+]
+DatasetOption = Annotated[
+    Optional[str], typer.Option(help="Built-in dataset name (see --list-datasets).")  # noqa: UP045
+]
+DataOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="Training data: .npz (X, y\\[, lengths]), .npy, .csv or .ts."),
+]
+TestOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="Test data in the same layout; default: hold out 20 % of --data."),
+]
+TargetOption = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="forecast: columns to predict, names or 0-based indices (a,b or 0,2)."),
+]
+ArchOption = Annotated[
+    ArchChoice,
+    typer.Option(
+        help="auto: chosen from the data's length, channels and size (printed, and kept "
+        "in config.json); lstm or gru: that recurrent cell; lstm-fcn (classify): an LSTM "
+        "beside a fully convolutional branch with global pooling (does not stream)."
+    ),
+]
+FrontendOption = Annotated[
+    Optional[FrontendChoice],  # noqa: UP045
+    typer.Option(
+        help="conv: a strided causal Conv1d before the LSTM/GRU that shortens long "
+        "sequences; it streams (in chunks of a multiple of the stride) "
+        "\\[default: auto's choice, else none].",
+        show_default=False,
+    ),
+]
+FrontendStrideOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        min=1,
+        help="--frontend conv: input frames per recurrent step \\[default: auto's, else 4].",
+        show_default=False,
+    ),
+]
+FrontendKernelOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        min=2,
+        help="--frontend conv: frames each step reads (>= stride) \\[default: 2 x stride].",
+        show_default=False,
+    ),
+]
+FrontendChannelsOption = Annotated[
+    int, typer.Option(min=1, help="--frontend conv: output channels.")
+]
+FcnFiltersOption = Annotated[
+    str,
+    typer.Option(help="lstm-fcn: filters of its three conv blocks (the paper: 128,256,128)."),
+]
+LayersOption = Annotated[int, typer.Option(min=1, help="Stacked recurrent layers.")]
+HiddenOption = Annotated[int, typer.Option(min=1, help="Hidden size per layer.")]
+BidirectionalOption = Annotated[
+    bool, typer.Option(help="Read sequences both ways (not for anomaly or streaming).")
+]
+DropoutOption = Annotated[float, typer.Option(min=0.0, max=0.95, help="Dropout.")]
+PoolingOption = Annotated[
+    Optional[PoolingChoice],  # noqa: UP045
+    typer.Option(
+        help="classify: last step or mean over time \\[default: auto's choice, else last].",
+        show_default=False,
+    ),
+]
+EpochsOption = Annotated[
+    Optional[int], typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")  # noqa: UP045
+]
+BatchSizeOption = Annotated[Optional[int], typer.Option(min=1, help="Batch size.")]  # noqa: UP045
+LearningRateOption = Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate.")]  # noqa: UP045
+LookbackOption = Annotated[
+    Optional[int], typer.Option(min=2, help="forecast/anomaly: input window length.")  # noqa: UP045
+]
+HorizonOption = Annotated[
+    Optional[int], typer.Option(min=1, help="forecast: steps predicted per window.")  # noqa: UP045
+]
+SeasonOption = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="forecast: season length of the seasonal-naive baseline."),
+]
+SeedOption = Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")]
+MinAccuracyOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help=(
+            "Fail (exit 1, nothing written) below this test accuracy (classify) or AUROC (anomaly)."
+        ),
+        show_default=False,
+    ),
+]
+RequireBaselineOption = Annotated[
+    bool,
+    typer.Option(
+        help=(
+            "Fail (exit 1, nothing written) unless the model beats chance clearly and "
+            "scores at least as well as every baseline computed (classify: majority "
+            "class, 1-NN ED, 1-NN DTW; anomaly: AUROC 0.5; forecast: seasonal naive)."
+        )
+    ),
+]
+DtwBudgetOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        metavar="SECONDS",
+        help="classify: time allowed for the 1-NN DTW baseline (estimated first; 0 skips).",
+    ),
+]
+JsonMetricsOption = Annotated[
+    bool, typer.Option("--json", help="Print the test metrics as JSON on stdout.")
+]
+ListDatasetsOption = Annotated[
+    bool, typer.Option("--list-datasets", help="List the built-in datasets and exit.")
+]
+
+
 def train(
-    task: Annotated[
-        Optional[TaskChoice], typer.Option(help="What the model learns.", show_default=False)  # noqa: UP045
-    ] = None,
-    out: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(
-            help="Checkpoint folder to write (config.json, model.safetensors, metrics.json)."
-        ),
-    ] = None,
-    dataset: Annotated[
-        Optional[str], typer.Option(help="Built-in dataset name (see --list-datasets).")  # noqa: UP045
-    ] = None,
-    data: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Training data: .npz (X, y\\[, lengths]), .npy, .csv or .ts."),
-    ] = None,
-    test: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Test data in the same layout; default: hold out 20 % of --data."),
-    ] = None,
-    target: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="forecast: columns to predict, names or 0-based indices (a,b or 0,2)."),
-    ] = None,
-    arch: Annotated[
-        ArchChoice,
-        typer.Option(
-            help="auto: chosen from the data's length, channels and size (printed, and kept "
-            "in config.json); lstm or gru: that recurrent cell; lstm-fcn (classify): an LSTM "
-            "beside a fully convolutional branch with global pooling (does not stream)."
-        ),
-    ] = ArchChoice.auto,
-    frontend: Annotated[
-        Optional[FrontendChoice],  # noqa: UP045
-        typer.Option(
-            help="conv: a strided causal Conv1d before the LSTM/GRU that shortens long "
-            "sequences; it streams (in chunks of a multiple of the stride) "
-            "\\[default: auto's choice, else none].",
-            show_default=False,
-        ),
-    ] = None,
-    frontend_stride: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            min=1,
-            help="--frontend conv: input frames per recurrent step \\[default: auto's, else 4].",
-            show_default=False,
-        ),
-    ] = None,
-    frontend_kernel: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(
-            min=2,
-            help="--frontend conv: frames each step reads (>= stride) \\[default: 2 x stride].",
-            show_default=False,
-        ),
-    ] = None,
-    frontend_channels: Annotated[
-        int, typer.Option(min=1, help="--frontend conv: output channels.")
-    ] = 64,
-    fcn_filters: Annotated[
-        str,
-        typer.Option(help="lstm-fcn: filters of its three conv blocks (the paper: 128,256,128)."),
-    ] = "64,128,64",
-    layers: Annotated[int, typer.Option(min=1, help="Stacked recurrent layers.")] = 2,
-    hidden: Annotated[int, typer.Option(min=1, help="Hidden size per layer.")] = 128,
-    bidirectional: Annotated[
-        bool, typer.Option(help="Read sequences both ways (not for anomaly or streaming).")
-    ] = False,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Dropout.")] = 0.1,
-    pooling: Annotated[
-        Optional[PoolingChoice],  # noqa: UP045
-        typer.Option(
-            help="classify: last step or mean over time \\[default: auto's choice, else last].",
-            show_default=False,
-        ),
-    ] = None,
-    epochs: Annotated[
-        Optional[int], typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")  # noqa: UP045
-    ] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size.")] = None,  # noqa: UP045
-    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate.")] = None,  # noqa: UP045
-    lookback: Annotated[
-        Optional[int], typer.Option(min=2, help="forecast/anomaly: input window length.")  # noqa: UP045
-    ] = None,
-    horizon: Annotated[
-        Optional[int], typer.Option(min=1, help="forecast: steps predicted per window.")  # noqa: UP045
-    ] = None,
-    season: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="forecast: season length of the seasonal-naive baseline."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same model.")] = 0,
-    min_accuracy: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help=(
-                "Fail (exit 1, nothing written) below this test accuracy (classify) or AUROC "
-                "(anomaly)."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    require_baseline: Annotated[
-        bool,
-        typer.Option(
-            help=(
-                "Fail (exit 1, nothing written) unless the model beats chance clearly and "
-                "scores at least as well as every baseline computed (classify: majority "
-                "class, 1-NN ED, 1-NN DTW; anomaly: AUROC 0.5; forecast: seasonal naive)."
-            )
-        ),
-    ] = False,
-    dtw_budget: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            metavar="SECONDS",
-            help="classify: time allowed for the 1-NN DTW baseline (estimated first; 0 skips).",
-        ),
-    ] = 60.0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print the test metrics as JSON on stdout.")
-    ] = False,
-    list_datasets: Annotated[
-        bool, typer.Option("--list-datasets", help="List the built-in datasets and exit.")
-    ] = False,
+    task: TaskOption = None,
+    out: OutOption = None,
+    dataset: DatasetOption = None,
+    data: DataOption = None,
+    test: TestOption = None,
+    target: TargetOption = None,
+    arch: ArchOption = ArchChoice.auto,
+    frontend: FrontendOption = None,
+    frontend_stride: FrontendStrideOption = None,
+    frontend_kernel: FrontendKernelOption = None,
+    frontend_channels: FrontendChannelsOption = 64,
+    fcn_filters: FcnFiltersOption = "64,128,64",
+    layers: LayersOption = 2,
+    hidden: HiddenOption = 128,
+    bidirectional: BidirectionalOption = False,
+    dropout: DropoutOption = 0.1,
+    pooling: PoolingOption = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LearningRateOption = None,
+    lookback: LookbackOption = None,
+    horizon: HorizonOption = None,
+    season: SeasonOption = None,
+    seed: SeedOption = 0,
+    min_accuracy: MinAccuracyOption = None,
+    require_baseline: RequireBaselineOption = False,
+    dtw_budget: DtwBudgetOption = 60.0,
+    overwrite: OverwriteFolderOption = False,
+    json_output: JsonMetricsOption = False,
+    list_datasets: ListDatasetsOption = False,
 ) -> None:
     """Train an LSTM/GRU on a built-in dataset or your data and write a checkpoint folder."""
-    from edgelstm.cli.console import (
-        print_dataset_table,
-        print_train_result,
-        stderr_console,
-        stdout_console,
-        training_progress,
-    )
-
     if list_datasets:
-        from edgelstm.data.datasets import dataset_table_rows
-
-        rows = dataset_table_rows()
-        if json_output:
-            typer.echo(json.dumps(rows, indent=2))
-        else:
-            print_dataset_table(rows, stdout_console())
+        _print_datasets(json_output)
         return
-    if task is None:
-        raise InvalidInputError("--task is required (classify, forecast or anomaly)")
-    if out is None:
-        raise InvalidInputError("--out RUN_DIR is required: the checkpoint folder to write")
+    task, out = _required(task, out)
+    from edgelstm.cli.console import stderr_console, training_progress
     from edgelstm.training.trainer import train as train_model
 
     err = stderr_console()
@@ -225,11 +242,34 @@ def train(
             require_baseline=require_baseline,
             dtw_budget_s=dtw_budget,
         )
-    from edgelstm.cli.app import print_warnings
+    _print_result(result, err, json_output)
+
+
+def _required(task: TaskChoice | None, out: Path | None) -> tuple[TaskChoice, Path]:
+    """``--task`` and ``--out``, which only ``--list-datasets`` goes without."""
+    if task is None:
+        raise InvalidInputError("--task is required (classify, forecast or anomaly)")
+    if out is None:
+        raise InvalidInputError("--out RUN_DIR is required: the checkpoint folder to write")
+    return task, out
+
+
+def _print_datasets(json_output: bool) -> None:
+    from edgelstm.cli.console import print_dataset_table, stdout_console
+    from edgelstm.data.datasets import dataset_table_rows
+
+    rows = dataset_table_rows()
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        print_dataset_table(rows, stdout_console())
+
+
+def _print_result(result: TrainResult, err: Any, json_output: bool) -> None:
+    """What ``--arch auto`` chose (a note), the run's warnings, then the metrics."""
+    from edgelstm.cli.console import print_train_result, stdout_console
 
     if result.auto is not None:
-        from edgelstm.cli.app import print_notes
-
         reasons = "".join(f"\n  - {why}" for why in result.auto.reasons)
         print_notes(err, [f"--arch auto, for {result.auto.facts.describe()}:{reasons}"])
     print_warnings(err, result.warnings)

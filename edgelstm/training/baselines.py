@@ -1,8 +1,8 @@
-"""Reference scores a trained model must beat before it is worth exporting and deploying.
+"""Reference results a trained model must beat before it is worth exporting and deploying.
 
-A sequence classifier that scores 0.48 on a two-class problem is no model at all, yet its
+A sequence classifier with accuracy 0.48 on a two-class problem is no model at all, yet its
 training run looks like any other. This module computes, on the same train/test split the
-model is scored on, what the time-series classification archives (UCR/UEA) report for every
+model is evaluated on, what the time-series classification archives (UCR/UEA) report for every
 dataset: the majority-class rate, 1-nearest-neighbour with Euclidean distance and
 1-nearest-neighbour with dynamic time warping (DTW). It also turns a model's test metrics into
 one comparison per task (:func:`compare_with_baselines`): accuracy against those three,
@@ -14,8 +14,8 @@ DTW runs. No torch, so device installs can read and report these numbers too.
 Example:
     >>> from edgelstm.data.datasets import load_dataset  # doctest: +SKIP
     >>> split = load_dataset("ItalyPowerDemand")  # doctest: +SKIP
-    >>> scores = classification_baselines(split.train, split.test)  # doctest: +SKIP
-    >>> scores.best()  # doctest: +SKIP
+    >>> accuracies = classification_baselines(split.train, split.test)  # doctest: +SKIP
+    >>> accuracies.best()  # doctest: +SKIP
     ('1-NN ED', 0.9553)
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,11 @@ import numpy as np
 
 from edgelstm.data.types import SequenceSet
 from edgelstm.errors import InvalidInputError
+from edgelstm.tasks import headline_metric
 
 __all__ = [
+    "BaselineAccuracies",
     "BaselineComparison",
-    "BaselineScores",
     "chance_margin",
     "classification_baselines",
     "compare_with_baselines",
@@ -55,7 +56,7 @@ CHANCE_MARGIN_SHARE = 0.1
 
 
 @dataclass(frozen=True)
-class BaselineScores:
+class BaselineAccuracies:
     """Test accuracies of the standard classification baselines on one train/test split.
 
     ``seconds`` holds how long each took (reporting only: it is left out of :meth:`to_json`
@@ -83,7 +84,7 @@ class BaselineScores:
 
 
 def chance_margin(majority: float) -> float:
-    """The score a model must reach to count as better than chance, given the trivial rule's.
+    """The value a model must reach to count as better than chance, given the trivial rule's.
 
     The model must remove at least a tenth of the errors the trivial rule makes: with classes
     balanced 50/50 (majority 0.5) that is 0.55, with ten balanced classes (0.1) 0.19, with a
@@ -100,7 +101,7 @@ def chance_margin(majority: float) -> float:
 
 def classification_baselines(
     train: SequenceSet, test: SequenceSet, *, dtw_budget_s: float = 60.0
-) -> BaselineScores:
+) -> BaselineAccuracies:
     """Majority class, 1-NN Euclidean and 1-NN DTW test accuracies for a labelled split.
 
     The data is used as given (raw units, not edgelstm's training normalisation), with the
@@ -128,8 +129,8 @@ def classification_baselines(
       a lot is stopped at twice the budget. Otherwise it is None and ``dtw_note`` says why.
 
     Example:
-        >>> scores = classification_baselines(train, test, dtw_budget_s=10)  # doctest: +SKIP
-        >>> scores.majority, scores.nn_euclidean, scores.nn_dtw  # doctest: +SKIP
+        >>> accuracies = classification_baselines(train, test, dtw_budget_s=10)  # doctest: +SKIP
+        >>> accuracies.majority, accuracies.nn_euclidean, accuracies.nn_dtw  # doctest: +SKIP
         (0.499, 0.955, 0.95)
     """
     train_labels = _labels(train, "training")
@@ -160,7 +161,7 @@ def classification_baselines(
     if found is not None:
         nn_dtw = float(np.mean(train_labels[found] == test_labels))
     seconds[NN_DTW] = time.perf_counter() - started
-    return BaselineScores(
+    return BaselineAccuracies(
         majority=majority,
         nn_euclidean=nn_euclidean,
         nn_dtw=nn_dtw,
@@ -230,12 +231,18 @@ def nearest_euclidean(
 
 
 def nearest_dtw(
-    train: Sequence[np.ndarray], test: Sequence[np.ndarray], *, budget_s: float
+    train: Sequence[np.ndarray],
+    test: Sequence[np.ndarray],
+    *,
+    budget_s: float,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[np.ndarray | None, str | None]:
     """Index of each test series' nearest training series by full-window DTW, or why not.
 
-    Returns ``(indices, None)``, or ``(None, note)`` when aeon is missing or the estimated
-    time is over ``budget_s``. Series are prepared by :func:`distance_ready`, not resampled.
+    Returns ``(indices, None)``, or ``(None, note)`` when aeon is missing, the estimated
+    time is over ``budget_s``, or the run passed twice ``budget_s`` (the estimate was far
+    off). ``clock`` (seconds) times the calibration and the run. Series are prepared by
+    :func:`distance_ready`, not resampled.
     """
     try:
         from aeon.distances import dtw_pairwise_distance as aeon_dtw
@@ -260,9 +267,9 @@ def nearest_dtw(
     sample_b = b[:: max(1, len(b) // 2)][:2]
     sample_cells = float(sum(x.shape[1] for x in sample_b) * sum(y.shape[1] for y in sample_a))
     dtw_pairwise_distance(sample_b, sample_a)
-    started = time.perf_counter()
+    started = clock()
     dtw_pairwise_distance(sample_b, sample_a)
-    per_cell = (time.perf_counter() - started) / sample_cells
+    per_cell = (clock() - started) / sample_cells
     total_cells = float(test_steps.sum() * train_steps.sum())
     estimate = per_cell * total_cells
     size = (
@@ -273,14 +280,14 @@ def nearest_dtw(
         return None, (
             f"skipped: estimated {estimate:.0f} s for {size}, over the {budget_s:g} s budget"
         )
-    started = time.perf_counter()
+    started = clock()
     nearest = np.empty(len(b), dtype=np.int64)
     # Blocks of about a tenth of the work, so an estimate that was far off cannot hang a run.
     rows = max(1, math.ceil(len(b) / 10))
     for start in range(0, len(b), rows):
         distances = dtw_pairwise_distance(b[start : start + rows], a)
         nearest[start : start + rows] = np.argmin(distances, axis=1)
-        elapsed = time.perf_counter() - started
+        elapsed = clock() - started
         if start + rows < len(b) and elapsed > 2 * budget_s:
             return None, (
                 f"stopped after {elapsed:.0f} s (estimate {estimate:.0f} s) for {size}, "
@@ -303,7 +310,7 @@ class BaselineComparison:
     """A model's headline test metric beside the baselines of its task.
 
     ``trivial`` is the rule that knows nothing (majority class, random anomaly scores,
-    seasonal naive); ``required`` is the score the model must reach to count as better than
+    seasonal naive); ``required`` is the value the model must reach to count as better than
     it (:func:`chance_margin`; for a forecast, below the seasonal-naive MAE). ``model`` is
     None when the test data cannot give the metric (an anomaly series without labels).
     """
@@ -317,7 +324,7 @@ class BaselineComparison:
     notes: dict[str, str] = field(default_factory=dict)
 
     def beats(self, value: float | None) -> bool | None:
-        """Whether the model scores at least as well as ``value`` (None when either is missing).
+        """Whether the model does at least as well as ``value`` (None when either is missing).
 
         A tie counts: a perfect model cannot do better than a perfect baseline. Beating
         chance is the stricter :attr:`clears_chance`.
@@ -330,7 +337,7 @@ class BaselineComparison:
 
     @property
     def clears_chance(self) -> bool | None:
-        """Whether the model reaches :attr:`required` (None when it has no score)."""
+        """Whether the model reaches :attr:`required` (None when it has no value)."""
         if self.model is None or math.isnan(self.model):
             return None
         if self.higher_is_better:
@@ -364,51 +371,41 @@ class BaselineComparison:
 
 
 def compare_with_baselines(
-    task: str, metrics: Mapping[str, Any], scores: BaselineScores | None = None
+    task: str, metrics: Mapping[str, Any], accuracies: BaselineAccuracies | None = None
 ) -> BaselineComparison:
-    """One comparison for any task, from its test ``metrics`` (and classify ``scores``).
+    """One comparison for any task, from its test ``metrics`` (and classify ``accuracies``).
 
-    classify: accuracy vs majority / 1-NN ED / 1-NN DTW; anomaly: AUROC vs the 0.5 of random
-    scores; forecast: MAE vs seasonal naive (``metrics["baseline_mae"]``).
+    The model is judged by its task's headline metric (:data:`edgelstm.tasks.HEADLINE_METRICS`):
+    classify accuracy vs majority / 1-NN ED / 1-NN DTW; anomaly AUROC vs the 0.5 of random
+    scores; forecast MAE vs seasonal naive (``metrics["baseline_mae"]``).
     """
+    headline = headline_metric(task)
+    model = _number(metrics.get(headline.key))
+    values: dict[str, float | None]
+    notes: dict[str, str] = {}
     if task == "classify":
-        if scores is None:
+        if accuracies is None:
             raise InvalidInputError("a classify comparison needs the classification baselines")
-        notes = {NN_DTW: scores.dtw_note} if scores.dtw_note else {}
-        return BaselineComparison(
-            metric="accuracy",
-            higher_is_better=True,
-            model=_number(metrics.get("accuracy")),
-            values=scores.values(),
-            trivial=MAJORITY,
-            required=chance_margin(scores.majority),
-            notes=notes,
-        )
-    if task == "anomaly":
-        auroc = _number(metrics.get("auroc"))
-        notes = {}
-        if auroc is None:
+        if accuracies.dtw_note:
+            notes[NN_DTW] = accuracies.dtw_note
+        values, trivial = accuracies.values(), MAJORITY
+        required = chance_margin(accuracies.majority)
+    elif task == "anomaly":
+        if model is None:
             notes[RANDOM_SCORES] = "the test series has no anomaly labels, so no AUROC"
-        return BaselineComparison(
-            metric="auroc",
-            higher_is_better=True,
-            model=auroc,
-            values={RANDOM_SCORES: 0.5},
-            trivial=RANDOM_SCORES,
-            required=chance_margin(0.5),
-            notes=notes,
-        )
-    if task == "forecast":
+        values, trivial, required = {RANDOM_SCORES: 0.5}, RANDOM_SCORES, chance_margin(0.5)
+    else:
         naive = float(metrics["baseline_mae"])
-        return BaselineComparison(
-            metric="mae",
-            higher_is_better=False,
-            model=_number(metrics.get("mae")),
-            values={SEASONAL_NAIVE: naive},
-            trivial=SEASONAL_NAIVE,
-            required=naive,
-        )
-    raise InvalidInputError(f"unknown task {task!r}; choose classify, forecast or anomaly")
+        values, trivial, required = {SEASONAL_NAIVE: naive}, SEASONAL_NAIVE, naive
+    return BaselineComparison(
+        metric=headline.key,
+        higher_is_better=headline.higher_is_better,
+        model=model,
+        values=values,
+        trivial=trivial,
+        required=required,
+        notes=notes,
+    )
 
 
 def _number(value: Any) -> float | None:

@@ -1,11 +1,11 @@
-"""Scoring a model on a checkpoint's data: read the data, cut the splits as training did, and
-compute the task's test metrics in original units.
+"""Evaluating a model on a checkpoint's data: read the data, cut the splits as training did,
+and compute the task's test metrics in original units.
 
-Nothing here imports torch: the accuracy gate of ``quantize`` and ``benchmark --eval`` score
-ONNX models on a device install (``edgelstm[cpu,data]``) exactly as training scored the
-PyTorch model. They do it through :class:`ScoringData` and :func:`score` (for ONNX files,
-:func:`edgelstm.runtimes.model_io.accuracy.score_onnx`), so every score of a model is the
-same number.
+Nothing here imports torch: the accuracy gate of ``quantize`` and ``benchmark --eval``
+evaluate ONNX models on a device install (``edgelstm[cpu,data]``) exactly as training
+evaluated the PyTorch model. They do it through :class:`EvaluationData` and :func:`evaluate`
+(for ONNX files, :func:`edgelstm.runtimes.model_io.accuracy.evaluate_onnx`), so every
+measurement of a model's quality is the same number.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def prepare_task_data(
     rng: np.random.Generator,
 ) -> PreparedData:
     """Cut and normalise the splits exactly as training does (the same ``rng`` gives the same
-    cut), so a checkpoint's exports are scored on its own test split."""
+    cut), so a checkpoint's exports are evaluated on its own test split."""
     train_data, test_data = loaded.train, loaded.test
     if task == "classify":
         assert isinstance(train_data, SequenceSet)
@@ -167,15 +167,15 @@ def prepare_task_data(
 Predictor = Callable[[Split], np.ndarray]
 
 
-def evaluate(
+def task_metrics(
     run: Predictor, prepared: PreparedData, *, season: int = 1
 ) -> tuple[dict[str, Any], float | None]:
-    """Test metrics in original units, and the anomaly threshold (None for other tasks).
+    """All test metrics in original units, and the anomaly threshold (None for other tasks).
 
     ``run`` maps a split to raw model outputs: an ONNX Runtime session
     (:class:`edgelstm.runtimes.model_io.feeding.SplitPredictor`) or a trained PyTorch model
-    (:func:`edgelstm.training.torch_predictor`), so the checkpoint, its exports and their
-    quantized versions are scored by exactly the same code.
+    (:func:`edgelstm.training.trainer.torch_predictor`), so the checkpoint, its exports and
+    their quantized versions are measured by exactly the same code.
     """
     task = prepared.task
     test = prepared.test
@@ -209,7 +209,7 @@ def evaluate(
 
 
 def raw_classification_sets(prepared: PreparedData) -> tuple[SequenceSet, SequenceSet]:
-    """The sequences a classifier learnt from (training + validation) and is scored on (test),
+    """The sequences a classifier learnt from (training + validation) and is evaluated on (test),
     unpadded and back in original units, with their class labels.
 
     The baselines of :mod:`edgelstm.training.baselines` are computed on exactly these, so they and
@@ -247,17 +247,17 @@ def compare_model_with_baselines(
     with ``dtw_budget_s``); anomaly and forecast read what ``metrics`` already hold (random
     scores' AUROC 0.5, the seasonal-naive MAE).
     """
-    scores = None
+    accuracies = None
     if prepared.task == "classify":
         train, test = raw_classification_sets(prepared)
-        scores = classification_baselines(train, test, dtw_budget_s=dtw_budget_s)
-    return compare_with_baselines(prepared.task, metrics, scores)
+        accuracies = classification_baselines(train, test, dtw_budget_s=dtw_budget_s)
+    return compare_with_baselines(prepared.task, metrics, accuracies)
 
 
 def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord]:
     """Rebuild a checkpoint's splits exactly as training cut and normalised them.
 
-    Used to score exported or quantized models on the same test data as the checkpoint.
+    Used to evaluate exported or quantized models on the same test data as the checkpoint.
     The data must be unchanged: its normalisation statistics are compared with the stored ones.
     """
     from edgelstm.data.datasets import dataset_names
@@ -286,16 +286,16 @@ def prepare_for_evaluation(run_dir: Path | str) -> tuple[PreparedData, RunRecord
 
 
 @dataclass(frozen=True)
-class ScoringData:
-    """A checkpoint's test split, prepared once, with what scoring on it needs besides.
+class EvaluationData:
+    """A checkpoint's test split, prepared once, with what evaluating on it needs besides.
 
-    Preparing reads and cuts the whole dataset; a caller scoring several models on one
+    Preparing reads and cuts the whole dataset; a caller evaluating several models on one
     checkpoint (float and quantized in the gate, every artifact in a benchmark) builds this
-    once and passes it to :func:`score` for each.
+    once and passes it to :func:`evaluate` for each.
 
     Example:
-        >>> data = ScoringData.from_run("runs/jv")  # doctest: +SKIP
-        >>> data.gate.metric, score(predictor, data)  # doctest: +SKIP
+        >>> data = EvaluationData.from_run("runs/jv")  # doctest: +SKIP
+        >>> data.gate.metric, evaluate(predictor, data)  # doctest: +SKIP
         ('accuracy', 0.9757)
     """
 
@@ -305,22 +305,22 @@ class ScoringData:
     season: int
 
     @classmethod
-    def from_run(cls, run_dir: Path | str) -> ScoringData:
+    def from_run(cls, run_dir: Path | str) -> EvaluationData:
         """The test split of the checkpoint in ``run_dir`` (see :func:`prepare_for_evaluation`)."""
         prepared, record = prepare_for_evaluation(run_dir)
         return cls(Path(run_dir), prepared, int(record.dataset.details.get("season", 1)))
 
     @property
     def gate(self) -> Gate:
-        """The task's default gate; its ``metric`` is the number :func:`score` returns."""
+        """The task's default gate; its ``metric`` is the number :func:`evaluate` returns."""
         return DEFAULT_GATES[self.prepared.task]
 
 
-def score(run: Predictor, data: ScoringData) -> float:
-    """The gate metric of ``run`` on the checkpoint's test split.
+def evaluate(run: Predictor, data: EvaluationData) -> float:
+    """The headline (gate) metric of ``run`` on the checkpoint's test split.
 
     NaN when the split cannot give it (an anomaly test series without labels has no AUROC):
     a gate then fails and a benchmark row shows no value, rather than a made-up number.
     """
-    metrics, _ = evaluate(run, data.prepared, season=data.season)
+    metrics, _ = task_metrics(run, data.prepared, season=data.season)
     return float(metrics.get(data.gate.metric, math.nan))

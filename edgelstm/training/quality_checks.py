@@ -10,35 +10,109 @@ numbers and the flags to try.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgelstm.config import ModelConfig, TrainConfig
-from edgelstm.errors import InvalidInputError
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.tasks import PreparedData, metric_label
 from edgelstm.training.architecture import DataFacts
 from edgelstm.training.baselines import BaselineComparison
 
 __all__ = [
+    "QualityChecks",
     "RunFacts",
     "baseline_summary",
     "chance_warnings",
-    "check_baseline_options",
-    "failed_checks",
     "short_advice",
 ]
 
 
-def check_baseline_options(task: str, min_accuracy: float | None, dtw_budget_s: float) -> None:
-    """Refuse impossible baseline options before any data is read."""
-    if min_accuracy is not None:
-        if task == "forecast":
+@dataclass(frozen=True)
+class QualityChecks:
+    """What a trained model must show before :func:`edgelstm.training.trainer.train` writes it.
+
+    Every model's headline test metric is compared with its task's baselines on the same
+    split (classify: majority class, 1-NN ED, and 1-NN DTW within ``dtw_budget_s`` seconds, 0
+    skipping it; anomaly: AUROC 0.5; forecast: seasonal naive); a model not clearly better
+    than chance comes with a warning. ``min_accuracy`` (classify: accuracy; anomaly: AUROC)
+    and ``require_baseline`` (beat chance and every baseline computed) turn that into
+    :class:`~edgelstm.errors.CheckFailedError`, raised before anything is written.
+    """
+
+    min_accuracy: float | None
+    require_baseline: bool
+    dtw_budget_s: float
+
+    @property
+    def can_fail(self) -> bool:
+        """Whether a check can fail the run (the comparison and warning always happen)."""
+        return self.min_accuracy is not None or self.require_baseline
+
+    def refuse_impossible(self, task: str) -> None:
+        """Refuse impossible baseline options before any data is read."""
+        if self.min_accuracy is not None:
+            if task == "forecast":
+                raise InvalidInputError(
+                    "--min-accuracy applies to classify (test accuracy) and anomaly (test "
+                    "AUROC); a forecast is scored by its MAE: use --require-baseline to require "
+                    "beating the seasonal-naive forecast"
+                )
+            if not 0.0 <= self.min_accuracy <= 1.0:
+                raise InvalidInputError(
+                    f"--min-accuracy is a fraction in [0, 1], got {self.min_accuracy}"
+                )
+        if not self.dtw_budget_s >= 0:
+            raise InvalidInputError(f"--dtw-budget is seconds >= 0, got {self.dtw_budget_s}")
+
+    def refuse_unlabelled_anomalies(self, prepared: PreparedData) -> None:
+        """Refuse an anomaly check on test data that cannot give an AUROC, before training."""
+        if prepared.task != "anomaly" or not self.can_fail:
+            return
+        labels = None if prepared.test.y is None else prepared.test.y[prepared.test_start :]
+        if labels is None or not labels.any() or labels.all():
+            option = "--min-accuracy" if self.min_accuracy is not None else "--require-baseline"
             raise InvalidInputError(
-                "--min-accuracy applies to classify (test accuracy) and anomaly (test AUROC); "
-                "a forecast is scored by its MAE: use --require-baseline to require beating "
-                "the seasonal-naive forecast"
+                f"{option} checks the test AUROC, but the anomaly test data has no labels "
+                "marking both normal and anomalous steps; give labelled test data (an "
+                f"is_anomaly column) or drop {option}"
             )
-        if not 0.0 <= min_accuracy <= 1.0:
-            raise InvalidInputError(f"--min-accuracy is a fraction in [0, 1], got {min_accuracy}")
-    if not dtw_budget_s >= 0:
-        raise InvalidInputError(f"--dtw-budget is seconds >= 0, got {dtw_budget_s}")
+
+    def failures(self, comparison: BaselineComparison) -> list[str]:
+        """One phrase per failed ``--min-accuracy`` / ``--require-baseline`` check."""
+        failures: list[str] = []
+        name = _metric_name(comparison)
+        model = _value(comparison, comparison.model)
+        minimum = self.min_accuracy
+        if minimum is not None and (comparison.model is None or comparison.model < minimum - 1e-12):
+            failures.append(f"{name} {model} is below --min-accuracy {minimum:g}")
+        if self.require_baseline:
+            best_name, best_value = comparison.best()
+            if not comparison.clears_chance:
+                failures.append(
+                    f"{name} {model} is not clearly better than "
+                    f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)} "
+                    f"({_required(comparison)}; --require-baseline)"
+                )
+            elif not comparison.beats(best_value):
+                failures.append(
+                    f"{name} {model} is worse than the strongest baseline, {best_name} "
+                    f"{_value(comparison, best_value)} (--require-baseline)"
+                )
+        return failures
+
+    def enforce(
+        self, comparison: BaselineComparison, facts: RunFacts, out: Path
+    ) -> tuple[str, ...]:
+        """Raise :class:`CheckFailedError` for a failed check (naming the baselines and what
+        to try), else return the :func:`chance_warnings` for the run's ``warning:`` lines."""
+        failures = self.failures(comparison)
+        if failures:
+            raise CheckFailedError(
+                f"{'; '.join(failures)} (baselines on the same test split: "
+                f"{baseline_summary(comparison)}); nothing was written to {out}. "
+                f"Try {short_advice(facts)}"
+            )
+        return chance_warnings(comparison, facts)
 
 
 @dataclass(frozen=True)
@@ -59,9 +133,7 @@ _TRIVIAL_NAMES = {"majority": "the majority class", "random scores": "random sco
 
 
 def _metric_name(comparison: BaselineComparison) -> str:
-    return {"accuracy": "test accuracy", "auroc": "test AUROC", "mae": "test MAE"}.get(
-        comparison.metric, comparison.metric
-    )
+    return f"test {metric_label(comparison.metric)}"
 
 
 def _value(comparison: BaselineComparison, value: float | None) -> str:
@@ -76,33 +148,6 @@ def baseline_summary(comparison: BaselineComparison) -> str:
     for name, value in comparison.values.items():
         parts.append(f"{name} {'skipped' if value is None else _value(comparison, value)}")
     return ", ".join(parts)
-
-
-def failed_checks(
-    comparison: BaselineComparison, min_accuracy: float | None, require_baseline: bool
-) -> list[str]:
-    """One phrase per failed ``--min-accuracy`` / ``--require-baseline`` check."""
-    failures: list[str] = []
-    name = _metric_name(comparison)
-    model = _value(comparison, comparison.model)
-    if min_accuracy is not None and (
-        comparison.model is None or comparison.model < min_accuracy - 1e-12
-    ):
-        failures.append(f"{name} {model} is below --min-accuracy {min_accuracy:g}")
-    if require_baseline:
-        best_name, best_value = comparison.best()
-        if not comparison.clears_chance:
-            failures.append(
-                f"{name} {model} is not clearly better than "
-                f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)} "
-                f"({_required(comparison)}; --require-baseline)"
-            )
-        elif not comparison.beats(best_value):
-            failures.append(
-                f"{name} {model} is worse than the strongest baseline, {best_name} "
-                f"{_value(comparison, best_value)} (--require-baseline)"
-            )
-    return failures
 
 
 def _required(comparison: BaselineComparison) -> str:

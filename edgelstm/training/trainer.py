@@ -9,7 +9,7 @@ import copy
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,9 @@ from edgelstm.config import (
     RunRecord,
     TrainConfig,
 )
-from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import check_output_path
-from edgelstm.tasks import (
-    PreparedData,
-    Split,
-)
+from edgelstm.tasks import PreparedData, Split, headline_metric
 from edgelstm.training.architecture import (
     AutoChoice,
     DataFacts,
@@ -41,21 +38,15 @@ from edgelstm.training.architecture import (
 )
 from edgelstm.training.checkpoint import save_checkpoint
 from edgelstm.training.evaluation import (
+    LoadedData,
     Predictor,
     compare_model_with_baselines,
-    evaluate,
     load_task_data,
     prepare_task_data,
+    task_metrics,
 )
 from edgelstm.training.models import SequenceModel, build_model
-from edgelstm.training.quality_checks import (
-    RunFacts,
-    baseline_summary,
-    chance_warnings,
-    check_baseline_options,
-    failed_checks,
-    short_advice,
-)
+from edgelstm.training.quality_checks import QualityChecks, RunFacts
 
 
 @dataclass(frozen=True)
@@ -118,27 +109,12 @@ def train(
 ) -> TrainResult:
     """Train an LSTM/GRU on a built-in dataset or your files and write a checkpoint folder.
 
-    ``arch="auto"`` (the default) chooses the architecture, front end and pooling from the
-    training data's shape (:func:`edgelstm.training.architecture.choose_settings`); the choice
-    and its reasons
-    are in ``TrainResult.auto`` and the checkpoint's ``config.json``, and settings given
-    explicitly are kept. ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch
-    with ``fcn_filters``;
-    ``frontend="conv"`` puts a causal Conv1d with ``frontend_channels`` filters of
-    ``frontend_kernel`` frames every ``frontend_stride`` frames before the recurrent layers
-    (see :class:`edgelstm.config.ModelConfig`).
-
     Exactly one of ``dataset`` (see :func:`edgelstm.data.datasets.list_datasets`) or ``data``
     (``.npz``/``.npy``/``.csv``/``.ts``) is required. The checkpoint at ``out`` holds
     ``config.json``, ``model.safetensors`` and ``metrics.json``; it is written atomically.
-
-    The model's test metric is compared with its task's baselines on the same split (classify:
-    majority class, 1-NN ED, 1-NN DTW within ``dtw_budget_s`` seconds, 0 skips it; anomaly:
-    AUROC 0.5; forecast: seasonal naive), stored under ``metrics["baselines"]``. A model not
-    clearly better than chance comes back with a message in ``TrainResult.warnings``.
-    ``min_accuracy`` (classify: accuracy; anomaly: AUROC) and ``require_baseline`` (beat
-    chance and every baseline computed) turn that into :class:`CheckFailedError`, raised
-    before anything is written.
+    The model settings are those of :class:`ModelRequest`; ``arch="auto"`` chooses the rest
+    from the data (in ``TrainResult.auto``). :class:`QualityChecks` describes the baseline
+    comparison and what ``min_accuracy``, ``require_baseline`` and ``dtw_budget_s`` do.
 
     Example:
         >>> result = train("classify", dataset="JapaneseVowels", out="runs/jv")  # doctest: +SKIP
@@ -147,138 +123,206 @@ def train(
     """
     started = time.perf_counter()
     out = Path(out)
-    if task not in ("classify", "forecast", "anomaly"):
-        raise InvalidInputError(f"unknown task {task!r}; choose classify, forecast or anomaly")
-    # Refuse an existing output before spending minutes on training.
+    checks = QualityChecks(min_accuracy, require_baseline, dtw_budget_s)
+    _refuse_before_reading(task, out, overwrite=overwrite, preset=preset, checks=checks)
+    loaded = load_task_data(task, dataset, data, test, target)
+    typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+    config = _train_config(preset, loaded.defaults, typed, lookback, horizon, seed)
+    season = _season(season, loaded.defaults)
+    prepared = prepare_task_data(task, loaded, config, target, np.random.default_rng(config.seed))
+    checks.refuse_unlabelled_anomalies(prepared)
+    request = ModelRequest(
+        arch=arch,
+        layers=layers,
+        hidden=hidden,
+        bidirectional=bidirectional,
+        dropout=dropout,
+        pooling=pooling,
+        frontend=frontend,
+        frontend_stride=frontend_stride,
+        frontend_kernel=frontend_kernel,
+        frontend_channels=frontend_channels,
+        fcn_filters=tuple(fcn_filters),
+    )
+    fitted = _build_and_fit(prepared, config, request, typed, progress)
+    return _check_and_save(
+        fitted, loaded, prepared, config, season, checks, out, overwrite=overwrite, started=started
+    )
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """The model settings given to :func:`train`; None leaves a setting to ``arch="auto"``,
+    then to :class:`edgelstm.config.ModelConfig`'s default.
+
+    ``arch="auto"`` chooses the architecture, front end and pooling from the training data's
+    shape (:func:`edgelstm.training.architecture.choose_settings`); the choice and its
+    reasons are kept in the checkpoint's ``config.json``, and settings given explicitly win.
+    ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch with ``fcn_filters``;
+    ``frontend="conv"`` puts a causal Conv1d with ``frontend_channels`` filters of
+    ``frontend_kernel`` frames every ``frontend_stride`` frames before the recurrent layers.
+    """
+
+    arch: str
+    layers: int
+    hidden: int
+    bidirectional: bool
+    dropout: float
+    pooling: str | None
+    frontend: str | None
+    frontend_stride: int | None
+    frontend_kernel: int | None
+    frontend_channels: int
+    fcn_filters: tuple[int, ...]
+
+    def given(self) -> dict[str, Any]:
+        """The settings ``arch="auto"`` may choose that were given explicitly."""
+        given = {
+            "arch": None if self.arch == "auto" else self.arch,
+            "pooling": self.pooling,
+            "frontend": self.frontend,
+            "frontend_stride": self.frontend_stride,
+            "frontend_kernel": self.frontend_kernel,
+        }
+        return {key: value for key, value in given.items() if value is not None}
+
+
+def _refuse_before_reading(
+    task: str, out: Path, *, overwrite: bool, preset: str, checks: QualityChecks
+) -> None:
+    """Refuse a request that cannot succeed before reading data or spending minutes training."""
+    headline_metric(task)  # an unknown task is refused here
     check_output_path(out, overwrite=overwrite, kind="folder")
     if preset not in TRAIN_PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose {', '.join(TRAIN_PRESETS)}")
-    check_baseline_options(task, min_accuracy, dtw_budget_s)
-    loaded = load_task_data(task, dataset, data, test, target)
-    defaults = loaded.defaults
-    overrides: dict[str, Any] = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
+    checks.refuse_impossible(task)
+
+
+def _train_config(
+    preset: str,
+    defaults: Mapping[str, Any],
+    typed: Mapping[str, Any],
+    lookback: int | None,
+    horizon: int | None,
+    seed: int,
+) -> TrainConfig:
+    """The preset, with the dataset's defaults and then the caller's values over it."""
+    overrides = {
+        **typed,
         "lookback": lookback if lookback is not None else defaults.get("lookback"),
         "horizon": horizon if horizon is not None else defaults.get("horizon"),
         "seed": seed,
     }
-    config = replace(TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _season(season: int | None, defaults: Mapping[str, Any]) -> int:
+    """The seasonal-naive baseline's season: given, else the dataset's, else 1."""
     season = season if season is not None else int(defaults.get("season", 1))
     if season < 1:
         raise InvalidInputError(f"--season must be >= 1, got {season}")
+    return season
 
-    rng = np.random.default_rng(config.seed)
-    prepared = prepare_task_data(task, loaded, config, target, rng)
-    if task == "anomaly" and (min_accuracy is not None or require_baseline):
-        labels = None if prepared.test.y is None else prepared.test.y[prepared.test_start :]
-        if labels is None or not labels.any() or labels.all():
-            option = "--min-accuracy" if min_accuracy is not None else "--require-baseline"
-            raise InvalidInputError(
-                f"{option} checks the test AUROC, but the anomaly test data has no labels "
-                "marking both normal and anomalous steps; give labelled test data (an "
-                f"is_anomaly column) or drop {option}"
-            )
+
+@dataclass(frozen=True)
+class _FittedModel:
+    """A trained model with what it was built from."""
+
+    model: SequenceModel
+    config: ModelConfig
+    fit: FitSummary
+    data: DataFacts
+    auto: AutoChoice | None
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _build_and_fit(
+    prepared: PreparedData,
+    config: TrainConfig,
+    request: ModelRequest,
+    typed: Mapping[str, Any],
+    progress: ProgressCallback | None,
+) -> _FittedModel:
+    """Choose the model (what was given wins, ``auto`` fills the rest), build it, train it."""
     data_facts = DataFacts.from_prepared(prepared)
     auto = None
-    if arch == "auto":
+    if request.arch == "auto":
         auto = choose_settings(data_facts)
-        typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
         batch = effective_batch_size(config, len(prepared.train))
-        auto = replace(
-            auto,
-            reasons=auto.reasons
-            + training_reasons(
-                config,
-                batch,
-                len(prepared.train),
-                frozenset(k for k, v in typed.items() if v is not None),
-            ),
-        )
-    given = {
-        "arch": None if arch == "auto" else arch,
-        "pooling": pooling,
-        "frontend": frontend,
-        "frontend_stride": frontend_stride,
-        "frontend_kernel": frontend_kernel,
-    }
-    # What the user typed wins; auto fills the rest; ModelConfig's defaults fill what is left.
-    chosen = {
-        **(auto.settings if auto else {}),
-        **{key: value for key, value in given.items() if value is not None},
-    }
+        typed_names = frozenset(k for k, v in typed.items() if v is not None)
+        reasons = training_reasons(config, batch, len(prepared.train), typed_names)
+        auto = replace(auto, reasons=auto.reasons + reasons)
+    # ModelConfig's defaults fill what neither the caller nor auto chose.
+    chosen = {**(auto.settings if auto else {}), **request.given()}
     if "frontend_kernel" not in chosen and "frontend_stride" in chosen:
         chosen["frontend_kernel"] = frontend_kernel_for(chosen["frontend_stride"])
+    test_targets = prepared.test.y
+    horizon = (
+        int(test_targets.shape[1])
+        if prepared.task == "forecast" and test_targets is not None
+        else 0
+    )
     model_config = ModelConfig(
-        task=task,  # type: ignore[arg-type]
+        task=prepared.task,  # type: ignore[arg-type]
         input_size=prepared.num_features,
-        hidden_size=hidden,
-        num_layers=layers,
-        bidirectional=bidirectional,
-        dropout=dropout,
+        hidden_size=request.hidden,
+        num_layers=request.layers,
+        bidirectional=request.bidirectional,
+        dropout=request.dropout,
         num_classes=len(prepared.class_labels),
-        horizon=int(prepared.test.y.shape[1])
-        if task == "forecast" and prepared.test.y is not None
-        else 0,
+        horizon=horizon,
         target_indices=prepared.target_indices,
-        frontend_channels=frontend_channels,
-        fcn_filters=tuple(fcn_filters),
+        frontend_channels=request.frontend_channels,
+        fcn_filters=request.fcn_filters,
         **chosen,
     )
     torch.manual_seed(config.seed)
     model = build_model(model_config)
     fit = fit_model(model, prepared, config, progress=progress)
     model.eval()
-    metrics, threshold = evaluate(torch_predictor(model), prepared, season=season)
+    return _FittedModel(model, model_config, fit, data_facts, auto)
+
+
+def _check_and_save(
+    fitted: _FittedModel,
+    loaded: LoadedData,
+    prepared: PreparedData,
+    config: TrainConfig,
+    season: int,
+    checks: QualityChecks,
+    out: Path,
+    *,
+    overwrite: bool,
+    started: float,
+) -> TrainResult:
+    """Test metrics beside the baselines; a model failing ``checks`` is refused before
+    anything is written, any other is saved with its warnings."""
+    metrics, threshold = task_metrics(torch_predictor(fitted.model), prepared, season=season)
+    fit = fitted.fit
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
     metrics["refit_epochs"] = fit.refit_epochs
-    parameters = sum(p.numel() for p in model.parameters())
-    metrics["parameters"] = parameters
-    metrics["weights_mb"] = round(parameters * 4 / 1e6, 3)  # FP32: about the exported .onnx
+    metrics["parameters"] = fitted.parameters
+    metrics["weights_mb"] = round(fitted.parameters * 4 / 1e6, 3)  # FP32: about the .onnx
     baselines_started = time.perf_counter()
-    comparison = compare_model_with_baselines(prepared, metrics, dtw_budget_s=dtw_budget_s)
+    comparison = compare_model_with_baselines(prepared, metrics, dtw_budget_s=checks.dtw_budget_s)
     baseline_seconds = time.perf_counter() - baselines_started
     metrics["baselines"] = comparison.to_json()
     facts = RunFacts(
-        data=data_facts,
-        parameters=parameters,
+        data=fitted.data,
+        parameters=fitted.parameters,
         config=config,
-        model=model_config,
+        model=fitted.config,
         epochs_run=fit.epochs_run,
         best_epoch=fit.best_epoch,
         season=season,
     )
-    failures = failed_checks(comparison, min_accuracy, require_baseline)
-    if failures:
-        raise CheckFailedError(
-            f"{'; '.join(failures)} (baselines on the same test split: "
-            f"{baseline_summary(comparison)}); nothing was written to {out}. "
-            f"Try {short_advice(facts)}"
-        )
-    warnings = chance_warnings(comparison, facts)
-    record = RunRecord(
-        model=model_config,
-        train=config,
-        dataset=DatasetInfo(
-            name=loaded.name,
-            source=loaded.source,
-            train_size=len(prepared.train) + len(prepared.val),
-            test_size=len(prepared.test) if task != "anomaly" else int(prepared.test.x.shape[1]),
-            variable_length=bool(prepared.details.get("variable_length", False)),
-            details={**prepared.details, "season": season},
-        ),
-        feature_names=prepared.feature_names,
-        normalization=prepared.normalization,
-        class_labels=prepared.class_labels,
-        target_names=tuple(prepared.feature_names[i] for i in prepared.target_indices),
-        anomaly_threshold=threshold,
-        auto=None if auto is None else auto.to_json(),
-        edgelstm_version=__version__,
-        torch_version=torch.__version__,
-    )
-    save_checkpoint(out, record, model, metrics, overwrite=overwrite)
+    warnings = checks.enforce(comparison, facts, out)
+    record = _run_record(fitted, loaded, prepared, config, season, threshold)
+    save_checkpoint(out, record, fitted.model, metrics, overwrite=overwrite)
     return TrainResult(
         out=out,
         record=record,
@@ -287,9 +331,41 @@ def train(
         best_epoch=fit.best_epoch,
         seconds=time.perf_counter() - started,
         warnings=warnings,
-        auto=auto,
-        sequence_ms=sequence_latency_ms(model, data_facts.median_length),
+        auto=fitted.auto,
+        sequence_ms=sequence_latency_ms(fitted.model, fitted.data.median_length),
         baseline_seconds=baseline_seconds,
+    )
+
+
+def _run_record(
+    fitted: _FittedModel,
+    loaded: LoadedData,
+    prepared: PreparedData,
+    config: TrainConfig,
+    season: int,
+    threshold: float | None,
+) -> RunRecord:
+    """The checkpoint's ``config.json``: enough to rebuild, export and re-evaluate the model."""
+    anomaly = prepared.task == "anomaly"
+    return RunRecord(
+        model=fitted.config,
+        train=config,
+        dataset=DatasetInfo(
+            name=loaded.name,
+            source=loaded.source,
+            train_size=len(prepared.train) + len(prepared.val),
+            test_size=int(prepared.test.x.shape[1]) if anomaly else len(prepared.test),
+            variable_length=bool(prepared.details.get("variable_length", False)),
+            details={**prepared.details, "season": season},
+        ),
+        feature_names=prepared.feature_names,
+        normalization=prepared.normalization,
+        class_labels=prepared.class_labels,
+        target_names=tuple(prepared.feature_names[i] for i in prepared.target_indices),
+        anomaly_threshold=threshold,
+        auto=None if fitted.auto is None else fitted.auto.to_json(),
+        edgelstm_version=__version__,
+        torch_version=torch.__version__,
     )
 
 
@@ -337,7 +413,7 @@ def _loss(
     return nn.functional.mse_loss(pred[:, :-1], clean[:, 1:])
 
 
-def _validation_score(model: SequenceModel, split: Split) -> tuple[float, str]:
+def _validation_error(model: SequenceModel, split: Split) -> tuple[float, str]:
     """Lower is better; the string is what the progress bar shows."""
     with torch.no_grad():
         if model.config.task == "classify":
@@ -446,7 +522,7 @@ def fit_model(
 
     def watch(epoch: int, loss: float) -> bool:
         nonlocal best_val, best_epoch, best_state
-        val, shown = _validation_score(model, prepared.val)
+        val, shown = _validation_error(model, prepared.val)
         if val < best_val:
             best_val, best_epoch = val, epoch
             best_state = copy.deepcopy(model.state_dict())
@@ -494,5 +570,7 @@ def predict(model: SequenceModel, split: Split, batch_size: int = 256) -> np.nda
 
 
 def torch_predictor(model: SequenceModel) -> Predictor:
-    """A trained model as a :data:`~edgelstm.training.evaluation.Predictor` for :func:`evaluate`."""
+    """A trained model as a :data:`~edgelstm.training.evaluation.Predictor` (for
+    :func:`~edgelstm.training.evaluation.task_metrics` and
+    :func:`~edgelstm.training.evaluation.evaluate`)."""
     return functools.partial(predict, model)
