@@ -1687,3 +1687,46 @@ def test_markdown_names_the_placement_of_rows_off_the_cpu() -> None:
         "",
     ]
     assert placement_lines(rows[:1]) == []
+
+
+class _Parsed(Exception):
+    """Raised in place of running a suite once its command line is parsed."""
+
+
+@pytest.mark.parametrize(
+    ("suite", "argv", "flag", "default"),
+    [
+        ("reference", [], "out", "benchmark-results"),
+        ("training_quality", [], "out", "benchmark-results"),
+        ("quantization_speed", [], "out", "benchmark-results"),
+        ("long_stream", [], "out", "benchmark-results"),
+        ("serve_load.runner", ["--model", "reference"], "out", "benchmark-results"),
+        ("batch_throughput", ["--model", "reference"], "out_dir", "benchmark-results"),
+        (
+            "device_install",
+            ["--env", "device=.venv", "--model", "m.onnx", "--input", "x.npz"],
+            "out",
+            "benchmark-results/device_install",
+        ),
+    ],
+)
+def test_a_suite_writes_to_a_working_folder_unless_told_the_committed_one(
+    monkeypatch: pytest.MonkeyPatch, suite: str, argv: list[str], flag: str, default: str
+) -> None:
+    # A trial run must not overwrite benchmarks/results: only `--out benchmarks/results` may.
+    import argparse
+    import importlib
+
+    parse = argparse.ArgumentParser.parse_args
+    parsed: list[argparse.Namespace] = []
+
+    def parse_then_stop(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(parse(self, *args, **kwargs))
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    main = importlib.import_module(f"edgelstm.benchmarks.suites.{suite}").main
+    for given, expected in (([], default), ([f"--{flag.replace('_', '-')}", "x"], "x")):
+        with pytest.raises(_Parsed):
+            main([*argv, *given])
+        assert getattr(parsed.pop(), flag) == Path(expected)

@@ -14,17 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from edgelstm.benchmarks.suites.serve_load import (
-    LoadPlan,
-    StreamLog,
-    _stream,
-    batch_sizes,
-    compare_rows,
-    failures,
-    main,
-    parse_metrics,
-    saturation,
-)
+from edgelstm.benchmarks.suites.serve_load.clients import run_schedule
+from edgelstm.benchmarks.suites.serve_load.plan import LoadPlan, StreamLog
+from edgelstm.benchmarks.suites.serve_load.report import failures, saturation
+from edgelstm.benchmarks.suites.serve_load.rows_check import compare_rows
+from edgelstm.benchmarks.suites.serve_load.runner import main
+from edgelstm.benchmarks.suites.serve_load.sampling import batch_sizes, parse_metrics
 
 if TYPE_CHECKING:
     from edgelstm.training.trainer import TrainResult
@@ -61,7 +56,7 @@ def test_a_tiny_load_is_served_in_order_with_the_offline_rows(
     assert requests["ok"] == requests["scheduled"] == 3 * 10  # 1 s at 20 Hz, 2 frames each
     assert requests["lost"] == requests["reordered"] == requests["rejected"] == 0
     assert point["achieved_frames_per_s"] > 0 and point["latency_ms"]["p99"] is not None
-    # Three streams' rows equal an offline StreamingSession + ChunkScorer run on their frames.
+    # Three streams' rows equal `run --stream --chunk 2` on the frames they sent.
     check = point["correctness"]
     assert check["passed"] and check["streams"] == 3 and check["chunks"] == 30
     assert point["batch_size"]["calls"] >= 1 and sum(point["batch_size"]["histogram"].values())
@@ -116,7 +111,7 @@ def _drive_one(client: Any, requests: int, cancel_after_s: float) -> StreamLog:
     log = StreamLog()
 
     async def run() -> None:
-        task = asyncio.ensure_future(_stream(0, plan, client, [b""], time.perf_counter(), log))
+        task = asyncio.ensure_future(run_schedule(0, plan, client, [b""], time.perf_counter(), log))
         await asyncio.wait([task], timeout=cancel_after_s)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

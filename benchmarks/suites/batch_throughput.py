@@ -12,9 +12,11 @@ within 1e-5). Every configuration runs one ONNX Runtime thread per worker.
 - ``reference``: the reference LSTM (2 x 128, 40 features, random weights) on random normal
   sequences of 100 steps (default 8000 in 8 files).
 
-Run from the repository root (results land in ``benchmarks/results/``)::
+Results land in ``benchmark-results/`` unless told ``--out-dir``; from the repository root,
+this updates the committed ones::
 
-    python -m edgelstm.benchmarks.suites.batch_throughput --model japanese_vowels
+    python -m edgelstm.benchmarks.suites.batch_throughput --model japanese_vowels \\
+        --out-dir benchmarks/results
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgelstm.benchmarks.suites.result_files import add_out_option, suite_environment
 
 COMMAND = "python -m edgelstm.benchmarks.suites.batch_throughput"
 SCHEMA = "edgelstm.batch-throughput/1"
@@ -229,27 +232,6 @@ def summarise(runs: Sequence[Mapping[str, Any]], cpus: int | None = None) -> dic
     return {"configurations": configs, "findings": findings}
 
 
-def environment() -> dict[str, Any]:
-    """The fingerprint stored with the result: hardware, versions, commit, load at start."""
-    import importlib.metadata as md
-
-    from edgelstm.benchmarks.measure import environment as base
-    from edgelstm.hardware import cpu_info
-
-    env = base((1,))
-    env["loadavg_at_start"] = os.getloadavg()  # another user's load on the cores shows here
-    for dist in ("ray", "pyarrow"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            env["libraries"][dist] = md.version(dist)
-    git = ["git", "-C", str(Path(__file__).resolve().parent)]
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, check=True)
-        edits = subprocess.run([*git, "status", "--porcelain", "--", ".."], capture_output=True)
-        env["git"] = {"commit": commit.stdout.decode().strip(), "edited": edits.stdout.decode()}
-    env["cpu_flags"] = sorted({"avx2", "avx512f", "avx512_vnni", "fma"} & cpu_info().flags)
-    return env
-
-
 def _equal_cell(c: Mapping[str, Any], repeats: int) -> str:
     diff = c["max_abs_diff"]
     if c["engine"] == "local":
@@ -298,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     add("--repeats", type=int, default=2, help="runs per configuration (median reported)")
     add("--jv-run", type=Path, help="JapaneseVowels checkpoint folder (trained there if absent)")
     add("--work", type=Path, help="folder for models, inputs and outputs (default: temporary)")
-    add("--out-dir", type=Path, default=Path("benchmarks/results"))
+    add_out_option(parser, "--out-dir")
     args = parser.parse_args(argv)
     count, files = args.sequences or DEFAULTS[args.model][0], args.files or DEFAULTS[args.model][1]
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    env = environment()  # first: the load average before this run adds its own
+    # First: the load average before this run adds its own.
+    env = suite_environment(("ray", "pyarrow"))
     runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))

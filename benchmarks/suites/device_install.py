@@ -8,7 +8,8 @@ the size of each one's site-packages, the wall time of ``edgelstm --version`` an
         --env device=.venv-device --env full=.venv \\
         --model quickstart/model.onnx --input test.npz
 
-writes ``benchmarks/results/device_install.{json,md}`` (``--out`` to change). Runs of the
+writes ``benchmark-results/device_install.{json,md}`` (``--out benchmarks/results/device_install``
+updates the committed ones). Runs of the
 environments alternate, so drift hits them alike.
 
 Peak memory is the child's ``ru_maxrss`` from ``wait4``. Linux carries the *parent's* high-water
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgelstm.benchmarks.suites.result_files import add_out_option
 from edgelstm.fileio import write_json_atomic, write_text_atomic
 
 SCHEMA = "edgelstm.device_install/1"
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="an exported .onnx")
     parser.add_argument("--input", type=Path, required=True, help="input file for run")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/device_install"))
+    add_out_option(parser, file_stem="device_install")
     args = parser.parse_args(argv)
     envs: dict[str, Path] = {}
     for item in args.env:

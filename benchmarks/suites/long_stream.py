@@ -3,10 +3,10 @@
 An edge device streams for days. This pushes one frame at a time (the reference streaming
 LSTM, 2 x 128, 40 features, one thread) and samples the process's resident memory; at the
 end it resets the stream and checks that its outputs equal a fresh session's on the same
-probe frames, exactly. Run from the repository root (results land in
-``benchmarks/results/``)::
+probe frames, exactly. Results land in ``benchmark-results/`` unless told ``--out``; from the
+repository root, this updates the committed ones::
 
-    python -m edgelstm.benchmarks.suites.long_stream            # one million frames
+    python -m edgelstm.benchmarks.suites.long_stream --out benchmarks/results  # 1M frames
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgelstm.benchmarks.suites.result_files import add_out_option
 
 COMMAND = "python -m edgelstm.benchmarks.suites.long_stream"
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--frames", type=int, default=1_000_000)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_out_option(parser)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reference.stream.onnx"

@@ -1,8 +1,9 @@
 """INT8 speed, size and accuracy of the reference model (2 x 128 LSTM), against FP32 and PyTorch.
 
-Run from the repository root (results land in ``benchmarks/results/``)::
+Results land in ``benchmark-results/`` unless told ``--out``; from the repository root,
+this updates the committed ones::
 
-    python -m edgelstm.benchmarks.suites.quantization_speed
+    python -m edgelstm.benchmarks.suites.quantization_speed --out benchmarks/results
 
 Reference model: 2-layer LSTM, hidden 128, 40 features, linear head; batch 1, 100 steps, one
 intra-op thread; medians of many runs after warm-up, all paths in one process. Accuracy:
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgelstm import __version__
+from edgelstm.benchmarks.suites.result_files import add_out_option
 from edgelstm.fileio import write_json_atomic, write_text_atomic
 
 
@@ -48,12 +50,49 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
     import onnxruntime as ort
     import torch
 
-    from edgelstm.benchmarks.suites.reference import reference_model
-    from edgelstm.exporters.onnx import export
-    from edgelstm.exporters.quantize import quantize
     from edgelstm.hardware import cpu_info
 
     torch.set_num_threads(1)
+    rows, kernels = _speed_rows(warmup, iterations)
+    cpu = cpu_info()
+    doc: dict[str, Any] = {
+        "schema": "edgelstm.quantization-speed/1",
+        "command": "python -m edgelstm.benchmarks.suites.quantization_speed",
+        "environment": {
+            "edgelstm": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "cpu": cpu.model,
+            "int8_isa": {
+                "avx2": cpu.avx2,
+                "avx512_vnni": cpu.avx512_vnni,
+                "avx_vnni": cpu.avx_vnni,
+            },
+            "threads": 1,
+            "warmup": warmup,
+            "iterations": iterations,
+        },
+        "model": "2-layer LSTM, hidden 128, 40 features, linear head; batch 1, 100 steps",
+        "rows": rows,
+        "summary": _summary(rows, kernels),
+    }
+    if with_accuracy:
+        doc["accuracy"] = _japanese_vowels_gate()
+    return doc
+
+
+def _speed_rows(warmup: int, iterations: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Timings of the reference model in PyTorch eager FP32 and as ONNX Runtime FP32,
+    dynamic INT8 per channel and per tensor (with file sizes), all in this process on one
+    thread; and the INT8 artifact's kernel audit."""
+    import onnxruntime as ort
+    import torch
+
+    from edgelstm.benchmarks.suites.reference import reference_model
+    from edgelstm.exporters.onnx import export
+    from edgelstm.exporters.quantize import quantize
+
     model = reference_model()
     x = np.random.default_rng(0).standard_normal((1, 100, 40)).astype(np.float32)
     rows: list[dict[str, Any]] = []
@@ -88,10 +127,14 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
             row = {"path": name, **_timings(ort_run, warmup, iterations)}
             row["size_bytes"] = path.stat().st_size
             rows.append(row)
-        kernels = quantized.audit.kernels
+        return rows, quantized.audit.kernels
+
+
+def _summary(rows: list[dict[str, Any]], kernels: dict[str, int]) -> dict[str, Any]:
+    """INT8 against FP32 and PyTorch: p50 and file-size ratios, and the kernels it runs."""
     by = {r["path"]: r for r in rows}
     int8_p50 = by["onnxruntime dynamic-int8"]["p50_ms"]
-    summary = {
+    return {
         "int8_vs_onnx_fp32_p50": int8_p50 / by["onnxruntime fp32"]["p50_ms"],
         "int8_vs_torch_fp32_p50": int8_p50 / by["pytorch eager fp32"]["p50_ms"],
         "int8_vs_fp32_size": by["onnxruntime dynamic-int8"]["size_bytes"]
@@ -100,32 +143,6 @@ def measure(warmup: int = 50, iterations: int = 300, with_accuracy: bool = True)
         / by["onnxruntime fp32"]["size_bytes"],
         "int8_kernels": kernels,
     }
-    cpu = cpu_info()
-    doc: dict[str, Any] = {
-        "schema": "edgelstm.quantization-speed/1",
-        "command": "python -m edgelstm.benchmarks.suites.quantization_speed",
-        "environment": {
-            "edgelstm": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "onnxruntime": ort.__version__,
-            "cpu": cpu.model,
-            "int8_isa": {
-                "avx2": cpu.avx2,
-                "avx512_vnni": cpu.avx512_vnni,
-                "avx_vnni": cpu.avx_vnni,
-            },
-            "threads": 1,
-            "warmup": warmup,
-            "iterations": iterations,
-        },
-        "model": "2-layer LSTM, hidden 128, 40 features, linear head; batch 1, 100 steps",
-        "rows": rows,
-        "summary": summary,
-    }
-    if with_accuracy:
-        doc["accuracy"] = _japanese_vowels_gate()
-    return doc
 
 
 def _japanese_vowels_gate() -> dict[str, Any]:
@@ -187,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--no-accuracy", action="store_true", help="skip the JapaneseVowels run")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_out_option(parser)
     args = parser.parse_args(argv)
     doc = measure(args.warmup, args.iterations, with_accuracy=not args.no_accuracy)
     write_json_atomic(args.out / "quantization_speed.json", doc, overwrite=True)

@@ -9,9 +9,10 @@ one streaming frame of each, every row in its own process. The bar:
 - FP32 artifact p50 <= 0.8x PyTorch eager FP32;
 - one streaming frame <= 0.2x PyTorch eager's per-step call (a 5x speed-up).
 
-Run from the repository root (results land in ``benchmarks/results/``)::
+Results land in ``benchmark-results/`` unless told ``--out``; from the repository root,
+this updates the committed ones::
 
-    python -m edgelstm.benchmarks.suites.reference
+    python -m edgelstm.benchmarks.suites.reference --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edgelstm.benchmarks.suites.result_files import add_out_option
 
 if TYPE_CHECKING:
     from edgelstm.training.models import SequenceModel
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_out_option(parser)
     args = parser.parse_args(argv)
     document = measure(args.iterations, args.warmup)
     write_json_atomic(args.out / "reference.json", document, overwrite=True)

@@ -1,6 +1,7 @@
 """Quality of default `edgelstm train` runs, beside the baselines a model must beat.
 
-Run from the repository root (results land in ``benchmarks/results/``)::
+Results land in ``benchmark-results/`` unless told ``--out``; from the repository root,
+``--out benchmarks/results`` updates the committed ones::
 
     python -m edgelstm.benchmarks.suites.training_quality [--dataset NAME ...] [--seeds 0,1,2]
 
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelstm import __version__
+from edgelstm.benchmarks.suites.result_files import add_out_option
 from edgelstm.fileio import write_json_atomic, write_text_atomic
 
 #: Seconds each default run must finish in on 2 CPU cores.
@@ -393,7 +395,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)"
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_out_option(parser)
     return parser.parse_args(argv)
 
 
