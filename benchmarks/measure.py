@@ -195,11 +195,7 @@ def _onnx(m: Measurement) -> Prepared:
 
 
 def _torch(m: Measurement) -> Prepared:
-    import warnings
-
     import torch
-
-    from edgelstm.training.checkpoint import load_checkpoint
 
     if m.cuda_graphs and (m.provider != "cuda" or m.mode != "sequence"):
         raise InvalidInputError(
@@ -208,52 +204,14 @@ def _torch(m: Measurement) -> Prepared:
         )
     torch.set_num_threads(m.threads)
     started = time.perf_counter()
-    checkpoint = load_checkpoint(Path(m.model))
-    model = checkpoint.model.eval()
-    if m.mode == "streaming":
-        # The export's rule: a row must not time a streaming mode no export could have.
-        model.config.check_streamable()
-    if m.precision == "int8":
-        if m.provider != "cpu":
-            raise InvalidInputError("PyTorch dynamic INT8 runs on the CPU only")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao announces its own deprecation
-            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
-            )
-    device = torch.device("cpu")
-    if m.provider == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidInputError("PyTorch here has no CUDA device; benchmark torch on cpu")
-        device = torch.device("cuda", m.cuda_device)
-        model = model.to(device)
+    checkpoint, model, device = _torch_model(m)
     create_ms = (time.perf_counter() - started) * 1000.0
     features = checkpoint.record.model.input_size
     x = torch.from_numpy(_inputs(m.batch, m.seq, features)).to(device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     notes: list[str] = []
     run: Callable[[], object]
     if m.mode == "streaming":
-        from edgelstm.exporters.graphs import state_shapes
-
-        # The state the streaming export carries (h, c, a conv front end's frames), zeros.
-        state: tuple[Any, ...] = tuple(
-            torch.zeros([m.batch if isinstance(d, str) else d for d in shape], device=device)
-            for shape in state_shapes(checkpoint.model).values()
-        )
-
-        def step() -> object:
-            nonlocal state
-            with torch.no_grad():
-                result, state = model.step(x, state)
-            sync()
-            return result
-
-        run = step
+        run = _torch_step(checkpoint.model, model, x, device, m.batch)
     elif m.cuda_graphs:
         capture_started = time.perf_counter()
         run = _captured_forward(model, x, device)
@@ -261,14 +219,7 @@ def _torch(m: Measurement) -> Prepared:
         create_ms += (time.perf_counter() - capture_started) * 1000.0
         notes.append("torch.cuda.CUDAGraph captured once at this fixed shape, then replayed")
     else:
-
-        def forward() -> object:
-            with torch.no_grad():
-                result = model(x)
-            sync()
-            return result
-
-        run = forward
+        run = _torch_forward(model, x, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     info: dict[str, Any] = {
@@ -289,6 +240,82 @@ def _torch(m: Measurement) -> Prepared:
     prepared = Prepared(run, info, before)
     info["_finish"] = finish
     return prepared
+
+
+def _torch_model(m: Measurement) -> tuple[Any, Any, Any]:
+    """(checkpoint, the model as the row times it, its torch device): the checkpoint's
+    model in eval mode, dynamically quantized for an ``int8`` row, moved to a CUDA row's
+    device."""
+    import warnings
+
+    import torch
+
+    from edgelstm.training.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(Path(m.model))
+    model = checkpoint.model.eval()
+    if m.mode == "streaming":
+        # The export's rule: a row must not time a streaming mode no export could have.
+        model.config.check_streamable()
+    if m.precision == "int8":
+        if m.provider != "cpu":
+            raise InvalidInputError("PyTorch dynamic INT8 runs on the CPU only")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao announces its own deprecation
+            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
+            )
+    device = torch.device("cpu")
+    if m.provider == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError("PyTorch here has no CUDA device; benchmark torch on cpu")
+        device = torch.device("cuda", m.cuda_device)
+        model = model.to(device)
+    return checkpoint, model, device
+
+
+def _synchronize(device: Any) -> None:
+    """Wait for a CUDA device's queued work, so a timed call includes it (no-op on CPU)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _torch_step(trained: Any, model: Any, x: Any, device: Any, batch: int) -> Callable[[], object]:
+    """One streaming step of ``model`` per call, its state carried from call to call and
+    starting from the zeros the streaming export of ``trained`` starts from."""
+    import torch
+
+    from edgelstm.exporters.graphs import state_shapes
+
+    # The state the streaming export carries (h, c, a conv front end's frames), zeros.
+    state: tuple[Any, ...] = tuple(
+        torch.zeros([batch if isinstance(d, str) else d for d in shape], device=device)
+        for shape in state_shapes(trained).values()
+    )
+
+    def step() -> object:
+        nonlocal state
+        with torch.no_grad():
+            result, state = model.step(x, state)
+        _synchronize(device)
+        return result
+
+    return step
+
+
+def _torch_forward(model: Any, x: Any, device: Any) -> Callable[[], object]:
+    """One eager whole-sequence forward of ``x`` per call."""
+    import torch
+
+    def forward() -> object:
+        with torch.no_grad():
+            result = model(x)
+        _synchronize(device)
+        return result
+
+    return forward
 
 
 def _captured_forward(model: Any, x: Any, device: Any) -> Callable[[], object]:

@@ -62,14 +62,8 @@ def quickstart(
     command: str = "edgelstm quickstart",
 ) -> QuickstartResult:
     """Run the pipeline into ``out``; see the module docstring. Returns the report and paths."""
-    from edgelstm.benchmarks.harness import BenchmarkPlan, run_benchmark
-    from edgelstm.benchmarks.plots import write_plot
-    from edgelstm.benchmarks.report import to_markdown
-    from edgelstm.benchmarks.tune import choose_deployment, write_deployments
+    from edgelstm.benchmarks.harness import BenchmarkPlan
     from edgelstm.data.datasets import load_dataset
-    from edgelstm.exporters.onnx import export
-    from edgelstm.exporters.quantize import quantize
-    from edgelstm.fileio import write_json_atomic, write_text_atomic
     from edgelstm.training.trainer import train
 
     say = stage or (lambda message: None)
@@ -89,113 +83,149 @@ def quickstart(
     with atomic_folder(final, overwrite=overwrite) as tmp:
         run_dir = tmp / "run"
         say(f"1/5 train: LSTM {layers}x{hidden} on {dataset} ({preset} settings)")
-        trained = train(
-            "classify",
-            dataset=dataset,
-            out=run_dir,
-            hidden=hidden,
-            layers=layers,
-            preset=preset,
-            progress=train_progress,
-        )
+        trained = train("classify", dataset=dataset, out=run_dir, hidden=hidden, layers=layers,
+                        preset=preset, progress=train_progress)  # fmt: skip
         accuracy = _accuracy_summary(run_dir, float(trained.metrics["accuracy"]))
         say(f"    test accuracy {accuracy}")
-        say("2/5 export: sequence and streaming graphs, validated against PyTorch")
-        models = {"model.onnx": tmp / "model.onnx", "model.stream.onnx": tmp / "model.stream.onnx"}
-        export(run_dir, models["model.onnx"])
-        export(run_dir, models["model.stream.onnx"], streaming=True)
-        say("3/5 quantize: dynamic INT8 (DynamicQuantizeLSTM), gated on test accuracy")
-        for source in ("model.onnx", "model.stream.onnx"):
-            target = source.replace(".onnx", ".int8.onnx")
-            try:
-                result = quantize(models[source], tmp / target, mode="dynamic-int8")
-            except CheckFailedError as exc:
-                notes.append(f"{target} not written: {exc}")
-                continue
-            models[target] = tmp / target
-            gate = result.gate
-            if gate is not None:
-                say(f"    {target}: {gate.describe()}")
+        models = _export_and_quantize(run_dir, tmp, say, notes)
         say("4/5 benchmark: every usable provider, PyTorch eager as the baseline")
         plan = BenchmarkPlan(
-            models=tuple(models.values()),
-            providers=("all",),
-            batches=batches,
-            seqs=(longest,),
-            threads=(1,),
-            stream=True,
-            chunks=(1,),
-            torch_run=run_dir,
-            eval_run=run_dir,
-            warmup=warmup,
-            iterations=iterations,
-            isolate=isolate,
-        )
-        report = run_benchmark(plan, progress=bench_progress, command=command)
-        rows = list(report.rows)
-        sweep = _length_sweep(plan, rows, [s for s in lengths if s != longest], batches[0])
-        if sweep is not None:
-            say(
-                f"    sequence lengths {', '.join(map(str, lengths))} at batch {batches[0]} "
-                "(typical and longest in the data, and 4x the longest)"
-            )
-            done = len(rows)
-            more = run_benchmark(
-                sweep,
-                progress=None
-                if bench_progress is None
-                else (lambda d, t, label: bench_progress(done + d, done + t, label)),
-                command=command,
-            )
-            rows += _with_scores(more.rows, rows)
-            # Each artifact's lengths next to its other rows in the tables, shortest first.
-            first: dict[tuple[Any, ...], int] = {}
-            for row in rows:
-                first.setdefault(_artifact(row), len(first))
-            rows.sort(key=lambda r: (first[_artifact(r)], r["batch"], r["seq"] or 0))
-        document = relocate_paths({**report.to_json(), "rows": rows}, tmp, final)
-        if sweep is not None:
-            document["length_sweep"] = relocate_paths(sweep.to_json(), tmp, final)
+            models=tuple(models.values()), providers=("all",), batches=batches, seqs=(longest,),
+            threads=(1,), stream=True, chunks=(1,), torch_run=run_dir, eval_run=run_dir,
+            warmup=warmup, iterations=iterations, isolate=isolate,
+        )  # fmt: skip
+        measured, document = _benchmark(plan, lengths, say, bench_progress, command)
+        document = relocate_paths(document, tmp, final)
         say("5/5 report: deployment choice, JSON, Markdown, plots")
-        chosen: dict[Path, DeploymentConfig] = {}
-        for mode, name in (("sequence", "deploy.json"), ("streaming", "deploy.stream.json")):
-            try:
-                chosen[tmp / name] = choose_deployment(
-                    list(report.rows), mode=mode, batch=batches[0], seq=longest
-                )
-            except InvalidInputError as exc:
-                notes.append(f"no {mode} deployment chosen: {exc}")
-        deployments: dict[str, Any] = relocate_paths(
-            write_deployments(chosen, relative_to=tmp), tmp, final
-        )
-        deployment = deployments.get("sequence")
+        deployments = _deployments(measured, batches[0], longest, (tmp, final), notes)
         if deployments:
             document["deployment"] = deployments
         # Speed only means something for a model that is any good: its accuracy comes first.
         document["summary"] = {"test accuracy": accuracy, **_summary(document["rows"], longest)}
-        if sweep is not None:
+        if "length_sweep" in document:
             document["summary"]["sequence lengths"] = (
                 f"{', '.join(map(str, lengths))} steps at batch {batches[0]} for the "
                 f"whole-sequence artifacts (typical and longest in {dataset}, and 4x the "
                 f"longest); every other row at {longest}"
             )
-        files = [tmp / "report.json", tmp / "report.md"]
-        write_json_atomic(tmp / "report.json", document)
-        write_text_atomic(tmp / "report.md", to_markdown(document, "edgelstm quickstart"))
-        try:
-            write_plot(document, tmp / "report.png", title="edgelstm quickstart")
-            files.append(tmp / "report.png")
-        except MissingDependencyError as exc:
-            notes.append(f"plots skipped: {exc}")
+        files = _write_report(document, tmp, notes)
         files += [tmp / str(d["file"]) for d in deployments.values()]
     return QuickstartResult(
         out=final,
         report=document,
         files=tuple(final / f.relative_to(tmp) for f in files),
         train_metrics=dict(trained.metrics),
-        deployment=deployment,
+        deployment=deployments.get("sequence"),
         notes=tuple(notes),
     )
+
+
+def _export_and_quantize(run_dir: Path, tmp: Path, say: Stage, notes: list[str]) -> dict[str, Path]:
+    """Steps 2 and 3: the sequence and streaming exports, and their INT8 versions where the
+    accuracy gate lets them through (a refusal becomes a note). By file name."""
+    from edgelstm.exporters.onnx import export
+    from edgelstm.exporters.quantize import quantize
+
+    say("2/5 export: sequence and streaming graphs, validated against PyTorch")
+    models = {"model.onnx": tmp / "model.onnx", "model.stream.onnx": tmp / "model.stream.onnx"}
+    export(run_dir, models["model.onnx"])
+    export(run_dir, models["model.stream.onnx"], streaming=True)
+    say("3/5 quantize: dynamic INT8 (DynamicQuantizeLSTM), gated on test accuracy")
+    for source in ("model.onnx", "model.stream.onnx"):
+        target = source.replace(".onnx", ".int8.onnx")
+        try:
+            result = quantize(models[source], tmp / target, mode="dynamic-int8")
+        except CheckFailedError as exc:
+            notes.append(f"{target} not written: {exc}")
+            continue
+        models[target] = tmp / target
+        gate = result.gate
+        if gate is not None:
+            say(f"    {target}: {gate.describe()}")
+    return models
+
+
+def _benchmark(
+    plan: BenchmarkPlan,
+    lengths: tuple[int, ...],
+    say: Stage,
+    progress: Any,
+    command: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Step 4: the rows of ``plan`` (what the deployment is chosen from) and the report's
+    document, where each artifact's rows at the sweep's other lengths sit beside its others
+    and ``length_sweep`` holds the sweep's plan."""
+    from edgelstm.benchmarks.harness import run_benchmark
+
+    longest, batch = plan.seqs[0], plan.batches[0]
+    report = run_benchmark(plan, progress=progress, command=command)
+    rows = list(report.rows)
+    sweep = _length_sweep(plan, rows, [s for s in lengths if s != longest], batch)
+    if sweep is not None:
+        say(
+            f"    sequence lengths {', '.join(map(str, lengths))} at batch {batch} "
+            "(typical and longest in the data, and 4x the longest)"
+        )
+        done = len(rows)
+        more = run_benchmark(
+            sweep,
+            progress=None
+            if progress is None
+            else (lambda d, t, label: progress(done + d, done + t, label)),
+            command=command,
+        )
+        rows += _with_scores(more.rows, rows)
+        # Each artifact's lengths next to its other rows in the tables, shortest first.
+        first: dict[tuple[Any, ...], int] = {}
+        for row in rows:
+            first.setdefault(_artifact(row), len(first))
+        rows.sort(key=lambda r: (first[_artifact(r)], r["batch"], r["seq"] or 0))
+    document = {**report.to_json(), "rows": rows}
+    if sweep is not None:
+        document["length_sweep"] = sweep.to_json()
+    return list(report.rows), document
+
+
+def _deployments(
+    rows: list[dict[str, Any]],
+    batch: int,
+    seq: int,
+    folders: tuple[Path, Path],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Step 5's choice: a sequence and a streaming deployment from the benchmark's ``rows``,
+    written into ``folders[0]``; by mode, with paths as they will be in ``folders[1]``. A mode
+    with no choice becomes a note."""
+    from edgelstm.benchmarks.tune import choose_deployment, write_deployments
+
+    tmp, final = folders
+    chosen: dict[Path, DeploymentConfig] = {}
+    for mode, name in (("sequence", "deploy.json"), ("streaming", "deploy.stream.json")):
+        try:
+            chosen[tmp / name] = choose_deployment(rows, mode=mode, batch=batch, seq=seq)
+        except InvalidInputError as exc:
+            notes.append(f"no {mode} deployment chosen: {exc}")
+    deployments: dict[str, Any] = relocate_paths(
+        write_deployments(chosen, relative_to=tmp), tmp, final
+    )
+    return deployments
+
+
+def _write_report(document: dict[str, Any], tmp: Path, notes: list[str]) -> list[Path]:
+    """Step 5's files: report.json, report.md and (with matplotlib) report.png."""
+    from edgelstm.benchmarks.plots import write_plot
+    from edgelstm.benchmarks.report import to_markdown
+    from edgelstm.fileio import write_json_atomic, write_text_atomic
+
+    files = [tmp / "report.json", tmp / "report.md"]
+    write_json_atomic(tmp / "report.json", document)
+    write_text_atomic(tmp / "report.md", to_markdown(document, "edgelstm quickstart"))
+    try:
+        write_plot(document, tmp / "report.png", title="edgelstm quickstart")
+        files.append(tmp / "report.png")
+    except MissingDependencyError as exc:
+        notes.append(f"plots skipped: {exc}")
+    return files
 
 
 def sweep_lengths(lengths: np.ndarray) -> tuple[int, ...]:

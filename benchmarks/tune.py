@@ -16,8 +16,8 @@ from typing import Any
 from edgelstm.errors import InvalidInputError
 from edgelstm.runtimes.ort.deploy import DeploymentConfig, write_deployment
 from edgelstm.runtimes.ort.measured_choice import host_fingerprint
-from edgelstm.runtimes.ort.session import SessionConfig
-from edgelstm.tasks import gate_for_metric
+from edgelstm.runtimes.ort.session_config import SessionConfig
+from edgelstm.tasks import Gate, gate_for_metric
 
 __all__ = [
     "check_tunable",
@@ -61,21 +61,8 @@ def choose_deployment(
     candidates = [r for r in rows if r["runtime"] == "onnxruntime" and r["mode"] == mode]
     if not candidates:
         raise InvalidInputError(f"--tune: no ONNX Runtime {mode} rows were measured")
-    metric = next((r.get("metric") for r in candidates if r.get("metric")), None)
-    # The quantization gate's metric, direction and default allowance are the budget's.
-    default_gate = gate_for_metric(metric) if metric else None
-    if default_gate is None:
-        raise InvalidInputError(
-            "--tune needs --eval RUN_DIR so every artifact is scored: the tuner keeps only "
-            "configurations within the accuracy budget"
-        )
-    target_batch = batch if batch is not None else candidates[0]["batch"]
-    at_shape = [r for r in candidates if r["batch"] == target_batch]
-    if mode == "sequence":
-        target_seq = seq if seq is not None else at_shape[0]["seq"] if at_shape else None
-        at_shape = [r for r in at_shape if r["seq"] == target_seq]
-    if not at_shape:
-        raise InvalidInputError(f"--tune: nothing was measured at batch {target_batch}")
+    metric, gate = _accuracy_budget(candidates, max_degradation)
+    target_batch, at_shape = _at_target_shape(candidates, mode, batch, seq)
     fp32 = [
         r["metric_value"]
         for r in candidates
@@ -83,9 +70,7 @@ def choose_deployment(
     ]
     if not fp32:
         raise InvalidInputError("--tune needs an FP32 artifact among the models as the reference")
-    gate = default_gate.with_allowed(max_degradation)
     reference = max(fp32) if gate.higher_is_better else min(fp32)
-    budget = gate.allowed
     qualifying = [
         r
         for r in at_shape
@@ -93,14 +78,57 @@ def choose_deployment(
     ]
     if not qualifying:
         raise InvalidInputError(
-            f"--tune: no configuration keeps {metric} within {budget} of the FP32 reference "
-            f"{reference:.4f}; raise --max-degradation or add more artifacts"
+            f"--tune: no configuration keeps {metric} within {gate.allowed} of the FP32 "
+            f"reference {reference:.4f}; raise --max-degradation or add more artifacts"
         )
 
     def cost(r: dict[str, Any]) -> float:
         return float(r["frame_p50_ms"] if mode == "streaming" else r["p50_ms"])
 
     best = min(qualifying, key=cost)
+    unit = "per frame" if mode == "streaming" else "per call"
+    loss = gate.degradation(reference, best["metric_value"])
+    reason = (
+        f"fastest of {len(qualifying)} in-budget configuration(s) out of {len(at_shape)} at "
+        f"batch {target_batch}: p50 {cost(best):.4f} ms {unit}; {metric} "
+        f"{best['metric_value']:.4f} vs FP32 {reference:.4f} "
+        f"(loss {loss:.4f}{' relative' if gate.relative else ''}, budget {gate.allowed})"
+    )
+    return _deployment_of(best, mode, target_batch, reason)
+
+
+def _accuracy_budget(
+    candidates: list[dict[str, Any]], max_degradation: float | None
+) -> tuple[str, Gate]:
+    """The rows' task metric and the gate that bounds its loss: the quantization gate's
+    metric, direction and default allowance, or ``max_degradation`` when given."""
+    metric = next((r.get("metric") for r in candidates if r.get("metric")), None)
+    default_gate = gate_for_metric(metric) if metric else None
+    if metric is None or default_gate is None:
+        raise InvalidInputError(
+            "--tune needs --eval RUN_DIR so every artifact is scored: the tuner keeps only "
+            "configurations within the accuracy budget"
+        )
+    return metric, default_gate.with_allowed(max_degradation)
+
+
+def _at_target_shape(
+    candidates: list[dict[str, Any]], mode: str, batch: int | None, seq: int | None
+) -> tuple[int, list[dict[str, Any]]]:
+    """The target batch and the rows measured at it (and, for whole sequences, at ``seq``);
+    by default the first batch and length measured."""
+    target_batch = batch if batch is not None else candidates[0]["batch"]
+    at_shape = [r for r in candidates if r["batch"] == target_batch]
+    if mode == "sequence":
+        target_seq = seq if seq is not None else at_shape[0]["seq"] if at_shape else None
+        at_shape = [r for r in at_shape if r["seq"] == target_seq]
+    if not at_shape:
+        raise InvalidInputError(f"--tune: nothing was measured at batch {target_batch}")
+    return target_batch, at_shape
+
+
+def _deployment_of(best: dict[str, Any], mode: str, batch: int, reason: str) -> DeploymentConfig:
+    """The config that runs the winning row's artifact as it was measured."""
     # A row measured on one device of a provider (openvino:GPU) deploys on that device.
     provider = best["provider"] + (f":{best['device']}" if best.get("device") else "")
     session = SessionConfig(
@@ -108,33 +136,15 @@ def choose_deployment(
         intra_op_threads=best["threads"],
         cuda_graphs=bool(best.get("cuda_graphs")),
     )
-    unit = "per frame" if mode == "streaming" else "per call"
-    loss = gate.degradation(reference, best["metric_value"])
-    reason = (
-        f"fastest of {len(qualifying)} in-budget configuration(s) out of {len(at_shape)} at "
-        f"batch {target_batch}: p50 {cost(best):.4f} ms {unit}; {metric} "
-        f"{best['metric_value']:.4f} vs FP32 {reference:.4f} "
-        f"(loss {loss:.4f}{' relative' if gate.relative else ''}, budget {budget})"
-    )
+    measured_keys = ("p50_ms", "p99_ms", "frame_p50_ms", "throughput_per_s", "metric",
+                     "metric_value", "precision", "seq")  # fmt: skip
     return DeploymentConfig(
         model=Path(best["path"]),
         mode=mode,
         session=session,
-        batch=target_batch,
+        batch=batch,
         chunk=best.get("chunk"),
-        measured={
-            key: best.get(key)
-            for key in (
-                "p50_ms",
-                "p99_ms",
-                "frame_p50_ms",
-                "throughput_per_s",
-                "metric",
-                "metric_value",
-                "precision",
-                "seq",
-            )
-        }
+        measured={key: best.get(key) for key in measured_keys}
         # The host the rows were timed on: `run --provider auto` trusts this config only there.
         | {"host": host_fingerprint()},
         reason=reason,
