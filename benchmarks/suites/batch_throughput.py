@@ -117,12 +117,12 @@ def prepare(name: str, work: Path, count: int, files: int, jv_run: Path | None) 
 def run_once(
     model: Path, inputs: Path, out: Path, engine: str, workers: int | None
 ) -> dict[str, Any]:
-    """One ``score_files`` run into the fresh folder ``out``; Ray starts and stops inside it."""
-    from edgelstm.runtimes.batch import BatchOptions, RayOptions, score_files
-    from edgelstm.runtimes.ort.session import SessionConfig
+    """One ``run_batch`` run into the fresh folder ``out``; Ray starts and stops inside it."""
+    from edgelstm.runtimes.batch import BatchOptions, RayOptions, run_batch
+    from edgelstm.runtimes.ort.session_config import SessionConfig
 
     session, batch = SessionConfig(intra_op_threads=1), BatchOptions(engine=engine)
-    result = score_files(
+    result = run_batch(
         model, inputs, out, session=session, batch=batch, ray=RayOptions(workers=workers)
     )
     if result.engine is None:

@@ -1,9 +1,9 @@
 """The two engines that run a batch plan: this process (``local``) or a Ray cluster (``ray``).
 
 Both hand every :class:`~edgelstm.runtimes.batch.plan.Partition` to a
-:class:`~edgelstm.runtimes.batch.partitions.PartitionScorer` and report each
+:class:`~edgelstm.runtimes.batch.partitions.PartitionRunner` and report each
 :class:`~edgelstm.runtimes.batch.partitions.PartitionOutcome` as it arrives; they differ only
-in where the scorers live. edgelstm grows no worker pool of its own: on Ray, the plan becomes
+in where the runners live. edgelstm grows no worker pool of its own: on Ray, the plan becomes
 a Ray Data dataset of partitions and ``map_batches`` runs a pool of actors, one session
 each, created once; Ray restarts a killed actor and retries its partition, which then
 replaces its own output file (no duplicate rows).
@@ -26,10 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, ProviderUnavailableError
-from edgelstm.runtimes.batch.partitions import PartitionOutcome, PartitionScorer
+from edgelstm.runtimes.batch.partitions import PartitionOutcome, PartitionRunner, RunnerConfig
 from edgelstm.runtimes.batch.plan import Partition
-from edgelstm.runtimes.ort.session import SessionConfig
-from edgelstm.runtimes.run_files import RunOptions
 
 __all__ = [
     "ENGINES",
@@ -146,27 +144,21 @@ def worker_resources(
 
 
 def run_local(
-    model: str,
-    session: SessionConfig,
-    options: RunOptions,
-    partitions: list[Partition],
-    on_outcome: OutcomeHandler,
-    *,
-    max_attempts: int = 3,
+    config: RunnerConfig, partitions: list[Partition], on_outcome: OutcomeHandler
 ) -> EngineReport:
-    """Score ``partitions`` one after another with one session in this process."""
+    """Run ``partitions`` one after another with one session in this process."""
     started = time.perf_counter()
-    scorer = PartitionScorer(model, session, options, max_attempts=max_attempts)
+    runner = PartitionRunner(config)
     startup = time.perf_counter() - started
     for partition in partitions:
-        if not on_outcome(scorer.score(partition)):
+        if not on_outcome(runner.run(partition)):
             break
-    opened = scorer.opened
+    opened = runner.opened
     return EngineReport(
         "local",
         workers=1,
         startup_seconds=startup,
-        resources={"threads": session.intra_op_threads, "provider": opened.describe()},
+        resources={"threads": config.session.intra_op_threads, "provider": opened.describe()},
         notes=(*opened.notes, *opened.warnings),
     )
 
@@ -176,20 +168,18 @@ def run_local(
 
 
 class RayPartitionWorker:
-    """The callable class Ray Data runs in each actor: one scorer, created once.
+    """The callable class Ray Data runs in each actor: one runner, created once.
 
-    A scorer that cannot start (the provider is missing on that node) does not raise: Ray
+    A runner that cannot start (the provider is missing on that node) does not raise: Ray
     would retry its creation without end. Each partition it is given comes back with the
     reason, marked fatal, and the driver stops.
     """
 
-    def __init__(
-        self, model: str, session: SessionConfig, options: RunOptions, max_attempts: int
-    ) -> None:
-        self.scorer: PartitionScorer | None = None
+    def __init__(self, config: RunnerConfig) -> None:
+        self.runner: PartitionRunner | None = None
         self.error: str | None = None
         try:
-            self.scorer = PartitionScorer(model, session, options, max_attempts=max_attempts)
+            self.runner = PartitionRunner(config)
         except EdgeLSTMError as exc:
             self.error = str(exc)
 
@@ -198,16 +188,16 @@ class RayPartitionWorker:
         outcomes: list[dict[str, Any]] = []
         for values in zip(*(batch[n] for n in names), strict=True):
             partition = Partition.from_row(dict(zip(names, values, strict=True)))
-            if self.scorer is None:
+            if self.runner is None:
                 outcome = PartitionOutcome(
                     partition.relative, partition.part, partition.output, error=self.error
                 )
                 row = {**outcome.to_row(), "fatal": True, "provider": ""}
             else:
                 row = {
-                    **self.scorer.score(partition).to_row(),
+                    **self.runner.run(partition).to_row(),
                     "fatal": False,
-                    "provider": self.scorer.opened.describe(),
+                    "provider": self.runner.opened.describe(),
                 }
             outcomes.append(row)
         return {key: [row[key] for row in outcomes] for key in outcomes[0]}
@@ -248,16 +238,12 @@ def _quiet_ray_data(ray: Any) -> None:
 
 
 def run_on_ray(
-    model: str,
-    session: SessionConfig,
-    options: RunOptions,
+    config: RunnerConfig,
     partitions: list[Partition],
     on_outcome: OutcomeHandler,
     ray_options: RayOptions,
-    *,
-    max_attempts: int = 3,
 ) -> EngineReport:
-    """Score ``partitions`` on a pool of Ray actors; start a local Ray if none is joined."""
+    """Run ``partitions`` on a pool of Ray actors; start a local Ray if none is joined."""
     started = time.time()
     ray = _import_ray()
     started_here = not ray.is_initialized()
@@ -281,10 +267,9 @@ def run_on_ray(
                 "to start Ray on this machine"
             ) from exc
     try:
-        report = _run_pool(
-            ray, model, session, options, partitions, on_outcome, ray_options, max_attempts,
-            started,
-        )  # fmt: skip
+        _quiet_ray_data(ray)
+        pool = _plan_pool(ray.cluster_resources(), config, ray_options, len(partitions))
+        report = _run_pool(ray, pool, partitions, on_outcome, started=started)
     finally:
         stopping = time.perf_counter()
         if started_here:
@@ -292,19 +277,22 @@ def run_on_ray(
     return replace(report, shutdown_seconds=time.perf_counter() - stopping)
 
 
-def _run_pool(
-    ray: Any,
-    model: str,
-    session: SessionConfig,
-    options: RunOptions,
-    partitions: list[Partition],
-    on_outcome: OutcomeHandler,
-    ray_options: RayOptions,
-    max_attempts: int,
-    started: float,
-) -> EngineReport:
-    _quiet_ray_data(ray)
-    cluster = ray.cluster_resources()
+@dataclass(frozen=True, kw_only=True)
+class _Pool:
+    """The actor pool a run asks Ray for: each actor's runner, its reservation, Ray's extras."""
+
+    config: RunnerConfig
+    resources: WorkerResources
+    cluster: dict[str, float]
+    runtime_env: dict[str, Any] | None
+    notes: tuple[str, ...]
+
+
+def _plan_pool(
+    cluster: dict[str, float], config: RunnerConfig, ray_options: RayOptions, partitions: int
+) -> _Pool:
+    """Size the pool for ``cluster`` (Ray's resources) and ``partitions`` to run."""
+    session = config.session
     gpu = session.providers[0].split(":")[0].lower() in ("cuda", "tensorrt")
     notes: list[str] = []
     if gpu and cluster.get("GPU", 0) < 1 and session.fallback:
@@ -318,14 +306,13 @@ def _run_pool(
         threads=session.intra_op_threads,
         gpu=gpu,
     )
-    if resources.workers > len(partitions):
+    if resources.workers > partitions:
         # An actor without a partition would only start a session for nothing.
         if ray_options.workers is not None:
             notes.append(
-                f"{len(partitions)} partition(s) to score: {len(partitions)} worker(s), not "
-                f"{resources.workers}"
+                f"{partitions} partition(s) to run: {partitions} worker(s), not {resources.workers}"
             )
-        resources = replace(resources, workers=len(partitions))
+        resources = replace(resources, workers=partitions)
     if session.intra_op_threads is None:
         notes.append(
             f"--threads 0 (all cores) in each of {resources.workers} workers would "
@@ -335,31 +322,70 @@ def _run_pool(
     worker_session = replace(
         session, intra_op_threads=resources.threads, cuda_device=0 if gpu else session.cuda_device
     )
+    return _Pool(
+        config=replace(config, session=worker_session),
+        resources=resources,
+        cluster=dict(cluster),
+        runtime_env=ray_options.runtime_env,
+        notes=tuple(notes),
+    )
+
+
+def _run_pool(
+    ray: Any,
+    pool: _Pool,
+    partitions: list[Partition],
+    on_outcome: OutcomeHandler,
+    *,
+    started: float,
+) -> EngineReport:
+    """Map the partitions over the actor pool and hand each outcome on as it arrives.
+
+    ``started`` is the wall-clock time the engine began; start-up runs until the first
+    partition began on a worker.
+    """
+    resources = pool.resources
     dataset = ray.data.from_items(
         [p.to_row() for p in partitions], override_num_blocks=len(partitions)
     )
     extra: dict[str, Any] = {}
-    if ray_options.runtime_env:
-        extra["runtime_env"] = ray_options.runtime_env
+    if pool.runtime_env:
+        extra["runtime_env"] = pool.runtime_env
     if resources.gpus:
         extra["num_gpus"] = resources.gpus
     dataset = dataset.map_batches(
         RayPartitionWorker,
-        fn_constructor_kwargs={
-            "model": model,
-            "session": worker_session,
-            "options": options,
-            "max_attempts": max_attempts,
-        },
+        fn_constructor_kwargs={"config": pool.config},
         batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_cpus=resources.cpus,
         **extra,
     )
+    began, providers = _collect_outcomes(dataset.iter_rows(), on_outcome)
+    return EngineReport(
+        "ray",
+        workers=resources.workers,
+        startup_seconds=max((began if began is not None else time.time()) - started, 0.0),
+        resources={
+            "cluster_cpus": pool.cluster.get("CPU", 0),
+            "cluster_gpus": pool.cluster.get("GPU", 0),
+            "cpus_per_worker": resources.cpus,
+            "gpus_per_worker": resources.gpus,
+            "threads": resources.threads,
+            "provider": "; ".join(sorted(providers)),
+        },
+        notes=pool.notes,
+    )
+
+
+def _collect_outcomes(
+    rows: Iterator[dict[str, Any]], on_outcome: OutcomeHandler
+) -> tuple[float | None, set[str]]:
+    """Hand each outcome row to ``on_outcome`` until it says stop; returns when the first
+    partition began (its worker's wall clock) and the providers the workers reported."""
     began: float | None = None
     providers: set[str] = set()
-    rows = dataset.iter_rows()
     try:
         for row in rows:
             outcome = PartitionOutcome.from_row(row)
@@ -375,17 +401,4 @@ def _run_pool(
         close = getattr(rows, "close", None)
         if close is not None:
             close()
-    return EngineReport(
-        "ray",
-        workers=resources.workers,
-        startup_seconds=max((began if began is not None else time.time()) - started, 0.0),
-        resources={
-            "cluster_cpus": cluster.get("CPU", 0),
-            "cluster_gpus": cluster.get("GPU", 0),
-            "cpus_per_worker": resources.cpus,
-            "gpus_per_worker": resources.gpus,
-            "threads": resources.threads,
-            "provider": "; ".join(sorted(providers)),
-        },
-        notes=tuple(notes),
-    )
+    return began, providers

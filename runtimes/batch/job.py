@@ -1,9 +1,10 @@
-"""``edgelstm run --engine``: score a folder, a glob or a Parquet file into a folder of Parquet.
+"""``edgelstm run --engine``: predict over a folder, a glob or a Parquet file into a folder of
+Parquet.
 
-:func:`score_files` plans the partitions (:mod:`~edgelstm.runtimes.batch.plan`), checks the
+:func:`run_batch` plans the partitions (:mod:`~edgelstm.runtimes.batch.plan`), checks the
 output folder (new, ``--resume``, ``--overwrite``), runs an engine
 (:mod:`~edgelstm.runtimes.batch.engines`) and keeps the manifest
-``OUT_DIR/_edgelstm_batch.json``: what was scored with which model, and how it went. pandas,
+``OUT_DIR/_edgelstm_batch.json``: what was run with which model, and how it went. pandas,
 pyarrow and Ray skip files that start with ``_`` or ``.``, so ``pd.read_parquet(OUT_DIR)``
 reads the rows alone.
 """
@@ -20,19 +21,25 @@ from typing import Any
 from edgelstm.errors import InvalidInputError, OutputExistsError
 from edgelstm.fileio import read_json, write_json_atomic
 from edgelstm.runtimes.batch.engines import ENGINES, EngineReport, RayOptions
-from edgelstm.runtimes.batch.partitions import PartitionOutcome, pyarrow_module
+from edgelstm.runtimes.batch.partitions import (
+    PartitionOutcome,
+    RunnerConfig,
+    batch_task,
+    pyarrow_module,
+)
 from edgelstm.runtimes.batch.plan import (
-    PARTITION_SUFFIX,
     Partition,
+    batch_file_kind,
     find_inputs,
     is_complete_partition,
+    marked_partition,
     plan_partitions,
 )
 from edgelstm.runtimes.model_io.feeding import Progress
-from edgelstm.runtimes.ort.session import SessionConfig
-from edgelstm.runtimes.run_files import RunOptions
+from edgelstm.runtimes.model_io.predictions import PredictOptions
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
-__all__ = ["MANIFEST_NAME", "BatchOptions", "BatchResult", "describe_batch", "score_files"]
+__all__ = ["MANIFEST_NAME", "BatchOptions", "BatchResult", "describe_batch", "run_batch"]
 
 MANIFEST_NAME = "_edgelstm_batch.json"
 SCHEMA = "edgelstm.batch/1"
@@ -40,7 +47,8 @@ SCHEMA = "edgelstm.batch/1"
 
 @dataclass(frozen=True, kw_only=True)
 class BatchOptions:
-    """What to score and how the output folder is treated.
+    """Which engine runs the partitions, how large they are, and how the output folder is
+    treated.
 
     ``partition_rows`` bounds the sequences per output file (and per unit of work a worker
     takes); ``skip_bad`` lists unreadable inputs and goes on instead of stopping;
@@ -87,7 +95,7 @@ class BatchResult:
 
     @property
     def rows_per_s(self) -> float:
-        """Rows per second of scoring: start-up and shutdown left out."""
+        """Rows per second while partitions ran: start-up and shutdown left out."""
         engine = self.engine
         busy = self.seconds - (engine.startup_seconds + engine.shutdown_seconds if engine else 0)
         return self.rows / busy if busy > 0 else 0.0
@@ -110,23 +118,24 @@ class BatchResult:
         }
 
 
-def score_files(
+def run_batch(
     model: Path | str,
     input: str | Path,
     output: Path | str,
     *,
     session: SessionConfig | None = None,
-    options: RunOptions | None = None,
+    options: PredictOptions | None = None,
     batch: BatchOptions | None = None,
     ray: RayOptions | None = None,
     progress: Progress | None = None,
 ) -> BatchResult:
-    """Score every input file with ``model`` and write Parquet partitions under ``output``.
+    """Predict over every input file with ``model`` and write Parquet partitions to ``output``.
 
     ``input`` is a folder (searched recursively), a glob (``"logs/**/*.npz"``) or one file
     (a Parquet archive); each row written carries ``source`` (the file, relative to the
     input folder), ``index`` (the sequence, window or step within it) and the columns
-    ``run`` writes for the model's task. The Python face of ``run --engine``.
+    ``run`` writes for the model's task, at the model's full precision. The Python face of
+    ``run --engine``.
 
     Raises :class:`~edgelstm.errors.InvalidInputError` for a bad input file (unless
     ``batch.skip_bad``), naming it; the partitions written so far stay, complete, and
@@ -134,64 +143,43 @@ def score_files(
 
     Example::
 
-        >>> result = score_files("jv.onnx", "recordings/", "scores/",
-        ...                      batch=BatchOptions(engine="ray"))  # doctest: +SKIP
+        >>> result = run_batch("jv.onnx", "recordings/", "predictions/",
+        ...                    batch=BatchOptions(engine="ray"))  # doctest: +SKIP
         >>> result.rows, round(result.rows_per_s)  # doctest: +SKIP
         (2000, 4100)
     """
-    session = session or SessionConfig()
-    options = options or RunOptions()
     batch = batch or BatchOptions()
-    ray = ray or RayOptions()
+    config = RunnerConfig(
+        model=str(model),
+        session=session or SessionConfig(),
+        options=options or PredictOptions(),
+        max_attempts=batch.max_attempts,
+    )
     target = Path(output)
     pyarrow_module()  # before any work: the partitions are Parquet
-    task, fingerprint = _fingerprint(Path(model), batch, options)
+    task, fingerprint = _fingerprint(Path(model), batch, config.options)
     root, files = find_inputs(str(input), target)
     plan = plan_partitions(root, files, target, task=task, partition_rows=batch.partition_rows)
     created = not target.exists()
-    previous = _prepare_output(target, batch, fingerprint)
-    pending = [p for p in plan if not (batch.resume and is_complete_partition(Path(p.output)))]
-    resumed = len(plan) - len(pending)
     manifest = {
         "schema": SCHEMA,
         **fingerprint,
         "input": str(input),
         "state": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "history": previous,
+        "history": _prepare_output(target, batch, fingerprint),
     }
+    _remove_stale(target)  # what workers killed in an earlier run left
+    pending = [p for p in plan if not (batch.resume and is_complete_partition(Path(p.output)))]
     write_json_atomic(target / MANIFEST_NAME, manifest, overwrite=True)
-    outcomes: list[PartitionOutcome] = []
-    failures: list[tuple[str, str]] = []
-    bad: list[str] = []
-
-    def handle(outcome: PartitionOutcome) -> bool:
-        outcomes.append(outcome)
-        if progress is not None:
-            progress(len(outcomes), len(pending))
-        if outcome.error is None:
-            return True
-        failures.append((outcome.relative, outcome.error))
-        if not batch.skip_bad:
-            bad.append(outcome.error)
-            return False
-        return True
-
+    log = _OutcomeLog(len(pending), skip_bad=batch.skip_bad, progress=progress)
     started = time.perf_counter()
     engine: EngineReport | None = None
     try:
         if pending:
-            engine = _run_engine(str(model), session, options, pending, handle, batch, ray)
+            engine = _run_engine(config, pending, log, batch, ray or RayOptions())
     except BaseException:
-        _remove_stale(target)
-        if created and not any(target.rglob(f"*{PARTITION_SUFFIX}")):
-            # Nothing was written (the provider or the model failed to open, Ctrl-C at the
-            # start): leave no folder behind, so the same command works once that is fixed.
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            write_json_atomic(
-                target / MANIFEST_NAME, {**manifest, "state": "interrupted"}, overwrite=True
-            )
+        _clean_up_interrupted(target, manifest, created=created)
         raise
     _remove_stale(target)
     result = BatchResult(
@@ -199,73 +187,108 @@ def score_files(
         engine=engine,
         files=len(files),
         partitions=len(plan),
-        resumed=resumed,
-        rows=sum(o.rows for o in outcomes),
+        resumed=len(plan) - len(pending),
+        rows=sum(o.rows for o in log.outcomes),
         seconds=time.perf_counter() - started,
-        failures=tuple(failures),
-        notices=tuple(dict.fromkeys(n for o in outcomes for n in o.notices)),
-        outcomes=tuple(outcomes),
+        failures=tuple(log.failures),
+        notices=tuple(dict.fromkeys(n for o in log.outcomes for n in o.notices)),
+        outcomes=tuple(log.outcomes),
     )
-    complete = all(is_complete_partition(Path(p.output)) for p in plan)
-    state = "complete" if complete else ("failed" if bad else "partial")
-    write_json_atomic(
-        target / MANIFEST_NAME,
-        {**manifest, "state": state, "summary": result.to_json()},
-        overwrite=True,
-    )
-    if bad:
-        raise InvalidInputError(
-            f"{bad[0]} (the {len(outcomes) - 1} partition(s) before it are written; fix or "
-            "remove the file and rerun with --resume, or add --skip-bad)"
-        )
+    _finish(result, plan, manifest, log)
     return result
 
 
+def _clean_up_interrupted(target: Path, manifest: dict[str, Any], *, created: bool) -> None:
+    """After an engine raised: mark the manifest interrupted, or remove a folder this run
+    created and wrote no partition to."""
+    _remove_stale(target)
+    if created and not _holds_partitions(target):
+        # Nothing was written (the provider or the model failed to open, Ctrl-C at the
+        # start): leave no folder behind, so the same command works once that is fixed.
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        state = {**manifest, "state": "interrupted"}
+        write_json_atomic(target / MANIFEST_NAME, state, overwrite=True)
+
+
+class _OutcomeLog:
+    """The outcomes an engine hands over, in order; says stop at a bad input unless
+    ``skip_bad``, and tells ``progress`` how many partitions are done."""
+
+    def __init__(self, pending: int, *, skip_bad: bool, progress: Progress | None) -> None:
+        self.pending = pending
+        self.skip_bad = skip_bad
+        self.progress = progress
+        self.outcomes: list[PartitionOutcome] = []
+        self.failures: list[tuple[str, str]] = []
+        #: The errors that stopped the run (at most one: the engine stops at the first).
+        self.bad: list[str] = []
+
+    def __call__(self, outcome: PartitionOutcome) -> bool:
+        self.outcomes.append(outcome)
+        if self.progress is not None:
+            self.progress(len(self.outcomes), self.pending)
+        if outcome.error is None:
+            return True
+        self.failures.append((outcome.relative, outcome.error))
+        if not self.skip_bad:
+            self.bad.append(outcome.error)
+            return False
+        return True
+
+
+def _finish(
+    result: BatchResult, plan: list[Partition], manifest: dict[str, Any], log: _OutcomeLog
+) -> None:
+    """Write the final manifest; raise for the bad input that stopped the run."""
+    complete = all(is_complete_partition(Path(p.output)) for p in plan)
+    state = "complete" if complete else ("failed" if log.bad else "partial")
+    write_json_atomic(
+        result.output / MANIFEST_NAME,
+        {**manifest, "state": state, "summary": result.to_json()},
+        overwrite=True,
+    )
+    if log.bad:
+        raise InvalidInputError(
+            f"{log.bad[0]} (the {len(log.outcomes) - 1} partition(s) before it are written; "
+            "fix or remove the file and rerun with --resume, or add --skip-bad)"
+        )
+
+
 def _run_engine(
-    model: str,
-    session: SessionConfig,
-    options: RunOptions,
+    config: RunnerConfig,
     pending: list[Partition],
-    handle: Any,
+    on_outcome: _OutcomeLog,
     batch: BatchOptions,
     ray: RayOptions,
 ) -> EngineReport:
     from edgelstm.runtimes.batch.engines import run_local, run_on_ray
 
     if batch.engine == "ray":
-        return run_on_ray(
-            model, session, options, pending, handle, ray, max_attempts=batch.max_attempts
-        )
+        return run_on_ray(config, pending, on_outcome, ray)
     if ray != RayOptions():
         raise InvalidInputError(
             "--address, --workers and --cpus-per-worker apply to --engine ray; the local "
             "engine runs one session in this process (set its threads with --threads)"
         )
-    return run_local(model, session, options, pending, handle, max_attempts=batch.max_attempts)
+    return run_local(config, pending, on_outcome)
 
 
 def _fingerprint(
-    model: Path, batch: BatchOptions, options: RunOptions
+    model: Path, batch: BatchOptions, options: PredictOptions
 ) -> tuple[str, dict[str, Any]]:
     """The model's task, and what must match for ``--resume`` to keep earlier partitions."""
     from edgelstm.runtimes.ort.artifact import load_artifact
 
-    artifact = load_artifact(model)
-    meta = artifact.metadata
-    if meta is None or meta.task is None:
-        raise InvalidInputError(
-            f"{model}: batch scoring needs an edgelstm model (its metadata says how to read "
-            "and normalise the inputs); run other ONNX models file by file with `edgelstm "
-            "run MODEL --input FILE.npz --output OUT.npz`"
-        )
+    task = batch_task(load_artifact(model).metadata, model)
     digest = hashlib.sha256()
     with model.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return meta.task, {
+    return task, {
         "model": str(model.resolve()),
         "model_sha256": digest.hexdigest(),
-        "task": meta.task,
+        "task": task,
         "partition_rows": batch.partition_rows,
         "allow_nonfinite": options.allow_nonfinite,
     }
@@ -281,7 +304,7 @@ def _prepare_output(
     manifest_path = target / MANIFEST_NAME
     if target.exists() and not target.is_dir():
         raise InvalidInputError(
-            f"--output {target} is a file; batch scoring writes a folder of Parquet files"
+            f"--output {target} is a file; batch inference writes a folder of Parquet files"
         )
     if not target.exists() or not any(target.iterdir()):
         target.mkdir(parents=True, exist_ok=True)
@@ -301,12 +324,12 @@ def _prepare_output(
     if not batch.resume:
         raise OutputExistsError(
             f"--output {target} holds an earlier run ({earlier.get('state')}); add --resume to "
-            "keep its complete partitions and score the rest, or --overwrite to start again"
+            "keep its complete partitions and run the rest, or --overwrite to start again"
         )
     changed = [k for k in _MATCHED if earlier.get(k) != fingerprint[k]]
     if changed:
         raise InvalidInputError(
-            f"--resume: {target} was scored with a different "
+            f"--resume: {target} was written with a different "
             f"{', '.join(k.replace('_sha256', ' (its SHA-256)') for k in changed)}; "
             "its partitions would not match. Use another --output, or --overwrite"
         )
@@ -316,18 +339,25 @@ def _prepare_output(
 def _remove_partitions(target: Path) -> None:
     """Delete what an earlier run wrote (its partitions, markers and manifest), nothing else."""
     for path in target.rglob("*"):
-        if path.is_file() and (
-            (path.name.endswith(".parquet") and ".part-" in path.name)
-            or path.name.endswith((".attempts", ".tmp"))
-            or path.name == MANIFEST_NAME
-        ):
+        if path.is_file() and (batch_file_kind(path) is not None or path.name == MANIFEST_NAME):
             path.unlink()
 
 
 def _remove_stale(target: Path) -> None:
-    """Temporary files of partitions whose writer was killed: the retry wrote its own."""
-    for path in target.rglob(".*.parquet.*.tmp"):
-        path.unlink(missing_ok=True)
+    """What killed workers leave behind: temporary files of partitions being written, and the
+    attempts markers of partitions that are complete (killed between renaming the partition
+    into place and removing its marker). The marker of a missing partition stays: it counts
+    the workers that partition killed."""
+    for path in target.rglob(".*"):
+        kind = batch_file_kind(path)
+        if kind == "temporary" or (
+            kind == "attempts" and is_complete_partition(marked_partition(path))
+        ):
+            path.unlink(missing_ok=True)
+
+
+def _holds_partitions(target: Path) -> bool:
+    return any(batch_file_kind(path) == "partition" for path in target.rglob("*.parquet"))
 
 
 def describe_batch(result: BatchResult) -> str:

@@ -1,13 +1,14 @@
-"""Score one partition: read its rows, predict through ``run``'s path, write one Parquet file.
+"""Run one partition: read its rows, predict as ``run`` does, write one Parquet file.
 
-:class:`PartitionScorer` is what every engine runs: the local engine holds one, each Ray
+:class:`PartitionRunner` is what every engine runs: the local engine holds one, each Ray
 actor holds one. It opens its ONNX Runtime session once, then for each
 :class:`~edgelstm.runtimes.batch.plan.Partition` reads the rows with the readers ``run``
-uses, scores them with :func:`edgelstm.runtimes.run_files.predict` (normalisation, bucketing by
-length, labels, thresholds: nothing is re-implemented here) and writes the rows atomically.
+uses, predicts with :func:`edgelstm.runtimes.model_io.predictions.predict` (normalisation,
+bucketing by length, labels, thresholds: nothing is re-implemented here) and writes the
+prediction columns, at the model's full precision, atomically.
 
-A partition that cannot be read or scored comes back as a :class:`PartitionOutcome` with an
-``error`` (the engine decides: stop, or ``--skip-bad``). A partition that kills its worker
+A partition that cannot be read or predicted comes back as a :class:`PartitionOutcome` with
+an ``error`` (the engine decides: stop, or ``--skip-bad``). A partition that kills its worker
 (ONNX Runtime crashing on it, the machine running out of memory) is retried by the engine;
 an attempt counter beside the output makes the next attempt past ``max_attempts`` report
 it as an error instead of crashing workers forever.
@@ -22,20 +23,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
-from edgelstm.runtimes.batch.plan import Partition
-from edgelstm.runtimes.ort.session import OpenedSession, SessionConfig, open_session
-from edgelstm.runtimes.run_files import Predictions, RunOptions, predict
+from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.batch.plan import Partition, attempts_marker
+from edgelstm.runtimes.model_io.predictions import Predictions, PredictOptions, predict
+from edgelstm.runtimes.ort.session import OpenedSession, open_session
+from edgelstm.runtimes.ort.session_config import SessionConfig
 
-__all__ = ["PartitionOutcome", "PartitionScorer", "pyarrow_module"]
+__all__ = [
+    "PartitionOutcome",
+    "PartitionRunner",
+    "RunnerConfig",
+    "batch_task",
+    "pyarrow_module",
+]
 
 #: Columns every row may carry beyond what its file gives (labels are optional per file):
-#: always written, null where absent, so all partitions share one schema.
+#: always written, last and in this order, null where absent, so all partitions share one
+#: schema.
 _OPTIONAL_COLUMNS = {
     "classify": {"true_label": "string"},
     "anomaly": {"anomaly": "int64", "label": "int64"},
 }
+
+
+def batch_task(meta: ModelMetadata | None, model: str | Path) -> str:
+    """The task of an edgelstm model; any other model is refused, saying what runs it."""
+    if meta is None or meta.task is None:
+        raise InvalidInputError(
+            f"{model}: batch inference needs an edgelstm model (its metadata says how to read "
+            "and normalise the inputs); run other ONNX models file by file with `edgelstm "
+            "run MODEL --input FILE.npz --output OUT.npz`"
+        )
+    return meta.task
 
 
 def pyarrow_module() -> Any:
@@ -52,7 +75,7 @@ def pyarrow_module() -> Any:
 
 @dataclass(frozen=True)
 class PartitionOutcome:
-    """What scoring one partition did: rows written, or the error that stopped it."""
+    """What running one partition did: rows written, or the error that stopped it."""
 
     relative: str
     part: int
@@ -96,58 +119,57 @@ class PartitionOutcome:
         )
 
 
-class PartitionScorer:
-    """One session for the life of a worker; :meth:`score` handles one partition.
+@dataclass(frozen=True, kw_only=True)
+class RunnerConfig:
+    """What every worker builds its :class:`PartitionRunner` from (Ray pickles it to them)."""
+
+    model: str
+    session: SessionConfig
+    options: PredictOptions
+    max_attempts: int = 3
+
+
+class PartitionRunner:
+    """One session for the life of a worker; :meth:`run` reads, predicts and writes one
+    partition.
 
     Example::
 
-        >>> scorer = PartitionScorer("jv.onnx", SessionConfig(), RunOptions())  # doctest: +SKIP
-        >>> scorer.score(partition).rows  # doctest: +SKIP
+        >>> runner = PartitionRunner(RunnerConfig(model="jv.onnx", session=SessionConfig(),
+        ...                                       options=PredictOptions()))  # doctest: +SKIP
+        >>> runner.run(partition).rows  # doctest: +SKIP
         250
     """
 
-    def __init__(
-        self,
-        model: str | Path,
-        session: SessionConfig,
-        options: RunOptions,
-        *,
-        max_attempts: int = 3,
-    ) -> None:
-        self.opened: OpenedSession = open_session(model, session)
+    def __init__(self, config: RunnerConfig) -> None:
+        self.opened: OpenedSession = open_session(config.model, config.session)
         meta = self.opened.profile.metadata
-        if meta is None or meta.task is None:
-            raise InvalidInputError(
-                f"{model}: batch scoring needs an edgelstm model (its metadata says how to "
-                "read and normalise the inputs); run other ONNX models file by file with "
-                "`edgelstm run MODEL --input FILE.npz --output OUT.npz`"
-            )
-        self.task: str = meta.task
+        self.task = batch_task(meta, config.model)
+        assert meta is not None  # batch_task refused any other model
         self.num_features = len(meta.feature_names)
-        self.options = options
-        self.max_attempts = max_attempts
+        self.options = config.options
+        self.max_attempts = config.max_attempts
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._cached: tuple[str, SequenceSet | Series] | None = None
         self._pa = pyarrow_module()
 
-    def score(self, partition: Partition) -> PartitionOutcome:
-        """Read, score and write ``partition``; input errors come back in the outcome."""
+    def run(self, partition: Partition) -> PartitionOutcome:
+        """Read, predict and write ``partition``; input errors come back in the outcome."""
         began, started = time.time(), time.perf_counter()
         attempts = _Attempts(Path(partition.output))
         try:
             if attempts.begin() > self.max_attempts:
                 raise InvalidInputError(
-                    f"{partition.source}: rows {_span(partition)} killed the worker scoring "
+                    f"{partition.source}: rows {_span(partition)} killed the worker running "
                     f"them {self.max_attempts} times (ONNX Runtime crashing on them, or out of "
-                    "memory?); skip the file with --skip-bad or score it alone with `edgelstm "
+                    "memory?); skip the file with --skip-bad or run it alone with `edgelstm "
                     "run` to see why"
                 )
             data = self._read(partition)
             predictions, notices = predict(
                 self.opened, data, source=Path(partition.source), options=self.options
             )
-            rows = self._rows(predictions, partition)
-            self._write(rows, Path(partition.output))
+            rows = self._write(_prediction_columns(predictions, partition), partition)
         except EdgeLSTMError as exc:
             attempts.end()
             return PartitionOutcome(
@@ -159,12 +181,14 @@ class PartitionScorer:
                 worker=self.worker,
                 began=began,
             )
+        # A kill right here leaves the marker beside a complete partition: the partition
+        # counts as done (its file is there) and the job removes the marker.
         attempts.end()
         return PartitionOutcome(
             partition.relative,
             partition.part,
             partition.output,
-            rows=len(rows),
+            rows=rows,
             seconds=time.perf_counter() - started,
             worker=self.worker,
             notices=tuple(notices),
@@ -196,7 +220,7 @@ class PartitionScorer:
             return data
         if not isinstance(data, SequenceSet) or len(data) < partition.stop:
             raise InvalidInputError(
-                f"{path}: changed while being scored (rows {_span(partition)} planned, "
+                f"{path}: changed while being read (rows {_span(partition)} planned, "
                 f"{len(data) if isinstance(data, SequenceSet) else 'a series'} found); "
                 "rerun with --resume"
             )
@@ -204,34 +228,47 @@ class PartitionScorer:
         labels = None if data.labels is None else data.labels[rows]
         return SequenceSet(data.sequences[rows], labels, data.feature_names)
 
-    def _rows(self, predictions: Predictions, partition: Partition) -> list[dict[str, Any]]:
-        """``run``'s records with ``source`` (the relative input path) and ``index`` (the
-        sequence, forecast window or time step within the whole file) in front."""
-        records = predictions.records or []
-        rows = []
-        for record in records:
-            row: dict[str, Any] = {"source": partition.relative}
-            if predictions.kind == "classify":
-                row["index"] = partition.start + int(record["index"])
-            elif predictions.kind == "forecast":
-                row["index"] = partition.start + int(record["window"])
-                record = {**record, "window": row["index"]}
-            else:
-                row["index"] = int(record["step"])
-            row.update({k: v for k, v in record.items() if k != "index"})
-            rows.append(row)
-        return rows
-
-    def _write(self, rows: list[dict[str, Any]], output: Path) -> None:
+    def _write(self, columns: dict[str, np.ndarray], partition: Partition) -> int:
+        """Write ``columns`` (plus the optional ones, null where absent) as the partition's
+        Parquet file; returns the rows written."""
         from edgelstm.fileio import atomic_file
 
         pa = self._pa
-        table = pa.Table.from_pylist(rows)
-        for name, kind in _OPTIONAL_COLUMNS.get(self.task, {}).items():
-            if name not in table.column_names:
-                table = table.append_column(name, pa.nulls(len(rows), type=pa.type_for_alias(kind)))
-        with atomic_file(output, overwrite=True) as tmp:
-            pa.parquet.write_table(table, tmp)
+        count = len(columns["index"])
+        optional = _OPTIONAL_COLUMNS.get(self.task, {})
+        arrays = {
+            name: pa.array(values) for name, values in columns.items() if name not in optional
+        }
+        for name, kind in optional.items():
+            values = columns.get(name)
+            arrays[name] = (
+                pa.nulls(count, type=pa.type_for_alias(kind))
+                if values is None
+                else pa.array(values, type=pa.type_for_alias(kind))
+            )
+        with atomic_file(Path(partition.output), overwrite=True) as tmp:
+            pa.parquet.write_table(pa.table(arrays), tmp)
+        return count
+
+
+def _prediction_columns(predictions: Predictions, partition: Partition) -> dict[str, np.ndarray]:
+    """``run``'s columns (``predictions.table``, values as the model computed them) with
+    ``source`` (the relative input path) and ``index`` (the sequence, forecast window or time
+    step within the whole file) in front."""
+    table = predictions.table
+    if table is None:
+        raise InvalidInputError(f"{partition.source}: the model's outputs are not one table")
+    first = next(iter(table.values()))
+    if predictions.kind == "classify":
+        index = partition.start + table["index"]
+    elif predictions.kind == "forecast":
+        index = partition.start + table["window"]
+        table = {**table, "window": index}
+    else:  # anomaly: a whole series, step by step
+        index = table["step"]
+    source = np.full(len(first), partition.relative, dtype=object)
+    rest = {name: values for name, values in table.items() if name != "index"}
+    return {"source": source, "index": index.astype(np.int64), **rest}
 
 
 def _span(partition: Partition) -> str:
@@ -239,14 +276,16 @@ def _span(partition: Partition) -> str:
 
 
 class _Attempts:
-    """How many times a partition has been started, in ``.NAME.attempts`` beside its output.
+    """How many times a partition has been started, in its attempts marker (see
+    :func:`~edgelstm.runtimes.batch.plan.attempts_marker`).
 
-    Written before scoring and removed after (whatever the result), so a count survives only
-    when the worker died mid-partition; a shared output folder carries it to the retry.
+    Written before the partition runs and removed after (whatever the result), so a count
+    survives only when the worker died mid-partition; a shared output folder carries it to
+    the retry. A partition is complete when its file exists, marker or not.
     """
 
     def __init__(self, output: Path) -> None:
-        self.path = output.parent / f".{output.name}.attempts"
+        self.path = attempts_marker(output)
 
     def begin(self) -> int:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,59 @@ from typing import Any
 from edgelstm.errors import InvalidInputError
 
 __all__ = [
-    "PARTITION_SUFFIX",
     "Partition",
+    "attempts_marker",
+    "batch_file_kind",
     "find_inputs",
     "is_complete_partition",
+    "marked_partition",
+    "partition_path",
     "plan_partitions",
 ]
 
-#: Every partition file ends so; other files in an output folder are not edgelstm's.
-PARTITION_SUFFIX = ".parquet"
+# --------------------------------------------------------------------------------------------
+# file names: the one place that makes and recognises the names of a batch run's files
+
+#: ``rec0.npz.part-00003.parquet``: the input's relative path, then the partition number.
+_PARTITION_NAME = r".+\.part-\d{5,}\.parquet"
+_FILE_KINDS = {
+    "partition": re.compile(_PARTITION_NAME),
+    # ``.NAME.attempts`` beside partition NAME (see ``partitions._Attempts``).
+    "attempts": re.compile(rf"\.(?P<partition>{_PARTITION_NAME})\.attempts"),
+    # ``.NAME.<random>.tmp``: the temporary sibling that ``fileio.atomic_file`` renames.
+    "temporary": re.compile(rf"\.{_PARTITION_NAME}\..+\.tmp"),
+}
+
+
+def partition_path(folder: Path, relative: str, part: int) -> Path:
+    """Where partition ``part`` of the input ``relative`` (to the input root) is written."""
+    return folder / f"{relative}.part-{part:05d}.parquet"
+
+
+def attempts_marker(partition: Path) -> Path:
+    """The hidden file beside ``partition`` that counts the attempts to write it."""
+    return partition.with_name(f".{partition.name}.attempts")
+
+
+def batch_file_kind(path: Path) -> str | None:
+    """What ``path`` is to a batch run: ``partition``, ``attempts`` (a partition's attempt
+    marker), ``temporary`` (a partition being written) or None (not a partition's file)."""
+    for kind, pattern in _FILE_KINDS.items():
+        if pattern.fullmatch(path.name):
+            return kind
+    return None
+
+
+def marked_partition(marker: Path) -> Path:
+    """The partition an attempts marker counts for (the inverse of :func:`attempts_marker`)."""
+    match = _FILE_KINDS["attempts"].fullmatch(marker.name)
+    if match is None:
+        raise ValueError(f"{marker} is not an attempts marker")
+    return marker.with_name(match["partition"])
+
+
+# --------------------------------------------------------------------------------------------
+# the plan
 
 
 @dataclass(frozen=True)
@@ -152,9 +197,8 @@ def row_count(path: Path, task: str) -> int | None:
 def plan_partitions(
     root: Path, files: list[Path], output: Path, *, task: str, partition_rows: int
 ) -> list[Partition]:
-    """Cut each file into partitions of at most ``partition_rows`` sequences."""
-    if partition_rows < 1:
-        raise InvalidInputError(f"--partition-rows must be >= 1, got {partition_rows}")
+    """Cut each file into partitions of at most ``partition_rows`` sequences (>= 1: the
+    job's :class:`~edgelstm.runtimes.batch.job.BatchOptions` refuses less)."""
     output = output.resolve()
     plan: list[Partition] = []
     for path in files:
@@ -166,8 +210,8 @@ def plan_partitions(
             else [(s, min(s + partition_rows, count)) for s in range(0, count, partition_rows)]
         )
         for part, (start, stop) in enumerate(ranges):
-            name = f"{relative}.part-{part:05d}{PARTITION_SUFFIX}"
-            plan.append(Partition(str(path), relative, start, stop, part, os.fspath(output / name)))
+            destination = os.fspath(partition_path(output, relative, part))
+            plan.append(Partition(str(path), relative, start, stop, part, destination))
     return plan
 
 
