@@ -28,10 +28,9 @@ from edgelstm.errors import EdgeLSTMError, first_line
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
     from edgelstm.runtimes.ort.artifact import Artifact
     from edgelstm.runtimes.ort.session_config import SessionConfig
+    from edgelstm.runtimes.serve.app import create_app
 
 __all__ = [
     "BatcherFailedError",
@@ -43,17 +42,14 @@ __all__ = [
 ]
 
 
-def create_app(
-    model: Artifact | Path | str,
-    *,
-    session: SessionConfig | None = None,
-    limits: ServeLimits | None = None,
-    on_failure: Callable[[BaseException], None] | None = None,
-) -> Starlette:
-    """The ASGI app (see :func:`edgelstm.runtimes.serve.app.create_app`)."""
-    from edgelstm.runtimes.serve.app import create_app as build
+def __getattr__(name: str) -> Any:
+    # create_app lives with the routes; importing it here would load Starlette for every
+    # user of the batcher, so it is looked up on first use.
+    if name == "create_app":
+        from edgelstm.runtimes.serve.app import create_app
 
-    return build(model, session=session, limits=limits, on_failure=on_failure)
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BatcherFailedError(EdgeLSTMError):
@@ -120,6 +116,8 @@ def serve(
     def stop_on_failure(exc: BaseException) -> None:
         failures.append(exc)
         holder["server"].should_exit = True
+
+    from edgelstm.runtimes.serve.app import create_app
 
     app = create_app(model, session=session, limits=limits, on_failure=stop_on_failure)
     config = uvicorn.Config(
