@@ -26,13 +26,27 @@ from edgelstm.benchmarks.measure import Measurement, environment, measure_interl
 from edgelstm.errors import InvalidInputError, MissingDependencyError, ProviderUnavailableError
 from edgelstm.extras import install_hint, is_installed
 
-__all__ = ["BENCHMARK_SCHEMA", "BenchmarkPlan", "BenchmarkReport", "run_benchmark"]
+__all__ = [
+    "BENCHMARK_SCHEMA",
+    "BenchmarkPlan",
+    "BenchmarkReport",
+    "provider_label",
+    "run_benchmark",
+]
 
 #: ``schema`` of the benchmark JSON; bump on incompatible changes to row fields.
 BENCHMARK_SCHEMA = "edgelstm.benchmark/1"
 
 #: ``progress(done, total, label)`` after each configuration.
 Progress = Callable[[int, int, str], None]
+
+
+def provider_label(row: dict[str, Any]) -> str:
+    """The provider a row ran on, and the one asked for when they differ (table and plots)."""
+    requested = row.get("requested_provider", row["provider"])
+    if requested != row["provider"]:
+        return f"{row['provider']} (asked {requested})"
+    return str(row["provider"])
 
 
 @dataclass(frozen=True)

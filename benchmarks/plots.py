@@ -363,7 +363,7 @@ def build_figure(document: dict[str, Any], *, title: str = "Benchmark") -> Figur
     from matplotlib.figure import Figure
 
     # Imported here, not at the top: report imports this module (write_report_files).
-    from edgelstm.benchmarks.report import provider_label
+    from edgelstm.benchmarks.harness import provider_label
 
     rows = list(document["rows"])
     styles = Styles(rows, provider_label)

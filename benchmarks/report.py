@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA
+from edgelstm.benchmarks.harness import BENCHMARK_SCHEMA, provider_label
 from edgelstm.benchmarks.plots import write_plot
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import read_json, write_json_atomic, write_text_atomic
@@ -129,14 +129,6 @@ def _shape(row: dict[str, Any]) -> str:
     if row["mode"] == "streaming":
         return f"b{row['batch']} chunk {row['chunk']}"
     return f"b{row['batch']} x {row['seq']}"
-
-
-def provider_label(row: dict[str, Any]) -> str:
-    """The provider a row ran on, and the one asked for when they differ (table and plots)."""
-    requested = row.get("requested_provider", row["provider"])
-    if requested != row["provider"]:
-        return f"{row['provider']} (asked {requested})"
-    return str(row["provider"])
 
 
 def _ratio(value: Any) -> str:

@@ -140,7 +140,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch between config.json and the weights
-        first = str(exc).strip().splitlines()[-1].strip()
+        # torch puts the useful line (which tensor, which shapes) last
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
         raise CheckpointError(f"{weights} does not match {CONFIG_FILE}: {first}") from None
     if missing or unexpected:
         raise CheckpointError(

@@ -105,6 +105,11 @@ class StreamingSession:
         dtypes = {name: spec.dtype for name, spec in state_specs.items()}
         self._state = StreamState(contract, streams, dtypes)
         self._state_out = StreamState(contract, streams, dtypes)
+        # (state, state_out) buffer pairs: the per-frame hot loop copies them without lookups.
+        self._carry = [
+            (self._state.arrays[name], self._state_out.arrays[name])
+            for name in contract.state_names
+        ]
         self._bindings: dict[int, _Binding] = {}
 
     def _frames(self, frames: np.ndarray) -> np.ndarray:
@@ -154,7 +159,8 @@ class StreamingSession:
         bound = self._bindings.get(x.shape[1]) or self._bind(x.shape[1])
         np.copyto(bound.x, x)
         self._session.run_with_iobinding(bound.binding)
-        self._state.assign(self._state_out.arrays)
+        for state, new in self._carry:
+            np.copyto(state, new)
         return bound.output.copy()
 
     def _bind(self, frames: int) -> _Binding:
