@@ -557,8 +557,8 @@ def environment(threads: tuple[int, ...]) -> dict[str, Any]:
     """The fingerprint stored with every report: hardware, library versions, thread settings."""
     import importlib.metadata as md
 
-    from edgelstm import __version__
     from edgelstm.hardware import cpu_info, gpu_info
+    from edgelstm.version import __version__
 
     def version(dist: str) -> str | None:
         try:

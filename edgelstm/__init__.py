@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from edgelstm.version import __version__
 
 # name -> module that defines it; the contents of `__all__` are guarded by a test.
 _EXPORTS: dict[str, str] = {

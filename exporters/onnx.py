@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgelstm import __version__
 from edgelstm.config import to_dict
 from edgelstm.errors import CheckFailedError, InvalidInputError, first_line
 from edgelstm.exporters.graphs import GraphSpec, build_graph
@@ -42,6 +41,7 @@ from edgelstm.metadata import ModelMetadata, record_weights_sha256
 from edgelstm.runtimes.model_io.contract import state_output_name
 from edgelstm.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from edgelstm.training.models import SequenceModel
+from edgelstm.version import __version__
 
 #: Tried in this order; the first candidate that validates is kept.
 EXPORTERS = ("torchscript", "dynamo")

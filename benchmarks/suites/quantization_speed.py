@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm import __version__
 from edgelstm.benchmarks.suites.result_files import add_out_option
 from edgelstm.fileio import write_json_atomic, write_text_atomic
+from edgelstm.version import __version__
 
 
 def _timings(run: Callable[[], object], warmup: int, iterations: int) -> dict[str, float]:

@@ -55,9 +55,9 @@ def reference_model(seed: int = 0) -> SequenceModel:
 
 def reference_checkpoint(out: Path) -> Path:
     """Save the reference model as a checkpoint folder (so ``--torch`` can load it)."""
-    from edgelstm import __version__
     from edgelstm.config import DatasetInfo, Normalization, RunRecord, TrainConfig
     from edgelstm.training.checkpoint import save_checkpoint
+    from edgelstm.version import __version__
 
     model = reference_model()
     features = model.config.input_size

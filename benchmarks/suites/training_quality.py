@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgelstm import __version__
 from edgelstm.benchmarks.suites.result_files import add_out_option
 from edgelstm.fileio import write_json_atomic, write_text_atomic
+from edgelstm.version import __version__
 
 #: Seconds each default run must finish in on 2 CPU cores.
 TIME_BUDGET_S = 120.0

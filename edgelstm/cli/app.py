@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from edgelstm import __version__
+from edgelstm.version import __version__
 
 
 def _without_flag_metavars(params: list[Any]) -> list[Any]:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgelstm import __version__
 from edgelstm.config import (
     TRAIN_PRESETS,
     DatasetInfo,
@@ -47,6 +46,7 @@ from edgelstm.training.evaluation import (
 )
 from edgelstm.training.models import SequenceModel, build_model
 from edgelstm.training.quality_checks import QualityChecks, RunFacts
+from edgelstm.version import __version__
 
 
 @dataclass(frozen=True)
