@@ -2,9 +2,9 @@
 and the checkpoint's baselines that the gate's scores are read against.
 
 Quantizers skip nodes silently (an LSTM whose weights are not initializers, any GRU, static
-QDQ leaving recurrent nodes in float), so ``edgelstm quantize`` counts every compute op before
-and after and stores the counts in the output's metadata; a partial result is refused unless
-asked for.
+QDQ leaving recurrent nodes in float, anything inside an ``If``/``Loop``/``Scan`` body unless
+asked), so ``edgelstm quantize`` counts every compute op before and after, at every depth, and
+stores the counts in the output's metadata; a partial result is refused unless asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,15 @@ class OpAudit:
 
 
 @dataclass(frozen=True)
+class SubgraphOp:
+    """A compute node inside a subgraph, by path, and whether it is still float after."""
+
+    path: str
+    op: str
+    still_float: bool
+
+
+@dataclass(frozen=True)
 class QuantizationAudit:
     """What quantization changed, stored in the output's metadata as JSON."""
 
@@ -59,6 +68,8 @@ class QuantizationAudit:
     #: quantized kernels in the result, e.g. {"DynamicQuantizeLSTM": 2, "MatMulInteger": 1}
     kernels: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: compute nodes inside If/Loop/Scan bodies (also counted in ``ops``), by path.
+    subgraph_ops: tuple[SubgraphOp, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -77,50 +88,141 @@ class QuantizationAudit:
             "providers": self.providers,
             "kernels": self.kernels,
             "notes": list(self.notes),
+            "subgraph_ops": [o.__dict__ for o in self.subgraph_ops],
         }
 
 
+def walk_nodes(graph: Any, scope: str = "") -> Iterator[tuple[str, Any]]:
+    """Every node of ``graph`` and of the graphs nested in it, each with its scope.
+
+    Control flow (``If`` branches, ``Loop`` and ``Scan`` bodies) holds its nodes in graph
+    attributes; a recurrent layer there is as real as one at the top, so whatever counts ops
+    walks them too. The scope is ``""`` at the top and, inside, the path of the enclosing
+    nodes and attributes: ``If 'branch'/then_branch/``.
+    """
+    for node in graph.node:
+        yield scope, node
+        for attr in node.attribute:
+            nested = [(attr.name, attr.g)] if attr.HasField("g") else []
+            nested += [(f"{attr.name}[{i}]", g) for i, g in enumerate(attr.graphs)]
+            for name, subgraph in nested:
+                yield from walk_nodes(subgraph, f"{scope}{node_label(node)}/{name}/")
+
+
+def all_nodes(model: Any) -> Iterator[Any]:
+    """The nodes of ``model`` at every depth (see :func:`walk_nodes`)."""
+    return (node for _, node in walk_nodes(model.graph))
+
+
+def node_label(node: Any) -> str:
+    """``LSTM 'lstm'``; an unnamed node by its first output: ``LSTM (-> Y)``."""
+    if node.name:
+        return f"{node.op_type} {node.name!r}"
+    outputs = [o for o in node.output if o]
+    return f"{node.op_type} (-> {outputs[0]})" if outputs else node.op_type
+
+
+def copy_outer_weights_into_subgraphs(model: Any, op_types: Sequence[str] | None = None) -> int:
+    """Give each compute node inside a subgraph its own copy of the weights it reads from an
+    enclosing graph; the number of copies made (0: ``model`` is unchanged).
+
+    ONNX Runtime's quantizer (``EnableSubgraph``, 1.32) quantizes a subgraph node only when
+    its weights are initializers of that subgraph: with weights from the enclosing graph, as
+    exporters write them, its LSTM quantizer fails (``'NoneType' object has no attribute
+    'dims'``). Only nodes of ``op_types`` (default: every compute op) get copies, so no float
+    weight is duplicated for nothing; the outer initializer, once unused, is dropped by the
+    quantizer.
+    """
+    wanted = tuple(op_types or COMPUTE_OPS)
+
+    def localize(graph: Any, outer: dict[str, Any]) -> int:
+        copies: dict[str, str] = {}
+        local = {t.name for t in graph.initializer}
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if node.op_type in wanted and name in outer and name not in local:
+                    if name not in copies:
+                        # Value names are unique across scopes: a copy cannot shadow.
+                        copies[name] = f"{name}.{graph.name}.{len(copies)}"
+                        graph.initializer.add().CopyFrom(outer[name])
+                        graph.initializer[-1].name = copies[name]
+                    node.input[i] = copies[name]
+        visible = {**outer, **{t.name: t for t in graph.initializer}}
+        nested = [g for n in graph.node for a in n.attribute for g in [*a.graphs, a.g] if g.node]
+        return len(copies) + sum(localize(g, visible) for g in nested)
+
+    return localize(model.graph, {})
+
+
+class _FloatCheck:
+    """Whether a node of the quantized model still computes in float.
+
+    Dynamic quantization replaces a node (Gemm becomes MatMulInteger + Add, LSTM becomes
+    DynamicQuantizeLSTM), so a float op left is float; QDQ keeps the float op and feeds it
+    dequantized weights (quantized in effect); FP16 keeps the op and halves its weights.
+    """
+
+    def __init__(self, model: Any, mode: str) -> None:
+        self.mode = mode
+        nodes = list(all_nodes(model))
+        # Value names are unique across nested scopes, so one map serves every depth.
+        self.producers = {out: node for node in nodes for out in node.output if out}
+        self.halves = {
+            t.name for graph in _graphs(model) for t in graph.initializer if t.data_type == _FLOAT16
+        }
+        self.nodes = nodes
+
+    def __call__(self, node: Any) -> bool:
+        if self.mode == "fp16":
+            return not any(i in self.halves for i in node.input)
+        if self.mode == "static-int8" and len(node.input) >= 2:
+            weight = self.producers.get(node.input[1])
+            return weight is None or weight.op_type != "DequantizeLinear"
+        return True
+
+
+#: ``onnx.TensorProto.FLOAT16``, without importing onnx for the baselines' readers.
+_FLOAT16 = 10
+
+
+def _graphs(model: Any) -> Iterator[Any]:
+    yield model.graph
+    for node in all_nodes(model):
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield attr.g
+            yield from attr.graphs
+
+
 def audit_ops(before: Any, after: Any, mode: str) -> tuple[OpAudit, ...]:
-    """Per compute op type: how many nodes there were, how many are quantized, how many float."""
-    counts_before = Counter(n.op_type for n in before.graph.node if n.op_type in COMPUTE_OPS)
-    after_ops = Counter(n.op_type for n in after.graph.node)
+    """Per compute op type, subgraphs included: how many nodes there were, how many are
+    quantized, how many are still float."""
+    counts_before = Counter(n.op_type for n in all_nodes(before) if n.op_type in COMPUTE_OPS)
+    is_float = _FloatCheck(after, mode)
     audits = []
     for op, total in sorted(counts_before.items()):
-        if mode == "fp16":
-            halves = _fp16_nodes(after, op)
-            audits.append(OpAudit(op, total, halves, after_ops.get(op, 0) - halves))
-            continue
-        still = after_ops.get(op, 0)
-        if mode == "static-int8":
-            # QDQ keeps the float op and feeds it dequantized weights: quantized in effect.
-            still -= _qdq_fed(after, op)
-        # Dynamic quantization replaces a node (Gemm becomes MatMulInteger + Add, LSTM becomes
-        # DynamicQuantizeLSTM): what is no longer a float node of this type was quantized.
-        audits.append(OpAudit(op, total, max(total - still, 0), still))
+        present = [n for n in is_float.nodes if n.op_type == op]
+        still = sum(1 for n in present if is_float(n))
+        # FP16 keeps every node; INT8 replaces them: what is no longer float was quantized.
+        quantized = len(present) - still if mode == "fp16" else max(total - still, 0)
+        audits.append(OpAudit(op, total, quantized, still))
     return tuple(audits)
 
 
-def _producers(model: Any) -> dict[str, Any]:
-    return {out: node for node in model.graph.node for out in node.output}
-
-
-def _qdq_fed(model: Any, op: str) -> int:
-    producers = _producers(model)
-    count = 0
-    for node in model.graph.node:
-        if node.op_type != op or len(node.input) < 2:
+def subgraph_ops(before: Any, after: Any, mode: str) -> tuple[SubgraphOp, ...]:
+    """The compute nodes of ``before`` that sit inside subgraphs, each with its path and
+    whether ``after`` still computes it in float (its output still comes from a float node
+    of the same type)."""
+    is_float = _FloatCheck(after, mode)
+    found = []
+    for scope, node in walk_nodes(before.graph):
+        if not scope or node.op_type not in COMPUTE_OPS:
             continue
-        weight = producers.get(node.input[1])
-        if weight is not None and weight.op_type == "DequantizeLinear":
-            count += 1
-    return count
-
-
-def _fp16_nodes(model: Any, op: str) -> int:
-    import onnx
-
-    halves = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
-    return sum(1 for n in model.graph.node if n.op_type == op and any(i in halves for i in n.input))
+        outputs = [o for o in node.output if o]
+        producer = is_float.producers.get(outputs[0]) if outputs else None
+        still = producer is not None and producer.op_type == node.op_type and is_float(producer)
+        found.append(SubgraphOp(f"{scope}{node_label(node)}", node.op_type, still))
+    return tuple(found)
 
 
 def providers_note(mode: str, model: Any) -> str:
@@ -132,7 +234,7 @@ def providers_note(mode: str, model: Any) -> str:
     """
     from edgelstm.runtimes.ort.providers import artifact_support
 
-    ops = {n.op_type for n in model.graph.node}
+    ops = {n.op_type for n in all_nodes(model)}
     if mode == "dynamic-int8" and "DynamicQuantizeLSTM" not in ops:
         return "cpu (dynamic INT8 ops run on the CPU provider)"
     native, other = [], []

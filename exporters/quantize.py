@@ -42,9 +42,10 @@ from edgelstm.exporters.audit import (
     OpAudit,
     QuantizationAudit,
     audit_ops,
+    copy_outer_weights_into_subgraphs,
     providers_note,
 )
-from edgelstm.exporters.calibration import calibration_reader
+from edgelstm.exporters.calibration import calibration_reader, model_inputs
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import (
     PREFIX,
@@ -396,8 +397,13 @@ def _fold_recurrent_weights(src: Path, model: Any, dst: Path, notes: list[str]) 
 
 
 def _dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> None:
+    """ONNX Runtime's dynamic quantization, inside If/Loop/Scan bodies too."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    model = onnx.load(str(src))
+    if copy_outer_weights_into_subgraphs(model):
+        src = dst.with_name(f"{dst.stem}.local-weights.onnx")
+        onnx.save(model, str(src))
     with _quiet_quantizer():
         quantize_dynamic(
             str(src),
@@ -405,6 +411,7 @@ def _dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> Non
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
+            extra_options={"EnableSubgraph": True},
         )
 
 
@@ -413,6 +420,8 @@ def _static(
 ) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    # The samples are matched to this model's input names (they may be input, h, c, not x).
+    reader.bind(model_inputs(onnx.load(str(src), load_external_data=False)))
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
