@@ -168,7 +168,10 @@ class _FloatCheck:
         # Value names are unique across nested scopes, so one map serves every depth.
         self.producers = {out: node for node in nodes for out in node.output if out}
         self.halves = {
-            t.name for graph in _graphs(model) for t in graph.initializer if t.data_type == _FLOAT16
+            t.name
+            for graph in all_graphs(model)
+            for t in graph.initializer
+            if t.data_type == _FLOAT16
         }
         self.nodes = nodes
 
@@ -185,7 +188,8 @@ class _FloatCheck:
 _FLOAT16 = 10
 
 
-def _graphs(model: Any) -> Iterator[Any]:
+def all_graphs(model: Any) -> Iterator[Any]:
+    """The main graph and every subgraph (If, Loop and Scan bodies), at every depth."""
     yield model.graph
     for node in all_nodes(model):
         for attr in node.attribute:

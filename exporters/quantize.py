@@ -35,17 +35,34 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.exporters.accuracy_gate import (
+    AccuracyGate,
+    accuracy_gate,
+    eval_run_dir,
+    gate_baselines,
+    refuse_failed_gate,
+)
 from edgelstm.exporters.audit import (
     QUANTIZED_OPS,
     CheckpointBaselines,
     OpAudit,
     QuantizationAudit,
+    all_graphs,
+    all_nodes,
     audit_ops,
     copy_outer_weights_into_subgraphs,
-    providers_note,
+    subgraph_ops,
 )
 from edgelstm.exporters.calibration import calibration_reader, model_inputs
+from edgelstm.exporters.fidelity import FidelityReport, FidelityThresholds, fidelity_inputs
+from edgelstm.exporters.op_selection import (
+    OpChoice,
+    choose_op_types,
+    parse_ops,
+    present_op_types,
+    working_session,
+)
 from edgelstm.fileio import atomic_file, check_output_path
 from edgelstm.metadata import (
     PREFIX,
@@ -53,8 +70,6 @@ from edgelstm.metadata import (
     ModelMetadata,
     record_weights_sha256,
 )
-from edgelstm.tasks import Gate
-from edgelstm.training.checkpoint import CONFIG_FILE
 
 if TYPE_CHECKING:
     from edgelstm.hardware import CpuInfo
@@ -63,41 +78,6 @@ MODES = ("dynamic-int8", "static-int8", "fp16")
 #: ``reduce_range`` choices: 7-bit INT8 weights, 8-bit, or whatever the quantizing CPU needs.
 REDUCE_RANGE_CHOICES = ("on", "off", "auto")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
-@dataclass(frozen=True)
-class AccuracyGate:
-    """The gate's verdict on one quantization: both scores and the :class:`Gate` arithmetic.
-
-    Flat fields, because this record is the ``gate`` object of ``quantize --json``.
-    """
-
-    metric: str
-    float_value: float
-    quantized_value: float
-    degradation: float
-    allowed: float
-    relative: bool
-
-    @classmethod
-    def measure(cls, gate: Gate, float_value: float, quantized_value: float) -> AccuracyGate:
-        """Apply ``gate`` to the float and the quantized model's scores."""
-        degradation = gate.degradation(float_value, quantized_value)
-        return cls(
-            gate.metric, float_value, quantized_value, degradation, gate.allowed, gate.relative
-        )
-
-    @property
-    def passed(self) -> bool:
-        # Only ``allowed`` matters to the verdict; the direction is already in degradation.
-        return Gate(self.metric, True, self.allowed, self.relative).accepts(self.degradation)
-
-    def describe(self) -> str:
-        unit = " (relative)" if self.relative else ""
-        return (
-            f"{self.metric}: float {self.float_value:.4f}, quantized {self.quantized_value:.4f}, "
-            f"degradation {self.degradation:.4f}{unit} (allowed {self.allowed:g})"
-        )
 
 
 @dataclass(frozen=True)
@@ -112,6 +92,9 @@ class QuantizeResult:
     #: the gated checkpoint (None when no gate ran) and the baselines it stored, if any.
     eval_run: Path | None = None
     baselines: CheckpointBaselines | None = None
+    #: the quantized model against its FP32 self, and the op types chosen by measurement
+    fidelity: FidelityReport | None = None
+    op_choice: OpChoice | None = None
 
     def baseline_scores(self) -> dict[str, float | None]:
         """``{"float": .., "quantized": ..}``: the gate's scores, to judge by the baselines."""
@@ -182,16 +165,21 @@ def quantize(
     per_channel: bool = True,
     reduce_range: str | bool = "on",
     overwrite: bool = False,
+    eval_inputs: Path | str | None = None,
+    ops: str | tuple[str, ...] = "auto",
+    fidelity: FidelityThresholds | None = None,
 ) -> QuantizeResult:
-    """Quantize an exported model, audit it, gate it on task accuracy, then write it.
+    """Quantize an exported model, audit it, check it against its FP32 self and gate it on
+    task accuracy, then write it.
 
-    ``eval_run`` (default: the checkpoint folder recorded in the model's metadata, when it
-    exists) is the run whose test split scores the float and quantized models.
-    ``reduce_range`` (INT8 only) is ``"on"`` (7-bit weights, the default: safe on any x86,
-    including CPUs without VNNI where ONNX Runtime's u8s8 products saturate), ``"off"`` (8-bit,
-    for targets with VNNI or ARM) or ``"auto"`` (decided from the CPU running this function:
-    right only when it is the target); see :func:`resolve_reduce_range`. The choice is
-    recorded in the output's metadata.
+    ``ops`` (dynamic INT8): ``"auto"`` keeps the fastest candidate that stays faithful
+    (:mod:`edgelstm.exporters.op_selection`), ``"all"``, or op types. Fidelity to the FP32
+    outputs (``fidelity`` bounds) is checked on ``eval_inputs`` (arrays by input name), else
+    the test split of ``eval_run`` (default: the checkpoint recorded in the metadata), which
+    also scores the task-metric gate, else on synthetic inputs.
+    ``reduce_range`` (INT8): ``"on"`` 7-bit weights, safe on any x86; ``"off"`` 8-bit, for VNNI
+    or ARM targets; ``"auto"`` from this CPU (:func:`resolve_reduce_range`); recorded in the
+    output's metadata.
 
     Example:
         >>> result = quantize("jv.onnx", "jv.int8.onnx", mode="dynamic-int8")  # doctest: +SKIP
@@ -200,53 +188,97 @@ def quantize(
     """
     src, out = Path(model), Path(out)
     _check_request(src, out, mode, calibration_method, overwrite)
+    request = parse_ops(ops) if isinstance(ops, str) else tuple(ops)
     original, meta = _float_source(src)
-    run_dir = _eval_run(eval_run, meta)
+    run_dir = eval_run_dir(eval_run, meta)
     reduced, range_note = resolve_reduce_range(reduce_range)
     int8 = mode != "fp16"
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgelstm-quantize-") as work:
         folded = Path(work) / "folded.onnx"
         _fold_recurrent_weights(src, original, folded, notes)
-        quantized_path = Path(work) / "quantized.onnx"
-        if mode == "static-int8":
-            reader = calibration_reader(calibration, run_dir, meta, calibration_samples)
-            _static(folded, quantized_path, reader, calibration_method, per_channel, reduced)
-            notes.append(f"calibration: {reader.description}, method {calibration_method}")
-        elif mode == "dynamic-int8":
-            _dynamic(folded, quantized_path, per_channel, reduced)
-        else:
-            _fp16(folded, quantized_path)
+        build = _CandidateBuilder(
+            mode, folded, per_channel, reduced, calibration, calibration_method,
+            calibration_samples, run_dir, meta, notes,
+        )  # fmt: skip
+        choice = _choose(build, request, eval_inputs, fidelity, Path(work))
         if int8:
             notes.append(f"per-channel {per_channel}, {range_note}")
-        result_model = onnx.load(str(quantized_path))
-        ops = audit_ops(original, result_model, mode)
-        notes.extend(_what_stayed_float(ops, mode))
+        result_model = onnx.load(str(choice.chosen.path))
+        ops_audit = audit_ops(original, result_model, mode)
+        notes.extend([*_what_stayed_float(ops_audit, mode), *choice.left_float()])
         _stamp(result_model, mode, reduced if int8 else None)
         record_weights_sha256(result_model)
-        _refuse_partial(ops, mode, allow_partial)
+        _refuse_partial(ops_audit, mode, allow_partial, choice.chosen.op_types)
         final = Path(work) / "final.onnx"
         onnx.save(result_model, str(final))
-        gate = _accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
-        baselines = _baselines(run_dir, gate)
+        gate = accuracy_gate(src, final, run_dir, max_degradation) if run_dir else None
+        baselines = gate_baselines(run_dir, gate)
         drift = _streaming_drift(final, meta) if meta and meta.variant == "streaming" else {}
-        audit = _audit(result_model, ops, mode, src, final, notes)
-        record = {**audit.to_json(), "gate": gate.describe() if gate else None}
-        _save_with_record(result_model, {**record, "streaming_drift": drift}, final)
+        audit = _audit(original, result_model, ops_audit, mode, src, final, notes, choice)
+        _save_with_record(result_model, final, audit, gate, choice, drift)
         # The stored audit cannot count its own bytes; the returned one measures the final file.
         audit = dataclasses.replace(audit, size_after=final.stat().st_size)
-        _refuse_failed_gate(gate, baselines, out)
+        refuse_failed_gate(gate, baselines, out)
         with atomic_file(out, overwrite=overwrite) as tmp:
             final.replace(tmp)
     return QuantizeResult(
-        out=out,
-        audit=audit,
-        gate=gate,
-        streaming_drift=drift,
-        reduce_range=reduced if int8 else None,
-        eval_run=run_dir if gate is not None else None,
-        baselines=baselines,
+        out=out, audit=audit, gate=gate, streaming_drift=drift,
+        reduce_range=reduced if int8 else None, eval_run=run_dir if gate is not None else None,
+        baselines=baselines, fidelity=choice.chosen.fidelity, op_choice=choice,
+    )  # fmt: skip
+
+
+class _CandidateBuilder:
+    """Writes one quantized candidate for given op types, in the requested mode."""
+
+    def __init__(
+        self, mode: str, folded: Path, per_channel: bool, reduced: bool,
+        calibration: Path | str | None, method: str, samples: int, run_dir: Path | None,
+        meta: ModelMetadata | None, notes: list[str],
+    ) -> None:  # fmt: skip
+        self.mode, self.folded, self.per_channel, self.reduced = mode, folded, per_channel, reduced
+        self.calibration, self.method, self.samples = calibration, method, samples
+        self.run_dir, self.meta, self.notes = run_dir, meta, notes
+
+    def __call__(self, op_types: tuple[str, ...], destination: Path) -> None:
+        if self.mode == "dynamic-int8":
+            chosen = None if op_types == EVERY_OP else op_types
+            _dynamic(self.folded, destination, self.per_channel, self.reduced, op_types=chosen)
+        elif self.mode == "static-int8":
+            reader = calibration_reader(self.calibration, self.run_dir, self.meta, self.samples)
+            _static(self.folded, destination, reader, self.method, self.per_channel, self.reduced)
+            self.notes.append(f"calibration: {reader.description}, method {self.method}")
+        else:
+            _fp16(self.folded, destination)
+
+
+#: The one candidate of modes without op selection (static INT8, FP16), and of a dynamic
+#: INT8 model with no op type to choose among: whatever ONNX Runtime quantizes by default.
+EVERY_OP = ("all",)
+
+
+def _choose(
+    build: _CandidateBuilder,
+    request: str | tuple[str, ...],
+    eval_inputs: Path | str | None,
+    thresholds: FidelityThresholds | None,
+    work: Path,
+) -> OpChoice:
+    """The inputs to check on, the candidates for ``request``, and the one kept."""
+    inputs = fidelity_inputs(
+        working_session(build.folded),
+        Path(eval_inputs) if eval_inputs is not None else None,
+        build.meta,
+        build.run_dir,
     )
+    present = present_op_types(onnx.load(str(build.folded))) if build.mode == "dynamic-int8" else ()
+    if not present:
+        present, request = EVERY_OP, "all"
+    return choose_op_types(
+        build.folded, work, present, request, build, inputs,
+        thresholds or FidelityThresholds(), build.meta,
+    )  # fmt: skip
 
 
 def _float_source(src: Path) -> tuple[Any, ModelMetadata | None]:
@@ -268,19 +300,34 @@ def _float_source(src: Path) -> tuple[Any, ModelMetadata | None]:
     return original, artifact.metadata
 
 
-def _save_with_record(result_model: Any, record: dict[str, Any], final: Path) -> None:
+def _save_with_record(
+    result_model: Any,
+    final: Path,
+    audit: QuantizationAudit,
+    gate: AccuracyGate | None,
+    choice: OpChoice,
+    drift: dict[str, float],
+) -> None:
+    """Store what quantization did (audit, gate, fidelity, op choice, drift) in the file."""
+    record = {
+        **audit.to_json(),
+        "gate": gate.describe() if gate else None,
+        "fidelity": choice.chosen.fidelity.to_json(),
+        "op_selection": choice.to_json(),
+        "streaming_drift": drift,
+    }
     result_model.metadata_props.add(key=PREFIX + "quantization", value=json.dumps(record))
     onnx.save(result_model, str(final))
 
 
 def _audit(
-    result_model: Any, ops: tuple[OpAudit, ...], mode: str, src: Path, final: Path,
-    notes: list[str],
+    original: Any, result_model: Any, ops: tuple[OpAudit, ...], mode: str, src: Path,
+    final: Path, notes: list[str], choice: OpChoice,
 ) -> QuantizationAudit:  # fmt: skip
     """What quantization did: per-op counts, integer kernels, sizes, providers, notes."""
     kernels = Counter(
         n.op_type
-        for n in result_model.graph.node
+        for n in all_nodes(result_model)
         if n.op_type in QUANTIZED_OPS or n.op_type == "DequantizeLinear"
     )
     return QuantizationAudit(
@@ -288,9 +335,10 @@ def _audit(
         ops=ops,
         size_before=src.stat().st_size,
         size_after=final.stat().st_size,
-        providers=providers_note(mode, result_model),
+        providers=choice.speed_note(),
         kernels=dict(kernels),
         notes=tuple(notes),
+        subgraph_ops=subgraph_ops(original, result_model, mode),
     )
 
 
@@ -330,10 +378,14 @@ def _what_stayed_float(ops: Sequence[OpAudit], mode: str) -> list[str]:
     return notes
 
 
-def _refuse_partial(ops: Sequence[OpAudit], mode: str, allow_partial: bool) -> None:
+def _refuse_partial(
+    ops: Sequence[OpAudit], mode: str, allow_partial: bool, chosen: tuple[str, ...]
+) -> None:
     # LSTM and Conv carry the arithmetic of the zoo's models and have integer kernels
-    # (DynamicQuantizeLSTM, ConvInteger): one left in float is a partial result.
-    partial = [o for o in ops if o.op in ("LSTM", "Conv") and o.still_float]
+    # (DynamicQuantizeLSTM, ConvInteger): one left in float is a partial result, unless the
+    # op selection chose to keep that op type in float (and said why).
+    wanted = ("LSTM", "Conv") if chosen == EVERY_OP else chosen
+    partial = [o for o in ops if o.op in ("LSTM", "Conv") and o.op in wanted and o.still_float]
     if mode == "dynamic-int8" and partial and not allow_partial:
         raise CheckFailedError(
             f"{partial[0].still_float} of {partial[0].before} {partial[0].op} node(s) stayed "
@@ -342,48 +394,13 @@ def _refuse_partial(ops: Sequence[OpAudit], mode: str, allow_partial: bool) -> N
         )
 
 
-def _refuse_failed_gate(
-    gate: AccuracyGate | None, baselines: CheckpointBaselines | None, out: Path
-) -> None:
-    if gate is None or gate.passed:
-        return
-    judged = ""
-    if baselines is not None:
-        scores = {"float": gate.float_value, "quantized": gate.quantized_value}
-        judged = "; ".join(["", baselines.line(), *baselines.shortfalls(scores)])
-    raise CheckFailedError(
-        f"accuracy gate failed: {gate.describe()}{judged}; nothing written to {out} "
-        "(raise --max-degradation to accept it)"
-    )
-
-
-def _baselines(run_dir: Path | None, gate: AccuracyGate | None) -> CheckpointBaselines | None:
-    """The checkpoint's baselines, when they judge the gate's metric (both are the task's)."""
-    if run_dir is None or gate is None:
-        return None
-    baselines = CheckpointBaselines.read(run_dir)
-    return baselines if baselines is not None and baselines.metric == gate.metric else None
-
-
-def _eval_run(eval_run: Path | str | None, meta: ModelMetadata | None) -> Path | None:
-    if eval_run is not None:
-        path = Path(eval_run)
-        if not (path / CONFIG_FILE).is_file():
-            raise InvalidInputError(
-                f"--eval {path} is not an edgelstm checkpoint folder (no config.json)"
-            )
-        return path
-    if meta is not None and meta.source and (Path(meta.source) / CONFIG_FILE).is_file():
-        return Path(meta.source)
-    return None
-
-
 def _fold_recurrent_weights(src: Path, model: Any, dst: Path, notes: list[str]) -> None:
     """Make recurrent weights initializers (constant folding) so the quantizer sees them."""
-    initializers = {t.name for t in model.graph.initializer}
+    # Names are unique across scopes: a branch's LSTM may read an outer initializer.
+    initializers = {t.name for graph in all_graphs(model) for t in graph.initializer}
     computed = [
         n.name
-        for n in model.graph.node
+        for n in all_nodes(model)
         if n.op_type in ("LSTM", "GRU", "RNN")
         and any(i and i not in initializers for i in list(n.input)[1:4])
     ]
@@ -396,12 +413,19 @@ def _fold_recurrent_weights(src: Path, model: Any, dst: Path, notes: list[str]) 
     notes.append(f"constant-folded the weights of {len(computed)} recurrent node(s) first")
 
 
-def _dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> None:
+def _dynamic(
+    src: Path,
+    dst: Path,
+    per_channel: bool,
+    reduce_range: bool,
+    *,
+    op_types: tuple[str, ...] | None = None,
+) -> None:
     """ONNX Runtime's dynamic quantization, inside If/Loop/Scan bodies too."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src))
-    if copy_outer_weights_into_subgraphs(model):
+    if copy_outer_weights_into_subgraphs(model, op_types):
         src = dst.with_name(f"{dst.stem}.local-weights.onnx")
         onnx.save(model, str(src))
     with _quiet_quantizer():
@@ -411,6 +435,7 @@ def _dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool) -> Non
             per_channel=per_channel,
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(op_types) if op_types else None,
             extra_options={"EnableSubgraph": True},
         )
 
@@ -473,24 +498,6 @@ def _stamp(model: Any, mode: str, reduce_range: bool | None) -> None:
         model.metadata_props.add(key=REDUCE_RANGE_KEY, value=json.dumps(reduce_range))
 
 
-def _accuracy_gate(
-    float_path: Path, quantized_path: Path, run_dir: Path, max_degradation: float | None
-) -> AccuracyGate:
-    from edgelstm.runtimes.model_io.accuracy import evaluate_onnx
-    from edgelstm.training.evaluation import EvaluationData
-
-    try:
-        data = EvaluationData.from_run(run_dir)
-    except MissingDependencyError as exc:
-        # On a device install the checkpoint's data may need an extra (aeon for .ts files
-        # and built-in datasets): say that it is the gate that needs it, and how to go on.
-        raise MissingDependencyError(
-            f"the accuracy gate scores both models on {run_dir}'s test data: {exc}"
-        ) from exc
-    before, after = (evaluate_onnx(path, data) for path in (float_path, quantized_path))
-    return AccuracyGate.measure(data.gate.with_allowed(max_degradation), before, after)
-
-
 def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     """Chunked vs whole-sequence difference of the quantized streaming model.
 
@@ -517,74 +524,3 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
         chunked, _ = run_in_chunks(session, x, chunk, state_specs, concatenate=joined)
         drift[f"chunk {chunk}"] = float(np.max(np.abs(chunked - whole)))
     return drift
-
-
-def quantize_result_json(result: QuantizeResult) -> dict[str, Any]:
-    """The JSON form of a quantization result."""
-    gate = result.gate
-    return {
-        "out": str(result.out),
-        "audit": result.audit.to_json(),
-        "gate": None
-        if gate is None
-        else {**gate.__dict__, "passed": gate.passed, "summary": gate.describe()},
-        "streaming_drift": result.streaming_drift,
-        "reduce_range": result.reduce_range,
-        # None without a gate, or for a checkpoint trained before baselines were recorded.
-        "baselines": None
-        if result.baselines is None
-        else result.baselines.to_json(result.baseline_scores()),
-    }
-
-
-def print_quantize_result(result: QuantizeResult, console: Any) -> None:
-    """The audit table, size ratio, accuracy gate and notes."""
-    from rich.table import Table
-
-    audit = result.audit
-    table = Table(title=f"quantization audit ({audit.mode})")
-    for column in ("op", "nodes", "quantized", "still float"):
-        table.add_column(column, justify="left" if column == "op" else "right")
-    for op in audit.ops:
-        flag = " [bold red]<- recurrent, float[/]" if op in audit.float_recurrent() else ""
-        table.add_row(op.op, str(op.before), str(op.quantized), f"{op.still_float}{flag}")
-    console.print(table)
-    console.print(
-        f"size {audit.size_before / 1e6:.3f} MB -> {audit.size_after / 1e6:.3f} MB "
-        f"({audit.ratio:.2f}x)",
-        highlight=False,
-    )
-    if audit.kernels:
-        kernels = ", ".join(f"{k} x{v}" for k, v in sorted(audit.kernels.items()))
-        console.print(f"quantized kernels: {kernels}", highlight=False)
-    console.print(f"runs efficiently on: {audit.providers}", highlight=False)
-    if result.gate is not None:
-        console.print(f"accuracy gate passed: {result.gate.describe()}", highlight=False)
-        _print_baselines(result, console)
-    else:
-        console.print("accuracy gate: skipped (no checkpoint to evaluate; pass --eval RUN_DIR)")
-    for name, value in result.streaming_drift.items():
-        console.print(
-            f"streaming, chunked vs whole ({name}): max abs diff {value:.3g}", highlight=False
-        )
-    for note in audit.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"wrote {result.out}", highlight=False)
-
-
-def _print_baselines(result: QuantizeResult, console: Any) -> None:
-    """The checkpoint's baselines under the gate, and plainly whether the models clear them."""
-    # Whole lines (a path is not broken inside) and no markup: paths may hold brackets.
-    plain: dict[str, Any] = {"highlight": False, "markup": False, "soft_wrap": True}
-    baselines = result.baselines
-    if baselines is None:
-        if result.eval_run is not None:
-            console.print(CheckpointBaselines.missing(result.eval_run), **plain)
-        return
-    console.print(baselines.line(), **plain)
-    scores = result.baseline_scores()
-    warnings = baselines.shortfalls(scores)
-    for warning in warnings:
-        console.print(f"warning: {warning}", style="bold yellow", **plain)
-    if not warnings:
-        console.print(baselines.standing("quantized", scores["quantized"]), **plain)

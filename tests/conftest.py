@@ -178,6 +178,21 @@ def write_anomaly_csv(path: Path, *, steps: int = 200, seed: int = 0, spike: boo
     return path
 
 
+#: What the tests' stand-in timer answers for quantization candidates: the FP32 model first,
+#: then each candidate. Real timings would make which candidate wins (and whether a
+#: "slower than FP32" warning appears) depend on the machine's load; tests that exercise the
+#: choice set their own numbers.
+FAKE_FP32_MS, FAKE_CANDIDATE_MS = 1.0, 0.5
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_quantization_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(paths: Any, feed: Any) -> list[float]:
+        return [FAKE_FP32_MS] + [FAKE_CANDIDATE_MS] * (len(paths) - 1)
+
+    monkeypatch.setattr("edgelstm.exporters.op_selection.measure_latencies", fake)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")

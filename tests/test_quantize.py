@@ -16,15 +16,20 @@ from conftest import CliRunner, single_thread, write_classify_npz
 from onnx import TensorProto, helper, numpy_helper
 
 import edgelstm.exporters.quantize as qmod
+import edgelstm.exporters.quantize_report as quantize_report
 from edgelstm.config import ModelConfig
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters import export
 from edgelstm.exporters.audit import CheckpointBaselines, QuantizationAudit
+from edgelstm.exporters.fidelity import FidelityThresholds
 from edgelstm.exporters.quantize import QuantizeResult, quantize
 from edgelstm.training.models import build_model
 from edgelstm.training.trainer import TrainResult, train
 
 FEATURES = 3
+#: Fidelity bounds wide open, for tests of the task-metric gate behind them.
+LOOSE = FidelityThresholds(max_disagreement=1.0, max_relative_error=1e9)
+LOOSE_FLAGS = ("--max-disagreement", "1", "--max-relative-error", "1e9")
 
 
 @pytest.fixture(autouse=True)
@@ -458,7 +463,7 @@ def test_gate_failure_writes_nothing(
     monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
     out = tmp_path / "bad.onnx"
     with pytest.raises(CheckFailedError, match="accuracy gate") as info:
-        quantize(fp32, out, mode="dynamic-int8")
+        quantize(fp32, out, mode="dynamic-int8", fidelity=LOOSE)
     assert info.value.exit_code == 1
     assert "accuracy" in str(info.value)
     assert not out.exists()
@@ -472,7 +477,7 @@ def test_gate_failure_leaves_an_existing_out_untouched(
     out = tmp_path / "keep.onnx"
     out.write_bytes(b"previous result")
     with pytest.raises(CheckFailedError, match="accuracy gate"):
-        quantize(fp32, out, mode="dynamic-int8", overwrite=True)
+        quantize(fp32, out, mode="dynamic-int8", fidelity=LOOSE, overwrite=True)
     assert out.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx"]
 
@@ -482,7 +487,7 @@ def test_gate_failure_cli_exit_1(
 ) -> None:
     monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
     out = tmp_path / "bad.onnx"
-    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--out", out)
+    result = cli("quantize", fp32, *LOOSE_FLAGS, "--mode", "dynamic-int8", "--out", out)
     assert result.code == 1, result
     assert len(result.err_lines) == 1 and result.err_lines[0].startswith("error: ")
     assert "accuracy gate" in result.err and "Traceback" not in result.err
@@ -495,7 +500,7 @@ def test_corruption_passes_a_gate_wide_enough(
     """The gate compares against --max-degradation, not a fixed threshold."""
     monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
     out = tmp_path / "accepted.onnx"
-    result = quantize(fp32, out, mode="dynamic-int8", max_degradation=1.0)
+    result = quantize(fp32, out, mode="dynamic-int8", fidelity=LOOSE, max_degradation=1.0)
     assert result.gate is not None and result.gate.passed
     assert result.gate.degradation > 0.01  # the corruption was real
     assert out.is_file()
@@ -547,7 +552,17 @@ def test_a_quantized_model_at_chance_says_so_plainly(
     """Zeroed INT8 weights pass a gate opened wide, but the report says the model is useless."""
     monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
     out = tmp_path / "q.onnx"
-    result = cli("quantize", fp32, "--mode", "dynamic-int8", "--max-degradation", "1", "--out", out)
+    result = cli(
+        "quantize",
+        fp32,
+        *LOOSE_FLAGS,
+        "--mode",
+        "dynamic-int8",
+        "--max-degradation",
+        "1",
+        "--out",
+        out,
+    )
     assert result.code == 0, result
     text = " ".join(result.out.split())
     assert "warning: the quantized model no longer clears chance: accuracy " in text
@@ -556,7 +571,9 @@ def test_a_quantized_model_at_chance_says_so_plainly(
     assert "quantized model: clears chance" not in text
 
     args = ("--mode", "dynamic-int8", "--max-degradation", "1", "--json")
-    payload = json.loads(cli("quantize", fp32, *args, "--out", tmp_path / "q2.onnx").out)
+    payload = json.loads(
+        cli("quantize", fp32, *LOOSE_FLAGS, *args, "--out", tmp_path / "q2.onnx").out
+    )
     scores = payload["baselines"]["scores"]
     assert scores["float"]["clears_chance"] is True
     assert scores["quantized"]["clears_chance"] is False
@@ -568,7 +585,7 @@ def test_a_failed_gate_names_the_baselines_too(
 ) -> None:
     monkeypatch.setattr(qmod, "_dynamic", _corrupting(qmod._dynamic))
     with pytest.raises(CheckFailedError) as info:
-        quantize(fp32, tmp_path / "bad.onnx", mode="dynamic-int8")
+        quantize(fp32, tmp_path / "bad.onnx", mode="dynamic-int8", fidelity=LOOSE)
     message = str(info.value)
     assert "baselines (accuracy on the same test split): majority " in message
     assert "the quantized model no longer clears chance" in message
@@ -594,14 +611,14 @@ def test_a_checkpoint_without_baselines_says_it_has_none(
     assert "retrain it to see whether the model beats chance" in text
     payload = quantize(fp32, tmp_path / "q2.onnx", mode="dynamic-int8", eval_run=old)
     assert payload.baselines is None
-    assert qmod.quantize_result_json(payload)["baselines"] is None
+    assert quantize_report.quantize_result_json(payload)["baselines"] is None
 
 
 def test_without_a_gate_there_are_no_baselines(tmp_path: Path) -> None:
     src = _zoo_export(tmp_path / "zoo.onnx")
     result = quantize(src, tmp_path / "zoo.int8.onnx", mode="dynamic-int8")
     assert result.gate is None and result.baselines is None
-    assert qmod.quantize_result_json(result)["baselines"] is None
+    assert quantize_report.quantize_result_json(result)["baselines"] is None
 
 
 def _baselines(majority: float = 0.5, best: float = 0.9) -> CheckpointBaselines:

@@ -161,15 +161,7 @@ def test_audit_counts_lstms_inside_if_branches_by_path(tmp_path: Path) -> None:
     "conv",
     [
         pytest.param(False, id="lstm-only-in-branches"),
-        pytest.param(
-            True,
-            id="conv-then-branches",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="op_selection.present_op_types reads the main graph only, so the op "
-                "types it passes leave out the LSTM in the branches (it needs audit.all_nodes)",
-            ),
-        ),
+        pytest.param(True, id="conv-then-branches"),
     ],
 )
 def test_dynamic_int8_quantizes_the_lstms_inside_if_branches(tmp_path: Path, conv: bool) -> None:
@@ -222,11 +214,6 @@ def test_allow_partial_keeps_the_branch_lstm_float_and_audits_it(tmp_path: Path)
     assert [o.path for o in audited if o.still_float] == ["If 'branch'/then_branch/LSTM 'lstm'"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quantize._fold_recurrent_weights looks for computed recurrent weights in the main "
-    "graph only; ONNX Runtime's basic constant folding would fold them inside the branch too",
-)
 def test_computed_weights_inside_a_branch_are_folded_then_quantized(tmp_path: Path) -> None:
     model = onnx.load(str(_if_model(tmp_path / "plain.onnx", conv=False)))
     (branch,) = [n for n in model.graph.node if n.op_type == "If"]

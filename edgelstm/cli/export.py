@@ -161,6 +161,34 @@ ReduceRangeOption = Annotated[
         "or ARM; auto: decide from the CPU running quantize (only if it is the target).",
     ),
 ]
+EvalInputsOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        help="Real inputs for the fidelity check: .npz keyed by the model's input names "
+        "(samples on axis 0), or X for one sequence input \\[default: the checkpoint's test "
+        "split, else synthetic inputs, which prove little].",
+        show_default=False,
+    ),
+]
+OpsOption = Annotated[
+    str,
+    typer.Option(
+        help="dynamic-int8: op types to quantize. auto: time candidates on this CPU and keep "
+        "the fastest that stays faithful to FP32; all; or a list such as LSTM,MatMul.",
+    ),
+]
+MaxDisagreementOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Fidelity: share of decisions (argmax, or probability > 0.5) that may change.",
+    ),
+]
+MaxRelativeErrorOption = Annotated[
+    float,
+    typer.Option(min=0.0, help="Fidelity: ||int8 - fp32|| / ||fp32|| allowed on other outputs."),
+]
 QuantizeJsonOption = Annotated[
     bool, typer.Option("--json", help="Print the audit and gate as JSON on stdout.")
 ]
@@ -177,14 +205,20 @@ def quantize(
     allow_partial: AllowPartialOption = False,
     per_channel: PerChannelOption = True,
     reduce_range: ReduceRangeOption = ReduceRangeChoice.on,
+    eval_inputs: EvalInputsOption = None,
+    ops: OpsOption = "auto",
+    max_disagreement: MaxDisagreementOption = 0.02,
+    max_relative_error: MaxRelativeErrorOption = 0.25,
     overwrite: OverwriteFileOption = False,
     json_output: QuantizeJsonOption = False,
 ) -> None:
-    """Quantize to INT8 or FP16 with an audit and an accuracy gate; writes only on success."""
+    """Quantize to INT8 or FP16: op types chosen by measurement, checked against FP32 and
+    gated on accuracy; writes only on success."""
     if out is None:
         raise InvalidInputError("--out OUT.onnx is required")
-    from edgelstm.exporters.quantize import print_quantize_result, quantize_result_json
+    from edgelstm.exporters.fidelity import FidelityThresholds
     from edgelstm.exporters.quantize import quantize as quantize_model
+    from edgelstm.exporters.quantize_report import print_quantize_result, quantize_result_json
 
     result = quantize_model(
         model,
@@ -198,6 +232,9 @@ def quantize(
         per_channel=per_channel,
         reduce_range=reduce_range.value,
         overwrite=overwrite,
+        eval_inputs=eval_inputs,
+        ops=ops,
+        fidelity=FidelityThresholds(max_disagreement, max_relative_error),
     )
     if json_output:
         typer.echo(json.dumps(quantize_result_json(result), indent=2))
