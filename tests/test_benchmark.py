@@ -955,6 +955,19 @@ def test_tune_picks_the_fastest_row_within_the_accuracy_budget() -> None:
     assert choose_deployment(rows, seq=50).measured["p50_ms"] == 0.2
 
 
+def test_tune_never_deploys_an_int8_file_slower_than_fp32() -> None:
+    """The tuner picks by measurement: an INT8 file as accurate as FP32 but slower on this
+    host (ConvInteger on AVX2 without VNNI) is not deployed."""
+    rows = [
+        _tune_row(path="fp32.onnx", p50_ms=0.82),
+        _tune_row(path="int8.onnx", precision="int8", p50_ms=1.31),
+    ]
+    chosen = choose_deployment(rows)
+    assert chosen.model == Path("fp32.onnx") and chosen.measured["precision"] == "fp32"
+    faster = [rows[0], _tune_row(path="int8.onnx", precision="int8", p50_ms=0.57)]
+    assert choose_deployment(faster).model == Path("int8.onnx")
+
+
 def test_tune_carries_provider_and_cuda_graphs() -> None:
     rows = [
         _tune_row(p50_ms=2.0),
