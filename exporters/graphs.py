@@ -1,12 +1,15 @@
 """The torch modules that get exported: what each graph variant takes and returns.
 
 ``sequence``: ``x [batch, time, features]`` → the task output.
-``streaming``: ``x`` plus the recurrent state (``h``, and ``c`` for LSTM, each
-``[layers*directions, batch, hidden]``; with a conv front end also ``frames``
-``[kernel-1, batch, features]``, the last input frames it has read) → the task output for the
-chunk plus the new state (``h_out``, ``c_out``, ``frames_out``), so a caller can feed a long
-sequence chunk by chunk. Every state entry has the batch on axis 1, so zero state and
-per-stream reset treat them alike.
+``streaming``: ``x`` plus the recurrent state, one entry per layer (``layer0_h``, and
+``layer0_c`` for LSTM, then ``layer1_h``, ... each ``[directions, batch, hidden]``; with a conv
+front end also ``frames`` ``[kernel-1, batch, features]``, the last input frames it has read;
+see :meth:`SequenceModel.stream_states`) → the task output for the chunk plus the new state
+(``layer0_h_out``, ..., ``frames_out``), so a caller can feed a long sequence chunk by chunk.
+Every state entry has the batch on axis 1, so zero state and per-stream reset treat them
+alike. Per-layer entries let each layer's recurrent node read and write its own state: a
+stacked ``[layers*directions, batch, hidden]`` state (the layout of streaming files before
+it, which still run) costs a split and a concat around the layers every chunk.
 """
 
 from __future__ import annotations
@@ -75,19 +78,8 @@ class StreamingGraph(nn.Module):
 
 
 def state_shapes(model: SequenceModel) -> dict[str, list[int | str]]:
-    cfg = model.config
-    shape: list[int | str] = [cfg.num_layers * cfg.num_directions, "batch", cfg.hidden_size]
-    shapes = {name: list(shape) for name in model.state_names() if name != "frames"}
-    if model.frontend is not None:
-        shapes["frames"] = [cfg.frontend_kernel - 1, "batch", cfg.input_size]
-    return shapes
-
-
-STATE_MEANING = {
-    "h": "recurrent state in [layers*directions, batch, hidden]; zeros to start",
-    "c": "recurrent state in [layers*directions, batch, hidden]; zeros to start",
-    "frames": "conv front end's last input frames [kernel-1, batch, features]; zeros to start",
-}
+    """The streaming state's shapes by name, in the order the graph takes them."""
+    return {spec.name: list(spec.shape) for spec in model.stream_states()}
 
 
 def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpec]:
@@ -112,6 +104,7 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
     model.config.check_streamable()
     states = state_shapes(model)
     state_names = tuple(states)
+    state_meaning = {spec.name: spec.meaning for spec in model.stream_states()}
     outputs = (output, *(state_output_name(name) for name in state_names))
     axes: dict[str, dict[int, str]] = {FRAMES_INPUT: {0: "batch", 1: "time"}, output: out_axes}
     for name in state_names:
@@ -125,10 +118,7 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
         input_names=(FRAMES_INPUT, *state_names),
         output_names=outputs,
         dynamic_axes=axes,
-        inputs_meaning={
-            **inputs_meaning,
-            **{n: STATE_MEANING[n] for n in state_names},
-        },
+        inputs_meaning={**inputs_meaning, **state_meaning},
         outputs_meaning={
             output: chunk_meaning,
             **{

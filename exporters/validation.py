@@ -231,8 +231,7 @@ def validate_streaming(
         front, _ = model.front(torch.from_numpy(x))
         out, state = model.recur(front)
         whole = model.decode(out).numpy()
-    final_states = state if isinstance(state, tuple) else (state,)
-    want_states = [s.numpy() for s in final_states]
+    want_states = [s.numpy() for s in model.layer_states(state)]
     if model.frontend is not None:
         # The front end's state is the last kernel-1 frames, time-major.
         keep = cfg.frontend_kernel - 1

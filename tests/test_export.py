@@ -164,21 +164,33 @@ def test_zoo_streaming_export_carries_state(
     _only_file(tmp_path, "s.onnx")
 
     proto = onnx.load(str(out))
-    states = ("h", "c") if arch == "lstm" else ("h",)
+    kinds = ("h", "c") if arch == "lstm" else ("h",)
+    # One state per layer, each fed straight to its layer's recurrent node.
+    states = [f"layer{layer}_{kind}" for layer in range(layers) for kind in kinds]
     inputs = {i.name: _dims(i) for i in proto.graph.input}
     outputs = [o.name for o in proto.graph.output]
     assert list(inputs) == ["x", *states]
     assert outputs[1:] == [f"{s}_out" for s in states]
     assert inputs["x"] == ["batch", "time", FEATURES]
     for state in states:
-        assert inputs[state] == [layers, "batch", HIDDEN]
+        assert inputs[state] == [1, "batch", HIDDEN]
+    recurrent = [n for n in proto.graph.node if n.op_type in ("LSTM", "GRU")]
+    for layer, node in enumerate(recurrent):
+        assert list(node.input)[5 : 7 if arch == "lstm" else 6] == [
+            f"layer{layer}_{kind}" for kind in kinds
+        ]
+    # No split before or concat after the layers: only recurrent nodes touch the state.
+    for node in proto.graph.node:
+        touched = set(node.input) | set(node.output)
+        if touched & {*states, *outputs[1:]}:
+            assert node.op_type in ("LSTM", "GRU"), node
     _assert_recurrent_hygiene(proto, expected_nodes=layers)
 
     # Two chunks carrying the state equal one whole-sequence run, at a batch and length
     # the example never had.
     session = _session(out)
     x = _x(5, 50)
-    zeros = {s: np.zeros((layers, 5, HIDDEN), np.float32) for s in states}
+    zeros = {s: np.zeros((1, 5, HIDDEN), np.float32) for s in states}
     whole = session.run(None, {"x": x, **zeros})
     first = session.run(None, {"x": x[:, :31], **zeros})
     second = session.run(None, {"x": x[:, 31:], **dict(zip(states, first[1:], strict=True))})
@@ -198,11 +210,12 @@ def test_zoo_streaming_export_carries_state(
         np.testing.assert_allclose(whole[0], want_whole, atol=1e-4, rtol=0)
     # time 1 works too (one streaming frame)
     frame = session.run(None, {"x": x[:1, :1], **{s: v[:, :1] for s, v in zeros.items()}})
-    assert frame[1].shape == (layers, 1, HIDDEN)
+    assert frame[1].shape == (1, 1, HIDDEN)
 
     meta = read_metadata(out)
     assert meta.variant == "streaming"
-    assert meta.state == {s: [layers, "batch", HIDDEN] for s in states}
+    assert meta.state == {s: [1, "batch", HIDDEN] for s in states}
+    assert "recurrent layer 0's hidden state" in meta.inputs["layer0_h"]
 
 
 @pytest.mark.parametrize(
@@ -310,9 +323,10 @@ def test_conv_front_end_streaming_export_carries_its_frames(tmp_path: Path) -> N
     assert any(r.output == "frames_out" for r in result.report.rows)
     proto = onnx.load(str(out))
     inputs = {i.name: _dims(i) for i in proto.graph.input}
-    assert list(inputs) == ["x", "h", "c", "frames"]
+    states = ["layer0_h", "layer0_c", "layer1_h", "layer1_c", "frames"]
+    assert list(inputs) == ["x", *states]
     assert inputs["frames"] == [4, "batch", FEATURES]
-    assert [o.name for o in proto.graph.output][1:] == ["h_out", "c_out", "frames_out"]
+    assert [o.name for o in proto.graph.output][1:] == [f"{s}_out" for s in states]
     meta = read_metadata(out)
     assert meta.state["frames"] == [4, "batch", FEATURES]
     assert meta.stream_chunk_multiple == 2
@@ -823,7 +837,8 @@ def test_cli_export_json(
     checks = {row["check"] for row in payload["validation"]["rows"]}
     if streaming:
         assert any("chunks of 7" in c for c in checks)
-        assert [i.name for i in onnx.load(str(out)).graph.input] == ["x", "h", "c"]
+        inputs = [i.name for i in onnx.load(str(out)).graph.input]
+        assert inputs == ["x", "layer0_h", "layer0_c"]
     else:
         assert "batch 1, time 1" in checks
 

@@ -62,9 +62,10 @@ def test_exported_checkpoint_carries_its_record(
     assert proto.opset_import[0].version == 17
     if streaming:
         hidden, layers = record.model.hidden_size, record.model.num_layers
-        assert meta.state == {"h": [layers, "batch", hidden], "c": [layers, "batch", hidden]}
-        assert list(meta.inputs) == ["x", "h", "c"]
-        assert list(meta.outputs) == ["logits", "h_out", "c_out"]
+        states = [f"layer{i}_{kind}" for i in range(layers) for kind in ("h", "c")]
+        assert meta.state == {name: [1, "batch", hidden] for name in states}
+        assert list(meta.inputs) == ["x", *states]
+        assert list(meta.outputs) == ["logits", *(f"{name}_out" for name in states)]
     else:
         assert meta.state == {}
 

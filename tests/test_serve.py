@@ -165,7 +165,43 @@ def conv(classify_npz: Path, work: Path) -> Served:
     return served
 
 
-KINDS = ["classify", "anomaly", "conv"]
+def _export_stacked(run: Path, out: Path) -> None:
+    """Export checkpoint ``run`` in the stacked-state layout of older streaming files (``h``,
+    ``c`` ``[layers, batch, hidden]``, split and concatenated inside the graph)."""
+    import dataclasses
+
+    from edgelstm.benchmarks.suites.streaming_state import stacked_state_model
+    from edgelstm.training import checkpoint
+
+    load = checkpoint.load_checkpoint
+
+    def load_stacked(path: Path) -> checkpoint.Checkpoint:
+        loaded = load(path)
+        return dataclasses.replace(loaded, model=stacked_state_model(loaded.model))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint, "load_checkpoint", load_stacked)
+        export(run, out, streaming=True)
+
+
+@pytest.fixture(scope="module")
+def two_layers(classify_npz: Path, work: Path) -> Path:
+    """A two-layer classify run: per-layer and stacked state differ only from two layers."""
+    kw = {**TINY_KW, "layers": 2}
+    return train("classify", data=classify_npz, out=work / "two_layers", seed=0, **kw).out
+
+
+@pytest.fixture(scope="module")
+def stacked(two_layers: Path, work: Path) -> Served:
+    """An old-layout streaming file: one stacked ``h`` and ``c`` for both layers."""
+    path = work / "stacked.stream.onnx"
+    _export_stacked(two_layers, path)
+    served = _served(path)
+    assert served.meta.state == {"h": [2, "batch", 8], "c": [2, "batch", 8]}
+    return served
+
+
+KINDS = ["classify", "anomaly", "conv", "stacked"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,6 +437,33 @@ def test_concurrent_streams_get_the_rows_run_stream_prints(
         _assert_rows_as_printed(got[i], printed[i], f"{kind} stream {i} (chunk {plans[i][1]})")
     assert metrics["edgelstm_active_streams"] == 20
     assert metrics["edgelstm_frames_total"] == sum(len(f) for f, _ in plans)
+
+
+def test_a_stacked_state_file_serves_the_rows_of_its_per_layer_export(
+    stacked: Served, two_layers: Path, work: Path
+) -> None:
+    """Old streaming files (stacked ``h``/``c``) and new ones (one state per layer) of one
+    checkpoint give a stream the same rows through the batcher."""
+    path = work / "per_layer.stream.onnx"
+    export(two_layers, path, streaming=True)
+    per_layer = _served(path)
+    assert list(per_layer.meta.state) == ["layer0_h", "layer0_c", "layer1_h", "layer1_c"]
+    plans = [_chunks(stacked.frames(seed, 12), chunk) for seed, chunk in ((1, 1), (2, 5))]
+
+    async def main() -> list[list[Row]]:
+        batcher = SequenceBatcher(stacked.opened, stacked.meta, ServeLimits(max_delay_ms=1.0))
+        batcher.start()
+
+        async def stream(n: int) -> list[Row]:
+            return [row for c in plans[n] for row in await batcher.submit(f"s{n}", c)]
+
+        try:
+            return list(await asyncio.gather(stream(0), stream(1)))
+        finally:
+            await _close(batcher)
+
+    for n, rows in enumerate(_run(main)):
+        _assert_same_rows(rows, per_layer.rows(plans[n]), f"stream {n}")
 
 
 def test_a_chunk_that_splits_a_stride_is_refused(conv: Served) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from edgelstm.benchmarks.suites.streaming_state import optimised_node_count, stacked_state_model
 from edgelstm.config import ModelConfig
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
@@ -34,14 +36,32 @@ def _model(arch: str, task: str = "classify") -> SequenceModel:
     return build_model(config).eval()
 
 
-@pytest.fixture(scope="module", params=["lstm", "gru"])
+@pytest.fixture(scope="module", params=["lstm", "gru", "lstm-stacked", "gru-stacked"])
 def streaming_export(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[SequenceModel, Path]:
-    model = _model(request.param)
+    """A streaming export and its model; ``-stacked``: in the layout of older streaming files
+    (one stacked ``h``/``c`` for all layers), which must stream the same."""
+    arch, _, layout = request.param.partition("-")
+    model = _model(arch)
     path = tmp_path_factory.mktemp("stream") / f"{request.param}.onnx"
-    export(model, path, streaming=True)
+    export(stacked_state_model(model) if layout else model, path, streaming=True)
+    names = list(load_artifact(path).edgelstm_metadata().state)
+    kinds = ["h", "c"] if arch == "lstm" else ["h"]
+    assert names == (kinds if layout else [f"layer{i}_{k}" for i in range(2) for k in kinds])
     return model, path
+
+
+def test_per_layer_state_leaves_the_optimised_graph_smaller(tmp_path: Path) -> None:
+    """No split of a stacked state before the layers nor concat after them: ONNX Runtime's
+    optimised graph of the per-layer export has fewer nodes than the stacked one."""
+    model = _model("lstm")
+    nodes = {}
+    for layout, source in (("per-layer", model), ("stacked", stacked_state_model(model))):
+        path = tmp_path / f"{layout}.onnx"
+        export(source, path, streaming=True)
+        nodes[layout] = optimised_node_count(path, tmp_path / f"{layout}.optimised.onnx")
+    assert nodes["per-layer"] < nodes["stacked"], nodes
 
 
 def _whole(model: SequenceModel, x: np.ndarray) -> np.ndarray:
@@ -256,3 +276,33 @@ def test_conv_front_end_reset_restarts_one_stream(tmp_path: Path) -> None:
     out = session.push(x[:, 4:].copy())
     np.testing.assert_allclose(out[0], _whole(model, x[:1])[0], atol=1e-5)
     np.testing.assert_allclose(out[1], _whole(model, x[1:, 4:])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+@pytest.mark.parametrize("int8", [False, True], ids=["fp32", "dynamic-int8"])
+def test_model_step_in_chunks_equals_the_whole_sequence(arch: str, int8: bool) -> None:
+    """``SequenceModel.step`` with per-layer state, in eager PyTorch: layer by layer for a
+    float model, and through the stacked layers of a dynamically quantized copy (what the
+    PyTorch INT8 benchmark row runs)."""
+    from edgelstm.exporters.graphs import state_shapes
+
+    model = _model(arch)
+    if int8:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao announces its own deprecation
+            model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8
+            )
+    x = torch.from_numpy(_frames(2, 9))
+    state = tuple(
+        torch.zeros([2 if isinstance(d, str) else d for d in shape])
+        for shape in state_shapes(model).values()
+    )
+    with torch.no_grad():
+        for start in range(0, 9, 4):
+            out, state = model.step(x[:, start : start + 4], state)
+        whole = model(x)
+    assert [tuple(s.shape) for s in state] == [(1, 2, 8)] * len(state)
+    # Dynamic INT8 quantizes each call's activations by their own range: chunks of 4 frames
+    # round differently from the whole sequence.
+    torch.testing.assert_close(out, whole, atol=1e-2 if int8 else 1e-5, rtol=0)

@@ -18,6 +18,7 @@ This module imports torch at the top: the CLI and ``edgelstm/__init__`` import i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +27,20 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from edgelstm.config import ModelConfig
+
+#: What each recurrent state kind holds.
+STATE_KINDS = {"h": "hidden state (its last output)", "c": "cell state"}
+
+
+@dataclass(frozen=True)
+class StreamStateSpec:
+    """One state input of :meth:`SequenceModel.step` (and of the streaming export)."""
+
+    name: str
+    #: The shape, ``"batch"`` on axis 1 (the one axis that indexes streams).
+    shape: tuple[int | str, ...]
+    #: What it holds, for the exported model's metadata.
+    meaning: str
 
 
 class SequenceModel(nn.Module):
@@ -94,33 +109,108 @@ class SequenceModel(nn.Module):
         out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.shape[1])
         return out, state
 
+    def stream_states(self) -> tuple[StreamStateSpec, ...]:
+        """Streaming state, in the order :meth:`step` takes and returns it.
+
+        One ``h`` (and ``c`` for LSTM) per recurrent layer, ``layer{i}_h`` ``[directions,
+        batch, hidden]``, so each layer's recurrent op reads and writes its own state with no
+        split or concat of a stacked state around it; then, with a conv front end, ``frames``
+        ``[kernel-1, batch, features]`` (the frames before the chunk). All zeros at the start.
+        """
+        cfg = self.config
+        kinds = ("h", "c") if cfg.cell == "lstm" else ("h",)
+        shape: tuple[int | str, ...] = (cfg.num_directions, "batch", cfg.hidden_size)
+        specs = [
+            StreamStateSpec(
+                f"layer{layer}_{kind}",
+                shape,
+                f"recurrent layer {layer}'s {STATE_KINDS[kind]} [directions, batch, hidden]; "
+                "zeros to start",
+            )
+            for layer in range(cfg.num_layers)
+            for kind in kinds
+        ]
+        if self.frontend is not None:
+            specs.append(
+                StreamStateSpec(
+                    "frames",
+                    (cfg.frontend_kernel - 1, "batch", cfg.input_size),
+                    "conv front end's last input frames [kernel-1, batch, features]; "
+                    "zeros to start",
+                )
+            )
+        return tuple(specs)
+
     def state_names(self) -> tuple[str, ...]:
-        """Streaming state, in the order :meth:`step` takes and returns it."""
-        names = ("h", "c") if self.config.cell == "lstm" else ("h",)
-        return (*names, "frames") if self.frontend is not None else names
+        """Names of :meth:`stream_states`, in the order :meth:`step` takes them."""
+        return tuple(spec.name for spec in self.stream_states())
 
     def step(
         self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One streaming chunk: the task output for it and the state after it.
 
-        ``state`` is ``h`` (and ``c`` for LSTM), ``[layers*directions, batch, hidden]``, then,
-        with a conv front end, ``frames`` ``[kernel-1, batch, features]`` (the frames before
-        ``x``); all zeros at the start. With a strided front end every chunk must hold a
-        multiple of the stride (see :meth:`edgelstm.config.ModelConfig.check_streamable`).
+        ``state`` is laid out as :meth:`stream_states` says. With a strided front end every
+        chunk must hold a multiple of the stride (see
+        :meth:`edgelstm.config.ModelConfig.check_streamable`).
         """
         rest = list(state)
-        new: list[torch.Tensor] = []
+        frames: tuple[torch.Tensor, ...] = ()
         if self.frontend is not None:
-            x, frames = self.frontend.step(x, rest.pop())
-            new.append(frames)
-        if self.config.cell == "lstm":
-            out, (h, c) = self.rnn(x, (rest[0], rest[1]))
-            new[:0] = [h, c]
-        else:
-            out, h = self.rnn(x, rest[0])
-            new.insert(0, h)
-        return self.decode(out), tuple(new)
+            x, last = self.frontend.step(x, rest.pop())
+            frames = (last,)
+        per_layer = 2 if self.config.cell == "lstm" else 1  # h, c or h
+        if not isinstance(self.rnn, nn.RNNBase):
+            # A dynamically quantized copy (the PyTorch INT8 benchmark row) runs its layers
+            # only as a stack: stack the state for it and split the result back.
+            stacked = [torch.cat(rest[kind::per_layer]) for kind in range(per_layer)]
+            out, after = self.rnn(x, tuple(stacked) if per_layer == 2 else stacked[0])
+            return self.decode(out), (*self.layer_states(after), *frames)
+        layer_states: list[torch.Tensor] = []
+        for layer in range(self.config.num_layers):
+            if layer and self.training:
+                x = F.dropout(x, self.rnn.dropout, training=True)  # as nn.LSTM between layers
+            x, after = self._layer_step(layer, x, rest[layer * per_layer : (layer + 1) * per_layer])
+            layer_states.extend(after)
+        return self.decode(x), (*layer_states, *frames)
+
+    def _layer_step(
+        self, layer: int, x: torch.Tensor, state: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Recurrent layer ``layer`` alone over ``x``: its outputs and its new state.
+
+        Calls the op ``self.rnn`` itself runs, with that layer's weights, so the export holds
+        one LSTM/GRU node per layer fed straight from its own state inputs.
+        """
+        cfg = self.config
+        suffixes = ("", "_reverse")[: cfg.num_directions]
+        weights = [
+            getattr(self.rnn, f"{kind}_l{layer}{suffix}")
+            for suffix in suffixes
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
+        bidirectional = cfg.num_directions == 2
+        if cfg.cell == "lstm":
+            out, h, c = torch._VF.lstm(  # type: ignore[attr-defined]
+                x, tuple(state), weights, True, 1, 0.0, self.training, bidirectional, True
+            )
+            return out, (h, c)
+        out, h = torch._VF.gru(  # type: ignore[attr-defined]
+            x, state[0], weights, True, 1, 0.0, self.training, bidirectional, True
+        )
+        return out, (h,)
+
+    def layer_states(self, rnn_state: Any) -> tuple[torch.Tensor, ...]:
+        """The recurrent entries of :meth:`stream_states` from the final state :meth:`recur`
+        returns (``[layers*directions, batch, hidden]`` per kind): what :meth:`step` would
+        hold after the same frames."""
+        stacked = rnn_state if isinstance(rnn_state, tuple) else (rnn_state,)
+        dirs = self.config.num_directions
+        return tuple(
+            kind[layer * dirs : (layer + 1) * dirs]
+            for layer in range(self.config.num_layers)
+            for kind in stacked
+        )
 
     def _window_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.config.task != "forecast" or not self.config.window_norm:

@@ -1,9 +1,12 @@
 """The streaming contract: how a ``--streaming`` export carries state from call to call.
 
 A streaming graph takes the frames ``x`` ``[batch, frames, features]`` plus one input per
-state (``h``, ``c`` for an LSTM, ``frames`` for a conv front end), each
-``[layers*directions, batch, hidden]`` with one symbolic batch axis, and returns the task
-output followed by the new state under ``<state>_out``. A strided front end reads one step per
+state, each with one symbolic batch axis, and returns the task output followed by the new
+state under ``<state>_out``. Exports carry one state per recurrent layer (``layer0_h``,
+``layer0_c`` for an LSTM, ... ``[directions, batch, hidden]``) and ``frames``
+``[kernel-1, batch, features]`` for a conv front end; older files carry one stacked ``h``
+(and ``c``) ``[layers*directions, batch, hidden]``. Nothing here depends on which: the
+names and shapes come from the model's metadata. A strided front end reads one step per
 ``chunk_multiple`` frames, so chunks hold multiples of it.
 
 The exporter writes this contract (graph names and metadata); export validation,
@@ -29,7 +32,8 @@ FRAMES_INPUT = "x"
 
 
 def state_output_name(state: str) -> str:
-    """The output that carries the new value of state input ``state`` (``h`` → ``h_out``)."""
+    """The output that carries the new value of state input ``state``
+    (``layer0_h`` → ``layer0_h_out``)."""
     return f"{state}_out"
 
 

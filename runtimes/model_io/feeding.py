@@ -38,15 +38,16 @@ def cpu_session(path: Path, *, threads: int | None = None) -> Any:
 
 
 def zero_state(specs: Iterable[InputSpec], batch: int) -> dict[str, np.ndarray]:
-    """Zero arrays for state inputs (``h``, ``c``: ``[layers*directions, batch, hidden]``).
+    """Zero arrays for state inputs (``layer0_h``, ``layer0_c``, ...: ``[directions, batch,
+    hidden]``; stacked ``h``, ``c`` ``[layers*directions, batch, hidden]`` in older files).
 
     Symbolic dimensions take ``batch``: the state's only symbolic axis is the batch axis.
 
     Example::
 
         >>> state = zero_state(input_specs(session)[1:], batch=4)  # doctest: +SKIP
-        >>> state["h"].shape  # doctest: +SKIP
-        (2, 4, 128)
+        >>> state["layer0_h"].shape  # doctest: +SKIP
+        (1, 4, 128)
     """
     return {
         spec.name: np.zeros([d if isinstance(d, int) else batch for d in spec.shape], spec.dtype)

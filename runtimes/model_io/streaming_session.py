@@ -1,7 +1,7 @@
 """Stateful streaming over a ``--streaming`` export: the session owns the recurrent state.
 
-ONNX Runtime keeps no state between calls; hand-rolled ``h``/``c`` plumbing is where users
-go wrong (state shapes, forgetting to feed ``c_out`` back, mixing streams). A
+ONNX Runtime keeps no state between calls; hand-rolled state plumbing is where users go
+wrong (state shapes, forgetting to feed a ``<state>_out`` back, mixing streams). A
 :class:`StreamingSession` holds the state of one or many independent streams and updates it
 on every :meth:`StreamingSession.push`.
 
@@ -94,8 +94,8 @@ class StreamingSession:
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._output_types = {o.name: numpy_dtype(o.type) for o in self._session.get_outputs()}
         # The state lives in preallocated buffers bound to the session (IO binding): a push
-        # copies the frames in, runs, and copies h_out/c_out back into h/c. Measured on the
-        # reference LSTM: 64 µs per frame bound vs 86 µs through session.run with dicts.
+        # copies the frames in, runs, and copies each <state>_out back into its state. Measured
+        # on the reference LSTM: 64 µs per frame bound vs 86 µs through session.run with dicts.
         state_specs = {s.name: s for s in input_specs(self._session) if s.name in meta.state}
         if len(state_specs) != len(meta.state):
             raise InvalidInputError(
