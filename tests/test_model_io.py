@@ -54,6 +54,29 @@ def test_stream_state_gathers_scatters_and_zeroes_slots() -> None:
     assert state.arrays["h"][0, :, 0].tolist() == [7, 0, 0, 0]
 
 
+def test_per_layer_states_of_one_shape_keep_their_own_rows() -> None:
+    """Same-shaped states (one h and c per layer) share a buffer; each still gathers,
+    scatters and zeroes only its own rows, in contiguous arrays a session can bind."""
+    names = ["layer0_h", "layer0_c", "layer1_h", "layer1_c"]
+    contract = StreamContract({**{n: (1, "batch", 2) for n in names}, "frames": (3, "batch", 2)})
+    state = StreamState(contract, capacity=3)
+    assert list(state.arrays) == [*names, "frames"]
+    slots = np.array([2, 0])
+    new = {n: np.full((1, 2, 2), [[[i], [10 + i]]], np.float32) for i, n in enumerate(names)}
+    new["frames"] = np.zeros((3, 2, 2), np.float32)
+    state.scatter(slots, new)
+    for i, name in enumerate(names):
+        assert state.arrays[name][0, :, 0].tolist() == [10 + i, 0, i]
+        assert state.arrays[name].flags.c_contiguous
+    gathered = state.gather(np.array([0, 2]))
+    assert list(gathered) == [*names, "frames"]
+    for i, name in enumerate(names):
+        assert gathered[name][0, :, 0].tolist() == [10 + i, i]
+        assert gathered[name].flags.c_contiguous
+    state.zero(0)
+    assert [state.arrays[n][0, :, 0].tolist() for n in names[:2]] == [[0, 0, 0], [0, 0, 1]]
+
+
 def test_stream_state_load_checks_everything_before_changing_anything() -> None:
     state = StreamState(StreamContract({"h": (1, "batch", 2), "c": (1, "batch", 2)}), 1)
     bad = {"h": np.ones((1, 1, 2)), "c": np.full((1, 1, 2), np.nan)}
