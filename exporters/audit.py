@@ -203,10 +203,19 @@ def audit_ops(before: Any, after: Any, mode: str) -> tuple[OpAudit, ...]:
     quantized, how many are still float."""
     counts_before = Counter(n.op_type for n in all_nodes(before) if n.op_type in COMPUTE_OPS)
     is_float = _FloatCheck(after, mode)
+    # The dynamic quantizer rewrites a Gemm as MatMul + Add; a MatMul it then leaves float
+    # (not among the op types chosen) is that Gemm, still float.
+    matmuls_before = sum(1 for n in all_nodes(before) if n.op_type == "MatMul")
+    float_matmuls = sum(1 for n in is_float.nodes if n.op_type == "MatMul" and is_float(n))
+    gemms_as_float_matmul = max(float_matmuls - matmuls_before, 0) if mode != "fp16" else 0
     audits = []
     for op, total in sorted(counts_before.items()):
         present = [n for n in is_float.nodes if n.op_type == op]
         still = sum(1 for n in present if is_float(n))
+        if op == "Gemm":
+            still += gemms_as_float_matmul
+        elif op == "MatMul":
+            still -= gemms_as_float_matmul
         # FP16 keeps every node; INT8 replaces them: what is no longer float was quantized.
         quantized = len(present) - still if mode == "fp16" else max(total - still, 0)
         audits.append(OpAudit(op, total, quantized, still))

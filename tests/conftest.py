@@ -185,12 +185,15 @@ def write_anomaly_csv(path: Path, *, steps: int = 200, seed: int = 0, spike: boo
 FAKE_FP32_MS, FAKE_CANDIDATE_MS = 1.0, 0.5
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_quantization_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, scope="session")
+def _deterministic_quantization_timing() -> Iterator[None]:
+    # Session scope: module fixtures that quantize run before any function-scoped patch.
     def fake(paths: Any, feed: Any) -> list[float]:
         return [FAKE_FP32_MS] + [FAKE_CANDIDATE_MS] * (len(paths) - 1)
 
-    monkeypatch.setattr("edgelstm.exporters.op_selection.measure_latencies", fake)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edgelstm.exporters.op_selection.measure_latencies", fake)
+        yield
 
 
 @pytest.fixture(scope="session")
