@@ -214,7 +214,20 @@ def report_lines(document: dict[str, Any]) -> list[str]:
             for layout in LAYOUTS
         ],
         "",
+        "Per-layer over stacked, median of the per-round ratios (rounds alternate the layouts, "
+        "so a ratio compares calls made seconds apart, under the same load): "
+        + ", ".join(
+            f"{label} {_paired_ratio(results, what):.2f}x"
+            for what, label in (("push", "push"), ("batcher", "batcher"), ("torch_step", "PyTorch"))
+        )
+        + ".",
+        "",
     ]
+
+
+def _paired_ratio(results: dict[str, Any], what: str) -> float:
+    pairs = zip(results["per-layer"][f"{what}_us"], results["stacked"][f"{what}_us"], strict=True)
+    return float(statistics.median(new / old for new, old in pairs))
 
 
 def main(argv: list[str] | None = None) -> int:
