@@ -22,7 +22,10 @@ ExportOutOption = Annotated[
 ]
 StreamingOption = Annotated[
     bool,
-    typer.Option(help="Export the streaming variant: state in (h, c), state out (h_out, c_out)."),
+    typer.Option(
+        help="Export the streaming variant: one state per recurrent layer in (layer0_h, "
+        "layer0_c, ...), the same names with _out back."
+    ),
 ]
 OpsetOption = Annotated[int, typer.Option(min=14, help="ONNX opset.")]
 AtolOption = Annotated[
