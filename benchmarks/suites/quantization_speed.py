@@ -196,6 +196,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"{acc['quantized_value']:.4f}, degradation {acc['degradation']:.4f} "
             f"(gate {acc['allowed']}; passed {acc['passed']})"
         )
+    if doc.get("architectures"):
+        from edgelstm.benchmarks.suites.quantization_archs import architecture_table
+
+        lines += ["", *architecture_table(doc["architectures"])]
     return "\n".join(lines) + "\n"
 
 
@@ -204,9 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--no-accuracy", action="store_true", help="skip the JapaneseVowels run")
+    parser.add_argument(
+        "--no-architectures",
+        action="store_true",
+        help="skip the study of every architecture (six BasicMotions models, a few minutes)",
+    )
     add_out_option(parser)
     args = parser.parse_args(argv)
     doc = measure(args.warmup, args.iterations, with_accuracy=not args.no_accuracy)
+    if not args.no_architectures:
+        from edgelstm.benchmarks.suites.quantization_archs import measure_architectures
+
+        doc["architectures"] = measure_architectures()
     write_json_atomic(args.out / "quantization_speed.json", doc, overwrite=True)
     write_text_atomic(args.out / "quantization_speed.md", to_markdown(doc), overwrite=True)
     print(to_markdown(doc), file=sys.stderr)
