@@ -5,7 +5,8 @@ none. What every model has is its FP32 self: :func:`check_fidelity` runs both on
 inputs and compares, per output,
 
 - **decisions**, for outputs that carry them: the argmax over the last axis for class-like
-  outputs (rows that sum to 1, or an edgelstm classifier's logits), and a threshold for
+  outputs (rows that sum to 1, an edgelstm classifier's logits, or an output named like
+  logits or classes), and a threshold for
   probabilities in [0, 1] with one value per row (a detector's speech / no-speech);
   ``max_disagreement`` bounds the share of decisions that may change;
 - the **relative error** ``||quantized - float|| / ||float||`` of every other output,
@@ -40,6 +41,9 @@ __all__ = [
 
 #: Samples taken from a checkpoint's test split or drawn synthetically (each run at batch 1).
 SAMPLES = 32
+#: An output named with one of these (``logits``, ``class_scores``...) holds per-class values:
+#: its decisions are the argmax over the last axis.
+CLASS_OUTPUT_WORDS = ("logit", "class")
 #: Time steps of a synthetic sample when the time axis is symbolic.
 SYNTHETIC_STEPS = 32
 
@@ -230,11 +234,13 @@ def _kind(name: str, values: list[np.ndarray], meta: ModelMetadata | None, first
     stacked = [v for v in values if v.size]
     if not stacked or not all(np.isfinite(v).all() for v in stacked):
         return "relative error"
+    width = stacked[0].shape[-1] if stacked[0].ndim else 1
+    if width > 1 and any(word in name.lower() for word in CLASS_OUTPUT_WORDS):
+        return "argmax"
     lowest = min(float(v.min()) for v in stacked)
     highest = max(float(v.max()) for v in stacked)
     if lowest < 0.0 or highest > 1.0:
         return "relative error"
-    width = stacked[0].shape[-1] if stacked[0].ndim else 1
     if width == 1:
         return "threshold"
     sums = np.concatenate([v.reshape(-1, width).sum(axis=1) for v in stacked])

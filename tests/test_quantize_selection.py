@@ -247,3 +247,110 @@ def test_the_real_timer_times_every_model_it_is_given(conv_model: Path) -> None:
     feed = {"x": np.zeros((1, 12, 3), np.float32)}
     times = real_measure_latencies([conv_model, conv_model], feed)
     assert len(times) == 2 and all(t > 0 for t in times)
+
+
+# --------------------------------------------------------------------------------------------
+# a foreign detector whose conv cannot take INT8: its decision rides on a small channel beside
+# a loud one, and the conv's input is quantized per tensor (DynamicQuantizeLinear)
+
+STEPS, HIDDEN = 12, 8
+
+
+def _lstm_branch(name: str, weights: dict[str, np.ndarray]) -> Any:
+    nodes = [
+        helper.make_node(
+            "LSTM",
+            ["seq", f"W{name}", f"R{name}", f"B{name}"],
+            ["", "h"],
+            hidden_size=HIDDEN,
+            name=f"lstm_{name}",
+        ),
+        helper.make_node("Squeeze", ["h", "zero"], [f"last_{name}"]),
+    ]
+    inits = [numpy_helper.from_array(v, f"{k}{name}") for k, v in weights.items()]
+    return nodes, inits
+
+
+def _detector(path: Path, *, inside_if: bool) -> Path:
+    """x [n, 2, time] -> Conv picking channel 1 (x100) -> LSTM -> MatMul -> logits [n, 2]."""
+    rng = np.random.default_rng(3)
+    weights = {
+        "W": (rng.standard_normal((1, 4 * HIDDEN, 1)) * 0.8).astype(np.float32),
+        "R": (rng.standard_normal((1, 4 * HIDDEN, HIDDEN)) * 0.3).astype(np.float32),
+        "B": np.zeros((1, 8 * HIDDEN), np.float32),
+    }
+    kernel = np.array([[[0.0], [100.0]]], np.float32)  # channel 0 ignored, channel 1 x100
+    # The two classes read opposite directions of the state, which follows the sign of
+    # channel 1: the decision is that sign.
+    direction = rng.standard_normal(HIDDEN).astype(np.float32)
+    head = np.stack([direction, -direction], axis=1)
+    nodes = [
+        helper.make_node("Conv", ["x", "K"], ["c"], name="conv"),
+        helper.make_node("Transpose", ["c"], ["seq"], perm=[2, 0, 1]),
+    ]
+    inits = [
+        numpy_helper.from_array(kernel, "K"),
+        numpy_helper.from_array(head, "head"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+    ]
+    if inside_if:
+        then_nodes, then_inits = _lstm_branch("t", weights)
+        else_nodes, else_inits = _lstm_branch("e", weights)
+        inits += then_inits + else_inits
+        out = helper.make_tensor_value_info
+        then = helper.make_graph(then_nodes, "then", [], [out("last_t", TensorProto.FLOAT, None)])
+        other = helper.make_graph(else_nodes, "else", [], [out("last_e", TensorProto.FLOAT, None)])
+        inits.append(numpy_helper.from_array(np.array(True), "cond"))
+        nodes.append(helper.make_node("If", ["cond"], ["last"], then_branch=then,
+                                      else_branch=other, name="branch"))  # fmt: skip
+    else:
+        lstm_nodes, lstm_inits = _lstm_branch("", weights)
+        nodes += lstm_nodes
+        inits += lstm_inits
+        nodes.append(helper.make_node("Identity", ["last_"], ["last"]))
+    nodes.append(helper.make_node("MatMul", ["last", "head"], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "detector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, STEPS])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 2])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _detector_inputs(path: Path) -> Path:
+    """A loud channel 0 (hundreds) beside the small channel 1 (+-0.01) that decides."""
+    rng = np.random.default_rng(4)
+    sign = np.where(np.arange(64) % 2 == 0, 1.0, -1.0)
+    x = np.zeros((64, 2, STEPS), np.float32)
+    x[:, 0] = rng.standard_normal((64, STEPS)) * 300.0
+    x[:, 1] = 0.01 * sign[:, None] * (1 + 0.2 * rng.random((64, STEPS)))
+    np.savez(path, x=x)
+    return path
+
+
+@pytest.mark.parametrize("inside_if", [False, True], ids=["plain", "lstm-inside-if"])
+def test_quantizing_a_foreign_detectors_conv_flips_its_decisions_and_auto_avoids_it(
+    tmp_path: Path, cli: CliRunner, inside_if: bool
+) -> None:
+    model = _detector(tmp_path / "detector.onnx", inside_if=inside_if)
+    inputs = _detector_inputs(tmp_path / "inputs.npz")
+    base = ("quantize", model, "--mode", "dynamic-int8", "--eval-inputs", inputs)
+    everything = cli(*base, "--ops", "all", "--out", tmp_path / "all.onnx")
+    assert everything.code == 1, everything
+    assert "logits: argmax disagreement" in everything.err and "Conv" in everything.err
+    assert not (tmp_path / "all.onnx").exists()
+    chosen = cli(*base, "--json", "--out", tmp_path / "auto.onnx")
+    assert chosen.code == 0, chosen
+    payload = json.loads(chosen.out)
+    assert "Conv" not in payload["op_selection"]["op_types"]
+    assert "LSTM" in payload["op_selection"]["op_types"]
+    assert any(n.startswith("Conv kept FP32: quantizing it broke fidelity") for n in
+               payload["op_selection"]["left_float"])  # fmt: skip
+    kernels = payload["audit"]["kernels"]
+    assert kernels.get("DynamicQuantizeLSTM") == (2 if inside_if else 1)
