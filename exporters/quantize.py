@@ -275,10 +275,22 @@ def _choose(
     present = present_op_types(onnx.load(str(build.folded))) if build.mode == "dynamic-int8" else ()
     if not present:
         present, request = EVERY_OP, "all"
-    return choose_op_types(
-        build.folded, work, present, request, build, inputs,
-        thresholds or FidelityThresholds(), build.meta,
-    )  # fmt: skip
+    try:
+        return choose_op_types(
+            build.folded, work, present, request, build, inputs,
+            thresholds or FidelityThresholds(), build.meta,
+        )  # fmt: skip
+    except CheckFailedError as exc:
+        saturates_here, _ = resolve_reduce_range("auto")
+        if build.mode == "fp16" or build.reduced or not saturates_here:
+            raise
+        # 8-bit weights saturate on this CPU's INT8 kernels but not on the target's (VNNI,
+        # ARM): the drift measured here may be this CPU's, not the model's.
+        raise CheckFailedError(
+            f"{exc}. This CPU has no VNNI, so the 8-bit weights of --reduce-range off saturate "
+            "here: check the model on its target (with VNNI or ARM), or quantize with "
+            "--reduce-range on"
+        ) from None
 
 
 def _float_source(src: Path) -> tuple[Any, ModelMetadata | None]:
