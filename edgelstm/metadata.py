@@ -44,7 +44,8 @@ class ModelMetadata:
     #: input name -> what it holds; output name -> what it holds.
     inputs: dict[str, str]
     outputs: dict[str, str]
-    #: streaming only: state input name -> [layers*directions, "batch", hidden]; the matching
+    #: streaming only: state input name -> its shape with one symbolic "batch" axis (per layer,
+    #: ``layer0_h`` [directions, "batch", hidden]; stacked ``h`` in older files); the matching
     #: output is the same name with ``_out``.
     state: dict[str, list[Any]] = field(default_factory=dict)
     #: streaming only: every chunk must hold a multiple of this many frames (a conv front end
