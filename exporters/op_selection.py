@@ -36,6 +36,7 @@ from edgelstm.metadata import ModelMetadata
 
 __all__ = [
     "DYNAMIC_OP_TYPES",
+    "STATIC_CONV",
     "Candidate",
     "OpChoice",
     "candidate_sets",
@@ -48,6 +49,9 @@ __all__ = [
 DYNAMIC_OP_TYPES = ("LSTM", "MatMul", "Conv", "Attention")
 #: Of those, the recurrent layers and matrix products (the "recurrent + matmul" candidate).
 RECURRENT_AND_MATMUL = ("LSTM", "MatMul", "Attention")
+#: The token for "convolutions as calibrated QLinearConv" in a candidate's op types (the rest
+#: of the candidate quantized dynamically); offered when calibration data is at hand.
+STATIC_CONV = "Conv:static"
 #: Timing: rounds alternate between the models; each round runs every model this many times.
 ROUNDS, RUNS_PER_ROUND, WARMUP = 9, 30, 10
 #: Candidates within this share of the fastest p50 count as equally fast (timing noise on a
@@ -116,7 +120,7 @@ class OpChoice:
         notes = []
         everything = next((c for c in self.candidates if c.op_types == self.present), None)
         for op in self.present:
-            if op in self.chosen.op_types:
+            if op in self.chosen.op_types or (op == "Conv" and STATIC_CONV in self.chosen.op_types):
                 continue
             without = next(
                 (c for c in self.candidates if set(c.op_types) == set(self.present) - {op}),
@@ -174,9 +178,11 @@ def parse_ops(text: str) -> str | tuple[str, ...]:
 
 
 def candidate_sets(
-    present: tuple[str, ...], request: str | tuple[str, ...]
+    present: tuple[str, ...], request: str | tuple[str, ...], *, static_conv: bool = False
 ) -> list[tuple[str, tuple[str, ...]]]:
-    """The (label, op types) candidates for ``--ops`` ``request``, without repeats."""
+    """The (label, op types) candidates for ``--ops`` ``request``, without repeats;
+    ``static_conv`` adds the recurrent layers and MatMuls dynamic with the convolutions as
+    calibrated ``QLinearConv``."""
     if not present:
         raise InvalidInputError(
             "the model has no op type dynamic INT8 can quantize "
@@ -197,6 +203,8 @@ def candidate_sets(
     sets.append(("recurrent + matmul", recurrent))
     if len(present) > 1:
         sets += [(f"all but {op}", tuple(o for o in present if o != op)) for op in present]
+    if static_conv and "Conv" in present:
+        sets.append(("static Conv + recurrent + matmul", (*recurrent, STATIC_CONV)))
     unique: dict[tuple[str, ...], str] = {}
     for label, ops in sets:
         if ops and ops not in unique:
@@ -256,13 +264,15 @@ def choose_op_types(
     inputs: FidelityInputs,
     thresholds: FidelityThresholds,
     meta: ModelMetadata | None,
+    *,
+    static_conv: bool = False,
 ) -> OpChoice:
     """Build, check and time the candidates; the fastest that passes fidelity is chosen.
 
     Raises :class:`~edgelstm.errors.CheckFailedError` when no candidate passes, naming the
     outputs that drifted and the op types to blame.
     """
-    sets = candidate_sets(present, request)
+    sets = candidate_sets(present, request, static_conv=static_conv)
     float_session = working_session(float_path)
     built = []
     for i, (label, ops) in enumerate(sets):

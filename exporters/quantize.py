@@ -57,6 +57,7 @@ from edgelstm.exporters.audit import (
 from edgelstm.exporters.calibration import calibration_reader, model_inputs
 from edgelstm.exporters.fidelity import FidelityReport, FidelityThresholds, fidelity_inputs
 from edgelstm.exporters.op_selection import (
+    STATIC_CONV,
     OpChoice,
     choose_op_types,
     parse_ops,
@@ -242,7 +243,15 @@ class _CandidateBuilder:
         self.run_dir, self.meta, self.notes = run_dir, meta, notes
 
     def __call__(self, op_types: tuple[str, ...], destination: Path) -> None:
-        if self.mode == "dynamic-int8":
+        if self.mode == "dynamic-int8" and STATIC_CONV in op_types:
+            # Convolutions as calibrated QLinearConv first, then the rest dynamically.
+            convs = destination.with_suffix(".static-conv.onnx")
+            reader = calibration_reader(None, self.run_dir, self.meta, self.samples)
+            _static(self.folded, convs, reader, self.method, self.per_channel, self.reduced,
+                    op_types=("Conv",), operator_format=True)  # fmt: skip
+            rest = tuple(op for op in op_types if op != STATIC_CONV)
+            _dynamic(convs, destination, self.per_channel, self.reduced, op_types=rest)
+        elif self.mode == "dynamic-int8":
             chosen = None if op_types == EVERY_OP else op_types
             _dynamic(self.folded, destination, self.per_channel, self.reduced, op_types=chosen)
         elif self.mode == "static-int8":
@@ -275,10 +284,20 @@ def _choose(
     present = present_op_types(onnx.load(str(build.folded))) if build.mode == "dynamic-int8" else ()
     if not present:
         present, request = EVERY_OP, "all"
+    # Calibrated QLinearConv can beat ConvInteger (and float Conv) where the training split
+    # is at hand to calibrate on.
+    # (Not for a streaming graph: calibration runs whole sequences through the sequence graph.)
+    static_conv = (
+        build.run_dir is not None
+        and build.meta is not None
+        and build.meta.variant != "streaming"
+        and "Conv" in present
+        and request == "auto"
+    )
     try:
         return choose_op_types(
             build.folded, work, present, request, build, inputs,
-            thresholds or FidelityThresholds(), build.meta,
+            thresholds or FidelityThresholds(), build.meta, static_conv=static_conv,
         )  # fmt: skip
     except CheckFailedError as exc:
         saturates_here, _ = resolve_reduce_range("auto")
@@ -453,8 +472,18 @@ def _dynamic(
 
 
 def _static(
-    src: Path, dst: Path, reader: Any, method: str, per_channel: bool, reduce_range: bool
+    src: Path,
+    dst: Path,
+    reader: Any,
+    method: str,
+    per_channel: bool,
+    reduce_range: bool,
+    *,
+    op_types: tuple[str, ...] | None = None,
+    operator_format: bool = False,
 ) -> None:
+    """Static INT8, calibrated on ``reader``: QDQ (``static-int8``), or integer operators
+    (``QLinearConv``) for the op types a dynamic-INT8 candidate quantizes statically."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # The samples are matched to this model's input names (they may be input, h, c, not x).
@@ -469,7 +498,8 @@ def _static(
             str(src),
             str(dst),
             reader,
-            quant_format=QuantFormat.QDQ,
+            quant_format=QuantFormat.QOperator if operator_format else QuantFormat.QDQ,
+            op_types_to_quantize=list(op_types) if op_types else None,
             per_channel=per_channel,
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,

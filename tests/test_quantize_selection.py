@@ -58,7 +58,8 @@ def _timer(fp32_ms: float, conv_ms: float, other_ms: float) -> Any:
     """A stand-in for measure_latencies: FP32 first, then candidates by what they hold."""
 
     def timed(paths: list[Path], feed: Any) -> list[float]:
-        return [fp32_ms] + [conv_ms if "ConvInteger" in _ops(p) else other_ms for p in paths[1:]]
+        integer_conv = {"ConvInteger", "QLinearConv"}
+        return [fp32_ms] + [conv_ms if integer_conv & _ops(p) else other_ms for p in paths[1:]]
 
     return timed
 
@@ -100,6 +101,40 @@ def test_the_fastest_faithful_candidate_is_kept_and_the_reason_stated(
     assert stored["op_selection"]["op_types"] == list(result.op_choice.chosen.op_types)
 
 
+def test_calibrated_qlinearconv_is_a_candidate_when_the_checkpoint_is_at_hand(
+    conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where QLinearConv is the fastest (as for conv-heavy models on AVX2), it is kept."""
+
+    def timed(paths: list[Path], feed: Any) -> list[float]:
+        speeds = {"QLinearConv": 0.4, "ConvInteger": 2.0}
+        return [1.0] + [
+            next((ms for op, ms in speeds.items() if op in _ops(p)), 0.6) for p in paths[1:]
+        ]
+
+    monkeypatch.setattr(selection, "measure_latencies", timed)
+    result = quantize(conv_model, tmp_path / "q.onnx", mode="dynamic-int8")
+    assert result.op_choice is not None
+    assert result.op_choice.chosen.label == "static Conv + recurrent + matmul"
+    written = _ops(tmp_path / "q.onnx")
+    assert {"QLinearConv", "DynamicQuantizeLSTM"} <= written and "Conv" not in written
+    assert not any(n.startswith("Conv kept FP32") for n in result.audit.notes)
+    conv = next(o for o in result.audit.ops if o.op == "Conv")
+    assert (conv.quantized, conv.still_float) == (1, 0)
+
+
+def test_a_streaming_conv_model_gets_no_calibrated_candidate(
+    conv_run: TrainResult, tmp_path: Path
+) -> None:
+    """Calibration runs whole sequences through the sequence graph: a streaming export of
+    the same checkpoint is quantized from dynamic candidates only."""
+    stream = tmp_path / "conv.stream.onnx"
+    export(conv_run.out, stream, streaming=True)
+    result = quantize(stream, tmp_path / "q.onnx", mode="dynamic-int8")
+    assert result.op_choice is not None
+    assert all("static" not in c.label for c in result.op_choice.candidates)
+
+
 def test_ops_all_quantizes_everything_even_when_slower(
     conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,12 +164,14 @@ def test_a_quantized_model_slower_than_fp32_is_written_with_a_warning(
 
 
 def _breaking_conv(original: Any) -> Any:
-    """``_dynamic``, then zero the INT8 conv weights: quantizing the conv breaks decisions."""
+    """``_dynamic``, then zero the INT8 conv weights (dynamic ``ConvInteger`` or calibrated
+    ``QLinearConv``): quantizing the conv breaks decisions."""
 
     def run(src: Path, dst: Path, *args: Any, **kwargs: Any) -> None:
         original(src, dst, *args, **kwargs)
         model = onnx.load(str(dst))
         conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "ConvInteger"}
+        conv_weights |= {n.input[3] for n in model.graph.node if n.op_type == "QLinearConv"}
         for index, tensor in enumerate(model.graph.initializer):
             if tensor.name in conv_weights:
                 zero = np.zeros_like(numpy_helper.to_array(tensor))
