@@ -28,6 +28,7 @@ import numpy as np
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
+from edgelstm.runtimes.model_io.feeding import zero_state
 from edgelstm.runtimes.ort.feeds import InputSpec, input_specs
 
 __all__ = [
@@ -148,7 +149,7 @@ def fidelity_inputs(
 
 
 def _zero_state(spec: InputSpec) -> np.ndarray:
-    return np.zeros([d if isinstance(d, int) else 1 for d in spec.shape], spec.dtype)
+    return zero_state([spec], batch=1)[spec.name]
 
 
 def _from_file(path: Path, specs: Sequence[InputSpec], state: set[str]) -> FidelityInputs:

@@ -73,8 +73,9 @@ def _quantized(src: Path, dst: Path) -> Path:
 
 
 def measure() -> dict[str, Any]:
-    from edgelstm.benchmarks.suites.quantization_archs import _p50_interleaved, _session
+    from edgelstm.benchmarks.suites.quantization_archs import p50_interleaved
     from edgelstm.benchmarks.suites.result_files import suite_environment
+    from edgelstm.exporters.op_selection import working_session
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -86,7 +87,7 @@ def measure() -> dict[str, Any]:
             "projection + GRU(W = I), FP32": split,
             "projection + GRU(W = I), dynamic INT8": _quantized(split, work / "split.int8.onnx"),
         }
-        sessions = {name: _session(path) for name, path in paths.items()}
+        sessions = {name: working_session(path) for name, path in paths.items()}
         rng = np.random.default_rng(1)
         check = rng.standard_normal((STEPS, 2, FEATURES)).astype(np.float32)
         same = float(np.max(np.abs(
@@ -97,7 +98,7 @@ def measure() -> dict[str, Any]:
         for batch in (1, 32):
             x = rng.standard_normal((STEPS, batch, FEATURES)).astype(np.float32)
             runs = [lambda s=s, x=x: s.run(None, {"x": x}) for s in sessions.values()]
-            for name, p50 in zip(sessions, _p50_interleaved(runs, rounds=7, per_round=20),
+            for name, p50 in zip(sessions, p50_interleaved(runs, rounds=7, per_round=20),
                                  strict=True):  # fmt: skip
                 rows.append({"path": name, "batch": batch, "p50_ms": p50})
     return {

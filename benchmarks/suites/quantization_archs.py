@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ARCHITECTURES", "architecture_table", "measure_architectures"]
+__all__ = ["ARCHITECTURES", "architecture_table", "measure_architectures", "p50_interleaved"]
 
 #: (label, train keyword arguments) for every architecture and front end studied.
 ARCHITECTURES: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -34,13 +34,7 @@ ARCHITECTURES: tuple[tuple[str, dict[str, Any]], ...] = (
 DATASET = "BasicMotions"
 
 
-def _session(path: Path) -> Any:
-    from edgelstm.exporters.op_selection import working_session
-
-    return working_session(path)
-
-
-def _p50_interleaved(runs: Sequence[Any], rounds: int = 7, per_round: int = 15) -> list[float]:
+def p50_interleaved(runs: Sequence[Any], rounds: int = 7, per_round: int = 15) -> list[float]:
     """p50 ms of each callable, the callables alternating round by round."""
     times: list[list[float]] = [[] for _ in runs]
     for run in runs:
@@ -56,13 +50,15 @@ def _p50_interleaved(runs: Sequence[Any], rounds: int = 7, per_round: int = 15) 
 
 
 def _sequence_timings(paths: Sequence[Path], steps: int, features: int) -> dict[str, list[float]]:
-    sessions = [_session(p) for p in paths]
+    from edgelstm.exporters.op_selection import working_session
+
+    sessions = [working_session(p) for p in paths]
     rng = np.random.default_rng(0)
     result = {}
     for batch in (1, 32):
         x = rng.standard_normal((batch, steps, features)).astype(np.float32)
         runs = [lambda s=s, x=x: s.run(None, {"x": x}) for s in sessions]
-        result[f"batch {batch}"] = _p50_interleaved(runs)
+        result[f"batch {batch}"] = p50_interleaved(runs)
     return result
 
 
@@ -72,7 +68,7 @@ def _frame_timings(paths: Sequence[Path]) -> list[float]:
     streams = [StreamingSession(p) for p in paths]
     frames = [np.zeros((1, s.chunk_multiple, s.num_features), np.float32) for s in streams]
     runs = [lambda s=s, f=f: s.push(f) for s, f in zip(streams, frames, strict=True)]
-    return _p50_interleaved(runs, rounds=7, per_round=200)
+    return p50_interleaved(runs, rounds=7, per_round=200)
 
 
 def _one_architecture(label: str, kwargs: dict[str, Any], work: Path) -> dict[str, Any]:
