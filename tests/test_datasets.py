@@ -20,7 +20,7 @@ from edgelstm.data.types import SequenceSet, Series
 from edgelstm.errors import DatasetNotFoundError, InvalidInputError
 
 
-def test_registry_is_exactly_the_seven() -> None:
+def test_registry_is_exactly_the_ten() -> None:
     specs = list_datasets()
     assert [s.name for s in specs] == [
         "JapaneseVowels",
@@ -30,8 +30,17 @@ def test_registry_is_exactly_the_seven() -> None:
         "ItalyPowerDemand",
         "Airline",
         "KDD-TSAD_135",
+        "ActivityStreams",
+        "SpeakerTurns",
+        "DigitStrings",
     ]
-    assert [s.task for s in specs] == ["classify"] * 5 + ["forecast", "anomaly"]
+    assert [s.task for s in specs] == ["classify"] * 5 + [
+        "forecast",
+        "anomaly",
+        "tag",
+        "tag",
+        "transcribe",
+    ]
     assert dataset_names() == [s.name for s in specs]
     with pytest.raises(dataclasses.FrozenInstanceError):
         specs[0].name = "x"  # type: ignore[misc]

@@ -1,5 +1,9 @@
 """Built-in real datasets, one per task, read from the files aeon's wheel bundles (no network).
 
+The sequence-labelling sets (ActivityStreams, SpeakerTurns, DigitStrings) are composed from
+BasicMotions, JapaneseVowels and scikit-learn's handwritten digits with fixed seeds; how is
+documented in :mod:`edgelstm.data.labelled_datasets`.
+
 They let ``edgelstm train --dataset NAME`` and the quickstart run end to end on real data
 without the user finding a file first. Each name maps to a :class:`DatasetSpec`;
 :func:`load_dataset` returns a :class:`DatasetSplit` holding both the training data and the test
@@ -23,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from edgelstm.data.labelled_datasets import (
+    ACTIVITY_STREAMS,
+    SPEAKER_TURNS,
+    StreamRecipe,
+    build_digit_strings,
+    build_tag_streams,
+)
 from edgelstm.data.ts import sequence_set_from_aeon
-from edgelstm.data.types import SequenceSet, Series
+from edgelstm.data.types import SequenceSet, Series, TaggedSequences, Transcripts
 from edgelstm.errors import DatasetNotFoundError, InvalidInputError, MissingDependencyError
 from edgelstm.extras import missing_dependency
 
@@ -57,28 +68,29 @@ class DatasetSplit:
     ``test_start`` indexes into ``test`` (a :class:`Series`) where the evaluated part begins:
     for Airline the test series is the whole 144 months and forecasts are scored on windows
     whose targets fall in months 120..143, so the model sees the history it needs; for
-    KDD-TSAD_135 the first 1200 test points are the training data. None for classification,
-    where every test sequence is evaluated.
+    KDD-TSAD_135 the first 1200 test points are the training data. None for classification
+    and sequence labelling, where every test sequence is evaluated.
     """
 
     spec: DatasetSpec
-    train: SequenceSet | Series
-    test: SequenceSet | Series
+    train: SequenceSet | Series | TaggedSequences | Transcripts
+    test: SequenceSet | Series | TaggedSequences | Transcripts
     test_start: int | None
 
     @property
     def sizes(self) -> dict[str, str]:
-        """Human-readable sizes for tables: ``train``, ``test``, ``length``, ``features``."""
-        if isinstance(self.train, SequenceSet) and isinstance(self.test, SequenceSet):
+        """Human-readable sizes for tables: ``train``, ``test``, ``length``, ``features``,
+        ``classes`` (for transcription: the tokens, the distinct characters of the training
+        texts unless the data lists multi-character tokens)."""
+        if not isinstance(self.train, Series) and not isinstance(self.test, Series):
             lengths = np.concatenate([self.train.lengths, self.test.lengths])
             low, high = int(lengths.min()), int(lengths.max())
-            classes = len(np.unique(self.train.labels)) if self.train.labels is not None else 0
             return {
                 "train": f"{len(self.train)} sequences",
                 "test": f"{len(self.test)} sequences",
                 "length": str(low) if low == high else f"{low}-{high}",
                 "features": str(self.train.num_features),
-                "classes": str(classes),
+                "classes": str(_class_count(self.train)),
             }
         start = self.test_start or 0
         evaluated = len(self.test) - start
@@ -89,6 +101,17 @@ class DatasetSplit:
             "features": str(self.train.num_features),
             "classes": "",
         }
+
+
+def _class_count(data: SequenceSet | TaggedSequences | Transcripts) -> int:
+    """Classes a model trained on ``data`` tells apart (tokens, for transcription)."""
+    if isinstance(data, SequenceSet):
+        return len(np.unique(data.labels)) if data.labels is not None else 0
+    if isinstance(data, TaggedSequences):
+        return len(data.class_names)
+    if data.tokens:
+        return len(data.tokens)
+    return len(set("".join(data.texts or ())))
 
 
 _SPECS: tuple[DatasetSpec, ...] = (
@@ -163,6 +186,40 @@ _SPECS: tuple[DatasetSpec, ...] = (
         source="UCR anomaly archive (KDD Cup 2021) via aeon load_kdd_tsad_135()",
         domain="medical",
     ),
+    DatasetSpec(
+        name="ActivityStreams",
+        task="tag",
+        description=(
+            "BasicMotions recordings strung into streams (seed 24): 3-6 recordings each, "
+            "cropped to 40-100 frames, no activity twice in a row; 6 channels; label every "
+            "frame with its activity (4 classes); 200 train streams from TRAIN recordings, "
+            "100 test streams from TEST recordings"
+        ),
+        source="BasicMotions (UEA archive via aeon), composed by edgelstm (seed 24)",
+        domain="motion sensors",
+    ),
+    DatasetSpec(
+        name="SpeakerTurns",
+        task="tag",
+        description=(
+            "JapaneseVowels utterances strung into streams (seed 24): 3-8 whole utterances "
+            "each, no speaker twice in a row; 12 cepstral channels; label every frame with its "
+            "speaker (9 classes); 200 train streams from TRAIN, 100 test streams from TEST"
+        ),
+        source="JapaneseVowels (UEA archive via aeon), composed by edgelstm (seed 24)",
+        domain="speech",
+    ),
+    DatasetSpec(
+        name="DigitStrings",
+        task="transcribe",
+        description=(
+            "strings of 3-6 real handwritten 8x8 digits read column by column (8 features "
+            "per frame, 0-3 blank frames between digits); transcribe the digits; images split "
+            "70/30 before composing (seed 24), 3000 train / 1000 test strings"
+        ),
+        source="scikit-learn load_digits(), composed by edgelstm (seed 24)",
+        domain="handwriting",
+    ),
 )
 
 _JAPANESE_VOWELS_NAMES = tuple(f"cepstrum_{i}" for i in range(12))
@@ -173,7 +230,8 @@ _KDD_TRAIN_POINTS = 1200
 
 
 def list_datasets() -> list[DatasetSpec]:
-    """All built-in datasets, in a stable order (classification, forecasting, anomaly)."""
+    """All built-in datasets, in a stable order (classification, forecasting, anomaly,
+    tagging, transcription)."""
     return list(_SPECS)
 
 
@@ -355,6 +413,28 @@ def _load_kdd_tsad_135(spec: DatasetSpec) -> DatasetSplit:
     )
 
 
+def _load_activity_streams(spec: DatasetSpec) -> DatasetSplit:
+    recordings = _load_basic_motions(get_dataset_spec("BasicMotions"))
+    return _tag_streams(spec, ACTIVITY_STREAMS, recordings)
+
+
+def _load_speaker_turns(spec: DatasetSpec) -> DatasetSplit:
+    recordings = _load_japanese_vowels(get_dataset_spec("JapaneseVowels"))
+    return _tag_streams(spec, SPEAKER_TURNS, recordings)
+
+
+def _tag_streams(spec: DatasetSpec, recipe: StreamRecipe, recordings: DatasetSplit) -> DatasetSplit:
+    # The archive's split is kept: training streams from TRAIN recordings, test from TEST.
+    assert isinstance(recordings.train, SequenceSet) and isinstance(recordings.test, SequenceSet)
+    train, test = build_tag_streams(recipe, recordings.train, recordings.test)
+    return DatasetSplit(spec=spec, train=train, test=test, test_start=None)
+
+
+def _load_digit_strings(spec: DatasetSpec) -> DatasetSplit:
+    train, test = build_digit_strings()
+    return DatasetSplit(spec=spec, train=train, test=test, test_start=None)
+
+
 _LOADERS: dict[str, Callable[[DatasetSpec], DatasetSplit]] = {
     "JapaneseVowels": _load_japanese_vowels,
     "BasicMotions": _load_basic_motions,
@@ -363,4 +443,7 @@ _LOADERS: dict[str, Callable[[DatasetSpec], DatasetSplit]] = {
     "ItalyPowerDemand": _bundled_ts,
     "Airline": _load_airline,
     "KDD-TSAD_135": _load_kdd_tsad_135,
+    "ActivityStreams": _load_activity_streams,
+    "SpeakerTurns": _load_speaker_turns,
+    "DigitStrings": _load_digit_strings,
 }

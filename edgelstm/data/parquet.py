@@ -8,7 +8,9 @@ Ray. A row holds one sequence, either
 - **one list column per feature**: columns of ``list<number>`` (``pressure``,
   ``temperature``...), one value per time step, the same length within a row.
 
-An optional scalar column ``y`` (or ``label``) carries the labels; other scalar columns (ids,
+An optional column ``y`` (or ``label``) carries the labels: a scalar per row (a class, a
+transcript string) or a list of numbers per row (one class per frame, for ``--task tag``,
+returned as an object array holding one numeric array per row); other scalar columns (ids,
 timestamps) are ignored. Sequences may differ in length from row to row. Only the requested
 rows are read: :func:`parquet_row_count` reads the footer, and :func:`read_parquet_sequences`
 reads the row groups that cover ``[start, stop)``.
@@ -100,10 +102,30 @@ def read_parquet_sequences(path: Path, *, start: int = 0, stop: int | None = Non
         column = table.column(label)
         if column.null_count:
             raise InvalidInputError(f"{path}: column {label!r} has missing labels")
-        labels = np.asarray(column.to_numpy(zero_copy_only=False))
-        if labels.dtype.kind == "O":
-            labels = labels.astype(str)
+        if _is_numeric_list(column.type, pa):
+            labels = _per_frame_labels(column.combine_chunks(), f"{path}: column {label!r}", start)
+        else:
+            labels = np.asarray(column.to_numpy(zero_copy_only=False))
+            if labels.dtype.kind == "O":
+                labels = labels.astype(str)
     return SequenceSet(tuple(sequences), labels, names)
+
+
+def _per_frame_labels(array: Any, where: str, row0: int) -> np.ndarray:
+    """A list<number> label column as an object array of one numeric array per row
+    (the tag reader checks they are whole class indices and match the row's frames)."""
+    steps = _list_lengths(array, where, row0)
+    flat = array.flatten()
+    if flat.null_count:
+        raise InvalidInputError(
+            f"{where}: holds missing (null) frame labels; mark an unlabelled frame with -1"
+        )
+    values = np.asarray(flat.to_numpy(zero_copy_only=False))
+    bounds = np.concatenate([[0], np.cumsum(steps)])
+    rows = np.empty(len(steps), dtype=object)
+    for i in range(len(steps)):
+        rows[i] = values[bounds[i] : bounds[i + 1]]
+    return rows
 
 
 def _is_numeric_list(kind: Any, pa: Any) -> bool:

@@ -5,7 +5,10 @@ what the arrays of an ``.npz`` mean for each task (``X``, ``y``, ``lengths``,
 ``feature_names``, ``target_indices``) and ``--target`` column selection
 (:func:`resolve_targets`). The formats live in their own modules: the CSV dialect in
 :mod:`edgelstm.data.csv_files`, ``.npy``/``.npz`` in :mod:`edgelstm.data.arrays`, ``.ts`` in
-:mod:`edgelstm.data.ts`, and the checks they share in :mod:`edgelstm.data.checks`.
+:mod:`edgelstm.data.ts`, and the checks they share in :mod:`edgelstm.data.checks`. The
+sequence-labelling tasks (``tag``, ``transcribe``) read through :mod:`edgelstm.data.labelled`,
+which reuses the ``.npz`` helpers here (:func:`check_npz_keys`, :func:`require_x`,
+:func:`unpadded_sequences`, :func:`npz_feature_names`).
 
 Every reader turns a bad file into one :class:`~edgelstm.errors.InvalidInputError` whose message
 names the file, the place in it (1-based rows and columns as an editor shows them, or a NumPy
@@ -36,20 +39,27 @@ from edgelstm.data.checks import (
 )
 from edgelstm.data.csv_files import read_csv_series
 from edgelstm.data.ts import read_ts
-from edgelstm.data.types import SequenceSet, Series, WindowSet
+from edgelstm.data.types import InferenceData, SequenceSet, Series, TrainingData, WindowSet
 from edgelstm.errors import InvalidInputError
 
 __all__ = [
     "INFERENCE_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
     "TASKS",
+    "check_lengths",
+    "check_npz_keys",
     "load_inference_data",
     "load_training_data",
+    "npz_feature_names",
+    "require_x",
     "resolve_targets",
+    "unpadded_sequences",
 ]
 
+#: Tasks whose labels are sequences themselves, read by :mod:`edgelstm.data.labelled`.
+_LABELLING_TASKS: tuple[str, ...] = ("tag", "transcribe")
 #: Tasks :func:`load_training_data` understands.
-TASKS: tuple[str, ...] = ("classify", "forecast", "anomaly")
+TASKS: tuple[str, ...] = ("classify", "forecast", "anomaly", *_LABELLING_TASKS)
 #: File extensions :func:`load_training_data` dispatches on.
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".csv", ".npy", ".npz", ".ts")
 #: File extensions :func:`load_inference_data` reads: the above and Parquet (one sequence per
@@ -111,9 +121,7 @@ def resolve_targets(
 # dispatch
 
 
-def load_training_data(
-    path: Path, task: str, target: str | None = None
-) -> SequenceSet | Series | WindowSet:
+def load_training_data(path: Path, task: str, target: str | None = None) -> TrainingData:
     """Load a training (or test) file for ``task``, choosing the reader from the extension.
 
     - ``classify``: ``.ts``, or ``.npz`` with ``X`` ``[n, T, F]`` (or ``[n, T]``), ``y`` ``[n]``
@@ -123,6 +131,9 @@ def load_training_data(
       :class:`WindowSet`. ``target`` picks the predicted columns (names or 0-based indices).
     - ``anomaly``: ``.csv`` (optional label column), ``.npy``/``.npz`` ``X`` ``[T, F]`` with
       optional 0/1 ``y`` ``[T]`` → :class:`Series`.
+    - ``tag``: ``.npz`` with ``y`` ``[n, T]`` class indices, or a ``.csv`` with a ``label``
+      column → :class:`TaggedSequences`; ``transcribe``: ``.npz`` with ``y`` ``[n]`` strings →
+      :class:`Transcripts` (see :mod:`edgelstm.data.labelled`).
 
     An ``.npz`` may also hold ``feature_names`` (strings, one per feature), used for names
     instead of ``f0, f1, ...``, and, for windows, ``target_indices``.
@@ -137,6 +148,10 @@ def load_training_data(
             f"remove it for --task {task}"
         )
     suffix = _readable_suffix(path, task)
+    if task in _LABELLING_TASKS:
+        from edgelstm.data.labelled import read_labelled
+
+        return read_labelled(path, task)
     if task == "classify":
         return _load_classify(path, suffix)
     if suffix == ".ts":
@@ -164,9 +179,7 @@ def _readable_suffix(path: Path, task: str) -> str:
     return suffix
 
 
-def load_inference_data(
-    path: Path, task: str, *, num_features: int | None = None
-) -> SequenceSet | Series:
+def load_inference_data(path: Path, task: str, *, num_features: int | None = None) -> InferenceData:
     """Load inputs for a trained model of ``task``; labels are optional (used when present).
 
     - ``classify``: like :func:`load_training_data` without requiring ``y``; a ``.csv`` (or a
@@ -174,6 +187,9 @@ def load_inference_data(
     - ``forecast``: a series (``.csv``, 2-D ``X``) → :class:`Series`, forecast from its end;
       pre-cut windows (3-D ``X``) → :class:`SequenceSet`, one forecast per window.
     - ``anomaly``: a series, as for training (optional labels).
+    - ``tag``/``transcribe``: ``.npz`` (optional ``y``), ``.csv`` or ``.npy`` ``[T, F]`` (one
+      sequence) or ``[n, T, F]``, ``.parquet`` (optional ``y`` column) →
+      :class:`TaggedSequences`/:class:`Transcripts` with labels None when absent.
 
     A ``.parquet`` file holds one sequence (or forecast window) per row
     (:mod:`edgelstm.data.parquet`).
@@ -182,6 +198,12 @@ def load_inference_data(
 
         data = load_inference_data(Path("new.ts"), "classify")
     """
+    if task in _LABELLING_TASKS:
+        from edgelstm.data.labelled import read_labelled
+
+        if path.suffix.lower() != ".parquet":
+            _readable_suffix(path, task)
+        return read_labelled(path, task, require_labels=False)
     if path.suffix.lower() == ".parquet" and task in TASKS:
         if task == "anomaly":
             raise InvalidInputError(
@@ -201,8 +223,8 @@ def load_inference_data(
         return _load_anomaly(path, suffix)
     arrays = read_arrays(path) if suffix in (".npy", ".npz") else {}
     if arrays:
-        _check_keys(arrays, task, path)
-    X = _get_x(arrays, path) if arrays else None
+        check_npz_keys(arrays, task, path)
+    X = require_x(arrays, path) if arrays else None
     if task == "classify":
         if X is not None and X.ndim == 2 and num_features not in (None, 1):
             if X.shape[1] != num_features:
@@ -212,11 +234,11 @@ def load_inference_data(
                     f"{num_features}]"
                 )
             values = as_float32(X, path, "X")
-            return SequenceSet((values,), None, _feature_names(arrays, X.shape[1], path))
+            return SequenceSet((values,), None, npz_feature_names(arrays, X.shape[1], path))
         return _load_classify(path, suffix, require_labels=False)
     if X is not None and X.ndim == 3:
         windows = as_float32(X, path, "X")
-        names = _feature_names(arrays, X.shape[2], path)
+        names = npz_feature_names(arrays, X.shape[2], path)
         return SequenceSet(tuple(windows), None, names)
     if suffix == ".csv":
         return read_csv_series(path)
@@ -231,12 +253,14 @@ _NPZ_KEYS = {
     "classify": ("X", "y", "lengths", "feature_names"),
     "forecast": ("X", "y", "feature_names", "target_indices"),
     "anomaly": ("X", "y", "feature_names"),
+    "tag": ("X", "y", "lengths", "classes", "feature_names"),
+    "transcribe": ("X", "y", "lengths", "tokens", "feature_names"),
 }
 
 
-def _check_keys(arrays: dict[str, np.ndarray], task: str, path: Path) -> None:
+def check_npz_keys(arrays: dict[str, np.ndarray], task: str, path: Path) -> None:
     if "X" not in arrays:
-        return  # the missing X is the first thing to fix; _get_x says so
+        return  # the missing X is the first thing to fix; require_x says so
     allowed = _NPZ_KEYS[task]
     unknown = sorted(set(arrays) - set(allowed))
     if unknown:
@@ -251,7 +275,7 @@ def _check_keys(arrays: dict[str, np.ndarray], task: str, path: Path) -> None:
         )
 
 
-def _feature_names(arrays: dict[str, np.ndarray], count: int, path: Path) -> tuple[str, ...]:
+def npz_feature_names(arrays: dict[str, np.ndarray], count: int, path: Path) -> tuple[str, ...]:
     names = arrays.get("feature_names")
     if names is None:
         return default_names(count)
@@ -266,7 +290,7 @@ def _feature_names(arrays: dict[str, np.ndarray], count: int, path: Path) -> tup
     return result
 
 
-def _get_x(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
+def require_x(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
     if "X" not in arrays:
         raise InvalidInputError(
             f"{path}: no array named 'X' (found: {', '.join(sorted(arrays))}); save the inputs "
@@ -296,10 +320,10 @@ def _load_classify(path: Path, suffix: str, *, require_labels: bool = True) -> S
         series = read_csv_series(path)
         return SequenceSet((series.values,), None, series.feature_names)
     arrays = read_arrays(path)
-    _check_keys(arrays, "classify", path)
+    check_npz_keys(arrays, "classify", path)
     if require_labels and "y" not in arrays:
         raise InvalidInputError(needs_labels)
-    X = _get_x(arrays, path)
+    X = require_x(arrays, path)
     if X.ndim == 2:
         X = X[:, :, None]  # [n, T] is univariate: one feature per step
     if X.ndim != 3:
@@ -307,7 +331,7 @@ def _load_classify(path: Path, suffix: str, *, require_labels: bool = True) -> S
             f"{path}: X has shape {X.shape}; classification expects [sequences, time, features] "
             "(or [sequences, time] for one feature)"
         )
-    n, steps, features = X.shape
+    n, _, features = X.shape
     y = arrays.get("y")
     if y is None:
         pass
@@ -326,22 +350,29 @@ def _load_classify(path: Path, suffix: str, *, require_labels: bool = True) -> S
         raise InvalidInputError(
             f"{path}: y has dtype {y.dtype} (or NaN); labels must be integers or strings"
         )
-    lengths = arrays.get("lengths")
-    if lengths is None:
-        values = as_float32(X, path, "X")
-        sequences = tuple(values[i] for i in range(n))
-    else:
-        lengths = _check_lengths(lengths, n, steps, path)
-        check_numeric(X, path, "X")
-        # Only the valid part of each sequence is checked: padding past `lengths` may be
-        # anything (NaN padding is common) because it is never read.
-        sequences = tuple(as_float32(X[i, : lengths[i]], path, "X", (i,)) for i in range(n))
+    sequences = unpadded_sequences(X, arrays.get("lengths"), path)
     return SequenceSet(
-        sequences=sequences, labels=y, feature_names=_feature_names(arrays, features, path)
+        sequences=sequences, labels=y, feature_names=npz_feature_names(arrays, features, path)
     )
 
 
-def _check_lengths(lengths: np.ndarray, n: int, steps: int, path: Path) -> np.ndarray:
+def unpadded_sequences(
+    X: np.ndarray, lengths: np.ndarray | None, path: Path
+) -> tuple[np.ndarray, ...]:
+    """The sequences of ``X`` ``[n, T, F]``, each cut to its ``lengths`` entry (all ``T``
+    when None), as finite float32: the one place padded ``X`` becomes sequences."""
+    n, steps = X.shape[:2]
+    if lengths is None:
+        values = as_float32(X, path, "X")
+        return tuple(values[i] for i in range(n))
+    lengths = check_lengths(lengths, n, steps, path)
+    check_numeric(X, path, "X")
+    # Only the valid part of each sequence is checked: padding past `lengths` may be
+    # anything (NaN padding is common) because it is never read.
+    return tuple(as_float32(X[i, : lengths[i]], path, "X", (i,)) for i in range(n))
+
+
+def check_lengths(lengths: np.ndarray, n: int, steps: int, path: Path) -> np.ndarray:
     if lengths.ndim != 1 or lengths.shape[0] != n:
         raise InvalidInputError(
             f"{path}: lengths has shape {lengths.shape}; expected [{n}], one per sequence"
@@ -375,7 +406,7 @@ def _series_from_x(
             f"{path}: X has shape {X.shape}; a series must be [time, features] or [time]{hint}"
         )
     values = as_float32(X, path, "X")
-    return values, _feature_names(arrays, values.shape[1], path)
+    return values, npz_feature_names(arrays, values.shape[1], path)
 
 
 def _load_forecast(path: Path, suffix: str, target: str | None) -> Series | WindowSet:
@@ -385,8 +416,8 @@ def _load_forecast(path: Path, suffix: str, target: str | None) -> Series | Wind
         resolve_targets(series.feature_names, target, source=path)
         return series
     arrays = read_arrays(path)
-    _check_keys(arrays, "forecast", path)
-    X = _get_x(arrays, path)
+    check_npz_keys(arrays, "forecast", path)
+    X = require_x(arrays, path)
     if "y" not in arrays:
         values, names = _series_from_x(X, arrays, path, "forecast")
         resolve_targets(names, target, source=path)
@@ -408,7 +439,7 @@ def _load_forecast(path: Path, suffix: str, target: str | None) -> Series | Wind
     # [n] is one step of one target, [n, H] is H steps of one target.
     y3 = y.reshape(n, 1, 1) if y.ndim == 1 else (y[:, :, None] if y.ndim == 2 else y)
     targets = as_float32(y3, path, "y")
-    names = _feature_names(arrays, features, path)
+    names = npz_feature_names(arrays, features, path)
     n_targets = targets.shape[2]
     if target is not None:
         indices = resolve_targets(names, target, source=path)
@@ -448,8 +479,8 @@ def _load_anomaly(path: Path, suffix: str) -> Series:
     if suffix == ".csv":
         return read_csv_series(path)
     arrays = read_arrays(path)
-    _check_keys(arrays, "anomaly", path)
-    X = _get_x(arrays, path)
+    check_npz_keys(arrays, "anomaly", path)
+    X = require_x(arrays, path)
     values, names = _series_from_x(X, arrays, path, "anomaly")
     labels = arrays.get("y")
     if labels is not None:
