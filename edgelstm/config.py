@@ -15,7 +15,12 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from edgelstm.errors import CheckpointError, InvalidInputError
 
-Task = Literal["classify", "forecast", "anomaly"]
+Task = Literal["classify", "forecast", "anomaly", "tag", "transcribe"]
+#: Tasks whose model outputs one vector per (recurrent) step rather than one per sequence.
+PER_STEP_TASKS: tuple[str, ...] = ("anomaly", "tag", "transcribe")
+#: Tasks that label the frames of a sequence: one class per frame (tag) or a CTC token
+#: distribution per step, blank last (transcribe).
+SEQUENCE_LABELLING_TASKS: tuple[str, ...] = ("tag", "transcribe")
 #: ``lstm-fcn``: an LSTM branch beside a fully convolutional branch (Karim et al., 2017).
 Arch = Literal["lstm", "gru", "lstm-fcn"]
 Pooling = Literal["last", "mean"]
@@ -45,7 +50,7 @@ class ModelConfig:
     dropout: float = 0.1
     #: classify: how the per-step features become one vector per sequence.
     pooling: Pooling = "last"
-    #: classify: number of classes.
+    #: classify, tag: number of classes; transcribe: tokens + 1 (the CTC blank, last).
     num_classes: int = 0
     #: forecast: number of future steps predicted at once.
     horizon: int = 0
@@ -115,8 +120,12 @@ class ModelConfig:
             problems.append(f"layers must be >= 1, got {self.num_layers}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.task == "classify" and self.num_classes < 2:
-            problems.append(f"classify needs at least 2 classes, got {self.num_classes}")
+        if self.task in ("classify", "tag") and self.num_classes < 2:
+            problems.append(f"{self.task} needs at least 2 classes, got {self.num_classes}")
+        if self.task == "transcribe" and self.num_classes < 2:
+            problems.append(
+                f"transcribe needs at least 1 token plus the blank, got {self.num_classes} outputs"
+            )
         if self.task == "forecast":
             if self.horizon < 1:
                 problems.append(f"forecast horizon must be >= 1, got {self.horizon}")
@@ -160,9 +169,10 @@ class ModelConfig:
                     f"frontend kernel must be >= 2 and >= the stride ({self.frontend_stride}) "
                     f"so that no frame is skipped, got {self.frontend_kernel}"
                 )
-            if self.task == "anomaly" and self.frontend_stride != 1:
+            if self.task in ("anomaly", "tag") and self.frontend_stride != 1:
+                what = "predict every next frame" if self.task == "anomaly" else "label every frame"
                 problems.append(
-                    "anomaly models predict every next frame, so a strided front end would "
+                    f"{self.task} models {what}, so a strided front end would "
                     f"drop frames; use --frontend-stride 1 (got {self.frontend_stride})"
                 )
         return problems

@@ -26,6 +26,7 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "safetensors": "train",
     "onnxscript": "train",
     "aeon": "data",
+    "sklearn": "data",
     "matplotlib": "plot",
     "onnxruntime": "cpu",
     "uvicorn": "serve",

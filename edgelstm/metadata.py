@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from edgelstm.config import from_dict, to_dict
+from edgelstm.config import TASKS, from_dict, to_dict
 from edgelstm.errors import InvalidInputError
+from edgelstm.version import __version__
 
 SCHEMA = "edgelstm.onnx/1"
 PREFIX = "edgelstm."
@@ -59,6 +60,10 @@ class ModelMetadata:
     target_names: tuple[str, ...] = ()
     target_indices: tuple[int, ...] = ()
     anomaly_threshold: float | None = None
+    #: transcribe: the tokens output index i writes (``tokens[i]``); the CTC blank is output
+    #: ``blank_index`` (the last). Older readers ignore both keys and refuse the task by name.
+    tokens: tuple[str, ...] = ()
+    blank_index: int | None = None
     source: str | None = None
     source_sha256: str | None = None
     #: the checkpoint's whole config.json, so nothing a later stage needs is lost.
@@ -161,6 +166,16 @@ def metadata_from_props(props: Mapping[str, str], *, where: str = "model") -> Mo
         # from_dict names the field as "<mark>.<field>[.<item>]: <problem>".
         key, _, problem = str(exc).removeprefix(_KEY_MARK + ".").partition(": ")
         raise corrupt(key, problem) from None
+    if meta.task is not None and meta.task not in TASKS:
+        raise InvalidInputError(
+            f"{where}: the model's task is {meta.task[:40]!r}, which edgelstm {__version__} does "
+            f"not know (it knows {', '.join(TASKS)}); upgrade edgelstm to run it"
+        )
+    if meta.task == "transcribe" and (not meta.tokens or meta.blank_index != len(meta.tokens)):
+        raise corrupt(
+            "tokens",
+            f"must list the model's tokens, with {PREFIX}blank_index the index after them",
+        )
     stats = meta.normalization
     if stats is not None and not _is_normalization(stats):
         raise corrupt(

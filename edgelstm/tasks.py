@@ -85,6 +85,20 @@ def denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...
     return values.astype(np.float64) * std + mean
 
 
+def concat_padded(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate outputs along axis 0; per-step outputs ``[n, T_i, ...]`` of batches with
+    different ``T_i`` are zero-padded to the longest first (scorers read them up to each
+    sequence's own length)."""
+    if len({p.shape[1:] for p in parts}) <= 1:
+        return np.concatenate(parts, axis=0)
+    steps = max(p.shape[1] for p in parts)
+    padded = []
+    for p in parts:
+        widths = [(0, 0), (0, steps - p.shape[1])] + [(0, 0)] * (p.ndim - 2)
+        padded.append(np.pad(p, widths))
+    return np.concatenate(padded, axis=0)
+
+
 def _stratified_holdout(
     labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -453,11 +467,14 @@ class HeadlineMetric:
 
 
 #: Per task: classify by test accuracy, forecast by MAE in original units, anomaly by the
-#: AUROC of the per-step scores against the labels.
+#: AUROC of the per-step scores against the labels, tag by the macro F1 over labelled frames,
+#: transcribe by the token (character) error rate of greedy CTC decoding.
 HEADLINE_METRICS: dict[str, HeadlineMetric] = {
     "classify": HeadlineMetric("accuracy", higher_is_better=True, label="accuracy"),
     "forecast": HeadlineMetric("mae", higher_is_better=False, label="MAE"),
     "anomaly": HeadlineMetric("auroc", higher_is_better=True, label="AUROC"),
+    "tag": HeadlineMetric("macro_f1", higher_is_better=True, label="macro F1"),
+    "transcribe": HeadlineMetric("error_rate", higher_is_better=False, label="error rate"),
 }
 
 
@@ -531,6 +548,9 @@ DEFAULT_GATES: dict[str, Gate] = {
     "classify": _headline_gate("classify", allowed=0.01),
     "forecast": _headline_gate("forecast", allowed=0.02, relative=True),
     "anomaly": _headline_gate("anomaly", allowed=0.01),
+    "tag": _headline_gate("tag", allowed=0.01),
+    # Half a point of character error rate: one more wrong character in 200.
+    "transcribe": _headline_gate("transcribe", allowed=0.005),
 }
 
 

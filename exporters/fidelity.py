@@ -231,7 +231,11 @@ def _kind(name: str, values: list[np.ndarray], meta: ModelMetadata | None, first
     another model's outputs are judged by their values.
     """
     if meta is not None and meta.task is not None:
-        return "argmax" if first and meta.task == "classify" else "relative error"
+        return (
+            "argmax"
+            if first and meta.task in ("classify", "tag", "transcribe")
+            else "relative error"
+        )
     stacked = [v for v in values if v.size]
     if not stacked or not all(np.isfinite(v).all() for v in stacked):
         return "relative error"

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgelstm.config import PER_STEP_TASKS
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, state_output_name
+from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, STEPS_AXIS, state_output_name
 from edgelstm.training.models import SequenceModel
 
 #: Output name per task and what it holds (stored in the model's metadata).
@@ -33,6 +34,12 @@ TASK_OUTPUTS: dict[str, tuple[str, str]] = {
     "anomaly": (
         "prediction",
         "prediction of the next frame at every step [batch, time, features], normalised units",
+    ),
+    "tag": ("logits", "class logits of every frame [batch, time, classes]; softmax per frame"),
+    "transcribe": (
+        "logits",
+        "CTC token logits of every step [batch, steps, tokens + blank], the blank last; "
+        "a conv front end of stride s gives one step per s frames",
     ),
 }
 
@@ -86,8 +93,11 @@ def build_graph(model: SequenceModel, variant: str) -> tuple[nn.Module, GraphSpe
     """The module to export for ``variant`` and its names/axes."""
     cfg = model.config
     output, meaning = TASK_OUTPUTS[cfg.task]
-    per_step = cfg.task == "anomaly"
-    out_axes = {0: "batch", 1: "time"} if per_step else {0: "batch"}
+    per_step = cfg.task in PER_STEP_TASKS
+    # A strided front end writes one step per `stride` frames: its own axis, not "time".
+    out_axes = (
+        {0: "batch", 1: STEPS_AXIS if cfg.stride > 1 else "time"} if per_step else {0: "batch"}
+    )
     inputs_meaning = {FRAMES_INPUT: "normalised features [batch, time, features]"}
     if variant == "sequence":
         return SequenceGraph(model).eval(), GraphSpec(

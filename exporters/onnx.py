@@ -237,7 +237,10 @@ def _prepare_source(
             if record
             else None
         ),
-        class_labels=record.class_labels if record else (),
+        # transcribe's labels are its tokens (output i writes tokens[i]; the blank is last).
+        class_labels=record.class_labels if record and cfg.task != "transcribe" else (),
+        tokens=record.class_labels if record and cfg.task == "transcribe" else (),
+        blank_index=cfg.num_classes - 1 if cfg.task == "transcribe" else None,
         target_names=record.target_names if record else (),
         target_indices=cfg.target_indices,
         anomaly_threshold=record.anomaly_threshold if record else None,

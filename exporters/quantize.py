@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from edgelstm.config import PER_STEP_TASKS
 from edgelstm.errors import CheckFailedError, InvalidInputError
 from edgelstm.exporters.accuracy_gate import (
     AccuracyGate,
@@ -559,7 +560,7 @@ def _streaming_drift(path: Path, meta: ModelMetadata) -> dict[str, float]:
     multiple = meta.stream_chunk_multiple  # a strided front end takes whole strides only
     steps, batch = -(-60 // multiple) * multiple, 2
     x = rng.standard_normal((batch, steps, features)).astype(np.float32)
-    joined = meta.task == "anomaly"
+    joined = meta.task in PER_STEP_TASKS
     whole, _ = run_in_chunks(session, x, steps, state_specs, concatenate=joined)
     drift = {}
     for chunk in (multiple, 7 * multiple):

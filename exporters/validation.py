@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgelstm.config import PER_STEP_TASKS
 from edgelstm.errors import first_line
 from edgelstm.runtimes.model_io.contract import state_output_name
 from edgelstm.runtimes.model_io.feeding import cpu_session, run_in_chunks
@@ -244,7 +245,7 @@ def validate_streaming(
     rows = []
     for chunk in chunks:
         got, states = run_in_chunks(
-            session, x, chunk, state_specs, concatenate=cfg.task == "anomaly"
+            session, x, chunk, state_specs, concatenate=cfg.task in PER_STEP_TASKS
         )
         check = f"stream {steps} steps in chunks of {chunk}"
         rows.append(_compare(check, output, got, whole, atol))

@@ -171,9 +171,22 @@ def describe_run(result: RunResult) -> str:
         "classify": f"{summary.get('sequences')} sequences",
         "forecast": f"{summary.get('windows')} forecast(s) of {summary.get('horizon')} steps",
         "anomaly": f"{summary.get('steps')} steps, {summary.get('anomalous_steps', 0)} flagged",
+        "tag": f"{summary.get('sequences')} sequences, {summary.get('frames')} frames"
+        + (f", {summary['segments']} segments" if "segments" in summary else ""),
+        "transcribe": f"{summary.get('sequences')} sequences ({summary.get('decoder')} decoding)",
         "raw": ", ".join(f"{k} {v}" for k, v in summary.get("outputs", {}).items()),
     }[kind]
     text = f"wrote {result.output}: {counts}; {result.opened.describe()}"
     if "accuracy" in summary:
         text += f"; accuracy {summary['accuracy']:.4f} against the labels in the input"
+    if "macro_f1" in summary:
+        text += (
+            f"; frame macro F1 {summary['macro_f1']:.4f}, segment F1 "
+            f"{summary['segment_f1']:.4f} against the labels in the input"
+        )
+    if "error_rate" in summary:
+        text += (
+            f"; error rate {summary['error_rate']:.4f}, exact match "
+            f"{summary['exact_match']:.4f} against the texts in the input"
+        )
     return text

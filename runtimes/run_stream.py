@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from edgelstm.data.types import SequenceSet
+from edgelstm.data.types import Series
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.model_io.features import feature_order
@@ -78,7 +78,7 @@ def _array_frames(source: Path, meta: ModelMetadata) -> Iterator[np.ndarray]:
 
     task = meta.task or "anomaly"
     data = load_inference_data(source, task, num_features=len(meta.feature_names))
-    if isinstance(data, SequenceSet):
+    if not isinstance(data, Series):
         if len(data) != 1:
             raise InvalidInputError(
                 f"{source}: holds {len(data)} sequences; --stream takes one stream at a time "
@@ -111,6 +111,8 @@ def stream_to_output(
     session: SessionConfig | None = None,
     overwrite: bool = False,
     on_open: Callable[[OpenedSession], None] | None = None,
+    beam: int = 1,
+    prune: float = 0.0,
 ) -> StreamResult:
     """:func:`stream_model` writing CSV rows (:func:`stream_columns`) to ``output``: an open
     text stream (stdout, rows flushed per chunk) or a ``.csv`` file written atomically, so a
@@ -119,7 +121,7 @@ def stream_to_output(
     from edgelstm.runtimes.model_io.writers import csv_row_writer
 
     artifact = model if isinstance(model, Artifact) else load_artifact(model, verify=False)
-    columns = stream_columns(artifact.edgelstm_metadata())
+    columns = stream_columns(artifact.edgelstm_metadata(), beam=beam)
     if not isinstance(output, Path):
         return stream_model(
             artifact,
@@ -128,6 +130,8 @@ def stream_to_output(
             chunk=chunk,
             session=session,
             on_open=on_open,
+            beam=beam,
+            prune=prune,
         )
     if output.suffix.lower() != ".csv":
         raise InvalidInputError(f"--stream writes CSV rows; give --output FILE.csv, not {output}")
@@ -139,6 +143,8 @@ def stream_to_output(
             chunk=chunk,
             session=session,
             on_open=on_open,
+            beam=beam,
+            prune=prune,
         )
 
 
@@ -150,6 +156,8 @@ def stream_model(
     chunk: int = 1,
     session: SessionConfig | None = None,
     on_open: Callable[[OpenedSession], None] | None = None,
+    beam: int = 1,
+    prune: float = 0.0,
 ) -> StreamResult:
     """Push frames through a ``--streaming`` export ``chunk`` at a time; rows per chunk.
 
@@ -157,10 +165,13 @@ def stream_model(
     stream (stdin) read line by line, so a live sensor can pipe frames in. ``write_rows`` is
     called once per chunk, as soon as it is computed. Classification emits one row per chunk
     (the label after the chunk's last frame); anomaly detection one row per frame (score and
-    verdict, identical to a whole-series run). NaN/Inf frames are always refused: they would
-    poison the recurrent state for every later frame. ``on_open`` gets the opened session
-    before the first frame is read: a live stream may never end, so what can make its rows
-    wrong (:attr:`OpenedSession.warnings`) is shown up front rather than after the last row.
+    verdict, identical to a whole-series run); tagging one row per frame; transcription one
+    row per chunk with the tokens that became final (``beam`` > 1: a prefix beam search,
+    whose last tokens become final in one more row when the input ends). NaN/Inf frames are
+    always refused: they would poison the recurrent state for every later frame. ``on_open``
+    gets the opened session before the first frame is read: a live stream may never end, so
+    what can make its rows wrong (:attr:`OpenedSession.warnings`) is shown up front rather
+    than after the last row.
     """
     from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 
@@ -168,7 +179,7 @@ def stream_model(
         raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
     streamer = StreamingSession(model, session=session)
     meta, where = streamer.metadata, streamer.path
-    stream_rows = StreamRows(meta, where)
+    stream_rows = StreamRows(meta, where, beam=beam, prune=prune)
     if on_open is not None:
         on_open(streamer.opened)
     if isinstance(input, io.TextIOBase) or hasattr(input, "readline"):
@@ -184,11 +195,15 @@ def stream_model(
     chunks = 0
     for block in _chunks(frames, chunk):
         x = stream_rows.model_input(block)
-        out = streamer.push(x[None])
+        # Only the input's last block can be short; a strided model takes it as final.
+        out = streamer.push(x[None], final=len(block) < chunk)
         write_rows(stream_rows.rows(x, out[0]))
         chunks += 1
     if stream_rows.seen == 0:
         raise InvalidInputError(
             "no frames arrived on the input; send one line of numbers per frame"
         )
+    last = stream_rows.finish()
+    if last:
+        write_rows(last)
     return StreamResult(stream_rows.seen, chunks, streamer.opened)

@@ -110,6 +110,29 @@ _Chunk = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(min=1, help="Frames per push with --stream \\[default: 1, or the config's]."),
 ]
+_Beam = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="transcribe: CTC beam width; 1 decodes greedily (best path), more runs a prefix "
+        "beam search.",
+    ),
+]
+_Prune = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=0.999,
+        help="transcribe, --beam > 1: skip tokens below this probability at a step (faster).",
+    ),
+]
+_Segments = Annotated[
+    bool,
+    typer.Option(help="tag: one row per segment (index, start, end, label, mean_confidence)."),
+]
+_Timestamps = Annotated[
+    bool, typer.Option(help="transcribe: add each token's input frame (column frames).")
+]
 _AllowNonfinite = Annotated[
     bool, typer.Option(help="Feed NaN/Inf as they are instead of refusing them.")
 ]
@@ -207,6 +230,10 @@ def run_command(
     stream: _Stream = False,
     chunk: _Chunk = None,
     allow_nonfinite: _AllowNonfinite = False,
+    beam: _Beam = 1,
+    prune: _Prune = 0.0,
+    segments: _Segments = False,
+    timestamps: _Timestamps = False,
     memory_limit: _MemoryLimit = None,
     engine: _Engine = None,
     address: _Address = None,
@@ -244,9 +271,18 @@ def run_command(
             "--batch-size for whole sequences"
         )
     given = [name for name in _BATCH_FLAGS if typed_on_command_line(ctx, name)]
+    labelling = {"beam": beam, "prune": prune, "segments": segments, "timestamps": timestamps}
     if stream:
         _refuse_with_stream(ctx, given, allow_nonfinite)
-        _run_stream(model, input_file, output, chunk or 1, config, overwrite, json_output, notes)
+        if segments or timestamps:
+            raise InvalidInputError(
+                "--segments and --timestamps shape `run`'s output files; a stream's rows "
+                "already carry each frame's label (tag) and each token's frame (transcribe)"
+            )
+        _run_stream(
+            model, input_file, output, chunk or 1, config, overwrite, json_output, notes,
+            beam=beam, prune=prune,
+        )  # fmt: skip
     elif engine is not None or _names_many_files(input_file, output):
         from edgelstm.runtimes.batch import BatchOptions, RayOptions
 
@@ -258,11 +294,11 @@ def run_command(
             overwrite=overwrite,
         )
         ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
-        options = _predict_options(batch_size, allow_nonfinite)
+        options = _predict_options(batch_size, allow_nonfinite, labelling)
         _run_batch(model, input_file, output, config, batch, ray, options, json_output, notes)
     else:
         _refuse_batch_flags(given)
-        options = _run_options(batch_size, allow_nonfinite, overwrite)
+        options = _run_options(batch_size, allow_nonfinite, overwrite, labelling)
         _run_files(model, input_file, output, config, options, json_output, notes)
 
 
@@ -338,16 +374,20 @@ def _from_deployment(
     )
 
 
-def _run_options(batch_size: int, allow_nonfinite: bool, overwrite: bool) -> Any:
+def _run_options(
+    batch_size: int, allow_nonfinite: bool, overwrite: bool, labelling: dict[str, Any]
+) -> Any:
     from edgelstm.runtimes.run_files import RunOptions
 
-    return RunOptions(batch_size=batch_size, allow_nonfinite=allow_nonfinite, overwrite=overwrite)
+    return RunOptions(
+        batch_size=batch_size, allow_nonfinite=allow_nonfinite, overwrite=overwrite, **labelling
+    )
 
 
-def _predict_options(batch_size: int, allow_nonfinite: bool) -> Any:
+def _predict_options(batch_size: int, allow_nonfinite: bool, labelling: dict[str, Any]) -> Any:
     from edgelstm.runtimes.model_io.predictions import PredictOptions
 
-    return PredictOptions(batch_size=batch_size, allow_nonfinite=allow_nonfinite)
+    return PredictOptions(batch_size=batch_size, allow_nonfinite=allow_nonfinite, **labelling)
 
 
 def _run_files(
@@ -492,6 +532,9 @@ def _run_stream(
     overwrite: bool,
     json_output: bool,
     notes: tuple[str, ...] = (),
+    *,
+    beam: int = 1,
+    prune: float = 0.0,
 ) -> None:
     from edgelstm.cli.console import stderr_console
     from edgelstm.runtimes.run_stream import stream_to_output
@@ -514,6 +557,8 @@ def _run_stream(
         session=config,
         overwrite=overwrite,
         on_open=opened,
+        beam=beam,
+        prune=prune,
     )
     print_notes(err, result.opened.notes)
     if json_output:

@@ -22,6 +22,8 @@ class TaskChoice(str, Enum):
     classify = "classify"
     forecast = "forecast"
     anomaly = "anomaly"
+    tag = "tag"
+    transcribe = "transcribe"
 
 
 class ArchChoice(str, Enum):
@@ -138,7 +140,8 @@ MinAccuracyOption = Annotated[
         min=0.0,
         max=1.0,
         help=(
-            "Fail (exit 1, nothing written) below this test accuracy (classify) or AUROC (anomaly)."
+            "Fail (exit 1, nothing written) below this test accuracy (classify), AUROC "
+            "(anomaly) or frame macro F1 (tag)."
         ),
         show_default=False,
     ),
@@ -149,7 +152,8 @@ RequireBaselineOption = Annotated[
         help=(
             "Fail (exit 1, nothing written) unless the model beats chance clearly and "
             "scores at least as well as every baseline computed (classify: majority "
-            "class, 1-NN ED, 1-NN DTW; anomaly: AUROC 0.5; forecast: seasonal naive)."
+            "class, 1-NN ED, 1-NN DTW; anomaly: AUROC 0.5; forecast: seasonal naive; tag: "
+            "majority frame, window logistic regression; transcribe: the most frequent text)."
         )
     ),
 ]
@@ -248,7 +252,9 @@ def train(
 def _required(task: TaskChoice | None, out: Path | None) -> tuple[TaskChoice, Path]:
     """``--task`` and ``--out``, which only ``--list-datasets`` goes without."""
     if task is None:
-        raise InvalidInputError("--task is required (classify, forecast or anomaly)")
+        raise InvalidInputError(
+            "--task is required (classify, forecast, anomaly, tag or transcribe)"
+        )
     if out is None:
         raise InvalidInputError("--out RUN_DIR is required: the checkpoint folder to write")
     return task, out

@@ -68,4 +68,62 @@ class WindowSet:
         return int(self.inputs.shape[0])
 
 
-TrainingData = SequenceSet | Series | WindowSet
+@dataclass(frozen=True)
+class TaggedSequences:
+    """Sequences with one class per frame, for ``--task tag``.
+
+    ``sequences[i]`` is float32 ``[time_i, features]``; ``frame_labels[i]`` int64 ``[time_i]``
+    holds class indices, ``-1`` where a frame is unlabelled (not scored, not trained on).
+    ``class_names`` names the indices (``"0"``, ``"1"``, ... when the file names none).
+    """
+
+    sequences: tuple[np.ndarray, ...]
+    frame_labels: tuple[np.ndarray, ...] | None
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...] = ()
+    #: where the data came from (a file path), so an error about a label can name it.
+    source: str = ""
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([s.shape[0] for s in self.sequences], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
+@dataclass(frozen=True)
+class Transcripts:
+    """Sequences with the text they spell, for ``--task transcribe`` (CTC, no alignment).
+
+    ``sequences[i]`` is float32 ``[time_i, features]``; ``texts[i]`` the label string. ``tokens``
+    (optional) lists multi-character tokens, matched longest first; without it every
+    character is a token and the alphabet is the training texts' sorted characters.
+    """
+
+    sequences: tuple[np.ndarray, ...]
+    texts: tuple[str, ...] | None
+    feature_names: tuple[str, ...]
+    tokens: tuple[str, ...] = ()
+    #: where the data came from (a file path), so an error about a text can name it.
+    source: str = ""
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([s.shape[0] for s in self.sequences], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
+TrainingData = SequenceSet | Series | WindowSet | TaggedSequences | Transcripts
+#: What a trained model's inputs can be read as (labels optional).
+InferenceData = SequenceSet | Series | TaggedSequences | Transcripts

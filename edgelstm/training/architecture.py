@@ -42,6 +42,8 @@ class DataFacts:
     median_length: int
     channels: int
     classes: int = 0
+    #: transcribe: median frames per token the CTC head must emit (frames / text length).
+    frames_per_token: float = 0.0
 
     @classmethod
     def from_prepared(cls, prepared: PreparedData) -> DataFacts:
@@ -50,16 +52,21 @@ class DataFacts:
             median = int(np.median(train.lengths))
         else:
             median = int(train.x.shape[1])
+        frames_per_token = 0.0
+        if prepared.task == "transcribe" and train.y is not None and train.lengths is not None:
+            tokens = np.maximum((train.y >= 0).sum(axis=1), 1)
+            frames_per_token = float(np.median(train.lengths / tokens))
         return cls(
             task=prepared.task,
             examples=len(train) + len(prepared.val),
             median_length=median,
             channels=prepared.num_features,
             classes=len(prepared.class_labels),
+            frames_per_token=frames_per_token,
         )
 
     def describe(self) -> str:
-        if self.task == "classify":
+        if self.task in ("classify", "tag", "transcribe"):
             what = f"{self.examples} training sequences of median length {self.median_length}"
         else:
             what = f"{self.examples} training windows of {self.median_length} steps"
@@ -102,8 +109,11 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
     convolutional branch reads every frame, with a strided causal convolution before its LSTM
     sized to leave about :data:`TARGET_STEPS` recurrent steps, and mean pooling so every step's
     gradient reaches the encoder.
-    Forecast and anomaly models read fixed windows (``--lookback``) and stay plain LSTMs.
+    Forecast and anomaly models read fixed windows (``--lookback``) and stay plain LSTMs;
+    sequence labellers are chosen by :func:`_labelling_settings`.
     """
+    if facts.task in ("tag", "transcribe"):
+        return _labelling_settings(facts)
     if facts.task != "classify":
         return AutoChoice(
             facts,
@@ -138,6 +148,50 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
         "mean pooling: every recurrent step reaches the classifier",
     )
     return AutoChoice(facts, settings, reasons)
+
+
+#: transcribe: recurrent steps a conv front end leaves per token, at least (median).
+STEPS_PER_TOKEN = 4
+#: transcribe: the largest front-end stride auto chooses.
+MAX_TRANSCRIBE_STRIDE = 4
+
+
+def _labelling_settings(facts: DataFacts) -> AutoChoice:
+    """A unidirectional LSTM (it streams) for tag and transcribe; a transcriber with many
+    frames per token gets a strided conv front end, which shortens what the LSTM reads while
+    leaving :data:`STEPS_PER_TOKEN` steps per token for CTC's blanks and repeats."""
+    if facts.task == "tag":
+        return AutoChoice(
+            facts,
+            {"arch": "lstm", "frontend": "none"},
+            (
+                "lstm, one step per frame: every frame gets a label, and a unidirectional "
+                "LSTM streams them as they arrive",
+            ),
+        )
+    stride = min(MAX_TRANSCRIBE_STRIDE, int(facts.frames_per_token // STEPS_PER_TOKEN))
+    if stride < 2:
+        return AutoChoice(
+            facts,
+            {"arch": "lstm", "frontend": "none"},
+            (
+                f"lstm reading every frame: {facts.frames_per_token:.1f} frames per token leave "
+                f"no room for a strided front end (CTC needs about {STEPS_PER_TOKEN} steps "
+                "per token)",
+            ),
+        )
+    kernel = frontend_kernel_for(stride)
+    return AutoChoice(
+        facts,
+        {"arch": "lstm", "frontend": "conv", "frontend_stride": stride, "frontend_kernel": kernel},
+        (
+            f"conv front end, stride {stride}, kernel {kernel}: {facts.frames_per_token:.1f} "
+            f"frames per token become {facts.frames_per_token / stride:.1f} CTC steps per "
+            f"token (>= {STEPS_PER_TOKEN}), and the LSTM reads {stride}x fewer steps",
+            "lstm: unidirectional, so the model streams (the front end keeps its last frames "
+            "as state)",
+        ),
+    )
 
 
 def training_reasons(

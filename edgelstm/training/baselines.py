@@ -50,6 +50,18 @@ NN_DTW = "1-NN DTW"
 RANDOM_SCORES = "random scores"
 #: forecast: repeat the value one season earlier (see :func:`edgelstm.tasks.seasonal_naive`).
 SEASONAL_NAIVE = "seasonal naive"
+#: tag: the most frequent training class for every frame.
+MAJORITY_FRAME = "majority frame"
+#: tag: logistic regression on the last :data:`WINDOW_FRAMES` frames, one frame at a time.
+WINDOW_CLASSIFIER = "window logistic regression"
+#: transcribe: always write the most frequent training text.
+CONSTANT_TEXT = "most frequent text"
+#: tag: frames the window baseline reads (the current one and those before it). A recurrent
+#: model's receptive field is its whole past; a fixed causal window is what a per-frame
+#: classifier can match, and wider windows cost the baseline time without changing the verdict.
+WINDOW_FRAMES = 16
+#: tag: training frames the window baseline learns from (a random sample beyond that).
+WINDOW_TRAIN_FRAMES = 20_000
 
 #: Share of the trivial rule's errors a model must remove to count as better than chance.
 CHANCE_MARGIN_SHARE = 0.1
@@ -390,6 +402,16 @@ def compare_with_baselines(
             notes[NN_DTW] = accuracies.dtw_note
         values, trivial = accuracies.values(), MAJORITY
         required = chance_margin(accuracies.majority)
+    elif task == "tag":
+        majority = float(metrics["baseline_majority_macro_f1"])
+        values = {
+            MAJORITY_FRAME: majority,
+            WINDOW_CLASSIFIER: _number(metrics.get("baseline_window_macro_f1")),
+        }
+        trivial, required = MAJORITY_FRAME, chance_margin(majority)
+    elif task == "transcribe":
+        constant = float(metrics["constant_error_rate"])
+        values, trivial, required = {CONSTANT_TEXT: constant}, CONSTANT_TEXT, constant
     elif task == "anomaly":
         if model is None:
             notes[RANDOM_SCORES] = "the test series has no anomaly labels, so no AUROC"
@@ -410,3 +432,50 @@ def compare_with_baselines(
 
 def _number(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def tagging_baselines(prepared: Any) -> dict[str, float]:
+    """Macro F1 over the test frames of the two per-frame baselines of ``--task tag``.
+
+    ``baseline_majority_macro_f1``: every frame gets the most frequent training class.
+    ``baseline_window_macro_f1``: scikit-learn's logistic regression on the last
+    :data:`WINDOW_FRAMES` frames (normalised units; zeros before the start), trained on a
+    sample of the training frames: what a model that reads no further back than a fixed window
+    reaches. ``prepared`` is the tag :class:`~edgelstm.tasks.PreparedData` the model used.
+    """
+    from edgelstm.labelling import unpad_labels
+    from edgelstm.metrics import macro_f1
+
+    def frames(split: Any) -> tuple[np.ndarray, np.ndarray]:
+        windows, labels = [], []
+        for x, y in zip(split.x, unpad_labels(split.y, split.lengths), strict=True):
+            padded = np.concatenate([np.zeros((WINDOW_FRAMES - 1, x.shape[1]), x.dtype), x])
+            view = np.lib.stride_tricks.sliding_window_view(
+                padded[: len(y) + WINDOW_FRAMES - 1], WINDOW_FRAMES, axis=0
+            )
+            keep = y >= 0
+            windows.append(view.reshape(len(y), -1)[keep])
+            labels.append(y[keep])
+        return np.concatenate(windows), np.concatenate(labels)
+
+    train_x, train_y = frames(prepared.train)
+    test_x, test_y = frames(prepared.test)
+    majority = int(np.bincount(train_y).argmax())
+    result = {"baseline_majority_macro_f1": macro_f1(test_y, np.full_like(test_y, majority))}
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        from edgelstm.extras import missing_dependency
+
+        raise missing_dependency(exc, "the tagging baselines") from exc
+    rng = np.random.default_rng(0)
+    if len(train_y) > WINDOW_TRAIN_FRAMES:
+        pick = rng.choice(len(train_y), WINDOW_TRAIN_FRAMES, replace=False)
+        train_x, train_y = train_x[pick], train_y[pick]
+    if len(np.unique(train_y)) < 2:
+        return result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter: the baseline is a reference
+        classifier = LogisticRegression(max_iter=300).fit(train_x, train_y)
+    result["baseline_window_macro_f1"] = macro_f1(test_y, classifier.predict(test_x))
+    return result

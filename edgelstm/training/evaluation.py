@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgelstm.config import RunRecord, TrainConfig
-from edgelstm.data.types import SequenceSet, Series, WindowSet
+from edgelstm.data.types import SequenceSet, Series, TaggedSequences, Transcripts, WindowSet
 from edgelstm.errors import InvalidInputError
 from edgelstm.tasks import (
     DEFAULT_GATES,
@@ -41,6 +41,7 @@ from edgelstm.training.baselines import (
     BaselineComparison,
     classification_baselines,
     compare_with_baselines,
+    tagging_baselines,
 )
 
 #: Share of the training data held out as the test split when no test data is given.
@@ -56,8 +57,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 class LoadedData:
     """Training and test data as read, before splitting and normalisation."""
 
-    train: SequenceSet | Series | WindowSet
-    test: SequenceSet | Series | WindowSet | None
+    train: SequenceSet | Series | WindowSet | TaggedSequences | Transcripts
+    test: SequenceSet | Series | WindowSet | TaggedSequences | Transcripts | None
     name: str
     source: str
     test_start: int | None
@@ -133,6 +134,17 @@ def prepare_task_data(
             test_fraction=DEFAULT_TEST_FRACTION,
             rng=rng,
         )
+    if task in ("tag", "transcribe"):
+        from edgelstm.labelling import prepare_tag, prepare_transcribe
+
+        prepare: Any = prepare_tag if task == "tag" else prepare_transcribe
+        return prepare(  # type: ignore[no-any-return]
+            train_data,
+            test_data,
+            val_fraction=config.val_fraction,
+            test_fraction=DEFAULT_TEST_FRACTION,
+            rng=rng,
+        )
     if task == "forecast":
         assert isinstance(train_data, Series | WindowSet)
         assert test_data is None or isinstance(test_data, Series | WindowSet)
@@ -168,17 +180,22 @@ Predictor = Callable[[Split], np.ndarray]
 
 
 def task_metrics(
-    run: Predictor, prepared: PreparedData, *, season: int = 1
+    run: Predictor, prepared: PreparedData, *, season: int = 1, stride: int = 1
 ) -> tuple[dict[str, Any], float | None]:
     """All test metrics in original units, and the anomaly threshold (None for other tasks).
 
     ``run`` maps a split to raw model outputs: an ONNX Runtime session
     (:class:`edgelstm.runtimes.model_io.feeding.SplitPredictor`) or a trained PyTorch model
     (:func:`edgelstm.training.trainer.torch_predictor`), so the checkpoint, its exports and
-    their quantized versions are measured by exactly the same code.
+    their quantized versions are measured by exactly the same code. ``stride`` (a conv front
+    end's frames per step) tells a transcriber's scorer how many of its steps each sequence has.
     """
     task = prepared.task
     test = prepared.test
+    if task in ("tag", "transcribe"):
+        from edgelstm.labelling import labelling_metrics
+
+        return labelling_metrics(prepared, run(test), stride=stride), None
     if task == "classify":
         assert test.y is not None
         return classify_metrics(test.y, run(test)), None
@@ -251,6 +268,8 @@ def compare_model_with_baselines(
     if prepared.task == "classify":
         train, test = raw_classification_sets(prepared)
         accuracies = classification_baselines(train, test, dtw_budget_s=dtw_budget_s)
+    if prepared.task == "tag":
+        metrics = {**metrics, **tagging_baselines(prepared)}
     return compare_with_baselines(prepared.task, metrics, accuracies)
 
 
@@ -303,12 +322,15 @@ class EvaluationData:
     prepared: PreparedData
     #: forecast: the seasonal-naive baseline's season, as training used it.
     season: int
+    #: frames per recurrent step (a conv front end's stride), for per-step scorers.
+    stride: int = 1
 
     @classmethod
     def from_run(cls, run_dir: Path | str) -> EvaluationData:
         """The test split of the checkpoint in ``run_dir`` (see :func:`prepare_for_evaluation`)."""
         prepared, record = prepare_for_evaluation(run_dir)
-        return cls(Path(run_dir), prepared, int(record.dataset.details.get("season", 1)))
+        season = int(record.dataset.details.get("season", 1))
+        return cls(Path(run_dir), prepared, season, record.model.stride)
 
     @property
     def gate(self) -> Gate:
@@ -322,5 +344,5 @@ def evaluate(run: Predictor, data: EvaluationData) -> float:
     NaN when the split cannot give it (an anomaly test series without labels has no AUROC):
     a gate then fails and a benchmark row shows no value, rather than a made-up number.
     """
-    metrics, _ = task_metrics(run, data.prepared, season=data.season)
+    metrics, _ = task_metrics(run, data.prepared, season=data.season, stride=data.stride)
     return float(metrics.get(data.gate.metric, math.nan))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from edgelstm.config import ModelConfig
+from edgelstm.config import PER_STEP_TASKS, ModelConfig
 
 #: What each recurrent state kind holds.
 STATE_KINDS = {"h": "hidden state (its last output)", "c": "cell state"}
@@ -69,7 +69,8 @@ class SequenceModel(nn.Module):
             self.fcn = FullyConvolutionalBranch(config)
             width += config.fcn_filters[-1]
         self.dropout = nn.Dropout(config.dropout)
-        if config.task == "classify":
+        if config.task in ("classify", "tag", "transcribe"):
+            # tag: class logits per frame; transcribe: CTC token logits per step, blank last.
             self.head = nn.Linear(width, config.num_classes)
         elif config.task == "forecast":
             self.head = nn.Linear(width, config.horizon * len(config.target_indices))
@@ -229,12 +230,14 @@ class SequenceModel(nn.Module):
         """Task head over recurrent outputs ``[batch, time, hidden*directions]``.
 
         Streaming graphs call this per chunk: the classify/forecast heads read the chunk's last
-        step, the anomaly head every step. ``extra`` (lstm-fcn: the convolutional branch's
-        pooled features) joins the pooled recurrent features before the head.
+        step, the per-step heads (anomaly, tag, transcribe) every step. ``extra`` (lstm-fcn:
+        the convolutional branch's pooled features) joins the pooled recurrent features before
+        the head.
         """
         cfg = self.config
-        if cfg.task == "anomaly":
-            # Per step: the prediction of the next frame (normalised units).
+        if cfg.task in PER_STEP_TASKS:
+            # Per step: the next frame's prediction (anomaly, normalised units), the frame's
+            # class logits (tag) or its CTC token logits (transcribe).
             return self.head(self.dropout(out))  # type: ignore[no-any-return]
         pooled = self._pool(out, lengths)
         if extra is not None:
@@ -341,7 +344,7 @@ def build_model(config: ModelConfig) -> SequenceModel:
     """Build the untrained model that ``config`` describes.
 
     Example:
-        >>> from edgelstm.config import ModelConfig
+        >>> from edgelstm.config import PER_STEP_TASKS, ModelConfig
         >>> model = build_model(ModelConfig(task="classify", input_size=12, num_classes=9))
     """
     return SequenceModel(config)

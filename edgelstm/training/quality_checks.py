@@ -53,9 +53,15 @@ class QualityChecks:
         if self.min_accuracy is not None:
             if task == "forecast":
                 raise InvalidInputError(
-                    "--min-accuracy applies to classify (test accuracy) and anomaly (test "
-                    "AUROC); a forecast is scored by its MAE: use --require-baseline to require "
-                    "beating the seasonal-naive forecast"
+                    "--min-accuracy applies to classify (test accuracy), anomaly (test AUROC) "
+                    "and tag (frame macro F1); a forecast is scored by its MAE: use "
+                    "--require-baseline to require beating the seasonal-naive forecast"
+                )
+            if task == "transcribe":
+                raise InvalidInputError(
+                    "--min-accuracy applies to classify, anomaly and tag; a transcriber is "
+                    "scored by its error rate (lower is better): use --require-baseline to "
+                    "require beating the most frequent training text"
                 )
             if not 0.0 <= self.min_accuracy <= 1.0:
                 raise InvalidInputError(
@@ -198,7 +204,7 @@ def _advice(facts: RunFacts) -> list[tuple[str, str]]:
                 fix,
             )
         )
-    if facts.data.task != "classify":
+    if facts.data.task in ("forecast", "anomaly"):
         advice.append(
             (
                 f"windows of {config.lookback} steps may be too short to see the pattern",

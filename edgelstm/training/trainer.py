@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edgelstm.config import (
+    SEQUENCE_LABELLING_TASKS,
     TRAIN_PRESETS,
     DatasetInfo,
     ModelConfig,
@@ -27,7 +28,8 @@ from edgelstm.config import (
 )
 from edgelstm.errors import InvalidInputError
 from edgelstm.fileio import check_output_path
-from edgelstm.tasks import PreparedData, Split, headline_metric
+from edgelstm.labelling import check_ctc_lengths
+from edgelstm.tasks import PreparedData, Split, concat_padded, headline_metric
 from edgelstm.training.architecture import (
     AutoChoice,
     DataFacts,
@@ -44,6 +46,7 @@ from edgelstm.training.evaluation import (
     prepare_task_data,
     task_metrics,
 )
+from edgelstm.training.labelling_fit import labelling_loss, labelling_validation
 from edgelstm.training.models import SequenceModel, build_model
 from edgelstm.training.quality_checks import QualityChecks, RunFacts
 from edgelstm.version import __version__
@@ -272,13 +275,17 @@ def _build_and_fit(
         num_layers=request.layers,
         bidirectional=request.bidirectional,
         dropout=request.dropout,
-        num_classes=len(prepared.class_labels),
+        # transcribe: one output per token plus the CTC blank, last.
+        num_classes=len(prepared.class_labels) + (prepared.task == "transcribe"),
         horizon=horizon,
         target_indices=prepared.target_indices,
         frontend_channels=request.frontend_channels,
         fcn_filters=request.fcn_filters,
         **chosen,
     )
+    if model_config.task == "transcribe":
+        for name in ("train", "val", "test"):
+            check_ctc_lengths(getattr(prepared, name), model_config.stride, f"{name} split")
     torch.manual_seed(config.seed)
     model = build_model(model_config)
     fit = fit_model(model, prepared, config, progress=progress)
@@ -300,7 +307,9 @@ def _check_and_save(
 ) -> TrainResult:
     """Test metrics beside the baselines; a model failing ``checks`` is refused before
     anything is written, any other is saved with its warnings."""
-    metrics, threshold = task_metrics(torch_predictor(fitted.model), prepared, season=season)
+    metrics, threshold = task_metrics(
+        torch_predictor(fitted.model), prepared, season=season, stride=fitted.config.stride
+    )
     fit = fitted.fit
     metrics["best_epoch"] = fit.best_epoch
     metrics["epochs_run"] = fit.epochs_run
@@ -395,6 +404,8 @@ def _loss(
     model: SequenceModel, split: Split, idx: np.ndarray, input_noise: float = 0.0
 ) -> torch.Tensor:
     task = model.config.task
+    if task in SEQUENCE_LABELLING_TASKS:
+        return labelling_loss(model, split, idx, input_noise)
     x = torch.from_numpy(split.x[idx])
     clean = x
     if input_noise > 0:
@@ -415,6 +426,8 @@ def _loss(
 
 def _validation_error(model: SequenceModel, split: Split) -> tuple[float, str]:
     """Lower is better; the string is what the progress bar shows."""
+    if model.config.task in SEQUENCE_LABELLING_TASKS:
+        return labelling_validation(model, split)
     with torch.no_grad():
         if model.config.task == "classify":
             logits = predict(model, split)
@@ -566,7 +579,8 @@ def predict(model: SequenceModel, split: Split, batch_size: int = 256) -> np.nda
                 lengths = torch.from_numpy(split.lengths[sl])
                 x = x[:, : int(lengths.max())]
             outputs.append(model(x, lengths).numpy())
-    return np.concatenate(outputs, axis=0)
+    # Per-step outputs of batches with different longest sequences differ in length.
+    return concat_padded(outputs)
 
 
 def torch_predictor(model: SequenceModel) -> Predictor:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgelstm.data.types import SequenceSet, Series
+from edgelstm.data.types import InferenceData, SequenceSet, Series, TaggedSequences, Transcripts
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.batch.plan import Partition, attempts_marker
@@ -47,6 +47,8 @@ __all__ = [
 _OPTIONAL_COLUMNS = {
     "classify": {"true_label": "string"},
     "anomaly": {"anomaly": "int64", "label": "int64"},
+    "tag": {"true_label": "string"},
+    "transcribe": {"true_text": "string"},
 }
 
 
@@ -197,7 +199,7 @@ class PartitionRunner:
 
     # ----------------------------------------------------------------------------------------
 
-    def _read(self, partition: Partition) -> SequenceSet | Series:
+    def _read(self, partition: Partition) -> InferenceData:
         path = Path(partition.source)
         if path.suffix.lower() == ".parquet":
             if self.task == "anomaly":
@@ -218,15 +220,13 @@ class PartitionRunner:
         data = self._cached[1]
         if partition.stop is None:
             return data
-        if not isinstance(data, SequenceSet) or len(data) < partition.stop:
+        if isinstance(data, Series) or len(data) < partition.stop:
             raise InvalidInputError(
                 f"{path}: changed while being read (rows {_span(partition)} planned, "
-                f"{len(data) if isinstance(data, SequenceSet) else 'a series'} found); "
+                f"{'a series' if isinstance(data, Series) else len(data)} found); "
                 "rerun with --resume"
             )
-        rows = slice(partition.start, partition.stop)
-        labels = None if data.labels is None else data.labels[rows]
-        return SequenceSet(data.sequences[rows], labels, data.feature_names)
+        return _rows_of(data, slice(partition.start, partition.stop))
 
     def _write(self, columns: dict[str, np.ndarray], partition: Partition) -> int:
         """Write ``columns`` (plus the optional ones, null where absent) as the partition's
@@ -251,6 +251,20 @@ class PartitionRunner:
         return count
 
 
+def _rows_of(
+    data: SequenceSet | TaggedSequences | Transcripts, rows: slice
+) -> SequenceSet | TaggedSequences | Transcripts:
+    """The sequences ``rows`` of ``data``, with their labels."""
+    if isinstance(data, TaggedSequences):
+        frames = None if data.frame_labels is None else data.frame_labels[rows]
+        return replace(data, sequences=data.sequences[rows], frame_labels=frames)
+    if isinstance(data, Transcripts):
+        texts = None if data.texts is None else data.texts[rows]
+        return replace(data, sequences=data.sequences[rows], texts=texts)
+    labels = None if data.labels is None else data.labels[rows]
+    return SequenceSet(data.sequences[rows], labels, data.feature_names)
+
+
 def _prediction_columns(predictions: Predictions, partition: Partition) -> dict[str, np.ndarray]:
     """``run``'s columns (``predictions.table``, values as the model computed them) with
     ``source`` (the relative input path) and ``index`` (the sequence, forecast window or time
@@ -259,7 +273,7 @@ def _prediction_columns(predictions: Predictions, partition: Partition) -> dict[
     if table is None:
         raise InvalidInputError(f"{partition.source}: the model's outputs are not one table")
     first = next(iter(table.values()))
-    if predictions.kind == "classify":
+    if predictions.kind in ("classify", "tag", "transcribe"):
         index = partition.start + table["index"]
     elif predictions.kind == "forecast":
         index = partition.start + table["window"]

@@ -25,10 +25,13 @@ from typing import Any
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
 
-__all__ = ["FRAMES_INPUT", "StreamContract", "state_output_name"]
+__all__ = ["FRAMES_INPUT", "STEPS_AXIS", "StreamContract", "state_output_name"]
 
 #: The frames input of every edgelstm graph.
 FRAMES_INPUT = "x"
+#: The time axis of a per-step output behind a strided front end: one step per
+#: ``stream_chunk_multiple`` frames (``time`` when every frame gives a step).
+STEPS_AXIS = "steps"
 
 
 def state_output_name(state: str) -> str:

@@ -19,7 +19,7 @@ from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, state_output_name
 from edgelstm.runtimes.ort.feeds import InputSpec, input_specs
 from edgelstm.runtimes.ort.session import open_session
 from edgelstm.runtimes.ort.session_config import SessionConfig
-from edgelstm.tasks import Split
+from edgelstm.tasks import Split, concat_padded
 
 __all__ = ["Progress", "SplitPredictor", "cpu_session", "run_bucketed", "zero_state"]
 
@@ -95,20 +95,23 @@ def run_bucketed(
         ... # doctest: +SKIP
     """
     lengths = np.array([len(s) for s in sequences])
-    result: np.ndarray | None = None
+    parts: list[np.ndarray] = []
+    order: list[np.ndarray] = []
     done = 0
     for length in np.unique(lengths):
         idx = np.flatnonzero(lengths == length)
         for start in range(0, len(idx), batch_size):
             part = idx[start : start + batch_size]
-            out = run(np.stack([sequences[i] for i in part]))
-            if result is None:
-                result = np.empty((len(sequences), *out.shape[1:]), dtype=out.dtype)
-            result[part] = out
+            parts.append(run(np.stack([sequences[i] for i in part])))
+            order.append(part)
             done += len(part)
             if progress is not None:
                 progress(done, len(sequences))
-    assert result is not None
+    # Per-step outputs of different lengths are zero-padded to the longest (their readers cut
+    # each row back to its own length); per-sequence outputs stack as they are.
+    stacked = concat_padded(parts)
+    result = np.empty_like(stacked)
+    result[np.concatenate(order)] = stacked
     return result
 
 

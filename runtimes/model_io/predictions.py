@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgelstm.config import Normalization
-from edgelstm.data.types import SequenceSet, Series
+from edgelstm.data.types import InferenceData, SequenceSet, Series, TaggedSequences, Transcripts
 from edgelstm.errors import InvalidInputError
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.model_io.features import (
@@ -29,6 +29,7 @@ from edgelstm.runtimes.model_io.features import (
     stored_normalization,
 )
 from edgelstm.runtimes.model_io.feeding import Progress, run_bucketed, zero_state
+from edgelstm.runtimes.model_io.labelling import tag_table, tag_truth, transcribe_table
 from edgelstm.runtimes.ort.execution import run_interruptible
 from edgelstm.runtimes.ort.feeds import input_specs, optional_input_specs, validate_feeds
 from edgelstm.runtimes.ort.session import OpenedSession
@@ -45,10 +46,40 @@ class PredictOptions:
 
     batch_size: int = 256
     allow_nonfinite: bool = False
+    #: transcribe: 1 decodes greedily; more runs a CTC prefix beam search this wide.
+    beam: int = 1
+    #: transcribe, beam search: tokens below this probability at a step are not tried.
+    prune: float = 0.0
+    #: tag: one row per segment (a run of one label) instead of one per frame.
+    segments: bool = False
+    #: transcribe: add each token's input frame (``frames``).
+    timestamps: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InvalidInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.beam < 1:
+            raise InvalidInputError(f"--beam is a beam width >= 1 (1: greedy), got {self.beam}")
+        if not 0.0 <= self.prune < 1.0:
+            raise InvalidInputError(f"--prune is a probability in [0, 1), got {self.prune}")
+
+    def check_task(self, task: str, model: Path | str) -> None:
+        """Refuse an option the model's task does not read, rather than ignore it."""
+        wrong = [
+            flag
+            for flag, value, owner in (
+                ("--segments", self.segments, "tag"),
+                ("--timestamps", self.timestamps, "transcribe"),
+                ("--beam", self.beam > 1, "transcribe"),
+                ("--prune", self.prune > 0, "transcribe"),
+            )
+            if value and task != owner
+        ]
+        if wrong:
+            raise InvalidInputError(
+                f"{', '.join(wrong)} shape the output of sequence labellers (--segments: "
+                f"tag; --timestamps, --beam, --prune: transcribe); {model} is a {task} model"
+            )
 
 
 @dataclass(frozen=True)
@@ -61,7 +92,7 @@ class Predictions:
     labels, the matching metric.
     """
 
-    kind: str  # classify, forecast, anomaly or raw
+    kind: str  # classify, forecast, anomaly, tag, transcribe or raw
     arrays: dict[str, np.ndarray]
     primary: str
     table: dict[str, np.ndarray] | None
@@ -190,9 +221,43 @@ def _anomaly(
     return Predictions("anomaly", arrays, "scores", table, summary)
 
 
+def _labelled(
+    feed: _Feeder,
+    data: SequenceSet | TaggedSequences | Transcripts,
+    meta: ModelMetadata,
+    sequences: list[np.ndarray],
+    progress: Progress | None,
+) -> Predictions:
+    """A tagger's per-frame rows (or segments) or a transcriber's decoded texts."""
+    logits = run_bucketed(
+        feed.first, sequences, batch_size=feed.options.batch_size, progress=progress
+    )
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    options = feed.options
+    if meta.task == "tag":
+        truth = None
+        if isinstance(data, TaggedSequences) and data.frame_labels is not None:
+            truth = tag_truth(data, class_names(meta), feed.source)
+        table, arrays, summary = tag_table(
+            logits, lengths, meta, segments_only=options.segments, truth=truth
+        )
+        return Predictions("tag", arrays, "probabilities", table, summary)
+    texts = data.texts if isinstance(data, Transcripts) else None
+    table, arrays, summary = transcribe_table(
+        logits,
+        lengths,
+        meta,
+        beam=options.beam,
+        prune=options.prune,
+        timestamps=options.timestamps,
+        truth=texts,
+    )
+    return Predictions("transcribe", arrays, "text", table, summary)
+
+
 def predict(
     opened: OpenedSession,
-    data: SequenceSet | Series,
+    data: InferenceData,
     *,
     source: Path,
     options: PredictOptions | None = None,
@@ -213,17 +278,26 @@ def predict(
     meta = opened.profile.metadata
     if meta is None or meta.task is None:
         raise InvalidInputError(f"{opened.path} carries no edgelstm task metadata")
+    options = options or PredictOptions()
+    options.check_task(meta.task, opened.path)
     norm = stored_normalization(meta, opened.path)
     order, notice = feature_order(data.feature_names, meta, source)
-    feed = _Feeder(opened, options or PredictOptions(), str(source))
+    feed = _Feeder(opened, options, str(source))
     if notice is not None:
         feed.notices.append(notice)
-    if meta.task == "classify":
+    if meta.task in ("tag", "transcribe"):
+        if isinstance(data, Series):
+            raise InvalidInputError(f"{source}: a {meta.task} model takes sequences")
+        sequences = [normalize(s[:, order], norm) for s in data.sequences]
+        predictions = _labelled(feed, data, meta, sequences, progress)
+    elif meta.task == "classify":
         if not isinstance(data, SequenceSet):
             raise InvalidInputError(f"{source}: a classifier takes sequences, not one series")
         sequences = [normalize(s[:, order], norm) for s in data.sequences]
         predictions = _classify(feed, data, meta, sequences, progress)
     elif meta.task == "forecast":
+        if not isinstance(data, SequenceSet | Series):
+            raise InvalidInputError(f"{source}: a forecaster takes a series or windows")
         windows = [normalize(w, norm) for w in _forecast_windows(data, meta, order, source)]
         predictions = _forecast(feed, meta, norm, windows, progress)
     else:

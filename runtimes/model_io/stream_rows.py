@@ -4,7 +4,9 @@
 :meth:`~StreamRows.model_input` normalises a chunk with the model's stored statistics, and
 :meth:`~StreamRows.rows` turns the model's output for that chunk into rows. Classification
 gives one row per chunk (the label after the chunk's last frame); anomaly detection one row
-per frame (score and verdict), which needs the previous chunk's last prediction, so one
+per frame (score and verdict), which needs the previous chunk's last prediction; tagging one
+row per frame (its label); transcription one row per chunk: the tokens that became final in
+it, with their frames, and the text so far, which needs the stream's CTC decoder. So one
 object belongs to one stream and sees its chunks in order.
 """
 
@@ -24,12 +26,18 @@ from edgelstm.runtimes.model_io.features import (
     softmax,
     stored_normalization,
 )
+from edgelstm.runtimes.model_io.labelling import (
+    frames_per_step,
+    stream_decoder,
+    token_text,
+    vocabulary,
+)
 from edgelstm.tasks import anomaly_scores, normalize
 
 __all__ = ["STREAMING_TASKS", "StreamRows", "class_row", "stream_columns"]
 
 #: Tasks whose models can run frame by frame.
-STREAMING_TASKS = ("classify", "anomaly")
+STREAMING_TASKS = ("classify", "anomaly", "tag", "transcribe")
 
 
 def class_row(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
@@ -42,23 +50,38 @@ def class_row(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
     return row
 
 
-def stream_columns(meta: ModelMetadata) -> list[str]:
-    """The columns of a stream's rows for this model (classify or anomaly)."""
-    if meta.task == "classify":
+def stream_columns(meta: ModelMetadata, *, beam: int = 1) -> list[str]:
+    """The columns of a stream's rows for this model.
+
+    transcribe: ``frame`` (the chunk's last), ``tokens`` and ``token_frames`` (what became
+    final in the chunk, space-separated) and ``text`` (all final text so far); a beam decoder
+    adds ``partial``, its best guess including what is not final yet.
+    """
+    if meta.task in ("classify", "tag"):
         return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
+    if meta.task == "transcribe":
+        return ["frame", "tokens", "token_frames", "text", *(["partial"] if beam > 1 else [])]
     return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
 
 
 class StreamRows:
     """One stream's rows from its chunks (see the module docstring)."""
 
-    def __init__(self, meta: ModelMetadata, where: Path | str) -> None:
+    def __init__(
+        self, meta: ModelMetadata, where: Path | str, *, beam: int = 1, prune: float = 0.0
+    ) -> None:
         if meta.task not in STREAMING_TASKS:
             raise InvalidInputError(
-                f"{where}: streaming supports classify and anomaly models; this one is {meta.task}"
+                f"{where}: streaming supports {', '.join(STREAMING_TASKS)} models; this one "
+                f"is {meta.task}"
             )
         self.task = meta.task
-        self.labels = class_names(meta) if meta.task == "classify" else ()
+        self.labels = class_names(meta) if meta.task in ("classify", "tag") else ()
+        self.beam = beam
+        if meta.task == "transcribe":
+            self.vocab = vocabulary(meta)
+            self.stride = frames_per_step(meta)
+            self.decoder = stream_decoder(meta, beam=beam, prune=prune)
         self.threshold = meta.anomaly_threshold
         self.normalization = stored_normalization(meta, where)
         #: frames seen so far; the next chunk's first frame has this index
@@ -82,6 +105,15 @@ class StreamRows:
             if not self.seen:
                 check_class_count(self.labels, len(probs))
             rows.append({"frame": self.seen + len(x) - 1, **class_row(probs, self.labels)})
+        elif self.task == "tag":
+            probs = softmax(out)
+            if not self.seen:
+                check_class_count(self.labels, probs.shape[-1])
+            rows.extend(
+                {"frame": self.seen + k, **class_row(p, self.labels)} for k, p in enumerate(probs)
+            )
+        elif self.task == "transcribe":
+            rows.append(self._transcript_row(self.decoder.feed(out), self.seen + len(x) - 1))
         else:
             scores = anomaly_scores(x, out, previous=self._previous)
             self._previous = out[-1]
@@ -93,7 +125,28 @@ class StreamRows:
         self.seen += len(x)
         return rows
 
+    def _transcript_row(self, final: list[tuple[int, int]], frame: int) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "frame": frame,
+            "tokens": token_text(self.vocab, [t for t, _ in final]),
+            # Steps count from the stream's start; step j has read input frames up to j*s.
+            "token_frames": " ".join(str(step * self.stride) for _, step in final),
+            "text": self.vocab.decode(self.decoder.tokens),
+        }
+        if self.beam > 1:
+            row["partial"] = self.vocab.decode(self.decoder.partial)
+        return row
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Rows for the end of the stream: a beam decoder's last tokens become final (none
+        for greedy decoding, whose tokens are final once emitted, or for other tasks)."""
+        if self.task != "transcribe" or self.beam <= 1 or self.seen == 0:
+            return []
+        return [self._transcript_row(self.decoder.finish(), self.seen - 1)]
+
     def reset(self) -> None:
-        """Start over, as a stream with zero state does."""
+        """Start over, as a stream with zero state does (the decoder too)."""
         self.seen = 0
         self._previous = None
+        if self.task == "transcribe":
+            self.decoder.reset()

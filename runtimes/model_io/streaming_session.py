@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, StreamContract, state_output_name
+from edgelstm.runtimes.model_io.contract import (
+    FRAMES_INPUT,
+    STEPS_AXIS,
+    StreamContract,
+    state_output_name,
+)
 from edgelstm.runtimes.model_io.stream_state import StreamState
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
 from edgelstm.runtimes.ort.execution import output_shapes
@@ -111,8 +116,10 @@ class StreamingSession:
             for name in contract.state_names
         ]
         self._bindings: dict[int, _Binding] = {}
+        #: a final chunk that was not a multiple of the stride ended the streams' step grid
+        self._ended = False
 
-    def _frames(self, frames: np.ndarray) -> np.ndarray:
+    def _frames(self, frames: np.ndarray, *, final: bool = False) -> np.ndarray:
         x = np.asarray(frames)
         if x.ndim == 1 and self.streams == 1:
             x = x[None, None, :]
@@ -125,7 +132,7 @@ class StreamingSession:
             )
         if x.shape[1] == 0:
             raise InvalidInputError("push() got zero frames; send at least one")
-        if x.shape[1] % self.chunk_multiple:
+        if x.shape[1] % self.chunk_multiple and not final:
             raise InvalidInputError(
                 f"push() got {x.shape[1]} frames, but {self.path} reads one step per "
                 f"{self.chunk_multiple} frames (a strided conv front end): send chunks of a "
@@ -139,8 +146,19 @@ class StreamingSession:
             raise InvalidInputError("frames contain NaN or Inf; the state would be poisoned")
         return np.ascontiguousarray(x)
 
-    def push(self, frames: np.ndarray) -> np.ndarray:
-        """Run the next chunk of every stream, carry the state, return the chunk's output."""
+    def push(self, frames: np.ndarray, *, final: bool = False) -> np.ndarray:
+        """Run the next chunk of every stream, carry the state, return the chunk's output.
+
+        With a strided front end every chunk must hold a multiple of its stride, except the
+        ``final`` one: the end of a recording rarely falls on a step boundary, and its last
+        frames give the same last step as a whole-sequence run. After a shorter final chunk
+        the streams must be :meth:`reset` before more frames come.
+        """
+        if self._ended:
+            raise InvalidInputError(
+                "these streams ended with a final chunk shorter than the front end's stride; "
+                "reset() them before pushing more frames"
+            )
         x = frames
         # Fast path for the per-frame hot loop: a well-formed float32 chunk skips conversion,
         # and one sum screens for NaN/Inf (the full check runs only when the sum is odd).
@@ -155,12 +173,13 @@ class StreamingSession:
             and x.flags.c_contiguous
             and np.isfinite(x.sum())
         ):
-            x = self._frames(frames)
+            x = self._frames(frames, final=final)
         bound = self._bindings.get(x.shape[1]) or self._bind(x.shape[1])
         np.copyto(bound.x, x)
         self._session.run_with_iobinding(bound.binding)
         for state, new in self._carry:
             np.copyto(state, new)
+        self._ended = bool(x.shape[1] % self.chunk_multiple)
         return bound.output.copy()
 
     def _bind(self, frames: int) -> _Binding:
@@ -168,7 +187,10 @@ class StreamingSession:
         x = np.zeros((self.streams, frames, self.num_features), np.float32)
         state = self._state.arrays
         shapes = output_shapes(
-            self._session, {FRAMES_INPUT: x.shape, **{n: v.shape for n, v in state.items()}}
+            self._session,
+            {FRAMES_INPUT: x.shape, **{n: v.shape for n, v in state.items()}},
+            # ceil: a final chunk shorter than the stride still gives its one step
+            {STEPS_AXIS: -(-frames // self.contract.chunk_multiple)},
         )
         task_output = self._output_names[0]
         output = np.zeros(shapes[task_output], self._output_types[task_output])
@@ -187,6 +209,7 @@ class StreamingSession:
         if stream is not None and not 0 <= stream < self.streams:
             raise InvalidInputError(f"stream {stream} is out of range 0..{self.streams - 1}")
         self._state.zero(stream)
+        self._ended = False
 
     def get_state(self) -> dict[str, np.ndarray]:
         """A copy of the recurrent state (to resume the streams elsewhere)."""

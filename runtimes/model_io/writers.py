@@ -66,7 +66,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def _rounded(name: str, kind: str) -> bool:
-    return kind == "classify" and (name == "confidence" or name.startswith("prob_"))
+    return kind in ("classify", "tag") and (
+        name in ("confidence", "mean_confidence") or name.startswith("prob_")
+    )
 
 
 def table_records(predictions: Predictions) -> list[dict[str, Any]] | None:

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -124,14 +125,18 @@ class DeviceRunner:
 
 
 def output_shapes(
-    session: Any, input_shapes: dict[str, tuple[int, ...]]
+    session: Any,
+    input_shapes: dict[str, tuple[int, ...]],
+    derived: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Concrete output shapes from the inputs' symbolic dimensions (``batch``, ``time``...).
+
+    ``derived`` sizes symbols no input carries (a strided front end's ``steps``).
 
     Raises :class:`InvalidInputError` for an output whose dimension no input names, since
     buffers for a CUDA graph must be allocated before the first run.
     """
-    symbols: dict[str, int] = {}
+    symbols: dict[str, int] = dict(derived or {})
     for spec in session.get_inputs():
         shape = input_shapes.get(spec.name)
         if shape is None:

@@ -65,7 +65,12 @@ def model_description(batcher: SequenceBatcher) -> dict[str, Any]:
         "model": batcher.opened.path.name,
         "task": meta.task,
         "features": list(meta.feature_names),
-        "classes": list(class_names(meta)) if meta.task == "classify" else [],
+        "classes": list(class_names(meta)) if meta.task in ("classify", "tag") else [],
+        # transcribe: output i writes tokens[i]; rows carry the tokens that became final in
+        # each request (greedy CTC: final once emitted) and the text so far.
+        "tokens": list(meta.tokens),
+        "blank_index": meta.blank_index,
+        "decoder": "greedy CTC" if meta.task == "transcribe" else None,
         "columns": stream_columns(meta),
         "state": {name: list(shape) for name, shape in meta.state.items()},
         "frames_multiple": batcher.chunk_multiple,
