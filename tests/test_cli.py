@@ -24,6 +24,9 @@ DATASETS = (
     "ItalyPowerDemand",
     "Airline",
     "KDD-TSAD_135",
+    "ActivityStreams",
+    "SpeakerTurns",
+    "DigitStrings",
 )
 
 
@@ -107,6 +110,9 @@ def test_list_datasets(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
         "ItalyPowerDemand": "classify",
         "Airline": "forecast",
         "KDD-TSAD_135": "anomaly",
+        "ActivityStreams": "tag",
+        "SpeakerTurns": "tag",
+        "DigitStrings": "transcribe",
     }
 
 

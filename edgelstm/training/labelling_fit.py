@@ -63,7 +63,8 @@ def labelling_validation(
     """The validation loss (lower is better; it decides early stopping) and what the progress
     line shows: frame accuracy (tag) or the greedy error rate (transcribe)."""
     assert split.y is not None and split.lengths is not None
-    total, shown_parts = 0.0, []
+    total = 0.0
+    shown_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     with torch.no_grad():
         for start in range(0, len(split), batch_size):
             idx = np.arange(start, min(start + batch_size, len(split)))
@@ -73,16 +74,16 @@ def labelling_validation(
     loss = total / max(len(split), 1)
     if model.config.task == "tag":
         right = labelled = 0
-        for idx, out, lengths in shown_parts:
-            for row, truth in zip(out, unpad_labels(split.y[idx], lengths), strict=True):
+        for idx, logits, frames in shown_parts:
+            for row, truth in zip(logits, unpad_labels(split.y[idx], frames), strict=True):
                 mask = truth >= 0
                 right += int(np.sum(np.argmax(row[: len(truth)], axis=-1)[mask] == truth[mask]))
                 labelled += int(mask.sum())
         return loss, f"val frame acc {right / max(labelled, 1):.3f}"
     references, hypotheses = [], []
     blank = model.config.num_classes - 1
-    for idx, out, lengths in shown_parts:
-        steps = output_lengths(lengths, model.config.stride)
-        hypotheses += [d.tokens for d in greedy_decode_batch(out, steps, blank)]
+    for idx, logits, frames in shown_parts:
+        steps = output_lengths(frames, model.config.stride)
+        hypotheses += [d.tokens for d in greedy_decode_batch(logits, steps, blank)]
         references += [tuple(r.tolist()) for r in unpad_labels(split.y[idx])]
     return loss, f"val err {token_error_rate(references, hypotheses):.3f}"

@@ -152,7 +152,7 @@ class PartitionRunner:
         self.options = config.options
         self.max_attempts = config.max_attempts
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._cached: tuple[str, SequenceSet | Series] | None = None
+        self._cached: tuple[str, InferenceData] | None = None
         self._pa = pyarrow_module()
 
     def run(self, partition: Partition) -> PartitionOutcome:
@@ -206,6 +206,12 @@ class PartitionRunner:
                 from edgelstm.data.readers import load_inference_data
 
                 return load_inference_data(path, self.task)  # refuses it, saying why
+            if self.task in ("tag", "transcribe"):
+                from edgelstm.data.labelled import read_parquet_labelled
+
+                return read_parquet_labelled(
+                    path, self.task, start=partition.start, stop=partition.stop
+                )
             from edgelstm.data.parquet import read_parquet_sequences
 
             return read_parquet_sequences(path, start=partition.start, stop=partition.stop)
