@@ -287,3 +287,64 @@ def assert_clean_failure(result: CliResult, out: Path | None, *words: str, code:
         assert word in line, f"{word!r} not in {line!r}"
     if out is not None:
         assert_nothing_written(out)
+
+
+# --------------------------------------------------------------------------------------------
+# sequence-labelling data (tag, transcribe)
+
+#: Class names of :func:`write_tag_npz`'s frames; class k raises feature k.
+TAG_CLASSES = ("idle", "walk", "run")
+#: The characters :func:`write_transcribe_npz` spells; token k raises feature k.
+TRANSCRIBE_ALPHABET = "abc"
+
+
+def write_tag_npz(
+    path: Path, *, n: int = 48, steps: int = 30, features: int = 3, seed: int = 0
+) -> Path:
+    """Per-frame labels: each sequence is three segments of the classes in TAG_CLASSES (in a
+    random order), class k adding 1.5 to feature k; lengths 20..steps, y -1 past them."""
+    rng = np.random.default_rng(seed)
+    X = 0.3 * rng.normal(size=(n, steps, features))
+    y = np.full((n, steps), -1, dtype=np.int64)
+    lengths = rng.integers(steps * 2 // 3, steps + 1, size=n).astype(np.int64)
+    for i in range(n):
+        cuts = np.sort(rng.choice(np.arange(3, int(lengths[i]) - 3), 2, replace=False))
+        bounds = zip([0, *cuts], [*cuts, lengths[i]], rng.permutation(3), strict=True)
+        for start, end, label in bounds:
+            y[i, start:end] = label
+            X[i, start:end, label] += 1.5
+    np.savez(path, X=X.astype(np.float32), y=y, lengths=lengths, classes=np.array(TAG_CLASSES))
+    return path
+
+
+def write_transcribe_npz(
+    path: Path,
+    *,
+    n: int = 60,
+    features: int = 3,
+    seed: int = 0,
+    frames_per_token: int = 6,
+    texts: list[str] | None = None,
+) -> Path:
+    """Texts of 1-3 characters from TRANSCRIBE_ALPHABET (or ``texts``), each character a run
+    of ``frames_per_token`` frames raising its feature, with 2-4 silent frames around each;
+    variable lengths via ``lengths``."""
+    rng = np.random.default_rng(seed)
+    if texts is None:
+        letters = list(TRANSCRIBE_ALPHABET)
+        texts = ["".join(rng.choice(letters, int(rng.integers(1, 4)))) for _ in range(n)]
+    sequences = []
+    for text in texts:
+        parts = [np.zeros((int(rng.integers(2, 5)), features))]
+        for char in text:
+            token = np.zeros((frames_per_token, features))
+            token[:, TRANSCRIBE_ALPHABET.index(char) % features] = 1.0
+            parts += [token, np.zeros((int(rng.integers(2, 5)), features))]
+        frames = np.concatenate(parts)
+        sequences.append(frames + 0.1 * rng.normal(size=frames.shape))
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    X = np.zeros((len(texts), int(lengths.max()), features), dtype=np.float32)
+    for i, frames in enumerate(sequences):
+        X[i, : len(frames)] = frames
+    np.savez(path, X=X, y=np.array(texts, dtype=str), lengths=lengths)
+    return path
