@@ -242,6 +242,8 @@ class PartitionRunner:
         pa = self._pa
         count = len(columns["index"])
         optional = _OPTIONAL_COLUMNS.get(self.task, {})
+        if self.options.segments:
+            optional = {}  # a segment is a prediction's run: it has no true label
         arrays = {
             name: pa.array(values) for name, values in columns.items() if name not in optional
         }

@@ -132,6 +132,9 @@ def tag_truth(data: TaggedSequences, labels: Sequence[str], source: str) -> list
     """
     assert data.frame_labels is not None
     names = data.class_names or tuple(str(i) for i in range(len(labels)))
+    if names == tuple(str(i) for i in range(len(names))) and not set(names) <= set(labels):
+        # A file that names no classes gets index names from its reader: indices they are.
+        names = tuple(labels) + names[len(labels) :]
     index = {name: i for i, name in enumerate(labels)}
     lookup = np.array([index.get(n, -2) for n in names] + [-1], dtype=np.int64)
     mapped = []
@@ -202,6 +205,7 @@ def transcribe_table(
     prune: float = 0.0,
     timestamps: bool = False,
     truth: Sequence[str] | None = None,
+    source: str = "input",
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
     """(table, arrays, summary) of a transcriber's step ``logits`` ``[n, T', tokens + 1]``.
 
@@ -234,7 +238,7 @@ def transcribe_table(
     }
     if truth is not None:
         table["true_text"] = np.array(list(truth), dtype=str)
-        references = [vocab.encode(t, where=f"true text {i}") for i, t in enumerate(truth)]
+        references = [vocab.encode(t, where=f"{source}: y[{i}]") for i, t in enumerate(truth)]
         hypotheses = [d.tokens for d in decoded]
         summary["error_rate"] = token_error_rate(references, hypotheses)
         summary["exact_match"] = exact_match(references, hypotheses)

@@ -251,6 +251,7 @@ def _labelled(
         prune=options.prune,
         timestamps=options.timestamps,
         truth=texts,
+        source=feed.source,
     )
     return Predictions("transcribe", arrays, "text", table, summary)
 
