@@ -1,6 +1,7 @@
 """``edgelstm quickstart``: the whole pipeline on a built-in dataset, ending in one report.
 
-train (JapaneseVowels, default settings) → export (sequence and streaming) → quantize
+train (JapaneseVowels by default; ActivityStreams with ``task="tag"``, DigitStrings with
+``task="transcribe"``; default settings) → export (sequence and streaming) → quantize
 (dynamic INT8, accuracy-gated) → benchmark every usable provider with PyTorch as the baseline
 and every artifact scored on the test split; the whole-sequence artifacts also at a few
 sequence lengths taken from the data → pick a deployment (``deploy.json``) → write the report
@@ -17,15 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.data.types import SequenceSet
+from edgelstm.data.types import Series
 from edgelstm.errors import CheckFailedError, InvalidInputError, MissingDependencyError
 from edgelstm.fileio import atomic_folder, relocate_paths
+from edgelstm.tasks import headline_metric
 
 if TYPE_CHECKING:
     from edgelstm.benchmarks.harness import BenchmarkPlan
     from edgelstm.runtimes.ort.deploy import DeploymentConfig
 
-__all__ = ["QuickstartResult", "quickstart"]
+__all__ = ["QUICKSTART_DATASETS", "QuickstartResult", "quickstart"]
+
+#: The built-in dataset each task's tour runs on when none is named.
+QUICKSTART_DATASETS: dict[str, str] = {
+    "classify": "JapaneseVowels",
+    "tag": "ActivityStreams",
+    "transcribe": "DigitStrings",
+}
 
 #: ``stage(message)``: one line per pipeline step, for the terminal.
 Stage = Callable[[str], None]
@@ -47,7 +56,8 @@ class QuickstartResult:
 def quickstart(
     out: Path | str = Path("quickstart"),
     *,
-    dataset: str = "JapaneseVowels",
+    task: str = "classify",
+    dataset: str | None = None,
     preset: str = "default",
     hidden: int = 128,
     layers: int = 2,
@@ -68,12 +78,19 @@ def quickstart(
 
     say = stage or (lambda message: None)
     final = Path(out)
-    split = load_dataset(dataset)
-    if not isinstance(split.train, SequenceSet):
+    if task not in QUICKSTART_DATASETS:
         raise InvalidInputError(
-            f"quickstart runs a classification dataset (JapaneseVowels, BasicMotions); "
-            f"{dataset} is {split.spec.task}"
+            f"quickstart tours {', '.join(QUICKSTART_DATASETS)}; {task!r} is not one of them"
         )
+    dataset = dataset or QUICKSTART_DATASETS[task]
+    split = load_dataset(dataset)
+    if split.spec.task != task:
+        raise InvalidInputError(
+            f"{split.spec.name} is a {split.spec.task} dataset; quickstart --task {task} runs "
+            f"on a {task} dataset such as {QUICKSTART_DATASETS[task]}"
+        )
+    assert not isinstance(split.train, Series)  # every quickstart task reads sequences
+    headline = headline_metric(task)
     # Deployments are judged at the longest training sequence: the worst case they must meet.
     # The length sweep adds the typical length and a longer stream, so the report shows how
     # latency grows (the exported graphs take any length).
@@ -83,11 +100,11 @@ def quickstart(
     with atomic_folder(final, overwrite=overwrite) as tmp:
         run_dir = tmp / "run"
         say(f"1/5 train: LSTM {layers}x{hidden} on {dataset} ({preset} settings)")
-        trained = train("classify", dataset=dataset, out=run_dir, hidden=hidden, layers=layers,
+        trained = train(task, dataset=dataset, out=run_dir, hidden=hidden, layers=layers,
                         preset=preset, progress=train_progress)  # fmt: skip
-        accuracy = _accuracy_summary(run_dir, float(trained.metrics["accuracy"]))
-        say(f"    test accuracy {accuracy}")
-        models = _export_and_quantize(run_dir, tmp, say, notes)
+        accuracy = _accuracy_summary(run_dir, float(trained.metrics[headline.key]))
+        say(f"    test {headline.label} {accuracy}")
+        models = _export_and_quantize(run_dir, tmp, say, notes, headline.label)
         say("4/5 benchmark: every usable provider, PyTorch eager as the baseline")
         plan = BenchmarkPlan(
             models=tuple(models.values()), providers=("all",), batches=batches, seqs=(longest,),
@@ -101,7 +118,10 @@ def quickstart(
         if deployments:
             document["deployment"] = deployments
         # Speed only means something for a model that is any good: its accuracy comes first.
-        document["summary"] = {"test accuracy": accuracy, **_summary(document["rows"], longest)}
+        document["summary"] = {
+            f"test {headline.label}": accuracy,
+            **_summary(document["rows"], longest),
+        }
         if "length_sweep" in document:
             document["summary"]["sequence lengths"] = (
                 f"{', '.join(map(str, lengths))} steps at batch {batches[0]} for the "
@@ -120,7 +140,9 @@ def quickstart(
     )
 
 
-def _export_and_quantize(run_dir: Path, tmp: Path, say: Stage, notes: list[str]) -> dict[str, Path]:
+def _export_and_quantize(
+    run_dir: Path, tmp: Path, say: Stage, notes: list[str], metric: str
+) -> dict[str, Path]:
     """Steps 2 and 3: the sequence and streaming exports, and their INT8 versions where the
     accuracy gate lets them through (a refusal becomes a note). By file name."""
     from edgelstm.exporters.onnx import export
@@ -130,7 +152,7 @@ def _export_and_quantize(run_dir: Path, tmp: Path, say: Stage, notes: list[str])
     models = {"model.onnx": tmp / "model.onnx", "model.stream.onnx": tmp / "model.stream.onnx"}
     export(run_dir, models["model.onnx"])
     export(run_dir, models["model.stream.onnx"], streaming=True)
-    say("3/5 quantize: dynamic INT8 (DynamicQuantizeLSTM), gated on test accuracy")
+    say(f"3/5 quantize: dynamic INT8 (DynamicQuantizeLSTM), gated on the test {metric}")
     for source in ("model.onnx", "model.stream.onnx"):
         target = source.replace(".onnx", ".int8.onnx")
         try:
@@ -289,7 +311,7 @@ def _with_scores(
 
 
 def _accuracy_summary(run_dir: Path, accuracy: float) -> str:
-    """The trained model's test accuracy beside the baselines its run recorded, and whether
+    """The trained model's headline test metric beside the baselines its run recorded, and whether
     it clears them: ``0.9757; baselines (accuracy on the same test split): majority ...``."""
     from edgelstm.exporters.audit import CheckpointBaselines
 

@@ -4,6 +4,7 @@ one-command tour (:mod:`edgelstm.benchmarks`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -309,8 +310,24 @@ def _print_report(
 
 
 QuickstartOutOption = Annotated[Path, typer.Option(help="Folder for the run, models and report.")]
+
+
+class QuickstartTask(str, Enum):
+    classify = "classify"
+    tag = "tag"
+    transcribe = "transcribe"
+
+
+QuickstartTaskOption = Annotated[
+    QuickstartTask, typer.Option(help="Which task to tour: classify, tag or transcribe.")
+]
 QuickstartDatasetOption = Annotated[
-    str, typer.Option(help="Built-in classification dataset (JapaneseVowels, BasicMotions).")
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        help="Built-in dataset of that task [default: JapaneseVowels (classify), "
+        "ActivityStreams (tag), DigitStrings (transcribe)].",
+        show_default=False,
+    ),
 ]
 PresetOption = Annotated[
     str, typer.Option(help="Training preset: default, or smoke (seconds; a weak model).")
@@ -322,7 +339,8 @@ QuickstartIterationsOption = Annotated[
 
 def quickstart(
     out: QuickstartOutOption = Path("quickstart"),
-    dataset: QuickstartDatasetOption = "JapaneseVowels",
+    task: QuickstartTaskOption = QuickstartTask.classify,
+    dataset: QuickstartDatasetOption = None,
     preset: PresetOption = "default",
     iterations: QuickstartIterationsOption = 200,
     overwrite: OverwriteFolderOption = False,
@@ -347,6 +365,7 @@ def quickstart(
     with training_progress(err) as train_progress, count_progress(err, "benchmark") as bench:
         result = run_quickstart(
             out,
+            task=task.value,
             dataset=dataset,
             preset=preset,
             iterations=iterations,
