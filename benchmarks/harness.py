@@ -179,10 +179,20 @@ def _model_facts(path: Path) -> dict[str, Any]:
     return {
         "precision": profile.precision,
         "streamable": profile.streaming,
+        # a strided front end streams whole strides only (see _stream_chunk)
+        "chunk_multiple": (
+            profile.metadata.stream_chunk_multiple if profile.metadata is not None else 1
+        ),
         "size_mb": size / 2**20,
         "ops": profile.op_types,
         "profile": profile,
     }
+
+
+def _stream_chunk(chunk: int, multiple: int) -> int:
+    """The chunk a model is timed at: ``chunk`` rounded up to whole strides of its front end
+    (a stride-2 model cannot take one frame; the row's ``chunk`` says what was timed)."""
+    return -(-chunk // multiple) * multiple
 
 
 def _warnings(
@@ -266,11 +276,14 @@ def _plan_measurements(
         for provider in providers:
             # --cuda-graphs measures CUDA rows both ways, so the table shows what it buys.
             graph_options = (False, True) if plan.cuda_graphs and provider == "cuda" else (False,)
-            for mode, steps in shapes:
+            for mode, requested in shapes:
                 if (mode == "streaming" and not info["streamable"]) or (
                     mode == "sequence" and skip_sequence
                 ):
                     continue
+                steps = requested
+                if mode == "streaming":
+                    steps = _stream_chunk(requested, info["chunk_multiple"])
                 for batch, threads, graphs in itertools.product(
                     plan.batches, plan.threads, graph_options
                 ):
@@ -293,6 +306,8 @@ def _plan_measurements(
     if plan.torch_run is not None:
         # PyTorch runs on CUDA only where the CUDA provider really runs (not via --fallback).
         torch_devices = ["cpu"] + [p for p in providers if p == "cuda" and p not in unusable]
+        # PyTorch streams the chunks the ONNX streaming rows beside it were timed at.
+        multiple = max((f["chunk_multiple"] for f in facts.values() if f["streamable"]), default=1)
         for precision in ("fp32", "int8"):
             for device in torch_devices:
                 if precision == "int8" and device != "cpu":
@@ -307,7 +322,9 @@ def _plan_measurements(
                                 precision=precision,
                                 mode=mode,
                                 batch=batch,
-                                seq=steps,
+                                seq=_stream_chunk(steps, multiple)
+                                if mode == "streaming"
+                                else steps,
                                 threads=threads,
                                 **base,
                             )

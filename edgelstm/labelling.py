@@ -54,6 +54,17 @@ def output_lengths(lengths: np.ndarray, stride: int) -> np.ndarray:
     return (np.asarray(lengths, dtype=np.int64) - 1) // max(stride, 1) + 1
 
 
+def _require_sequences(count: int, source: str, test_given: bool) -> None:
+    """Refuse data too small to split: training and validation need a sequence each."""
+    if count < 2:
+        held = "" if test_given else " after holding out the test split"
+        raise InvalidInputError(
+            f"{source or 'the training data'}: {count} training sequence(s){held}; training "
+            "needs at least 2 (one held out for early stopping): give more sequences, e.g. "
+            "an .npz of many, or several recordings"
+        )
+
+
 def _holdout(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices (keep, holdout), about ``fraction`` held out at random (at least one each)."""
     order = rng.permutation(n)
@@ -108,6 +119,7 @@ def prepare_tag(
             raise InvalidInputError(f"{test.source or 'the test data'}: has no y labels to score")
         _check_test_features(train.num_features, test.num_features)
         test_seqs, test_labels = list(test.sequences), _map_test_classes(test, classes)
+    _require_sequences(len(sequences), train.source, test is not None)
     keep, hold = _holdout(len(sequences), val_fraction, rng)
     norm = fit_normalization(np.concatenate([sequences[i] for i in keep], axis=0))
 
@@ -186,6 +198,7 @@ def prepare_transcribe(
         test_encoded = [
             vocab.encode(t, where=f"{test_where}: y[{i}]") for i, t in enumerate(test.texts)
         ]
+    _require_sequences(len(sequences), train.source, test is not None)
     keep, hold = _holdout(len(sequences), val_fraction, rng)
     norm = fit_normalization(np.concatenate([sequences[i] for i in keep], axis=0))
 

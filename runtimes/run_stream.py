@@ -107,7 +107,7 @@ def stream_to_output(
     input: Path | str | IO[str],
     output: Path | IO[str],
     *,
-    chunk: int = 1,
+    chunk: int | None = None,
     session: SessionConfig | None = None,
     overwrite: bool = False,
     on_open: Callable[[OpenedSession], None] | None = None,
@@ -153,7 +153,7 @@ def stream_model(
     input: Path | str | IO[str],
     write_rows: Callable[[list[dict[str, Any]]], None],
     *,
-    chunk: int = 1,
+    chunk: int | None = None,
     session: SessionConfig | None = None,
     on_open: Callable[[OpenedSession], None] | None = None,
     beam: int = 1,
@@ -175,10 +175,15 @@ def stream_model(
     """
     from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 
-    if chunk < 1:
-        raise InvalidInputError(f"--chunk must be >= 1, got {chunk}")
     streamer = StreamingSession(model, session=session)
     meta, where = streamer.metadata, streamer.path
+    multiple = streamer.chunk_multiple
+    chunk = multiple if chunk is None else chunk
+    if chunk < 1 or chunk % multiple:
+        raise InvalidInputError(
+            f"--chunk must be a positive multiple of {multiple} frames for {where.name} (its "
+            f"front end reads one step per {multiple} frames), got {chunk}"
+        )
     stream_rows = StreamRows(meta, where, beam=beam, prune=prune)
     if on_open is not None:
         on_open(streamer.opened)

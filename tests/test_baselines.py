@@ -273,7 +273,12 @@ def test_require_baseline_fails_a_model_that_clears_chance_but_loses_to_a_baseli
 
 def test_headline_metric_and_direction_come_from_the_task() -> None:
     for task, headline in HEADLINE_METRICS.items():
-        metrics = {headline.key: 0.7, "baseline_mae": 0.9}
+        metrics = {
+            headline.key: 0.7,
+            "baseline_mae": 0.9,  # forecast's seasonal naive
+            "baseline_majority_macro_f1": 0.3,  # tag's majority frame
+            "constant_error_rate": 0.9,  # transcribe's most frequent text
+        }
         accuracies = BaselineAccuracies(0.5, 0.6, None, None)
         comparison = compare_with_baselines(task, metrics, accuracies)
         assert comparison.metric == headline.key
@@ -496,9 +501,9 @@ def test_min_accuracy_on_a_forecast_is_refused_before_training(
     )  # fmt: skip
     assert result.code == 2
     assert result.err_lines == [
-        "error: --min-accuracy applies to classify (test accuracy) and anomaly (test AUROC); "
-        "a forecast is scored by its MAE: use --require-baseline to require beating the "
-        "seasonal-naive forecast"
+        "error: --min-accuracy applies to classify (test accuracy), anomaly (test AUROC) "
+        "and tag (frame macro F1); a forecast is scored by its MAE: use --require-baseline "
+        "to require beating the seasonal-naive forecast"
     ]
     assert_nothing_written(out)
 

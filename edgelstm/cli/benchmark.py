@@ -324,7 +324,7 @@ QuickstartTaskOption = Annotated[
 QuickstartDatasetOption = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(
-        help="Built-in dataset of that task [default: JapaneseVowels (classify), "
+        help="Built-in dataset of that task \\[default: JapaneseVowels (classify), "
         "ActivityStreams (tag), DigitStrings (transcribe)].",
         show_default=False,
     ),

@@ -108,7 +108,11 @@ _Stream = Annotated[
 ]
 _Chunk = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option(min=1, help="Frames per push with --stream \\[default: 1, or the config's]."),
+    typer.Option(
+        min=1,
+        help="Frames per push with --stream \\[default: the model's frame multiple (1 unless a "
+        "strided front end), or the config's].",
+    ),
 ]
 _Beam = Annotated[
     int,
@@ -280,7 +284,7 @@ def run_command(
                 "already carry each frame's label (tag) and each token's frame (transcribe)"
             )
         _run_stream(
-            model, input_file, output, chunk or 1, config, overwrite, json_output, notes,
+            model, input_file, output, chunk, config, overwrite, json_output, notes,
             beam=beam, prune=prune,
         )  # fmt: skip
     elif engine is not None or _names_many_files(input_file, output):
@@ -527,7 +531,7 @@ def _run_stream(
     model: Path,
     input_file: str,
     output: str | None,
-    chunk: int,
+    chunk: int | None,
     config: Any,
     overwrite: bool,
     json_output: bool,

@@ -135,7 +135,13 @@ class RunFacts:
 
 
 #: How the trivial baselines read in a sentence.
-_TRIVIAL_NAMES = {"majority": "the majority class", "random scores": "random scores"}
+_TRIVIAL_NAMES = {
+    "majority": "the majority class",
+    "random scores": "random scores",
+    "seasonal naive": "the seasonal naive forecast",
+    "most frequent text": "the most frequent training text",
+    "majority frame": "the majority class per frame",
+}
 
 
 def _metric_name(comparison: BaselineComparison) -> str:
@@ -240,7 +246,8 @@ def chance_warnings(comparison: BaselineComparison, facts: RunFacts) -> tuple[st
         )
     else:
         head = (
-            f"{name} {model} is not below the {comparison.trivial} forecast's "
+            f"{name} {model} is not below "
+            f"{_TRIVIAL_NAMES.get(comparison.trivial, comparison.trivial)}'s "
             f"{_value(comparison, comparison.required)}: the model adds nothing to it; "
             "do not deploy it."
         )
