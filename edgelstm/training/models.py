@@ -9,9 +9,10 @@ Two convolutional variants (see :class:`edgelstm.config.ModelConfig`):
   reads the series time-major like every other model here, not the paper's "dimension
   shuffle" (all of it as one multivariate step), which throws away the recurrence.
 
-Inputs are ``[batch, time, features]``. Training passes ``lengths`` so variable-length batches
-are packed and never see padding (convolutions mask padded steps); exported graphs take
-unpadded ``x`` only (sequences of one length are batched together at inference).
+Inputs are ``[batch, time, features]``. Training passes ``lengths`` so padding never reaches a
+valid step: a unidirectional model is causal and runs the padded batch as it is, a
+bidirectional one packs it, and convolutions mask padded steps; exported graphs take unpadded
+``x`` only (sequences of one length are batched together at inference).
 
 This module imports torch at the top: the CLI and ``edgelstm/__init__`` import it lazily.
 """
@@ -102,8 +103,16 @@ class SequenceModel(nn.Module):
     def recur(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, Any]:
-        """Recurrent outputs ``[batch, time, hidden*directions]`` and the final state."""
-        if lengths is None:
+        """Recurrent outputs ``[batch, time, hidden*directions]`` and the final state.
+
+        With ``lengths`` the outputs at each sequence's valid steps are exact; the final
+        state is exact only for a bidirectional model (the one case that packs).
+        """
+        if lengths is None or not self.config.bidirectional:
+            # A unidirectional RNN is causal: the padding after a sequence's end never reaches
+            # its valid steps, so a padded batch runs as it is. Packing costs more than it
+            # saves on CPU: PyTorch's packed LSTM backward took 10.7 s for a batch of 32
+            # streams of 507 frames that runs in 0.65 s padded (the outputs are the same).
             return self.rnn(x)  # type: ignore[no-any-return]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, state = self.rnn(packed)
