@@ -212,10 +212,14 @@ def training_reasons(
         else:
             reasons.append(f"batch {batch}")
     if "epochs" not in given or "learning_rate" not in given:
-        reasons.append(
+        stopping = (
             f"up to {config.epochs} epochs at learning rate {config.learning_rate:g}, stopped "
-            f"after {config.patience} without a better validation score, then a refit on "
-            f"training + validation data of at least {config.min_refit_epochs} epochs and "
-            f"{config.min_refit_steps} updates"
+            f"after {config.patience} without a better validation score"
         )
+        if config.refit:
+            stopping += (
+                f", then a refit on training + validation data of at least "
+                f"{config.min_refit_epochs} epochs and {config.min_refit_steps} updates"
+            )
+        reasons.append(stopping)
     return tuple(reasons)

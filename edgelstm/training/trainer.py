@@ -51,6 +51,10 @@ from edgelstm.training.models import SequenceModel, build_model
 from edgelstm.training.quality_checks import QualityChecks, RunFacts
 from edgelstm.version import __version__
 
+#: Tasks whose held-out validation data is worth retraining on after early stopping: a few
+#: hundred sequences, or the most recent forecast windows (see :func:`fit_model`).
+REFIT_TASKS = ("classify", "forecast")
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -131,6 +135,10 @@ def train(
     loaded = load_task_data(task, dataset, data, test, target)
     typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
     config = _train_config(preset, loaded.defaults, typed, lookback, horizon, seed)
+    if task not in REFIT_TASKS:
+        # Only classify and forecast refit on train + validation data after early stopping;
+        # the record and the reasons say so instead of promising a refit that never runs.
+        config = replace(config, refit=False)
     season = _season(season, loaded.defaults)
     prepared = prepare_task_data(task, loaded, config, target, np.random.default_rng(config.seed))
     checks.refuse_unlabelled_anomalies(prepared)
@@ -545,7 +553,7 @@ def fit_model(
 
     epochs_run = _train_epochs(model, prepared.train, config, config.epochs, watch)
     refit_epochs = 0
-    if config.refit and prepared.task in ("classify", "forecast") and len(prepared.val) > 0:
+    if config.refit and prepared.task in REFIT_TASKS and len(prepared.val) > 0:
         merged = _merge(prepared.train, prepared.val)
         batches = math.ceil(len(merged) / effective_batch_size(config, len(merged)))
         # Small datasets give few updates per epoch: count the floor in updates too.
