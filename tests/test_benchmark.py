@@ -1566,7 +1566,8 @@ def test_cli_quickstart_passes_its_options_and_prints_the_report(
     (call,) = calls
     assert call["out"] == out
     assert (call["preset"], call["iterations"], call["overwrite"]) == ("smoke", 2, False)
-    assert call["dataset"] == "JapaneseVowels"
+    # No --task or --dataset: the classify tour, on that task's default set (JapaneseVowels).
+    assert (call["task"], call["dataset"]) == ("classify", None)
     assert "edgelstm quickstart" in result.out and "model.onnx" in result.out
     assert "1/5 train: stand-in" in result.err
     assert "deployment:" in result.err and "wrote" in result.err

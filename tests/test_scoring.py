@@ -78,9 +78,12 @@ def test_default_gates_per_task() -> None:
         "classify": Gate("accuracy", True, 0.01),
         "forecast": Gate("mae", False, 0.02, relative=True),
         "anomaly": Gate("auroc", True, 0.01),
+        "tag": Gate("macro_f1", True, 0.01),
+        "transcribe": Gate("error_rate", False, 0.005),
     } == DEFAULT_GATES
     assert gate_for_metric("mae") is DEFAULT_GATES["forecast"]
-    assert gate_for_metric("macro_f1") is None
+    assert gate_for_metric("macro_f1") is DEFAULT_GATES["tag"]
+    assert gate_for_metric("smape") is None
 
 
 # --------------------------------------------------------------------------------------------
