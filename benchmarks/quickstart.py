@@ -25,6 +25,7 @@ from edgelstm.tasks import headline_metric
 
 if TYPE_CHECKING:
     from edgelstm.benchmarks.harness import BenchmarkPlan
+    from edgelstm.data.datasets import DatasetSplit
     from edgelstm.runtimes.ort.deploy import DeploymentConfig
 
 __all__ = ["QUICKSTART_DATASETS", "QuickstartResult", "quickstart"]
@@ -73,23 +74,13 @@ def quickstart(
 ) -> QuickstartResult:
     """Run the pipeline into ``out``; see the module docstring. Returns the report and paths."""
     from edgelstm.benchmarks.harness import BenchmarkPlan
-    from edgelstm.data.datasets import load_dataset
     from edgelstm.training.trainer import train
 
     say = stage or (lambda message: None)
     final = Path(out)
-    if task not in QUICKSTART_DATASETS:
-        raise InvalidInputError(
-            f"quickstart tours {', '.join(QUICKSTART_DATASETS)}; {task!r} is not one of them"
-        )
-    dataset = dataset or QUICKSTART_DATASETS[task]
-    split = load_dataset(dataset)
-    if split.spec.task != task:
-        raise InvalidInputError(
-            f"{split.spec.name} is a {split.spec.task} dataset; quickstart --task {task} runs "
-            f"on a {task} dataset such as {QUICKSTART_DATASETS[task]}"
-        )
+    split = _tour_dataset(task, dataset)
     assert not isinstance(split.train, Series)  # every quickstart task reads sequences
+    dataset = split.spec.name
     headline = headline_metric(task)
     # Deployments are judged at the longest training sequence: the worst case they must meet.
     # The length sweep adds the typical length and a longer stream, so the report shows how
@@ -138,6 +129,23 @@ def quickstart(
         deployment=deployments.get("sequence"),
         notes=tuple(notes),
     )
+
+
+def _tour_dataset(task: str, dataset: str | None) -> DatasetSplit:
+    """The built-in dataset ``task``'s tour runs on (``dataset``, or the task's default)."""
+    from edgelstm.data.datasets import load_dataset
+
+    if task not in QUICKSTART_DATASETS:
+        raise InvalidInputError(
+            f"quickstart tours {', '.join(QUICKSTART_DATASETS)}; {task!r} is not one of them"
+        )
+    split = load_dataset(dataset or QUICKSTART_DATASETS[task])
+    if split.spec.task != task:
+        raise InvalidInputError(
+            f"{split.spec.name} is a {split.spec.task} dataset; quickstart --task {task} runs "
+            f"on a {task} dataset such as {QUICKSTART_DATASETS[task]}"
+        )
+    return split
 
 
 def _export_and_quantize(

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgelstm.config import to_dict
+from edgelstm.config import ModelConfig, to_dict
 from edgelstm.errors import CheckFailedError, InvalidInputError, first_line
 from edgelstm.exporters.graphs import GraphSpec, build_graph
 from edgelstm.exporters.validation import (
@@ -167,6 +167,14 @@ def _source_hash(run_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def _output_labels(labels: tuple[str, ...], cfg: ModelConfig) -> dict[str, Any]:
+    """What the outputs stand for: a transcriber's labels are its tokens (output i writes
+    tokens[i]; the CTC blank is the last output), every other model's its class labels."""
+    if cfg.task == "transcribe":
+        return {"class_labels": (), "tokens": labels, "blank_index": cfg.num_classes - 1}
+    return {"class_labels": labels}
+
+
 def _prepare_source(
     source: nn.Module | Path | str, streaming: bool, input_shape: tuple[int, int, int] | None
 ) -> _Source:
@@ -237,10 +245,7 @@ def _prepare_source(
             if record
             else None
         ),
-        # transcribe's labels are its tokens (output i writes tokens[i]; the blank is last).
-        class_labels=record.class_labels if record and cfg.task != "transcribe" else (),
-        tokens=record.class_labels if record and cfg.task == "transcribe" else (),
-        blank_index=cfg.num_classes - 1 if cfg.task == "transcribe" else None,
+        **_output_labels(record.class_labels if record else (), cfg),
         target_names=record.target_names if record else (),
         target_indices=cfg.target_indices,
         anomaly_threshold=record.anomaly_threshold if record else None,

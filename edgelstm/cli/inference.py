@@ -277,26 +277,15 @@ def run_command(
     given = [name for name in _BATCH_FLAGS if typed_on_command_line(ctx, name)]
     labelling = {"beam": beam, "prune": prune, "segments": segments, "timestamps": timestamps}
     if stream:
-        _refuse_with_stream(ctx, given, allow_nonfinite)
-        if segments or timestamps:
-            raise InvalidInputError(
-                "--segments and --timestamps shape `run`'s output files; a stream's rows "
-                "already carry each frame's label (tag) and each token's frame (transcribe)"
-            )
+        _refuse_with_stream(ctx, given, allow_nonfinite, segments or timestamps)
         _run_stream(
             model, input_file, output, chunk, config, overwrite, json_output, notes,
             beam=beam, prune=prune,
         )  # fmt: skip
     elif engine is not None or _names_many_files(input_file, output):
-        from edgelstm.runtimes.batch import BatchOptions, RayOptions
+        from edgelstm.runtimes.batch import RayOptions
 
-        batch = BatchOptions(
-            engine=(engine or EngineChoice.local).value,
-            partition_rows=partition_rows,
-            skip_bad=skip_bad,
-            resume=resume,
-            overwrite=overwrite,
-        )
+        batch = _batch_options(engine, partition_rows, skip_bad, resume, overwrite)
         ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker)
         options = _predict_options(batch_size, allow_nonfinite, labelling)
         _run_batch(model, input_file, output, config, batch, ray, options, json_output, notes)
@@ -306,12 +295,33 @@ def run_command(
         _run_files(model, input_file, output, config, options, json_output, notes)
 
 
+def _batch_options(
+    engine: EngineChoice | None, partition_rows: int, skip_bad: bool, resume: bool, overwrite: bool
+) -> Any:
+    from edgelstm.runtimes.batch import BatchOptions
+
+    return BatchOptions(
+        engine=(engine or EngineChoice.local).value,
+        partition_rows=partition_rows,
+        skip_bad=skip_bad,
+        resume=resume,
+        overwrite=overwrite,
+    )
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _refuse_with_stream(ctx: typer.Context, given: list[str], allow_nonfinite: bool) -> None:
+def _refuse_with_stream(
+    ctx: typer.Context, given: list[str], allow_nonfinite: bool, shapes_files: bool
+) -> None:
     """--stream runs one stream in this process: refuse what only other modes honour."""
+    if shapes_files:
+        raise InvalidInputError(
+            "--segments and --timestamps shape `run`'s output files; a stream's rows "
+            "already carry each frame's label (tag) and each token's frame (transcribe)"
+        )
     if allow_nonfinite:
         raise InvalidInputError(
             "--allow-nonfinite cannot be used with --stream: NaN/Inf would poison the "
