@@ -59,6 +59,10 @@ class ModelConfig:
     #: forecast: normalise each input window by its own mean/std and undo it on the output,
     #: which lets a small model follow trends it never saw in training (RevIN-style).
     window_norm: bool = True
+    #: classify: z-normalise each sequence per channel over its own valid steps before the
+    #: model, so a series' offset and scale cannot decide its class (only its shape can). The
+    #: per-feature normalisation with training statistics still comes first.
+    series_norm: bool = False
     #: lstm-fcn: filters of the three Conv1d blocks (kernels :attr:`fcn_kernels`, BatchNorm,
     #: ReLU, then global average pooling). The paper's 128-256-128 holds ~270k weights at 12
     #: features (1.1 MB before the LSTM); 64-128-64 holds a quarter of that, so the whole
@@ -103,6 +107,12 @@ class ModelConfig:
                 "this forecaster normalises each input window by its own mean/std, which needs "
                 "the whole window; export without --streaming (forecast windows are short)"
             )
+        if self.series_norm:
+            raise InvalidInputError(
+                "a classifier with per-series normalisation cannot stream (each sequence's "
+                "mean and std need all of it); export without --streaming or retrain with "
+                "--no-series-norm"
+            )
 
     def __post_init__(self) -> None:
         problems = []
@@ -134,6 +144,11 @@ class ModelConfig:
             bad = [i for i in self.target_indices if not 0 <= i < self.input_size]
             if bad:
                 problems.append(f"target indices {bad} are outside 0..{self.input_size - 1}")
+        if self.series_norm and self.task != "classify":
+            problems.append(
+                f"series_norm (--series-norm) applies to classify only, got task {self.task!r}; "
+                "drop it"
+            )
         problems.extend(self._conv_problems())
         if self.task == "anomaly" and self.bidirectional:
             problems.append(
@@ -189,6 +204,8 @@ class ModelConfig:
             )
         if self.task == "classify":
             parts.append(f"{self.pooling} pooling")
+        if self.series_norm:
+            parts.append("per-series normalisation")
         return ", ".join(parts)
 
     @property

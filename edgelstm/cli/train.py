@@ -105,6 +105,15 @@ FcnFiltersOption = Annotated[
     str,
     typer.Option(help="lstm-fcn: filters of its three conv blocks (the paper: 128,256,128)."),
 ]
+SeriesNormOption = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option(
+        "--series-norm/--no-series-norm",
+        help="classify: z-normalise each sequence by its own mean and std per channel, so "
+        "only its shape decides (does not stream) \\[default: auto's choice, else off].",
+        show_default=False,
+    ),
+]
 LayersOption = Annotated[int, typer.Option(min=1, help="Stacked recurrent layers.")]
 HiddenOption = Annotated[int, typer.Option(min=1, help="Hidden size per layer.")]
 BidirectionalOption = Annotated[
@@ -186,6 +195,7 @@ def train(
     frontend_kernel: FrontendKernelOption = None,
     frontend_channels: FrontendChannelsOption = 64,
     fcn_filters: FcnFiltersOption = "64,128,64",
+    series_norm: SeriesNormOption = None,
     layers: LayersOption = 2,
     hidden: HiddenOption = 128,
     bidirectional: BidirectionalOption = False,
@@ -228,6 +238,7 @@ def train(
             frontend_kernel=frontend_kernel,
             frontend_channels=frontend_channels,
             fcn_filters=_int_list(fcn_filters, "--fcn-filters"),
+            series_norm=series_norm,
             layers=layers,
             hidden=hidden,
             bidirectional=bidirectional,

@@ -10,7 +10,7 @@ the user gives explicitly is kept as given.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,16 @@ class AutoChoice:
             "reasons": list(self.reasons),
         }
 
+    def overridden_by(self, given: dict[str, Any]) -> AutoChoice:
+        """This choice with a last reason naming the settings ``given`` explicitly that differ
+        from it, so the note never leaves a reason standing for a setting that was not used."""
+        changed = {k: v for k, v in given.items() if k in self.settings and self.settings[k] != v}
+        if not changed:
+            return self
+        listed = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        note = f"given explicitly, and used instead: {listed}"
+        return replace(self, reasons=(*self.reasons, note))
+
 
 def frontend_kernel_for(stride: int) -> int:
     """The front end's kernel when only its stride is known: two strides, so neighbouring
@@ -108,7 +118,8 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
     Short sequences go to a plain LSTM read to its last step. Long ones go to LSTM-FCN, whose
     convolutional branch reads every frame, with a strided causal convolution before its LSTM
     sized to leave about :data:`TARGET_STEPS` recurrent steps, and mean pooling so every step's
-    gradient reaches the encoder.
+    gradient reaches the encoder; a long univariate series is also z-normalised by its own
+    statistics (``series_norm``, :data:`SERIES_NORM_REASON`).
     Forecast and anomaly models read fixed windows (``--lookback``) and stay plain LSTMs;
     sequence labellers are chosen by :func:`_labelling_settings`.
     """
@@ -139,7 +150,7 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
         "pooling": "mean",
     }
     steps = math.ceil(facts.median_length / stride)
-    reasons = (
+    reasons: tuple[str, ...] = (
         f"lstm-fcn: sequences of {facts.median_length} steps (> {LONG_SEQUENCE}) are long for "
         "an LSTM alone; a fully convolutional branch pooled over every frame reads their "
         "shape (it does not stream: for a streaming model give --arch lstm --frontend conv)",
@@ -147,7 +158,20 @@ def choose_settings(facts: DataFacts) -> AutoChoice:
         f"{facts.median_length} frames become {steps} recurrent steps",
         "mean pooling: every recurrent step reaches the classifier",
     )
+    if facts.channels == 1:
+        settings["series_norm"] = True
+        reasons += (SERIES_NORM_REASON,)
     return AutoChoice(facts, settings, reasons)
+
+
+#: Why a long univariate series is normalised by its own statistics (see the study in
+#: benchmarks/results/small_data_study.md).
+SERIES_NORM_REASON = (
+    "per-series normalisation: one long channel is classified by its shape, so each sequence "
+    "is z-normalised by its own mean and std inside the model (as the 1-NN baselines "
+    "compare univariate series), and a recording's level or gain cannot decide its class; "
+    "give --no-series-norm when they carry the class"
+)
 
 
 #: transcribe: recurrent steps a conv front end leaves per token, at least (median).

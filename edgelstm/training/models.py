@@ -11,8 +11,9 @@ Two convolutional variants (see :class:`edgelstm.config.ModelConfig`):
 
 Inputs are ``[batch, time, features]``. Training passes ``lengths`` so padding never reaches a
 valid step: a unidirectional model is causal and runs the padded batch as it is, a
-bidirectional one packs it, and convolutions mask padded steps; exported graphs take unpadded
-``x`` only (sequences of one length are batched together at inference).
+bidirectional one packs it, convolutions mask padded steps and per-series statistics skip
+them; exported graphs take unpadded ``x`` only (sequences of one length are batched together
+at inference).
 
 This module imports torch at the top: the CLI and ``edgelstm/__init__`` import it lazily.
 """
@@ -79,7 +80,7 @@ class SequenceModel(nn.Module):
             self.head = nn.Linear(width, config.input_size)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        stats = self._window_stats(x)
+        stats = self._window_stats(x, lengths)
         if stats is not None:
             x = (x - stats[0]) / stats[1]
         steps, steps_lengths = self.front(x, lengths)
@@ -222,12 +223,28 @@ class SequenceModel(nn.Module):
             for kind in stacked
         )
 
-    def _window_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.config.task != "forecast" or not self.config.window_norm:
+    def _window_stats(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each sequence's own mean and std per channel ``[batch, 1, features]`` over its valid
+        steps, for the models that normalise by them (forecast ``window_norm``, classify
+        ``series_norm``); None for the others."""
+        cfg = self.config
+        if not (cfg.task == "forecast" and cfg.window_norm) and not (
+            cfg.task == "classify" and cfg.series_norm
+        ):
             return None
-        loc = x.mean(dim=1, keepdim=True)
-        scale = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
-        return loc, scale
+        if lengths is None:
+            # Unpadded input (inference, exported graphs): plain reductions over time.
+            loc = x.mean(dim=1, keepdim=True)
+            return loc, torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
+        # Padded training batch: padding must not move a sequence's statistics, so that it is
+        # normalised exactly as it would be alone.
+        mask = _valid_mask(lengths.to(x.device), x.shape[1]).transpose(1, 2).to(x.dtype)
+        count = mask.sum(dim=1, keepdim=True)
+        loc = (x * mask).sum(dim=1, keepdim=True) / count
+        var = (((x - loc) * mask) ** 2).sum(dim=1, keepdim=True) / count
+        return loc, torch.sqrt(var + 1e-5)
 
     def decode(
         self,

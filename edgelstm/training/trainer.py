@@ -100,6 +100,7 @@ def train(
     frontend_kernel: int | None = None,
     frontend_channels: int = 64,
     fcn_filters: tuple[int, ...] = (64, 128, 64),
+    series_norm: bool | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
@@ -134,11 +135,7 @@ def train(
     _refuse_before_reading(task, out, overwrite=overwrite, preset=preset, checks=checks)
     loaded = load_task_data(task, dataset, data, test, target)
     typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
-    config = _train_config(preset, loaded.defaults, typed, lookback, horizon, seed)
-    if task not in REFIT_TASKS:
-        # Only classify and forecast refit on train + validation data after early stopping;
-        # the record and the reasons say so instead of promising a refit that never runs.
-        config = replace(config, refit=False)
+    config = _train_config(task, preset, loaded.defaults, typed, lookback, horizon, seed)
     season = _season(season, loaded.defaults)
     prepared = prepare_task_data(task, loaded, config, target, np.random.default_rng(config.seed))
     checks.refuse_unlabelled_anomalies(prepared)
@@ -154,6 +151,7 @@ def train(
         frontend_kernel=frontend_kernel,
         frontend_channels=frontend_channels,
         fcn_filters=tuple(fcn_filters),
+        series_norm=series_norm,
     )
     fitted = _build_and_fit(prepared, config, request, typed, progress)
     return _check_and_save(
@@ -163,16 +161,13 @@ def train(
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """The model settings given to :func:`train`; None leaves a setting to ``arch="auto"``,
-    then to :class:`edgelstm.config.ModelConfig`'s default.
-
-    ``arch="auto"`` chooses the architecture, front end and pooling from the training data's
-    shape (:func:`edgelstm.training.architecture.choose_settings`); the choice and its
-    reasons are kept in the checkpoint's ``config.json``, and settings given explicitly win.
+    """The model settings given to :func:`train`; None leaves a setting to ``arch="auto"``
+    (:func:`edgelstm.training.architecture.choose_settings`, from the training data's shape;
+    its choice and reasons go to ``config.json``), then to ``ModelConfig``'s default.
     ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch with ``fcn_filters``;
     ``frontend="conv"`` puts a causal Conv1d with ``frontend_channels`` filters of
     ``frontend_kernel`` frames every ``frontend_stride`` frames before the recurrent layers.
-    """
+    ``series_norm`` (classify) z-normalises each sequence by its own mean and std."""
 
     arch: str
     layers: int
@@ -185,6 +180,7 @@ class ModelRequest:
     frontend_kernel: int | None
     frontend_channels: int
     fcn_filters: tuple[int, ...]
+    series_norm: bool | None = None
 
     def given(self) -> dict[str, Any]:
         """The settings ``arch="auto"`` may choose that were given explicitly."""
@@ -194,6 +190,7 @@ class ModelRequest:
             "frontend": self.frontend,
             "frontend_stride": self.frontend_stride,
             "frontend_kernel": self.frontend_kernel,
+            "series_norm": self.series_norm,
         }
         return {key: value for key, value in given.items() if value is not None}
 
@@ -210,6 +207,7 @@ def _refuse_before_reading(
 
 
 def _train_config(
+    task: str,
     preset: str,
     defaults: Mapping[str, Any],
     typed: Mapping[str, Any],
@@ -217,8 +215,11 @@ def _train_config(
     horizon: int | None,
     seed: int,
 ) -> TrainConfig:
-    """The preset, with the dataset's defaults and then the caller's values over it."""
+    """The preset, with the dataset's defaults and then the caller's values over it. Only
+    classify and forecast refit on train + validation data after early stopping; the others
+    record ``refit=False`` instead of promising a refit that never runs."""
     overrides = {
+        **({} if task in REFIT_TASKS else {"refit": False}),
         **typed,
         "lookback": lookback if lookback is not None else defaults.get("lookback"),
         "horizon": horizon if horizon is not None else defaults.get("horizon"),
@@ -265,7 +266,7 @@ def _build_and_fit(
         batch = effective_batch_size(config, len(prepared.train))
         typed_names = frozenset(k for k, v in typed.items() if v is not None)
         reasons = training_reasons(config, batch, len(prepared.train), typed_names)
-        auto = replace(auto, reasons=auto.reasons + reasons)
+        auto = replace(auto, reasons=auto.reasons + reasons).overridden_by(request.given())
     # ModelConfig's defaults fill what neither the caller nor auto chose.
     chosen = {**(auto.settings if auto else {}), **request.given()}
     if "frontend_kernel" not in chosen and "frontend_stride" in chosen:
