@@ -7,16 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass(frozen=True)
-class SequenceSet:
-    """Labelled sequences for classification; lengths may differ between sequences.
-
-    ``sequences[i]`` is float32 ``[time_i, features]``; ``labels`` has one entry per sequence
-    (any dtype; classification turns them into string class labels).
-    """
+class _VariableLengthSequences:
+    """What every set of variable-length sequences answers, whatever its labels are."""
 
     sequences: tuple[np.ndarray, ...]
-    labels: np.ndarray | None
     feature_names: tuple[str, ...]
 
     @property
@@ -29,6 +23,19 @@ class SequenceSet:
 
     def __len__(self) -> int:
         return len(self.sequences)
+
+
+@dataclass(frozen=True)
+class SequenceSet(_VariableLengthSequences):
+    """Labelled sequences for classification; lengths may differ between sequences.
+
+    ``sequences[i]`` is float32 ``[time_i, features]``; ``labels`` has one entry per sequence
+    (any dtype; classification turns them into string class labels).
+    """
+
+    sequences: tuple[np.ndarray, ...]
+    labels: np.ndarray | None
+    feature_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class WindowSet:
 
 
 @dataclass(frozen=True)
-class TaggedSequences:
+class TaggedSequences(_VariableLengthSequences):
     """Sequences with one class per frame, for ``--task tag``.
 
     ``sequences[i]`` is float32 ``[time_i, features]``; ``frame_labels[i]`` int64 ``[time_i]``
@@ -84,20 +91,9 @@ class TaggedSequences:
     #: where the data came from (a file path), so an error about a label can name it.
     source: str = ""
 
-    @property
-    def num_features(self) -> int:
-        return len(self.feature_names)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.array([s.shape[0] for s in self.sequences], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
 
 @dataclass(frozen=True)
-class Transcripts:
+class Transcripts(_VariableLengthSequences):
     """Sequences with the text they spell, for ``--task transcribe`` (CTC, no alignment).
 
     ``sequences[i]`` is float32 ``[time_i, features]``; ``texts[i]`` the label string. ``tokens``
@@ -111,17 +107,6 @@ class Transcripts:
     tokens: tuple[str, ...] = ()
     #: where the data came from (a file path), so an error about a text can name it.
     source: str = ""
-
-    @property
-    def num_features(self) -> int:
-        return len(self.feature_names)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.array([s.shape[0] for s in self.sequences], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.sequences)
 
 
 TrainingData = SequenceSet | Series | WindowSet | TaggedSequences | Transcripts
