@@ -99,7 +99,21 @@ FrontendKernelOption = Annotated[
     ),
 ]
 FrontendChannelsOption = Annotated[
-    int, typer.Option(min=1, help="--frontend conv: output channels.")
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        min=1,
+        help="--frontend conv: output channels \\[default: auto's choice, else 64].",
+        show_default=False,
+    ),
+]
+InputNoiseOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        min=0.0,
+        help="Std of Gaussian noise added to the normalised training inputs "
+        "\\[default: 0.3 for transcribe, else 0].",
+        show_default=False,
+    ),
 ]
 FcnFiltersOption = Annotated[
     str,
@@ -193,7 +207,7 @@ def train(
     frontend: FrontendOption = None,
     frontend_stride: FrontendStrideOption = None,
     frontend_kernel: FrontendKernelOption = None,
-    frontend_channels: FrontendChannelsOption = 64,
+    frontend_channels: FrontendChannelsOption = None,
     fcn_filters: FcnFiltersOption = "64,128,64",
     series_norm: SeriesNormOption = None,
     layers: LayersOption = 2,
@@ -204,6 +218,7 @@ def train(
     epochs: EpochsOption = None,
     batch_size: BatchSizeOption = None,
     lr: LearningRateOption = None,
+    input_noise: InputNoiseOption = None,
     lookback: LookbackOption = None,
     horizon: HorizonOption = None,
     season: SeasonOption = None,
@@ -247,6 +262,7 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=lr,
+            input_noise=input_noise,
             lookback=lookback,
             horizon=horizon,
             season=season,

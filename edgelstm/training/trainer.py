@@ -20,6 +20,7 @@ from torch import nn
 
 from edgelstm.config import (
     SEQUENCE_LABELLING_TASKS,
+    TASK_TRAIN_DEFAULTS,
     TRAIN_PRESETS,
     DatasetInfo,
     ModelConfig,
@@ -33,6 +34,7 @@ from edgelstm.tasks import PreparedData, Split, concat_padded, headline_metric
 from edgelstm.training.architecture import (
     AutoChoice,
     DataFacts,
+    ModelRequest,
     choose_settings,
     frontend_kernel_for,
     training_reasons,
@@ -98,12 +100,13 @@ def train(
     frontend: str | None = None,
     frontend_stride: int | None = None,
     frontend_kernel: int | None = None,
-    frontend_channels: int = 64,
+    frontend_channels: int | None = None,
     fcn_filters: tuple[int, ...] = (64, 128, 64),
     series_norm: bool | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
+    input_noise: float | None = None,
     lookback: int | None = None,
     horizon: int | None = None,
     season: int | None = None,
@@ -120,7 +123,8 @@ def train(
     Exactly one of ``dataset`` (see :func:`edgelstm.data.datasets.list_datasets`) or ``data``
     (``.npz``/``.npy``/``.csv``/``.ts``) is required. The checkpoint at ``out`` holds
     ``config.json``, ``model.safetensors`` and ``metrics.json``; it is written atomically.
-    The model settings are those of :class:`ModelRequest`; ``arch="auto"`` chooses the rest
+    The model settings are those of
+    :class:`~edgelstm.training.architecture.ModelRequest`; ``arch="auto"`` chooses the rest
     from the data (in ``TrainResult.auto``). :class:`QualityChecks` describes the baseline
     comparison and what ``min_accuracy``, ``require_baseline`` and ``dtw_budget_s`` do.
 
@@ -135,6 +139,7 @@ def train(
     _refuse_before_reading(task, out, overwrite=overwrite, preset=preset, checks=checks)
     loaded = load_task_data(task, dataset, data, test, target)
     typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+    typed["input_noise"] = input_noise
     config = _train_config(task, preset, loaded.defaults, typed, lookback, horizon, seed)
     season = _season(season, loaded.defaults)
     prepared = prepare_task_data(task, loaded, config, target, np.random.default_rng(config.seed))
@@ -157,42 +162,6 @@ def train(
     return _check_and_save(
         fitted, loaded, prepared, config, season, checks, out, overwrite=overwrite, started=started
     )
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """The model settings given to :func:`train`; None leaves a setting to ``arch="auto"``
-    (:func:`edgelstm.training.architecture.choose_settings`, from the training data's shape;
-    its choice and reasons go to ``config.json``), then to ``ModelConfig``'s default.
-    ``arch="lstm-fcn"`` (classify) adds a fully convolutional branch with ``fcn_filters``;
-    ``frontend="conv"`` puts a causal Conv1d with ``frontend_channels`` filters of
-    ``frontend_kernel`` frames every ``frontend_stride`` frames before the recurrent layers.
-    ``series_norm`` (classify) z-normalises each sequence by its own mean and std."""
-
-    arch: str
-    layers: int
-    hidden: int
-    bidirectional: bool
-    dropout: float
-    pooling: str | None
-    frontend: str | None
-    frontend_stride: int | None
-    frontend_kernel: int | None
-    frontend_channels: int
-    fcn_filters: tuple[int, ...]
-    series_norm: bool | None = None
-
-    def given(self) -> dict[str, Any]:
-        """The settings ``arch="auto"`` may choose that were given explicitly."""
-        given = {
-            "arch": None if self.arch == "auto" else self.arch,
-            "pooling": self.pooling,
-            "frontend": self.frontend,
-            "frontend_stride": self.frontend_stride,
-            "frontend_kernel": self.frontend_kernel,
-            "series_norm": self.series_norm,
-        }
-        return {key: value for key, value in given.items() if value is not None}
 
 
 def _refuse_before_reading(
@@ -219,6 +188,7 @@ def _train_config(
     classify and forecast refit on train + validation data after early stopping; the others
     record ``refit=False`` instead of promising a refit that never runs."""
     overrides = {
+        **TASK_TRAIN_DEFAULTS.get(task, {}),
         **({} if task in REFIT_TASKS else {"refit": False}),
         **typed,
         "lookback": lookback if lookback is not None else defaults.get("lookback"),
@@ -288,7 +258,6 @@ def _build_and_fit(
         num_classes=len(prepared.class_labels) + (prepared.task == "transcribe"),
         horizon=horizon,
         target_indices=prepared.target_indices,
-        frontend_channels=request.frontend_channels,
         fcn_filters=request.fcn_filters,
         **chosen,
     )
