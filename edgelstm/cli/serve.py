@@ -50,6 +50,40 @@ _Threads = Annotated[
     int, typer.Option(min=0, help="Intra-op threads for the model (0 = all cores).")
 ]
 
+_TokenFile = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        help="Bearer tokens clients must send (Authorization: Bearer TOKEN), one per line; "
+        "EDGELSTM_SERVE_TOKEN adds one. Without either, only loopback hosts are served.",
+        show_default=False,
+    ),
+]
+_MetricsPublic = Annotated[
+    bool,
+    typer.Option(
+        "--metrics-public", help="Serve /metrics without a token (a scraper on a trusted net)."
+    ),
+]
+_InsecureNoAuth = Annotated[
+    bool,
+    typer.Option("--insecure-no-auth", help="Listen beyond this machine without tokens (warns)."),
+]
+_SslCertfile = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="PEM certificate (chain): serve HTTPS and WSS.", show_default=False),
+]
+_SslKeyfile = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(help="PEM private key of --ssl-certfile (unencrypted).", show_default=False),
+]
+_MaxConnections = Annotated[
+    int, typer.Option(min=1, help="Open connections at once; more are answered 503.")
+]
+_BodyTimeout = Annotated[
+    float,
+    typer.Option(min=0.001, help="Seconds a request body may take to arrive (else 408)."),
+]
+
 #: serve's session options (parameter names) and the SessionConfig field each one sets.
 _SESSION_OPTIONS = {"provider": "providers", "fallback": "fallback", "threads": "intra_op_threads"}
 
@@ -68,12 +102,20 @@ def serve(
     provider: _Provider = "cpu",
     fallback: _Fallback = False,
     threads: _Threads = 1,
+    token_file: _TokenFile = None,
+    metrics_public: _MetricsPublic = False,
+    insecure_no_auth: _InsecureNoAuth = False,
+    ssl_certfile: _SslCertfile = None,
+    ssl_keyfile: _SslKeyfile = None,
+    max_connections: _MaxConnections = 2048,
+    body_timeout: _BodyTimeout = 10.0,
 ) -> None:
     """Serve a streaming model over HTTP and WebSocket, batching frames across streams."""
     from edgelstm.cli.console import stderr_console
     from edgelstm.runtimes.ort.session_config import SessionConfig, parse_provider_list
     from edgelstm.runtimes.serve import ServeLimits
     from edgelstm.runtimes.serve import serve as run_server
+    from edgelstm.runtimes.serve.access import ServeAccess, check_exposure, read_tokens
 
     session = SessionConfig(
         providers=parse_provider_list(provider),
@@ -94,18 +136,50 @@ def serve(
         idle_timeout_s=idle_timeout,
         max_frames_per_request=max_frames,
         max_queued_frames_per_stream=max(4 * max_frames, 4000),
+        body_timeout_s=body_timeout,
     )
+    access = ServeAccess.from_tokens(read_tokens(token_file), metrics_public=metrics_public)
+    warning = check_exposure(host, access, insecure_no_auth=insecure_no_auth)
+    tls = _tls_files(ssl_certfile, ssl_keyfile)
     err = stderr_console()
     print_notes(err, notes)
+    if warning is not None:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
+
+    tokens = len(access.token_digests)
+    who = f"{tokens} token{'s' * (tokens != 1)} accepted" if tokens else "no authentication"
 
     def ready(url: str) -> None:
         err.print(
             f"serving {model} on {url} (max {max_streams} streams, batches of up to {max_batch}, "
-            f"{max_delay_ms:g} ms delay); Ctrl-C or SIGTERM stops it",
+            f"{max_delay_ms:g} ms delay; {who}); Ctrl-C or SIGTERM stops it",
             highlight=False,
         )
 
-    run_server(model, host=host, port=port, session=session, limits=limits, on_ready=ready)
+    run_server(
+        model,
+        host=host,
+        port=port,
+        session=session,
+        limits=limits,
+        on_ready=ready,
+        access=access,
+        tls=tls,
+        max_connections=max_connections,
+    )
+
+
+def _tls_files(certfile: Path | None, keyfile: Path | None) -> Any:
+    """The TLS pair, or None for plain HTTP; one without the other is refused."""
+    from edgelstm.runtimes.serve import TlsFiles
+
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        raise InvalidInputError(
+            "HTTPS needs both --ssl-certfile and --ssl-keyfile (a PEM certificate and its key)"
+        )
+    return TlsFiles(certfile, keyfile)
 
 
 def _from_deployment(

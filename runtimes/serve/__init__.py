@@ -21,15 +21,17 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgelstm.errors import EdgeLSTMError, first_line
+from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 
 if TYPE_CHECKING:
     from edgelstm.runtimes.ort.artifact import Artifact
     from edgelstm.runtimes.ort.session_config import SessionConfig
+    from edgelstm.runtimes.serve.access import ServeAccess
     from edgelstm.runtimes.serve.app import create_app
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "RequestRejected",
     "SequenceBatcher",
     "ServeLimits",
+    "TlsFiles",
     "create_app",
     "serve",
 ]
@@ -58,6 +61,33 @@ class BatcherFailedError(EdgeLSTMError):
     exit_code = 1
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate (chain) and its private key, for HTTPS and WSS."""
+
+    certfile: Path
+    keyfile: Path
+
+    def __post_init__(self) -> None:
+        for flag, path in (("--ssl-certfile", self.certfile), ("--ssl-keyfile", self.keyfile)):
+            if not Path(path).is_file():
+                raise InvalidInputError(f"{flag} {path}: no such file; give a PEM file")
+
+    def check(self) -> None:
+        """Load the pair once, so a mismatched key or a non-PEM file fails in one line
+        before the server starts rather than as uvicorn's traceback."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        except (ssl.SSLError, OSError) as exc:
+            raise InvalidInputError(
+                f"--ssl-certfile {self.certfile} / --ssl-keyfile {self.keyfile}: not a "
+                f"matching PEM certificate and unencrypted key ({first_line(exc)})"
+            ) from None
+
+
 def _server_class(uvicorn: Any, on_ready: Callable[[str], None] | None) -> Any:
     class Server(uvicorn.Server):  # type: ignore[misc, name-defined]
         """uvicorn's server, but a clean SIGTERM/SIGINT shutdown exits 0, and ``on_ready``
@@ -72,7 +102,8 @@ def _server_class(uvicorn: Any, on_ready: Callable[[str], None] | None) -> Any:
             await super().startup(sockets=sockets)
             if self.started and on_ready is not None:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
-                on_ready(f"http://{host}:{port}")
+                scheme = "https" if self.config.is_ssl else "http"
+                on_ready(f"{scheme}://{host}:{port}")
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -96,10 +127,15 @@ def serve(
     limits: ServeLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
     graceful_timeout_s: int = 10,
+    access: ServeAccess | None = None,
+    tls: TlsFiles | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Serve ``model`` with uvicorn until SIGINT/SIGTERM, then finish in-flight work and return.
 
     ``on_ready`` gets one line saying where the server listens, once the port is bound.
+    ``access``: the tokens clients must present; ``tls``: serve HTTPS/WSS with this pair;
+    ``max_connections``: connections beyond it are answered 503 by uvicorn.
     Raises :class:`BatcherFailedError` (after a clean shutdown) when the batching loop died,
     so the process exits non-zero and a supervisor restarts it.
     """
@@ -110,6 +146,8 @@ def serve(
     except ImportError as exc:
         raise missing_dependency(exc, "edgelstm serve") from exc
     limits = limits or ServeLimits()
+    if tls is not None:
+        tls.check()
     failures: list[BaseException] = []
     holder: dict[str, Any] = {}
 
@@ -119,7 +157,9 @@ def serve(
 
     from edgelstm.runtimes.serve.app import create_app
 
-    app = create_app(model, session=session, limits=limits, on_failure=stop_on_failure)
+    app = create_app(
+        model, session=session, limits=limits, on_failure=stop_on_failure, access=access
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -130,6 +170,9 @@ def serve(
         ws_max_size=limits.max_body_bytes,
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then exit.
         timeout_graceful_shutdown=graceful_timeout_s,
+        limit_concurrency=max_connections,
+        ssl_certfile=str(tls.certfile) if tls else None,
+        ssl_keyfile=str(tls.keyfile) if tls else None,
     )
     server = holder["server"] = _server_class(uvicorn, on_ready)(config)
     server.run()

@@ -16,6 +16,8 @@ Routes (see :func:`create_app`):
   little-endian float32, ``[frames, features]`` row-major); each reply is the JSON above.
 - ``GET /metrics``: Prometheus text.
 
+With tokens (:class:`~edgelstm.runtimes.serve.access.ServeAccess`), every route but
+``/healthz`` (and ``/metrics`` when public) answers 401 without ``Authorization: Bearer``.
 Errors are ``{"error": "<what and the fix>"}`` with a 4xx status for the client's fault and
 503 plus ``Retry-After`` when overloaded; one client's error never touches another stream.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -42,6 +45,7 @@ from edgelstm.runtimes.model_io.stream_rows import stream_columns
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
 from edgelstm.runtimes.ort.session import open_session
 from edgelstm.runtimes.ort.session_config import SessionConfig
+from edgelstm.runtimes.serve.access import BearerTokenGate, ServeAccess
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 from edgelstm.runtimes.serve.metrics import CONTENT_TYPE, ServerMetrics
 
@@ -132,15 +136,27 @@ def _parse_binary(data: bytes, features: int) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4").reshape(-1, features)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused past ``limit`` bytes or when it takes longer than ``timeout_s`` to
+    arrive: a client trickling bytes would otherwise hold a connection slot forever."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestRejected(413, "body_too_large", f"the body exceeds {limit} bytes")
     body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise RequestRejected(413, "body_too_large", f"the body exceeds {limit} bytes")
+
+    async def read() -> None:
+        async for piece in request.stream():
+            body.extend(piece)
+            if len(body) > limit:
+                raise RequestRejected(413, "body_too_large", f"the body exceeds {limit} bytes")
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestRejected(
+            408, "body_timeout",
+            f"the body did not arrive within {timeout_s:g} s (--body-timeout); send it whole",
+        ) from None  # fmt: skip
     return bytes(body)
 
 
@@ -194,7 +210,8 @@ async def post_frames(request: Request) -> Response:
     stream_id = request.path_params["stream_id"]
     batcher.metrics.requests += 1
     try:
-        body = await _read_body(request, batcher.limits.max_body_bytes)
+        limits = batcher.limits
+        body = await _read_body(request, limits.max_body_bytes, limits.body_timeout_s)
         rows = await _rows_unless_gone(request, batcher, stream_id, _parse_json(body))
     except RequestRejected as rejected:
         batcher.metrics.reject(rejected.reason)
@@ -271,6 +288,7 @@ def create_app(
     session: SessionConfig | None = None,
     limits: ServeLimits | None = None,
     on_failure: Callable[[BaseException], None] | None = None,
+    access: ServeAccess | None = None,
 ) -> Starlette:
     """The ASGI app serving a streaming export; run it with uvicorn (or any ASGI server).
 
@@ -278,6 +296,7 @@ def create_app(
     model, limit or unusable provider fails before the server listens; the batcher's loops
     start with the app's lifespan and, on shutdown, finish the chunks already queued.
     ``on_failure`` hears if the batcher's loop dies (``serve`` then stops the server).
+    ``access`` names the tokens a client must present (none: every client is served).
 
     Example::
 
@@ -299,6 +318,12 @@ def create_app(
         finally:
             await batcher.close()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan)
+    metrics = batcher.metrics
+    gate = Middleware(
+        BearerTokenGate,
+        access=access or ServeAccess(),
+        on_refused=lambda: metrics.reject("unauthorized"),
+    )
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[gate])
     app.state.batcher = batcher
     return app

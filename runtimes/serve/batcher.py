@@ -77,6 +77,8 @@ class ServeLimits:
     max_queued_frames_per_stream: int = 4000
     max_queued_frames: int = 200_000
     max_body_bytes: int = 4 * 2**20
+    #: seconds a request body may take to arrive (a trickling client holds a connection).
+    body_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -91,6 +93,8 @@ class ServeLimits:
                 raise InvalidInputError(f"{_FLAGS[name]} must be >= 1, got {getattr(self, name)}")
         if self.max_delay_ms < 0:
             raise InvalidInputError(f"--max-delay-ms must be >= 0, got {self.max_delay_ms}")
+        if self.body_timeout_s <= 0:
+            raise InvalidInputError(f"--body-timeout must be > 0, got {self.body_timeout_s}")
         if self.idle_timeout_s <= 0:
             raise InvalidInputError(f"--idle-timeout must be > 0, got {self.idle_timeout_s}")
         if self.max_queued_frames_per_stream < self.max_frames_per_request:
