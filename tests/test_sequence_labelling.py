@@ -295,6 +295,21 @@ def test_transcribe_metrics_and_the_constant_baseline_are_written(
     assert baselines["beats_best"] is True
 
 
+def test_a_transcriber_trains_with_input_noise_unless_told_otherwise(
+    strided: Trained, transcribe_npz: Path, work: Path
+) -> None:
+    def recorded(run: Path) -> float:
+        noise: float = json.loads((run / "config.json").read_text())["train"]["input_noise"]
+        return noise
+
+    assert recorded(strided.run) == 0.3  # the transcribe default
+    kw = {**TINY_KW, "epochs": 1}
+    quiet = train("transcribe", data=transcribe_npz, out=work / "quiet", input_noise=0.0, **kw)
+    assert recorded(quiet.out) == 0.0
+    tagger = train("tag", data=write_tag_npz(work / "noise_tag.npz"), out=work / "nt", **kw)
+    assert recorded(tagger.out) == 0.0  # other tasks keep the preset's
+
+
 def test_the_headline_metrics_and_gates_of_both_tasks() -> None:
     assert HEADLINE_METRICS["tag"].key == "macro_f1"
     assert HEADLINE_METRICS["tag"].higher_is_better is True

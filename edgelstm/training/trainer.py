@@ -184,18 +184,18 @@ def _train_config(
     horizon: int | None,
     seed: int,
 ) -> TrainConfig:
-    """The preset, with the dataset's defaults and then the caller's values over it. Only
-    classify and forecast refit on train + validation data after early stopping; the others
-    record ``refit=False`` instead of promising a refit that never runs."""
-    overrides = {
-        **TASK_TRAIN_DEFAULTS.get(task, {}),
-        **({} if task in REFIT_TASKS else {"refit": False}),
-        **typed,
-        "lookback": lookback if lookback is not None else defaults.get("lookback"),
-        "horizon": horizon if horizon is not None else defaults.get("horizon"),
-        "seed": seed,
-    }
-    return replace(TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    """The preset, then the task's defaults, the dataset's and the caller's values over it
+    (a value left None falls through). Only classify and forecast refit on train + validation
+    data after early stopping; the others record ``refit=False`` instead of promising a refit
+    that never runs."""
+    layers: list[Mapping[str, Any]] = [
+        TASK_TRAIN_DEFAULTS.get(task, {}),
+        {} if task in REFIT_TASKS else {"refit": False},
+        {"lookback": defaults.get("lookback"), "horizon": defaults.get("horizon")},
+        {**typed, "lookback": lookback, "horizon": horizon, "seed": seed},
+    ]
+    overrides = {k: v for layer in layers for k, v in layer.items() if v is not None}
+    return replace(TRAIN_PRESETS[preset], **overrides)
 
 
 def _season(season: int | None, defaults: Mapping[str, Any]) -> int:
