@@ -214,7 +214,7 @@ SERIES_NORM_REASON = (
 #: transcribe: recurrent steps a conv front end leaves per token, at least (median).
 STEPS_PER_TOKEN = 4
 #: transcribe: the conv front end's filters. With input noise, 128 rather than the default 64
-#: took DigitStrings from 1.8 % to 1.0 % token error rate (seed 0, test images unseen).
+#: took DigitStrings from 1.8 % to 1.0-1.3 % token error rate (seed 0, test images unseen).
 TRANSCRIBE_FRONTEND_CHANNELS = 128
 #: transcribe: the largest front-end stride auto chooses.
 MAX_TRANSCRIBE_STRIDE = 4
