@@ -75,3 +75,19 @@ def test_constraints_pin_the_cpu_torch_build() -> None:
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     # Users are not bound by the pin: the package itself asks for a range.
     assert '"torch>=' in pyproject and "torch==" not in pyproject
+
+
+def test_the_sample_systemd_unit_runs_serve_with_flags_it_has() -> None:
+    from typer.testing import CliRunner
+
+    from edgelstm.cli import app
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    unit = re.search(r"```ini\n(.*?)```", text, re.DOTALL)
+    assert unit, "README has no sample unit file"
+    exec_start = re.search(r"^ExecStart=(\S+) serve (.*)$", unit.group(1), re.MULTILINE)
+    assert exec_start and exec_start.group(1).endswith("/edgelstm")
+    flags = set(re.findall(r"(--[a-z-]+)", exec_start.group(2)))
+    help_text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    assert flags and all(flag in help_text for flag in flags), flags
+    assert "Restart=on-failure" in unit.group(1)
