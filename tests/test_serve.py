@@ -821,7 +821,8 @@ def test_concurrent_deletes_of_a_running_stream_free_it_once(classify: Served) -
         batcher.start()
         try:
             running = asyncio.create_task(batcher.submit("a", frames))
-            while "a" not in batcher._streams or not batcher._streams["a"].busy:
+            key = ("", "a")  # (owner, id): no tokens here
+            while key not in batcher._streams or not batcher._streams[key].busy:
                 await asyncio.sleep(0)  # until the batcher has taken the chunk
             ends = await asyncio.gather(batcher.end("a"), batcher.end("a"), return_exceptions=True)
             assert ends[0] is None, ends

@@ -185,6 +185,54 @@ def test_without_a_token_every_route_but_healthz_is_401_and_no_stream_starts(
     asyncio.run(asyncio.wait_for(main(), HANG_S))
 
 
+def test_each_tokens_streams_are_its_own(model: Path) -> None:
+    app = create_app(model, access=ServeAccess.from_tokens([TOKEN, OTHER]))
+    first, second = _frames(model, 4)[:2], _frames(model, 4)[2:]
+    a = {"Authorization": f"Bearer {TOKEN}"}
+    b = {"Authorization": f"Bearer {OTHER}"}
+
+    async def main() -> None:
+        async with _serving(app) as client:
+            url = "/v1/streams/s/frames"
+            assert (await client.post(url, json={"frames": first}, headers=a)).status_code == 200
+            # The same id under another token is another stream: B cannot end A's ...
+            assert (await client.delete("/v1/streams/s", headers=b)).status_code == 404
+            # ... and B's "s" starts from zero state, untouched by A's frames.
+            rows_b = (await client.post(url, json={"frames": second}, headers=b)).json()["rows"]
+            fresh = await client.post("/v1/streams/t/frames", json={"frames": second}, headers=a)
+            assert rows_b == fresh.json()["rows"]
+            continued = await client.post(url, json={"frames": second}, headers=a)
+            assert continued.json()["rows"] != rows_b  # A's "s" carried its state on
+            metrics = (await client.get("/metrics", headers=a)).text
+            assert _metric(metrics, "edgelstm_active_streams") == 3
+
+    asyncio.run(asyncio.wait_for(main(), HANG_S))
+
+
+def test_max_streams_per_token_leaves_other_tokens_served(model: Path) -> None:
+    limits = ServeLimits(max_streams_per_token=2)
+    app = create_app(model, limits=limits, access=ServeAccess.from_tokens([TOKEN, OTHER]))
+    body = {"frames": _frames(model)}
+    a = {"Authorization": f"Bearer {TOKEN}"}
+    b = {"Authorization": f"Bearer {OTHER}"}
+
+    async def main() -> None:
+        async with _serving(app) as client:
+
+            async def post(stream: str, headers: dict[str, str]) -> httpx.Response:
+                return await client.post(f"/v1/streams/{stream}/frames", json=body, headers=headers)
+
+            assert [(await post(s, a)).status_code for s in ("s1", "s2", "s1")] == [200] * 3
+            refused = await post("s3", a)
+            assert refused.status_code == 429, refused.text
+            assert "--token-streams" in refused.json()["error"]
+            assert (await post("s1", b)).status_code == 200  # another token: its own count
+            assert (await client.delete("/v1/streams/s1", headers=a)).status_code == 200
+            assert (await post("s3", a)).status_code == 200
+
+    asyncio.run(asyncio.wait_for(main(), HANG_S))
+
+
 def test_metrics_public_opens_metrics_only(model: Path) -> None:
     app = create_app(model, access=ServeAccess.from_tokens([TOKEN], metrics_public=True))
 
@@ -405,6 +453,9 @@ def test_cli_refusals_are_one_line_each(
     assert_clean_failure(result, None, str(short), "line 1", "at least 16")
 
     cert, _key = _self_signed(tmp_path)
+    result = cli("serve", model, "--token-streams", "4", *port)
+    assert_clean_failure(result, None, "--token-streams needs tokens")
+
     result = cli("serve", model, "--ssl-certfile", cert, *port)
     assert_clean_failure(result, None, "--ssl-certfile and --ssl-keyfile")
     result = cli(
@@ -425,5 +476,6 @@ def test_serve_help_lists_the_access_flags(cli: CliRunner) -> None:
         "--ssl-keyfile",
         "--max-connections",
         "--body-timeout",
+        "--token-streams",
     ):
         assert flag in help_text

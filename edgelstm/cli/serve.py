@@ -79,6 +79,15 @@ _SslKeyfile = Annotated[
 _MaxConnections = Annotated[
     int, typer.Option(min=1, help="Open connections at once; more are answered 503.")
 ]
+_MaxStreamsPerToken = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--token-streams",
+        min=1,
+        help="Streams one token may hold at once (each token's streams are its own).",
+        show_default=False,
+    ),
+]
 _BodyTimeout = Annotated[
     float,
     typer.Option(min=0.001, help="Seconds a request body may take to arrive (else 408)."),
@@ -109,6 +118,7 @@ def serve(
     ssl_keyfile: _SslKeyfile = None,
     max_connections: _MaxConnections = 2048,
     body_timeout: _BodyTimeout = 10.0,
+    max_streams_per_token: _MaxStreamsPerToken = None,
 ) -> None:
     """Serve a streaming model over HTTP and WebSocket, batching frames across streams."""
     from edgelstm.cli.console import stderr_console
@@ -137,8 +147,13 @@ def serve(
         max_frames_per_request=max_frames,
         max_queued_frames_per_stream=max(4 * max_frames, 4000),
         body_timeout_s=body_timeout,
+        max_streams_per_token=max_streams_per_token,
     )
     access = ServeAccess.from_tokens(read_tokens(token_file), metrics_public=metrics_public)
+    if max_streams_per_token is not None and not access.required:
+        raise InvalidInputError(
+            "--token-streams needs tokens (--token-file or EDGELSTM_SERVE_TOKEN)"
+        )
     warning = check_exposure(host, access, insecure_no_auth=insecure_no_auth)
     tls = _tls_files(ssl_certfile, ssl_keyfile)
     err = stderr_console()

@@ -27,6 +27,7 @@ from edgelstm.errors import InvalidInputError
 
 __all__ = [
     "MIN_TOKEN_CHARS",
+    "OWNER_SCOPE_KEY",
     "TOKEN_ENV",
     "BearerTokenGate",
     "ServeAccess",
@@ -69,16 +70,22 @@ class ServeAccess:
 
     def allows(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header value carries a known bearer token."""
+        return self.owner(authorization) is not None
+
+    def owner(self, authorization: str | None) -> str | None:
+        """Who presents ``authorization``: a short fingerprint of the matching token (the
+        owner of the streams it opens), "" when no token is required, None when refused."""
         if not self.required:
-            return True
+            return ""
         scheme, _, presented = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
-            return False
+            return None
         digest = _digest(presented.strip())
-        matched = False
+        matched: bytes | None = None
         for known in self.token_digests:  # every digest, so timing does not show which
-            matched |= hmac.compare_digest(digest, known)
-        return matched
+            if hmac.compare_digest(digest, known):
+                matched = known
+        return None if matched is None else matched[:8].hex()
 
 
 def _digest(token: str) -> bytes:
@@ -152,9 +159,15 @@ UNAUTHORIZED = json.dumps(
 ).encode()
 
 
+#: The scope key where :class:`BearerTokenGate` leaves the owner of the request's streams.
+OWNER_SCOPE_KEY = "edgelstm.owner"
+
+
 class BearerTokenGate:
     """ASGI middleware answering 401 to any request (HTTP or WebSocket handshake) without a
-    known token, before the routes see it; ``on_refused`` counts the refusal."""
+    known token, before the routes see it; ``on_refused`` counts the refusal. An admitted
+    request carries its token's fingerprint in ``scope[OWNER_SCOPE_KEY]``, so streams of
+    different tokens never meet even under the same id."""
 
     def __init__(
         self, app: Any, access: ServeAccess, on_refused: Callable[[], None] | None = None
@@ -165,12 +178,12 @@ class BearerTokenGate:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if (
-            kind not in ("http", "websocket")
-            or self.access.is_open(scope["path"])
-            or self.access.allows(_header(scope, b"authorization"))
-        ):
+        if kind not in ("http", "websocket") or self.access.is_open(scope["path"]):
             await self.app(scope, receive, send)
+            return
+        owner = self.access.owner(_header(scope, b"authorization"))
+        if owner is not None:
+            await self.app({**scope, OWNER_SCOPE_KEY: owner}, receive, send)
             return
         if self.on_refused is not None:
             self.on_refused()

@@ -45,7 +45,7 @@ from edgelstm.runtimes.model_io.stream_rows import stream_columns
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
 from edgelstm.runtimes.ort.session import open_session
 from edgelstm.runtimes.ort.session_config import SessionConfig
-from edgelstm.runtimes.serve.access import BearerTokenGate, ServeAccess
+from edgelstm.runtimes.serve.access import OWNER_SCOPE_KEY, BearerTokenGate, ServeAccess
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 from edgelstm.runtimes.serve.metrics import CONTENT_TYPE, ServerMetrics
 
@@ -177,6 +177,12 @@ def _batcher(connection: Request | WebSocket) -> SequenceBatcher:
     return batcher
 
 
+def _owner(connection: Request | WebSocket) -> str:
+    """Whose streams this request reaches (its token's fingerprint; "" without tokens)."""
+    owner: str = connection.scope.get(OWNER_SCOPE_KEY, "")
+    return owner
+
+
 async def healthz(request: Request) -> Response:
     """200 while serving; 503 while starting, stopping, or after the batcher died."""
     ok = _batcher(request).running
@@ -193,7 +199,7 @@ async def _rows_unless_gone(
 ) -> list[dict[str, Any]] | None:
     """The stream's rows, or None when the client hung up first (its chunk is withdrawn
     unless the model already took it)."""
-    work = asyncio.ensure_future(batcher.submit(stream_id, frames))
+    work = asyncio.ensure_future(batcher.submit(stream_id, frames, owner=_owner(request)))
     gone = asyncio.ensure_future(_until_disconnect(request))
     await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
     if not work.done():
@@ -230,7 +236,7 @@ async def end_stream(request: Request) -> Response:
     stream_id = request.path_params["stream_id"]
     reset = request.query_params.get("reset", "false").lower() in ("1", "true", "yes")
     try:
-        await batcher.end(stream_id, reset=reset)
+        await batcher.end(stream_id, reset=reset, owner=_owner(request))
     except RequestRejected as rejected:
         batcher.metrics.reject(rejected.reason)
         return _error(rejected)
@@ -253,7 +259,7 @@ async def stream_socket(socket: WebSocket) -> None:
                     array = _parse_binary(message["bytes"], batcher.num_features)
                 else:
                     array = _parse_json((message.get("text") or "").encode())
-                rows = await batcher.submit(stream_id, array)
+                rows = await batcher.submit(stream_id, array, owner=_owner(socket))
             except RequestRejected as rejected:
                 batcher.metrics.reject(rejected.reason)
                 await socket.send_json({"error": str(rejected), "status": rejected.status})

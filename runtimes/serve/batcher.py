@@ -79,6 +79,8 @@ class ServeLimits:
     max_body_bytes: int = 4 * 2**20
     #: seconds a request body may take to arrive (a trickling client holds a connection).
     body_timeout_s: float = 10.0
+    #: streams one token may hold at once (None: only --max-streams bounds them).
+    max_streams_per_token: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -93,6 +95,10 @@ class ServeLimits:
                 raise InvalidInputError(f"{_FLAGS[name]} must be >= 1, got {getattr(self, name)}")
         if self.max_delay_ms < 0:
             raise InvalidInputError(f"--max-delay-ms must be >= 0, got {self.max_delay_ms}")
+        if self.max_streams_per_token is not None and self.max_streams_per_token < 1:
+            raise InvalidInputError(
+                f"--token-streams must be >= 1, got {self.max_streams_per_token}"
+            )
         if self.body_timeout_s <= 0:
             raise InvalidInputError(f"--body-timeout must be > 0, got {self.body_timeout_s}")
         if self.idle_timeout_s <= 0:
@@ -132,6 +138,8 @@ class _Stream:
     id: str
     slot: int
     rows: StreamRows
+    #: who opened it (a token's fingerprint; "" without authentication): only they reach it
+    owner: str = ""
     queue: deque[_Chunk] = field(default_factory=deque)
     busy: bool = False
     last_seen: float = 0.0
@@ -167,7 +175,9 @@ class SequenceBatcher:
         self.chunk_multiple = self.contract.chunk_multiple
         self._table = StreamState(self.contract, limits.max_streams)
         self._free = list(range(limits.max_streams - 1, -1, -1))
-        self._streams: dict[str, _Stream] = {}
+        # Keyed by (owner, id): two clients' streams never meet, whatever ids they choose.
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._owned: dict[str, int] = {}
         self._ready: deque[_Stream] = deque()
         self._queued_frames = 0
         self._wake = asyncio.Event()
@@ -276,10 +286,12 @@ class SequenceBatcher:
             )  # fmt: skip
         return frames
 
-    async def submit(self, stream_id: str, frames: np.ndarray) -> list[dict[str, Any]]:
-        """Queue ``frames`` for ``stream_id`` (a new id starts a stream with zero state) and
-        return its rows once its batch ran. Cancelling before the batch took the chunk
-        withdraws it: the stream's state then never saw those frames."""
+    async def submit(
+        self, stream_id: str, frames: np.ndarray, *, owner: str = ""
+    ) -> list[dict[str, Any]]:
+        """Queue ``frames`` for ``owner``'s stream ``stream_id`` (a new id starts a stream
+        with zero state) and return its rows once its batch ran. Cancelling before the batch
+        took the chunk withdraws it: the stream's state then never saw those frames."""
         if self._closing or self.failure is not None:
             raise RequestRejected(503, "shutting_down", "the server is shutting down", 1.0)
         if not 0 < len(stream_id) <= MAX_STREAM_ID:
@@ -288,7 +300,7 @@ class SequenceBatcher:
             )
         frames = self.check_frames(frames)
         k = len(frames)
-        stream = self._streams.get(stream_id)
+        stream = self._streams.get((owner, stream_id))
         if stream is not None and stream.closing:
             raise RequestRejected(409, "stream_closing", f"stream {stream_id!r} is being ended")
         if (
@@ -312,7 +324,7 @@ class SequenceBatcher:
         # A new stream opens only once its request is accepted: a refused one (server queue
         # full) used to keep its slot until evicted, so a flood of refused new ids used up
         # --max-streams and turned every other client's new stream into a 429.
-        stream = stream or self._open_stream(stream_id)
+        stream = stream or self._open_stream(stream_id, owner)
         now = self.clock()
         chunk = _Chunk(
             stream,
@@ -335,7 +347,15 @@ class SequenceBatcher:
                 self._withdraw(chunk)
             raise
 
-    def _open_stream(self, stream_id: str) -> _Stream:
+    def _open_stream(self, stream_id: str, owner: str) -> _Stream:
+        cap = self.limits.max_streams_per_token
+        if owner and cap is not None and self._owned.get(owner, 0) >= cap:
+            raise RequestRejected(
+                429, "too_many_streams_for_token",
+                f"this token holds {cap} streams (--token-streams); end one with "
+                "DELETE /v1/streams/{id} or wait for idle ones to be evicted",
+                retry_after=1.0,
+            )  # fmt: skip
         if not self._free:
             raise RequestRejected(
                 429, "too_many_streams",
@@ -345,9 +365,10 @@ class SequenceBatcher:
             )  # fmt: skip
         slot = self._free.pop()
         self._table.zero(slot)
-        stream = _Stream(stream_id, slot, StreamRows(self.meta, self.opened.path))
+        stream = _Stream(stream_id, slot, StreamRows(self.meta, self.opened.path), owner)
         stream.idle.set()
-        self._streams[stream_id] = stream
+        self._streams[owner, stream_id] = stream
+        self._owned[owner] = self._owned.get(owner, 0) + 1
         self.metrics.streams_opened += 1
         return stream
 
@@ -366,10 +387,10 @@ class SequenceBatcher:
         stream.queued_frames -= frames
         self._queued_frames -= frames
 
-    async def end(self, stream_id: str, *, reset: bool = False) -> None:
-        """End a stream (free its slot) or, with ``reset``, keep it with zero state. Chunks
-        still queued are refused (409); one in flight finishes first."""
-        stream = self._streams.get(stream_id)
+    async def end(self, stream_id: str, *, reset: bool = False, owner: str = "") -> None:
+        """End ``owner``'s stream (free its slot) or, with ``reset``, keep it with zero state.
+        Chunks still queued are refused (409); one in flight finishes first."""
+        stream = self._streams.get((owner, stream_id))
         if stream is None:
             raise RequestRejected(
                 404, "unknown_stream",
@@ -389,7 +410,7 @@ class SequenceBatcher:
             await stream.idle.wait()
             # Another DELETE of this stream may have freed it meanwhile; freeing it again
             # raised KeyError, a 500 for a request that found the stream already ended.
-            if self._streams.get(stream_id) is not stream:
+            if self._streams.get((owner, stream_id)) is not stream:
                 raise RequestRejected(404, "unknown_stream", f"stream {stream_id!r} was ended")
         if reset:
             self._table.zero(stream.slot)
@@ -399,7 +420,10 @@ class SequenceBatcher:
         self._free_stream(stream)
 
     def _free_stream(self, stream: _Stream) -> None:
-        del self._streams[stream.id]
+        del self._streams[stream.owner, stream.id]
+        self._owned[stream.owner] -= 1
+        if not self._owned[stream.owner]:
+            del self._owned[stream.owner]
         self._free.append(stream.slot)
         self.metrics.streams_closed += 1
 
