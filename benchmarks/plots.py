@@ -279,7 +279,9 @@ def _baseline_lines(
 ) -> None:
     """The checkpoint's strongest baseline as a dashed line (``benchmark --eval``), and the
     chance level as a dotted one when a point falls short of it or it is within view (a
-    far-off chance line would squash the differences between the artifacts)."""
+    far-off chance line would squash the differences between the artifacts). A baseline far
+    from every artifact (a transcriber's constant text: error rate 0.86 against 0.01) is
+    named in the legend only, for the same reason."""
     baselines = document.get("baselines")
     if not isinstance(baselines, dict) or baselines.get("metric") != metric:
         return
@@ -288,7 +290,11 @@ def _baseline_lines(
     value: Any = values_by_name.get(str(best))
     if finite(value):
         label = f"strongest baseline: {best} {value:.4g}"
-        axis.axhline(float(value), color="dimgray", linestyle="--", linewidth=1.2, label=label)
+        style = {"color": "dimgray", "linestyle": "--", "linewidth": 1.2}
+        if _far_from(float(value), values):
+            axis.plot([], [], label=f"{label} (off the axis)", **style)  # type: ignore[arg-type]
+        else:
+            axis.axhline(float(value), label=label, **style)  # type: ignore[arg-type]
     if not finite(baselines.get("required")) or not baselines.get("higher_is_better"):
         return  # a lower-is-better metric's bar is its trivial baseline, drawn above
     required = float(baselines["required"])
@@ -296,6 +302,13 @@ def _baseline_lines(
     if min(values) < required or low <= required <= high:
         label = f"chance: {required:.4g} needed"
         axis.axhline(required, color="firebrick", linestyle=":", linewidth=1.2, label=label)
+
+
+def _far_from(level: float, values: Sequence[float]) -> bool:
+    """Whether a line at ``level`` is more than ten times the artifacts' spread (at least a
+    tenth of their size) away from every one of them: drawn, it would flatten them."""
+    spread = max(max(values) - min(values), 0.1 * max(abs(v) for v in values), 1e-12)
+    return min(abs(level - v) for v in values) > 10 * spread
 
 
 def _panel_streaming(

@@ -555,6 +555,26 @@ def test_ship_panel_draws_the_strongest_baseline_and_leaves_a_far_chance_line_ou
     assert axis.get_ylim()[0] > 0.5
 
 
+def test_ship_panel_names_a_far_off_baseline_in_the_legend_only() -> None:
+    # A transcriber: error rates near 0.012, the constant text's 0.858 (lower is better).
+    document = _quickstart_like()
+    for n, row in enumerate(document["rows"]):
+        row["metric"], row["metric_value"] = "error_rate", 0.0112 + 0.0004 * (n % 5)
+    document["baselines"] = {
+        "metric": "error_rate",
+        "higher_is_better": False,
+        "values": {"most frequent text": 0.858},
+        "trivial": "most frequent text",
+        "required": None,
+        "best": "most frequent text",
+        "summary": "baselines (error_rate on the same test split): ...",
+    }
+    axis = _panel(build_figure(document), SHIP)
+    assert _horizontal(axis) == {}
+    assert "strongest baseline: most frequent text 0.858 (off the axis)" in _legend_labels(axis)
+    assert axis.get_ylim()[1] < 0.1  # the artifacts keep the axis
+
+
 def test_ship_panel_draws_the_chance_line_when_an_artifact_falls_short() -> None:
     document = _with_baselines(_quickstart_like(), majority=0.5, best=0.95)
     for row in document["rows"]:
