@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Callable, Iterator
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,3 +351,34 @@ def write_transcribe_npz(
         X[i, : len(frames)] = frames
     np.savez(path, X=X, y=np.array(texts, dtype=str), lengths=lengths)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# serve: the ASGI app in process, and a port for a real server
+
+
+@asynccontextmanager
+async def serving(app: Any, hang_s: float = 20.0) -> AsyncIterator[Any]:
+    """``app`` (``edgelstm serve``'s ASGI app) with its lifespan running, so the batcher has
+    started, and an ``httpx.AsyncClient`` calling it in process; ``hang_s`` bounds the
+    shutdown (queued chunks finish, then the batcher's tasks stop)."""
+    import httpx  # the dev extra; the torch-free device environment never imports it
+
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as client:
+            health = await client.get("/healthz")
+            assert health.status_code == 200, health.text
+            yield client
+    finally:
+        await asyncio.wait_for(lifespan.__aexit__(None, None, None), hang_s)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

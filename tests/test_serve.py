@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,15 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 import pytest
-from conftest import TINY_KW, WINDOW_KW, CliRunner, assert_clean_failure, single_thread
+from conftest import (
+    TINY_KW,
+    WINDOW_KW,
+    CliRunner,
+    assert_clean_failure,
+    free_port,
+    serving,
+    single_thread,
+)
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -265,21 +272,6 @@ async def _close(batcher: SequenceBatcher) -> None:
     await asyncio.wait_for(batcher.close(), HANG_S)
 
 
-@asynccontextmanager
-async def _serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running (the batcher started) and a client calling it."""
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve.test") as client:
-            health = await client.get("/healthz")
-            assert health.status_code == 200, health.text
-            yield client
-    finally:  # the batcher's close(): queued chunks finish, then its tasks stop
-        await asyncio.wait_for(lifespan.__aexit__(None, None, None), HANG_S)
-
-
 def _url(stream: str) -> str:
     return f"/v1/streams/{stream}/frames"
 
@@ -424,7 +416,7 @@ def test_concurrent_streams_get_the_rows_run_stream_prints(
         return rows
 
     async def main() -> tuple[list[list[Row]], dict[str, float]]:
-        async with _serving(create_app(served.artifact, limits=limits)) as client:
+        async with serving(create_app(served.artifact, limits=limits)) as client:
             model = (await client.get("/v1/model")).json()
             assert model["columns"] == list(printed[0][0])  # what a client reads the rows by
             assert model["frames_multiple"] == m
@@ -468,7 +460,7 @@ def test_a_stacked_state_file_serves_the_rows_of_its_per_layer_export(
 
 def test_a_chunk_that_splits_a_stride_is_refused(conv: Served) -> None:
     async def main() -> None:
-        async with _serving(create_app(conv.artifact)) as client:
+        async with serving(create_app(conv.artifact)) as client:
             response = await _post(client, "odd", conv.frames(0, 3))
             _assert_refused(response, 422, "multiple of 2")
             rows = await _rows(client, "odd", conv.frames(0, 4))  # whole strides are fine
@@ -663,7 +655,7 @@ def test_a_bad_request_is_refused_and_touches_nobody_else(
             yield content[start : start + 1000]
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact, limits=ERRORS_LIMITS)) as client:
+        async with serving(create_app(classify.artifact, limits=ERRORS_LIMITS)) as client:
             before = await _rows(client, "s", first)
             response = await client.post(
                 _url("s"),
@@ -693,7 +685,7 @@ def test_healthz_is_503_unless_the_batcher_runs(classify: Served) -> None:
 
     async def main() -> None:
         assert await health() == 503  # the lifespan has not started the batcher
-        async with _serving(app):
+        async with serving(app):
             assert await health() == 200
         assert await health() == 503  # stopped
 
@@ -704,7 +696,7 @@ def test_stream_ids_and_unknown_streams(classify: Served) -> None:
     frames = classify.frames(0, 2)
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact)) as client:
+        async with serving(create_app(classify.artifact)) as client:
             _assert_refused(await _post(client, "x" * 129, frames), 400, "1 to 128 characters")
             _assert_refused(await client.delete("/v1/streams/nobody"), 404, "'nobody'")
             rows = await _rows(client, "x" * 128, frames)
@@ -719,7 +711,7 @@ def test_too_many_streams_is_429_until_one_ends(classify: Served) -> None:
     limits = ServeLimits(max_streams=2, max_delay_ms=0.0)
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact, limits=limits)) as client:
+        async with serving(create_app(classify.artifact, limits=limits)) as client:
             await _rows(client, "a", frames)
             await _rows(client, "b", frames)
             response = await _post(client, "c", frames)
@@ -752,7 +744,7 @@ def test_full_queues_refuse_at_once_and_leave_no_trace(classify: Served) -> None
     two, three = classify.frames(0, 2), classify.frames(1, 3)
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact, limits=limits)) as client:
+        async with serving(create_app(classify.artifact, limits=limits)) as client:
             waiting = asyncio.create_task(_rows(client, "a", two))
             await _until(client, "edgelstm_queued_frames", 2)
             response = await _post(client, "a", two)
@@ -787,7 +779,7 @@ def test_delete_ends_a_stream_and_reset_zeroes_it(classify: Served) -> None:
     assert continued[0]["frame"] != fresh[0]["frame"]  # so the checks below can fail
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact)) as client:
+        async with serving(create_app(classify.artifact)) as client:
             for stream in ("kept", "ended", "reset"):
                 await _rows(client, stream, a)
             _assert_same_rows(await _rows(client, "kept", b), continued, "no DELETE")
@@ -906,7 +898,7 @@ def test_websocket_json_and_binary_give_the_http_rows(classify: Served) -> None:
 
     async def main() -> None:
         app = create_app(classify.artifact)
-        async with _serving(app) as client:
+        async with serving(app) as client:
             http: list[Row] = []
             for chunk in chunks:
                 http += await _rows(client, "h", chunk)
@@ -1047,7 +1039,7 @@ def test_the_app_evicts_idle_streams_by_itself(classify: Served) -> None:
     limits = ServeLimits(idle_timeout_s=0.05)
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact, limits=limits)) as client:
+        async with serving(create_app(classify.artifact, limits=limits)) as client:
             await _rows(client, "idle", classify.frames(0, 2))
             await _until(client, "edgelstm_active_streams", 0)
             metrics = await _metrics(client)
@@ -1066,7 +1058,7 @@ def test_a_client_that_hangs_up_withdraws_its_queued_chunk(classify: Served) -> 
 
     async def main() -> None:
         app = create_app(classify.artifact, limits=limits)
-        async with _serving(app) as client:
+        async with serving(app) as client:
             hang_up = asyncio.Event()
             sent: list[dict[str, Any]] = []
             delivered = False
@@ -1121,7 +1113,7 @@ def test_metrics_are_valid_prometheus_text(classify: Served) -> None:
     frames = classify.frames(0, 4)
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact)) as client:
+        async with serving(create_app(classify.artifact)) as client:
             await asyncio.gather(*(_rows(client, f"s{i}", frames) for i in range(5)))
             for bad in (b"{", b"[]"):
                 _assert_refused(await client.post(_url("s0"), content=bad), 400)
@@ -1154,17 +1146,10 @@ def test_metrics_are_valid_prometheus_text(classify: Served) -> None:
 # 8. SIGTERM under load: accepted requests get their rows, the process exits 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_sigterm_under_load_answers_every_accepted_request(
     classify: Served, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     streams = 20
     chunks = [[classify.frames(10 * i + n, 3) for n in range(2)] for i in range(streams)]
@@ -1248,13 +1233,13 @@ def no_listening(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_serve_refuses_a_sequence_model_before_listening(
     cli: CliRunner, sequence_model: Path, tmp_path: Path
 ) -> None:
-    result = cli("serve", sequence_model, "--port", str(_free_port()))
+    result = cli("serve", sequence_model, "--port", str(free_port()))
     assert_clean_failure(result, None, "sequence model without state inputs", "--streaming")
 
     deploy = tmp_path / "deploy.json"
     config = DeploymentConfig(model=sequence_model, mode="sequence", session=SessionConfig())
     write_deployment(config, deploy)
-    result = cli("serve", "--config", deploy, "--port", str(_free_port()))
+    result = cli("serve", "--config", deploy, "--port", str(free_port()))
     assert_clean_failure(result, None, "sequence deployment", "deploy.stream.json")
 
 
@@ -1289,7 +1274,7 @@ def test_a_failing_batch_answers_500_and_the_batcher_lives_on(
     monkeypatch.setattr(SequenceBatcher, "_compute", compute)
 
     async def main() -> None:
-        async with _serving(create_app(classify.artifact)) as client:
+        async with serving(create_app(classify.artifact)) as client:
             failed = await _post(client, "a", frames)
             assert failed.status_code == 500, failed.text
             assert "MemoryError" in failed.json()["error"]
@@ -1313,7 +1298,7 @@ def test_a_dead_batch_loop_turns_healthz_to_503_and_refuses_work(
 
     async def main() -> None:
         app = create_app(classify.artifact, on_failure=heard.append)
-        async with _serving(app) as client:
+        async with serving(app) as client:
             queued = await _post(client, "a", frames)  # wakes the loop, which dies on it
             assert queued.status_code == 503, queued.text
             assert "batcher stopped" in queued.json()["error"]
@@ -1429,7 +1414,7 @@ def test_served_anomaly_scores_equal_the_whole_series_run(anomaly: Served, tmp_p
     chunks = [frames[i : i + 8] for i in range(0, 40, 8)]
 
     async def main() -> list[Row]:
-        async with _serving(create_app(anomaly.artifact)) as client:
+        async with serving(create_app(anomaly.artifact)) as client:
             rows: list[Row] = []
             for chunk in chunks:
                 rows += await _rows(client, "sensor", chunk)

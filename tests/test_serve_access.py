@@ -11,20 +11,19 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import pytest
-from conftest import CliRunner, assert_clean_failure, single_thread
+from conftest import CliRunner, assert_clean_failure, free_port, serving, single_thread
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
@@ -37,8 +36,6 @@ from edgelstm.runtimes.serve.access import (
 )
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
     from edgelstm.training.trainer import TrainResult
 
 TOKEN = "tok-" + "a" * 28
@@ -130,18 +127,6 @@ def test_an_open_port_without_tokens_is_refused_unless_accepted(host: str) -> No
 # 2. the routes behind the gate (in process)
 
 
-@asynccontextmanager
-async def _serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
-            yield client
-    finally:
-        await asyncio.wait_for(lifespan.__aexit__(None, None, None), HANG_S)
-
-
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -165,7 +150,7 @@ def test_without_a_token_every_route_but_healthz_is_401_and_no_stream_starts(
     good = {"Authorization": f"Bearer {OTHER}"}
 
     async def main() -> None:
-        async with _serving(app) as client:
+        async with serving(app) as client:
             assert (await client.get("/healthz")).status_code == 200
             for bad in ({}, {"Authorization": "Bearer wrong-token-but-long-enough"}):
                 _assert_unauthorized(
@@ -192,7 +177,7 @@ def test_each_tokens_streams_are_its_own(model: Path) -> None:
     b = {"Authorization": f"Bearer {OTHER}"}
 
     async def main() -> None:
-        async with _serving(app) as client:
+        async with serving(app) as client:
             url = "/v1/streams/s/frames"
             assert (await client.post(url, json={"frames": first}, headers=a)).status_code == 200
             # The same id under another token is another stream: B cannot end A's ...
@@ -217,7 +202,7 @@ def test_max_streams_per_token_leaves_other_tokens_served(model: Path) -> None:
     b = {"Authorization": f"Bearer {OTHER}"}
 
     async def main() -> None:
-        async with _serving(app) as client:
+        async with serving(app) as client:
 
             async def post(stream: str, headers: dict[str, str]) -> httpx.Response:
                 return await client.post(f"/v1/streams/{stream}/frames", json=body, headers=headers)
@@ -237,7 +222,7 @@ def test_metrics_public_opens_metrics_only(model: Path) -> None:
     app = create_app(model, access=ServeAccess.from_tokens([TOKEN], metrics_public=True))
 
     async def main() -> None:
-        async with _serving(app) as client:
+        async with serving(app) as client:
             assert (await client.get("/metrics")).status_code == 200
             _assert_unauthorized(await client.get("/v1/model"))
 
@@ -255,7 +240,7 @@ def test_a_trickling_body_is_408_and_other_clients_are_served(model: Path) -> No
         yield body[5:]
 
     async def main() -> None:
-        async with _serving(app) as client:
+        async with serving(app) as client:
             slow = asyncio.create_task(client.post("/v1/streams/slow/frames", content=trickle()))
             fast = await client.post("/v1/streams/fast/frames", content=body)
             assert fast.status_code == 200, fast.text
@@ -270,13 +255,6 @@ def test_a_trickling_body_is_408_and_other_clients_are_served(model: Path) -> No
 
 # ============================================================================================
 # 3. a real server: TLS, the WebSocket handshake, connection and message bounds
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:
@@ -330,7 +308,7 @@ def test_tls_and_tokens_on_a_real_server(model: Path, tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{TOKEN}\n", encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     args = [str(model), "--port", str(port), "--token-file", str(tokens)]
     args += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
     context = ssl.create_default_context(cafile=str(cert))
@@ -373,7 +351,7 @@ def test_connection_and_message_bounds_leave_other_clients_served(
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    port = _free_port()
+    port = free_port()
     args = [str(model), "--port", str(port), "--max-connections", "3"]
     frames = np.asarray(_frames(model), dtype="<f4")
     too_big = np.zeros((ServeLimits().max_body_bytes // 4 + 64,), dtype="<f4").tobytes()
@@ -404,7 +382,7 @@ def test_connection_and_message_bounds_leave_other_clients_served(
 
 
 def test_insecure_no_auth_serves_with_a_warning(model: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     args = [str(model), "--host", "0.0.0.0", "--port", str(port), "--insecure-no-auth"]
     with _server(args, tmp_path / "serve.log") as announced:
         assert announced.startswith("warning: --host 0.0.0.0 with --insecure-no-auth")
@@ -413,7 +391,7 @@ def test_insecure_no_auth_serves_with_a_warning(model: Path, tmp_path: Path) -> 
 
 
 def test_the_environment_token_is_enough_for_an_open_port(model: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     args = [str(model), "--host", "0.0.0.0", "--port", str(port)]
     with _server(args, tmp_path / "serve.log", env={TOKEN_ENV: TOKEN}) as announced:
         assert "warning" not in announced and "1 token accepted" in announced
@@ -443,7 +421,7 @@ def test_cli_refusals_are_one_line_each(
     cli: CliRunner, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    port = ["--port", str(_free_port())]
+    port = ["--port", str(free_port())]
     result = cli("serve", model, "--host", "0.0.0.0", *port)
     assert_clean_failure(result, None, "--host 0.0.0.0", "--token-file", "--insecure-no-auth")
 

@@ -55,7 +55,7 @@ from edgelstm.benchmarks.suites.sequence_labelling_report import (
     targets,
     to_markdown,
 )
-from edgelstm.benchmarks.suites.training_quality import _seeds as seed_list
+from edgelstm.benchmarks.suites.training_quality import seed_list
 from edgelstm.data.types import TaggedSequences, Transcripts
 from edgelstm.errors import CheckFailedError, EdgeLSTMError, InvalidInputError
 from edgelstm.fileio import write_json_atomic, write_text_atomic

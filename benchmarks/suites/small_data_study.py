@@ -39,10 +39,9 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 
@@ -51,8 +50,8 @@ from edgelstm.benchmarks.suites.training_quality import (
     NN_DTW,
     RESERVED_SETS,
     architecture,
+    seed_list,
 )
-from edgelstm.benchmarks.suites.training_quality import _seeds as seed_list
 from edgelstm.fileio import write_json_atomic, write_text_atomic
 
 SCHEMA = "edgelstm.benchmarks.small-data-study/1"
@@ -67,13 +66,11 @@ MIN_PER_CLASS = 3
 
 @dataclass(frozen=True)
 class Variant:
-    """Settings given to ``train`` over ``--arch auto``'s choice; ``train_overrides`` change
-    the training preset (for remedies ``train`` has no keyword for)."""
+    """Settings given to ``train`` over ``--arch auto``'s choice."""
 
     name: str
     description: str
     settings: dict[str, Any] = field(default_factory=dict)
-    train_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 VARIANTS = {
@@ -90,7 +87,7 @@ VARIANTS = {
             "noise",
             "--arch auto, with Gaussian input noise (std 0.1 in normalised units) in "
             "training: a cheap augmentation",
-            train_overrides={"input_noise": 0.1},
+            {"input_noise": 0.1},
         ),
         Variant(
             "small",
@@ -199,11 +196,9 @@ def run_one(
     dataset: str, regime: Regime, variant: Variant, seed: int, baselines: SplitBaselines
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """One training run: its result row, test probabilities and true classes."""
-    from edgelstm.config import TRAIN_PRESETS
     from edgelstm.training.trainer import train
 
     key = f"{dataset} / {regime.name}"
-    preset = replace(TRAIN_PRESETS["default"], **variant.train_overrides)
     with tempfile.TemporaryDirectory(prefix="edgelstm-small-data-") as tmp:
         folder = Path(tmp)
         if regime == Regime():
@@ -211,17 +206,14 @@ def run_one(
         else:
             data, test = write_regime(dataset, regime, folder)
             source = {"data": data, "test": test}
-        # A study-only preset, so a training remedy with no train() keyword can be measured.
-        with mock.patch.dict(TRAIN_PRESETS, {"small-data-study": preset}):
-            result = train(
-                "classify",
-                out=folder / "run",
-                seed=seed,
-                preset="small-data-study",
-                dtw_budget_s=baselines.budget(key),
-                **source,
-                **variant.settings,
-            )
+        result = train(
+            "classify",
+            out=folder / "run",
+            seed=seed,
+            dtw_budget_s=baselines.budget(key),
+            **source,
+            **variant.settings,
+        )
         config = json.loads((folder / "run" / "config.json").read_text(encoding="utf-8"))
         probabilities, truth = _test_probabilities(folder / "run")
     values = (result.metrics.get("baselines") or {}).get("values") or {}

@@ -364,7 +364,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
 # command line
 
 
-def _seeds(text: str) -> tuple[int, ...]:
+def seed_list(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(part) for part in text.split(","))
     except ValueError:
@@ -393,7 +393,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--dataset", action="append", type=_dataset, help="only these datasets (repeatable)"
     )
     parser.add_argument(
-        "--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)"
+        "--seeds", type=seed_list, default=(0, 1, 2), help="comma-separated (default 0,1,2)"
     )
     add_out_option(parser)
     return parser.parse_args(argv)

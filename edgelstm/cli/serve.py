@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -125,7 +126,6 @@ def serve(
     from edgelstm.runtimes.ort.session_config import SessionConfig, parse_provider_list
     from edgelstm.runtimes.serve import ServeLimits
     from edgelstm.runtimes.serve import serve as run_server
-    from edgelstm.runtimes.serve.access import ServeAccess, check_exposure, read_tokens
 
     session = SessionConfig(
         providers=parse_provider_list(provider),
@@ -149,39 +149,55 @@ def serve(
         body_timeout_s=body_timeout,
         max_streams_per_token=max_streams_per_token,
     )
-    access = ServeAccess.from_tokens(read_tokens(token_file), metrics_public=metrics_public)
+    access, warning = _access(
+        token_file, host, metrics_public=metrics_public, insecure_no_auth=insecure_no_auth
+    )
     if max_streams_per_token is not None and not access.required:
         raise InvalidInputError(
             "--token-streams needs tokens (--token-file or EDGELSTM_SERVE_TOKEN)"
         )
-    warning = check_exposure(host, access, insecure_no_auth=insecure_no_auth)
     tls = _tls_files(ssl_certfile, ssl_keyfile)
     err = stderr_console()
     print_notes(err, notes)
     if warning is not None:
         err.print(f"warning: {warning}", highlight=False, markup=False)
-
-    tokens = len(access.token_digests)
-    who = f"{tokens} token{'s' * (tokens != 1)} accepted" if tokens else "no authentication"
-
-    def ready(url: str) -> None:
-        err.print(
-            f"serving {model} on {url} (max {max_streams} streams, batches of up to {max_batch}, "
-            f"{max_delay_ms:g} ms delay; {who}); Ctrl-C or SIGTERM stops it",
-            highlight=False,
-        )
-
     run_server(
         model,
         host=host,
         port=port,
         session=session,
         limits=limits,
-        on_ready=ready,
+        on_ready=_announcer(err, model, limits, len(access.token_digests)),
         access=access,
         tls=tls,
         max_connections=max_connections,
     )
+
+
+def _announcer(err: Any, model: Path, limits: Any, tokens: int) -> Callable[[str], None]:
+    """The line serve prints once its port is bound: where, its limits, who may connect."""
+    who = f"{tokens} token{'s' * (tokens != 1)} accepted" if tokens else "no authentication"
+
+    def ready(url: str) -> None:
+        err.print(
+            f"serving {model} on {url} (max {limits.max_streams} streams, batches of up to "
+            f"{limits.max_batch}, {limits.max_delay_ms:g} ms delay; {who}); Ctrl-C or SIGTERM "
+            "stops it",
+            highlight=False,
+        )
+
+    return ready
+
+
+def _access(
+    token_file: Path | None, host: str, *, metrics_public: bool, insecure_no_auth: bool
+) -> tuple[Any, str | None]:
+    """Who may connect (the tokens), and the warning to print for an open port without them;
+    an open port without tokens or --insecure-no-auth is refused here."""
+    from edgelstm.runtimes.serve.access import ServeAccess, check_exposure, read_tokens
+
+    access = ServeAccess.from_tokens(read_tokens(token_file), metrics_public=metrics_public)
+    return access, check_exposure(host, access, insecure_no_auth=insecure_no_auth)
 
 
 def _tls_files(certfile: Path | None, keyfile: Path | None) -> Any:

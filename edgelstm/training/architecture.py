@@ -245,8 +245,13 @@ def _labelling_settings(facts: DataFacts) -> AutoChoice:
             ),
         )
     kernel = frontend_kernel_for(stride)
-    settings = {"arch": "lstm", "frontend": "conv", "frontend_stride": stride}
-    settings.update(frontend_kernel=kernel, frontend_channels=TRANSCRIBE_FRONTEND_CHANNELS)
+    settings = {
+        "arch": "lstm",
+        "frontend": "conv",
+        "frontend_stride": stride,
+        "frontend_kernel": kernel,
+        "frontend_channels": TRANSCRIBE_FRONTEND_CHANNELS,
+    }
     return AutoChoice(
         facts,
         settings,

@@ -138,8 +138,12 @@ def train(
     checks = QualityChecks(min_accuracy, require_baseline, dtw_budget_s)
     _refuse_before_reading(task, out, overwrite=overwrite, preset=preset, checks=checks)
     loaded = load_task_data(task, dataset, data, test, target)
-    typed = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
-    typed["input_noise"] = input_noise
+    typed = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "input_noise": input_noise,
+    }
     config = _train_config(task, preset, loaded.defaults, typed, lookback, horizon, seed)
     season = _season(season, loaded.defaults)
     prepared = prepare_task_data(task, loaded, config, target, np.random.default_rng(config.seed))

@@ -177,7 +177,6 @@ class SequenceBatcher:
         self._free = list(range(limits.max_streams - 1, -1, -1))
         # Keyed by (owner, id): two clients' streams never meet, whatever ids they choose.
         self._streams: dict[tuple[str, str], _Stream] = {}
-        self._owned: dict[str, int] = {}
         self._ready: deque[_Stream] = deque()
         self._queued_frames = 0
         self._wake = asyncio.Event()
@@ -349,7 +348,9 @@ class SequenceBatcher:
 
     def _open_stream(self, stream_id: str, owner: str) -> _Stream:
         cap = self.limits.max_streams_per_token
-        if owner and cap is not None and self._owned.get(owner, 0) >= cap:
+        # Counted only when a stream opens under a cap: a pass over the table, no second
+        # bookkeeping to keep in step with it.
+        if owner and cap is not None and sum(o == owner for o, _ in self._streams) >= cap:
             raise RequestRejected(
                 429, "too_many_streams_for_token",
                 f"this token holds {cap} streams (--token-streams); end one with "
@@ -368,7 +369,6 @@ class SequenceBatcher:
         stream = _Stream(stream_id, slot, StreamRows(self.meta, self.opened.path), owner)
         stream.idle.set()
         self._streams[owner, stream_id] = stream
-        self._owned[owner] = self._owned.get(owner, 0) + 1
         self.metrics.streams_opened += 1
         return stream
 
@@ -421,9 +421,6 @@ class SequenceBatcher:
 
     def _free_stream(self, stream: _Stream) -> None:
         del self._streams[stream.owner, stream.id]
-        self._owned[stream.owner] -= 1
-        if not self._owned[stream.owner]:
-            del self._owned[stream.owner]
         self._free.append(stream.slot)
         self.metrics.streams_closed += 1
 
