@@ -69,8 +69,7 @@ def fit_normalization(values: np.ndarray) -> Normalization:
 
 def normalize(values: np.ndarray, norm: Normalization) -> np.ndarray:
     """Apply ``norm`` along the last axis, as float32."""
-    mean = np.asarray(norm.mean, dtype=np.float32)
-    std = np.asarray(norm.std, dtype=np.float32)
+    mean, std = norm.float32_arrays
     return ((values - mean) / std).astype(np.float32)
 
 

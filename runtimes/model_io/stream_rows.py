@@ -12,6 +12,7 @@ object belongs to one stream and sees its chunks in order.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,24 @@ STREAMING_TASKS = ("classify", "anomaly", "tag", "transcribe")
 def class_row(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
     """One classification row (``label``, ``confidence``, ``prob_<class>``...), as ``run``
     writes it to CSV and ``--stream`` prints it."""
-    row: dict[str, Any] = {"label": labels[int(probs.argmax())]}
-    row["confidence"] = round(float(probs.max()), PROBABILITY_DECIMALS)
-    for label, p in zip(labels, probs.tolist(), strict=True):
-        row[f"prob_{label}"] = round(p, PROBABILITY_DECIMALS)
+    values = probs.tolist()
+    best = int(probs.argmax())
+    row: dict[str, Any] = {
+        "label": labels[best],
+        "confidence": round(values[best], PROBABILITY_DECIMALS),
+    }
+    # A server builds this row per frame per stream: the keys are made once per label set.
+    row.update(
+        zip(
+            _probability_keys(labels), [round(p, PROBABILITY_DECIMALS) for p in values], strict=True
+        )
+    )
     return row
+
+
+@functools.lru_cache(maxsize=64)
+def _probability_keys(labels: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"prob_{label}" for label in labels)
 
 
 def stream_columns(meta: ModelMetadata, *, beam: int = 1) -> list[str]:

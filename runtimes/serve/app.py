@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -55,11 +56,16 @@ __all__ = ["create_app", "model_description"]
 BINARY_FORMAT = "little-endian float32, row-major [frames, features], no header"
 
 
-def _error(rejected: RequestRejected) -> JSONResponse:
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded by orjson (Starlette's JSONResponse goes through json)."""
+    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def _error(rejected: RequestRejected) -> Response:
     headers = {}
     if rejected.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(rejected.retry_after)))
-    return JSONResponse({"error": str(rejected)}, status_code=rejected.status, headers=headers)
+    return _json({"error": str(rejected)}, rejected.status, headers)
 
 
 def model_description(batcher: SequenceBatcher) -> dict[str, Any]:
@@ -116,14 +122,24 @@ def _frames_from_json(payload: Any) -> np.ndarray:
 
 def _parse_json(body: bytes) -> np.ndarray:
     try:
-        payload = json.loads(body)
+        # orjson: a tenth of json's time on a chunk of floats, the largest cost of an HTTP
+        # request. It refuses what json reads (NaN, integers past 64 bits), so json reads
+        # those, and the client hears the precise reason (422 non-finite, not 400).
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = _parse_json_strictly(body)
+    return _frames_from_json(payload)
+
+
+def _parse_json_strictly(body: bytes) -> Any:
+    try:
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestRejected(400, "bad_json", f"the body is not valid JSON ({exc})") from None
     except RecursionError:  # "[[[[...": json's recursion limit, a 500 when uncaught
         raise RequestRejected(
             400, "bad_json", 'the JSON is nested too deeply; send {"frames": [[...], ...]}'
         ) from None
-    return _frames_from_json(payload)
 
 
 def _parse_binary(data: bytes, features: int) -> np.ndarray:
@@ -186,12 +202,12 @@ def _owner(connection: Request | WebSocket) -> str:
 async def healthz(request: Request) -> Response:
     """200 while serving; 503 while starting, stopping, or after the batcher died."""
     ok = _batcher(request).running
-    return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
+    return _json({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
 
 async def describe(request: Request) -> Response:
     """``GET /v1/model``."""
-    return JSONResponse(model_description(_batcher(request)))
+    return _json(model_description(_batcher(request)))
 
 
 async def _rows_unless_gone(
@@ -227,7 +243,7 @@ async def post_frames(request: Request) -> Response:
         return Response(status_code=499)
     if rows is None:
         return Response(status_code=499)
-    return JSONResponse({"stream": stream_id, "rows": rows})
+    return _json({"stream": stream_id, "rows": rows})
 
 
 async def end_stream(request: Request) -> Response:
@@ -240,7 +256,7 @@ async def end_stream(request: Request) -> Response:
     except RequestRejected as rejected:
         batcher.metrics.reject(rejected.reason)
         return _error(rejected)
-    return JSONResponse({"stream": stream_id, "reset": reset})
+    return _json({"stream": stream_id, "reset": reset})
 
 
 async def stream_socket(socket: WebSocket) -> None:
@@ -262,9 +278,11 @@ async def stream_socket(socket: WebSocket) -> None:
                 rows = await batcher.submit(stream_id, array, owner=_owner(socket))
             except RequestRejected as rejected:
                 batcher.metrics.reject(rejected.reason)
-                await socket.send_json({"error": str(rejected), "status": rejected.status})
+                await socket.send_text(
+                    orjson.dumps({"error": str(rejected), "status": rejected.status}).decode()
+                )
                 continue
-            await socket.send_json({"stream": stream_id, "rows": rows})
+            await socket.send_text(orjson.dumps({"stream": stream_id, "rows": rows}).decode())
     except WebSocketDisconnect:
         return
 
