@@ -89,6 +89,21 @@ _MaxStreamsPerToken = Annotated[
         show_default=False,
     ),
 ]
+_Workers = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        min=1,
+        help="Server processes on the port (default: the usable cores / --threads, at most "
+        "8); each stream lives in one of them.",
+        show_default=False,
+    ),
+]
+_HeaderTimeout = Annotated[
+    float,
+    typer.Option(
+        min=0.001, help="Seconds a request's headers (a WebSocket's upgrade) may take to arrive."
+    ),
+]
 _BodyTimeout = Annotated[
     float,
     typer.Option(min=0.001, help="Seconds a request body may take to arrive (else 408)."),
@@ -120,6 +135,8 @@ def serve(
     max_connections: _MaxConnections = 2048,
     body_timeout: _BodyTimeout = 10.0,
     max_streams_per_token: _MaxStreamsPerToken = None,
+    workers: _Workers = None,
+    header_timeout: _HeaderTimeout = 10.0,
 ) -> None:
     """Serve a streaming model over HTTP and WebSocket, batching frames across streams."""
     from edgelstm.cli.console import stderr_console
@@ -147,6 +164,7 @@ def serve(
         max_frames_per_request=max_frames,
         max_queued_frames_per_stream=max(4 * max_frames, 4000),
         body_timeout_s=body_timeout,
+        header_timeout_s=header_timeout,
         max_streams_per_token=max_streams_per_token,
     )
     access, warning = _access(
@@ -157,32 +175,55 @@ def serve(
             "--token-streams needs tokens (--token-file or EDGELSTM_SERVE_TOKEN)"
         )
     tls = _tls_files(ssl_certfile, ssl_keyfile)
+    processes, crowding = _workers(workers, threads)
     err = stderr_console()
     print_notes(err, notes)
-    if warning is not None:
-        err.print(f"warning: {warning}", highlight=False, markup=False)
+    for line in (warning, crowding):
+        if line is not None:
+            err.print(f"warning: {line}", highlight=False, markup=False)
     run_server(
         model,
         host=host,
         port=port,
+        workers=processes,
         session=session,
         limits=limits,
-        on_ready=_announcer(err, model, limits, len(access.token_digests)),
+        on_ready=_announcer(err, model, limits, len(access.token_digests), processes, threads),
         access=access,
         tls=tls,
         max_connections=max_connections,
     )
 
 
-def _announcer(err: Any, model: Path, limits: Any, tokens: int) -> Callable[[str], None]:
+def _workers(workers: int | None, threads: int) -> tuple[int, str | None]:
+    """How many worker processes, and a warning when they would ask for more cores than
+    there are (N workers of T model threads each)."""
+    from edgelstm.runtimes.serve.workers import default_workers, usable_cores
+
+    cores = usable_cores()
+    per_worker = threads or cores  # --threads 0: every core, for each worker
+    chosen = workers or default_workers(per_worker)
+    if chosen * per_worker <= cores:
+        return chosen, None
+    return chosen, (
+        f"{chosen} workers x {per_worker} model threads exceed the {cores} usable cores; they "
+        "will contend for them (lower --workers or --threads)"
+    )
+
+
+def _announcer(
+    err: Any, model: Path, limits: Any, tokens: int, workers: int, threads: int
+) -> Callable[[str], None]:
     """The line serve prints once its port is bound: where, its limits, who may connect."""
     who = f"{tokens} token{'s' * (tokens != 1)} accepted" if tokens else "no authentication"
+    model_threads = f"{threads} model thread{'s' * (threads != 1)}" if threads else "all cores"
+    processes = f"{workers} worker{'s' * (workers != 1)} x {model_threads}"
 
     def ready(url: str) -> None:
         err.print(
-            f"serving {model} on {url} (max {limits.max_streams} streams, batches of up to "
-            f"{limits.max_batch}, {limits.max_delay_ms:g} ms delay; {who}); Ctrl-C or SIGTERM "
-            "stops it",
+            f"serving {model} on {url} ({processes}; max {limits.max_streams} streams, "
+            f"batches of up to {limits.max_batch}, {limits.max_delay_ms:g} ms delay; {who}); "
+            "Ctrl-C or SIGTERM stops it",
             highlight=False,
         )
 

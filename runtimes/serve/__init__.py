@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line
+from edgelstm.runtimes.ort.artifact import Artifact
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
 
 if TYPE_CHECKING:
-    from edgelstm.runtimes.ort.artifact import Artifact
     from edgelstm.runtimes.ort.session_config import SessionConfig
     from edgelstm.runtimes.serve.access import ServeAccess
     from edgelstm.runtimes.serve.app import create_app
+    from edgelstm.runtimes.serve.peers import WorkerSeat
+    from edgelstm.runtimes.serve.quota import StreamQuota
 
 __all__ = [
     "BatcherFailedError",
@@ -41,6 +43,7 @@ __all__ = [
     "ServeLimits",
     "TlsFiles",
     "create_app",
+    "run_app",
     "serve",
 ]
 
@@ -123,6 +126,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
+    workers: int = 1,
     session: SessionConfig | None = None,
     limits: ServeLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
@@ -133,21 +137,57 @@ def serve(
 ) -> None:
     """Serve ``model`` with uvicorn until SIGINT/SIGTERM, then finish in-flight work and return.
 
-    ``on_ready`` gets one line saying where the server listens, once the port is bound.
-    ``access``: the tokens clients must present; ``tls``: serve HTTPS/WSS with this pair;
-    ``max_connections``: connections beyond it are answered 503 by uvicorn.
-    Raises :class:`BatcherFailedError` (after a clean shutdown) when the batching loop died,
-    so the process exits non-zero and a supervisor restarts it.
+    ``workers``: server processes on the one port (:mod:`.workers`), each stream held by
+    one of them. ``on_ready`` gets one line saying where the server listens, once the port
+    is bound. ``access``: the tokens clients must present; ``tls``: serve HTTPS/WSS with this
+    pair; ``max_connections``: connections (per worker) beyond it are answered 503 by uvicorn.
+    Raises :class:`BatcherFailedError` or
+    :class:`~edgelstm.runtimes.serve.workers.WorkerFailedError` (after a clean shutdown)
+    when a batching loop or a worker died, so the process exits non-zero and a supervisor
+    restarts it.
     """
+    limits = limits or ServeLimits()
+    if tls is not None:
+        tls.check()
+    options = {"session": session, "limits": limits, "graceful_timeout_s": graceful_timeout_s,
+               "access": access, "tls": tls, "max_connections": max_connections}  # fmt: skip
+    if workers <= 1:
+        run_app(model, host=host, port=port, on_ready=on_ready, **options)
+        return
+    from edgelstm.runtimes.serve.app import create_app
+    from edgelstm.runtimes.serve.workers import serve_workers
+
+    # Open the model once here, so a bad model or provider fails in one line before any
+    # worker starts (each worker then opens its own session).
+    create_app(model, session=session, limits=limits)
+    path = model.path if isinstance(model, Artifact) else Path(model)
+    serve_workers(path, workers=workers, host=host, port=port, on_ready=on_ready, **options)
+
+
+def run_app(
+    model: Artifact | Path | str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    sockets: list[Any] | None = None,
+    session: SessionConfig | None = None,
+    limits: ServeLimits,
+    on_ready: Callable[[str], None] | None = None,
+    graceful_timeout_s: int = 10,
+    access: ServeAccess | None = None,
+    tls: TlsFiles | None = None,
+    max_connections: int | None = None,
+    seat: WorkerSeat | None = None,
+    quota: StreamQuota | None = None,
+) -> None:
+    """One server process: the app on ``host:port`` or on ``sockets`` already listening
+    (a worker's share of the supervisor's socket), until SIGINT/SIGTERM."""
     from edgelstm.extras import missing_dependency
 
     try:
         import uvicorn
     except ImportError as exc:
         raise missing_dependency(exc, "edgelstm serve") from exc
-    limits = limits or ServeLimits()
-    if tls is not None:
-        tls.check()
     failures: list[BaseException] = []
     holder: dict[str, Any] = {}
 
@@ -156,10 +196,10 @@ def serve(
         holder["server"].should_exit = True
 
     from edgelstm.runtimes.serve.app import create_app
+    from edgelstm.runtimes.serve.connections import HeaderDeadlineProtocol
 
-    app = create_app(
-        model, session=session, limits=limits, on_failure=stop_on_failure, access=access
-    )
+    app = create_app(model, session=session, limits=limits, on_failure=stop_on_failure,
+                     access=access, seat=seat, quota=quota)  # fmt: skip
     config = uvicorn.Config(
         app,
         host=host,
@@ -167,6 +207,7 @@ def serve(
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=HeaderDeadlineProtocol.bound_to(limits.header_timeout_s),
         ws_max_size=limits.max_body_bytes,
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then exit.
         timeout_graceful_shutdown=graceful_timeout_s,
@@ -175,7 +216,7 @@ def serve(
         ssl_keyfile=str(tls.keyfile) if tls else None,
     )
     server = holder["server"] = _server_class(uvicorn, on_ready)(config)
-    server.run()
+    server.run(sockets=sockets)
     if failures:
         raise BatcherFailedError(
             f"the server stopped: its batching loop failed ({first_line(failures[0])}); "

@@ -64,6 +64,11 @@ class ServeAccess:
     def required(self) -> bool:
         return bool(self.token_digests)
 
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """Every token's fingerprint, as :meth:`owner` names it, in a fixed order."""
+        return tuple(digest[:8].hex() for digest in self.token_digests)
+
     def is_open(self, path: str) -> bool:
         """Whether ``path`` is served without a token."""
         return path in OPEN_PATHS or (self.metrics_public and path == "/metrics")
@@ -85,7 +90,7 @@ class ServeAccess:
         for known in self.token_digests:  # every digest, so timing does not show which
             if hmac.compare_digest(digest, known):
                 matched = known
-        return None if matched is None else matched[:8].hex()
+        return None if matched is None else matched[:8].hex()  # as in owners
 
 
 def _digest(token: str) -> bytes:

@@ -25,14 +25,12 @@ Errors are ``{"error": "<what and the fix>"}`` with a 4xx status for the client'
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -48,12 +46,12 @@ from edgelstm.runtimes.ort.session import open_session
 from edgelstm.runtimes.ort.session_config import SessionConfig
 from edgelstm.runtimes.serve.access import OWNER_SCOPE_KEY, BearerTokenGate, ServeAccess
 from edgelstm.runtimes.serve.batcher import RequestRejected, SequenceBatcher, ServeLimits
-from edgelstm.runtimes.serve.metrics import CONTENT_TYPE, ServerMetrics
+from edgelstm.runtimes.serve.calls import BINARY_FORMAT, Reply, StreamCall, perform
+from edgelstm.runtimes.serve.metrics import CONTENT_TYPE, ServerMetrics, render_snapshots
+from edgelstm.runtimes.serve.peers import StreamRouter, WorkerSeat
+from edgelstm.runtimes.serve.quota import StreamQuota
 
 __all__ = ["create_app", "model_description"]
-
-#: How binary WebSocket frames are laid out (also in ``/v1/model``).
-BINARY_FORMAT = "little-endian float32, row-major [frames, features], no header"
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -61,14 +59,7 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(content), status, headers, media_type="application/json")
 
 
-def _error(rejected: RequestRejected) -> Response:
-    headers = {}
-    if rejected.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(rejected.retry_after)))
-    return _json({"error": str(rejected)}, rejected.status, headers)
-
-
-def model_description(batcher: SequenceBatcher) -> dict[str, Any]:
+def model_description(batcher: SequenceBatcher, *, workers: int = 1) -> dict[str, Any]:
     """``GET /v1/model``: the metadata a client needs to send frames and read rows."""
     meta = batcher.meta
     return {
@@ -92,64 +83,8 @@ def model_description(batcher: SequenceBatcher) -> dict[str, Any]:
             "max_body_bytes": batcher.limits.max_body_bytes,
         },
         "binary_frames": BINARY_FORMAT,
+        "workers": workers,
     }
-
-
-def _frames_from_json(payload: Any) -> np.ndarray:
-    if not isinstance(payload, dict) or "frames" not in payload:
-        raise RequestRejected(
-            400, "bad_json", 'send a JSON object {"frames": [[f_1, ..., f_F], ...]}'
-        )
-    frames = payload["frames"]
-    if not isinstance(frames, list):
-        raise RequestRejected(400, "bad_json", '"frames" must be a list of frames')
-    refused = RequestRejected(
-        422, "bad_frames",
-        '"frames" must be a list of frames of equal length, each a list of numbers',
-    )  # fmt: skip
-    try:
-        array = np.asarray(frames)
-    # OverflowError: a JSON integer past float range (10**400) is the client's fault too;
-    # uncaught, it was a 500 and ended the WebSocket.
-    except (TypeError, ValueError, OverflowError):
-        raise refused from None
-    # Numbers only: numpy would read "1.5" strings and true/false as values, and an integer
-    # past float range arrives as a Python object.
-    if array.dtype.kind not in "iuf":
-        raise refused
-    return array
-
-
-def _parse_json(body: bytes) -> np.ndarray:
-    try:
-        # orjson: a tenth of json's time on a chunk of floats, the largest cost of an HTTP
-        # request. It refuses what json reads (NaN, integers past 64 bits), so json reads
-        # those, and the client hears the precise reason (422 non-finite, not 400).
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        payload = _parse_json_strictly(body)
-    return _frames_from_json(payload)
-
-
-def _parse_json_strictly(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestRejected(400, "bad_json", f"the body is not valid JSON ({exc})") from None
-    except RecursionError:  # "[[[[...": json's recursion limit, a 500 when uncaught
-        raise RequestRejected(
-            400, "bad_json", 'the JSON is nested too deeply; send {"frames": [[...], ...]}'
-        ) from None
-
-
-def _parse_binary(data: bytes, features: int) -> np.ndarray:
-    if len(data) % (4 * features):
-        raise RequestRejected(
-            422, "bad_width",
-            f"a binary message holds {len(data)} bytes, not a multiple of {4 * features} "
-            f"(frames of {features} float32 values: {BINARY_FORMAT})",
-        )  # fmt: skip
-    return np.frombuffer(data, dtype="<f4").reshape(-1, features)
 
 
 async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
@@ -199,100 +134,107 @@ def _owner(connection: Request | WebSocket) -> str:
     return owner
 
 
+def _router(connection: Request | WebSocket) -> StreamRouter:
+    router: StreamRouter = connection.app.state.router
+    return router
+
+
+def _response(reply: Reply) -> Response:
+    """The HTTP response for a call's reply (a refusal as ``{"error": ...}``)."""
+    if reply.ok:
+        return Response(reply.body, 200, media_type="application/json")
+    headers = {}
+    if reply.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(reply.retry_after)))
+    return _json({"error": reply.body.decode()}, reply.status, headers)
+
+
 async def healthz(request: Request) -> Response:
-    """200 while serving; 503 while starting, stopping, or after the batcher died."""
-    ok = _batcher(request).running
+    """200 while every worker serves; 503 while starting, stopping, or after a batcher died
+    (in any worker: a server that cannot serve all its streams is not healthy)."""
+    replies = await _router(request).ask_all(StreamCall.HEALTH, timeout_s=1.0)
+    ok = all(reply.ok for reply in replies)
     return _json({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
 
 
 async def describe(request: Request) -> Response:
     """``GET /v1/model``."""
-    return _json(model_description(_batcher(request)))
+    return _json(model_description(_batcher(request), workers=_router(request).workers))
 
 
-async def _rows_unless_gone(
-    request: Request, batcher: SequenceBatcher, stream_id: str, frames: np.ndarray
-) -> list[dict[str, Any]] | None:
-    """The stream's rows, or None when the client hung up first (its chunk is withdrawn
-    unless the model already took it)."""
-    work = asyncio.ensure_future(batcher.submit(stream_id, frames, owner=_owner(request)))
+async def _unless_gone(request: Request, work: Awaitable[Reply]) -> Reply | None:
+    """The call's reply, or None when the client hung up first (the call is cancelled, so
+    its chunk is withdrawn unless the model already took it)."""
+    call = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_until_disconnect(request))
-    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-    if not work.done():
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
+    await asyncio.wait({call, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not call.done():
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
         return None
     gone.cancel()
-    return work.result()
+    return call.result()
 
 
 async def post_frames(request: Request) -> Response:
     """``POST /v1/streams/{stream_id}/frames``."""
     batcher = _batcher(request)
     stream_id = request.path_params["stream_id"]
-    batcher.metrics.requests += 1
     try:
         limits = batcher.limits
         body = await _read_body(request, limits.max_body_bytes, limits.body_timeout_s)
-        rows = await _rows_unless_gone(request, batcher, stream_id, _parse_json(body))
     except RequestRejected as rejected:
+        batcher.metrics.requests += 1
         batcher.metrics.reject(rejected.reason)
-        return _error(rejected)
+        return _response(Reply.refused(rejected))
     except ClientDisconnect:
         batcher.metrics.reject("client_gone")
         return Response(status_code=499)
-    if rows is None:
-        return Response(status_code=499)
-    return _json({"stream": stream_id, "rows": rows})
+    call = _router(request).call(StreamCall.JSON_FRAMES, _owner(request), stream_id, body)
+    reply = await _unless_gone(request, call)
+    return Response(status_code=499) if reply is None else _response(reply)
 
 
 async def end_stream(request: Request) -> Response:
     """``DELETE /v1/streams/{stream_id}[?reset=true]``."""
-    batcher = _batcher(request)
-    stream_id = request.path_params["stream_id"]
     reset = request.query_params.get("reset", "false").lower() in ("1", "true", "yes")
-    try:
-        await batcher.end(stream_id, reset=reset, owner=_owner(request))
-    except RequestRejected as rejected:
-        batcher.metrics.reject(rejected.reason)
-        return _error(rejected)
-    return _json({"stream": stream_id, "reset": reset})
+    call = StreamCall.RESET if reset else StreamCall.END
+    stream_id = request.path_params["stream_id"]
+    return _response(await _router(request).call(call, _owner(request), stream_id, b""))
 
 
 async def stream_socket(socket: WebSocket) -> None:
     """``/v1/streams/{stream_id}/ws``: JSON or binary frames in, one JSON reply each."""
-    batcher = _batcher(socket)
+    router = _router(socket)
     stream_id = socket.path_params["stream_id"]
+    owner = _owner(socket)
     await socket.accept()
     try:
         while True:
             message = await socket.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            batcher.metrics.requests += 1
-            try:
-                if message.get("bytes") is not None:
-                    array = _parse_binary(message["bytes"], batcher.num_features)
-                else:
-                    array = _parse_json((message.get("text") or "").encode())
-                rows = await batcher.submit(stream_id, array, owner=_owner(socket))
-            except RequestRejected as rejected:
-                batcher.metrics.reject(rejected.reason)
-                await socket.send_text(
-                    orjson.dumps({"error": str(rejected), "status": rejected.status}).decode()
-                )
-                continue
-            await socket.send_text(orjson.dumps({"stream": stream_id, "rows": rows}).decode())
+            if message.get("bytes") is not None:
+                call, body = StreamCall.BINARY_FRAMES, message["bytes"]
+            else:
+                call, body = StreamCall.JSON_FRAMES, (message.get("text") or "").encode()
+            reply = await router.call(call, owner, stream_id, body)
+            if reply.ok:
+                await socket.send_text(reply.body.decode())
+            else:
+                error = {"error": reply.body.decode(), "status": reply.status}
+                await socket.send_text(orjson.dumps(error).decode())
     except WebSocketDisconnect:
         return
 
 
 async def prometheus(request: Request) -> Response:
-    """``GET /metrics``: Prometheus text."""
-    batcher = _batcher(request)
-    text = batcher.metrics.render(
-        active_streams=batcher.active_streams, queued_frames=batcher.queued_frames
-    )
+    """``GET /metrics``: Prometheus text, added up over every worker."""
+    replies = await _router(request).ask_all(StreamCall.METRICS)
+    failed = next((reply for reply in replies if not reply.ok), None)
+    if failed is not None:
+        return _response(failed)
+    text = render_snapshots([orjson.loads(reply.body) for reply in replies])
     return Response(text, media_type=CONTENT_TYPE)
 
 
@@ -313,6 +255,8 @@ def create_app(
     limits: ServeLimits | None = None,
     on_failure: Callable[[BaseException], None] | None = None,
     access: ServeAccess | None = None,
+    seat: WorkerSeat | None = None,
+    quota: StreamQuota | None = None,
 ) -> Starlette:
     """The ASGI app serving a streaming export; run it with uvicorn (or any ASGI server).
 
@@ -321,6 +265,8 @@ def create_app(
     start with the app's lifespan and, on shutdown, finish the chunks already queued.
     ``on_failure`` hears if the batcher's loop dies (``serve`` then stops the server).
     ``access`` names the tokens a client must present (none: every client is served).
+    ``seat``: this process's place among ``--workers`` (None: the only one); ``quota``: the
+    stream counts the workers share.
 
     Example::
 
@@ -331,16 +277,25 @@ def create_app(
     artifact = model if isinstance(model, Artifact) else load_artifact(model, verify=False)
     opened = open_session(artifact, session or SessionConfig())
     batcher = SequenceBatcher(
-        opened, artifact.edgelstm_metadata(), limits or ServeLimits(), ServerMetrics()
-    )
+        opened, artifact.edgelstm_metadata(), limits or ServeLimits(), ServerMetrics(),
+        quota=quota,
+    )  # fmt: skip
+    seat = seat or WorkerSeat()
+
+    async def perform_here(call: StreamCall, owner: str, stream_id: str, body: bytes) -> Reply:
+        return await perform(batcher, call, owner, stream_id, body)
+
+    router = StreamRouter(perform_here, seat)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         batcher.start(on_failure)
+        await router.start()
         try:
             yield
         finally:
             await batcher.close()
+            await router.close()
 
     metrics = batcher.metrics
     # Without tokens there is nothing to check: no gate, so the request path costs nothing
@@ -351,4 +306,5 @@ def create_app(
         gates.append(Middleware(BearerTokenGate, access=access, on_refused=on_refused))
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=gates)
     app.state.batcher = batcher
+    app.state.router = router
     return app

@@ -33,31 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line
+from edgelstm.errors import InvalidInputError, first_line
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, StreamContract
 from edgelstm.runtimes.model_io.stream_rows import StreamRows
 from edgelstm.runtimes.model_io.stream_state import StreamState
 from edgelstm.runtimes.ort.session import OpenedSession
 from edgelstm.runtimes.serve.metrics import ServerMetrics
+from edgelstm.runtimes.serve.quota import StreamQuota
+from edgelstm.runtimes.serve.rejections import RequestRejected
 
 __all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits"]
 
 #: Longest stream id accepted: ids are kept per stream, so their size is bounded too.
 MAX_STREAM_ID = 128
-
-
-class RequestRejected(EdgeLSTMError):
-    """A request the server refuses: the HTTP ``status``, a metrics ``reason`` and, for
-    overload, how many seconds to wait before retrying."""
-
-    def __init__(
-        self, status: int, reason: str, message: str, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -79,6 +68,8 @@ class ServeLimits:
     max_body_bytes: int = 4 * 2**20
     #: seconds a request body may take to arrive (a trickling client holds a connection).
     body_timeout_s: float = 10.0
+    #: seconds a request's headers (a WebSocket's upgrade request too) may take to arrive.
+    header_timeout_s: float = 10.0
     #: streams one token may hold at once (None: only --max-streams bounds them).
     max_streams_per_token: int | None = None
 
@@ -101,6 +92,8 @@ class ServeLimits:
             )
         if self.body_timeout_s <= 0:
             raise InvalidInputError(f"--body-timeout must be > 0, got {self.body_timeout_s}")
+        if self.header_timeout_s <= 0:
+            raise InvalidInputError(f"--header-timeout must be > 0, got {self.header_timeout_s}")
         if self.idle_timeout_s <= 0:
             raise InvalidInputError(f"--idle-timeout must be > 0, got {self.idle_timeout_s}")
         if self.max_queued_frames_per_stream < self.max_frames_per_request:
@@ -163,6 +156,7 @@ class SequenceBatcher:
         metrics: ServerMetrics | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        quota: StreamQuota | None = None,
     ) -> None:
         self.contract = StreamContract.of(meta, opened.path)
         StreamRows(meta, opened.path)  # refuses tasks that cannot stream, before serving
@@ -171,6 +165,8 @@ class SequenceBatcher:
         self.limits = limits
         self.metrics = metrics or ServerMetrics()
         self.clock = clock
+        #: streams held in total and per token (shared by the workers of one server)
+        self.quota = quota or StreamQuota(limits.max_streams, limits.max_streams_per_token)
         self.num_features = len(meta.feature_names) or _feature_count(opened)
         self.chunk_multiple = self.contract.chunk_multiple
         self._table = StreamState(self.contract, limits.max_streams)
@@ -250,6 +246,12 @@ class SequenceBatcher:
     @property
     def queued_frames(self) -> int:
         return self._queued_frames
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This batcher's metrics and gauges, for ``/metrics`` to add up across workers."""
+        return self.metrics.snapshot(
+            active_streams=self.active_streams, queued_frames=self.queued_frames
+        )
 
     def check_frames(self, frames: np.ndarray) -> np.ndarray:
         """Frames in original units ``[k, features]``, checked, or RequestRejected (4xx)."""
@@ -347,24 +349,8 @@ class SequenceBatcher:
             raise
 
     def _open_stream(self, stream_id: str, owner: str) -> _Stream:
-        cap = self.limits.max_streams_per_token
-        # Counted only when a stream opens under a cap: a pass over the table, no second
-        # bookkeeping to keep in step with it.
-        if owner and cap is not None and sum(o == owner for o, _ in self._streams) >= cap:
-            raise RequestRejected(
-                429, "too_many_streams_for_token",
-                f"this token holds {cap} streams (--token-streams); end one with "
-                "DELETE /v1/streams/{id} or wait for idle ones to be evicted",
-                retry_after=1.0,
-            )  # fmt: skip
-        if not self._free:
-            raise RequestRejected(
-                429, "too_many_streams",
-                f"the server holds {self.limits.max_streams} streams (--max-streams); end one "
-                "with DELETE /v1/streams/{id} or wait for idle ones to be evicted",
-                retry_after=1.0,
-            )  # fmt: skip
-        slot = self._free.pop()
+        self.quota.take(owner)  # --max-streams and --token-streams, across all workers
+        slot = self._free.pop()  # the table holds --max-streams rows: one is always free
         self._table.zero(slot)
         stream = _Stream(stream_id, slot, StreamRows(self.meta, self.opened.path), owner)
         stream.idle.set()
@@ -422,6 +408,7 @@ class SequenceBatcher:
     def _free_stream(self, stream: _Stream) -> None:
         del self._streams[stream.owner, stream.id]
         self._free.append(stream.slot)
+        self.quota.give_back(stream.owner)
         self.metrics.streams_closed += 1
 
     # ------------------------------------------------------------------ batching

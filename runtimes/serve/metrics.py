@@ -11,10 +11,11 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Histogram", "LatencyWindow", "ServerMetrics"]
+__all__ = ["Histogram", "LatencyWindow", "ServerMetrics", "render_snapshots"]
 
 #: Content type of :meth:`ServerMetrics.render`.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -36,6 +37,15 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "total": self.total, "count": self.count}
+
+    def add(self, snapshot: Mapping[str, Any]) -> None:
+        """Fold in another worker's :meth:`snapshot` (same bounds)."""
+        self.counts = [a + b for a, b in zip(self.counts, snapshot["counts"], strict=True)]
+        self.total += snapshot["total"]
+        self.count += snapshot["count"]
 
     def render(self, name: str, help_text: str) -> list[str]:
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
@@ -62,6 +72,17 @@ class LatencyWindow:
             self._values.append(seconds)
             self.total += seconds
             self.count += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"values": list(self._values), "total": self.total, "count": self.count}
+
+    def add(self, snapshot: Mapping[str, Any]) -> None:
+        """Fold in another worker's :meth:`snapshot`: quantiles then cover both windows."""
+        with self._lock:
+            self._values = deque([*self._values, *snapshot["values"]])
+            self.total += snapshot["total"]
+            self.count += snapshot["count"]
 
     def quantiles(self, qs: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[float, float]:
         with self._lock:
@@ -97,9 +118,12 @@ class ServerMetrics:
     def reject(self, reason: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
-    def render(self, *, active_streams: int, queued_frames: int) -> str:
-        """The exposition text."""
+    def exposition(self, *, workers: int, active_streams: int, queued_frames: int) -> str:
+        """The exposition text of these totals (see :func:`render_snapshots`)."""
         lines = [
+            "# HELP edgelstm_workers Worker processes that answered for these metrics.",
+            "# TYPE edgelstm_workers gauge",
+            f"edgelstm_workers {workers}",
             "# HELP edgelstm_active_streams Streams holding state on the server.",
             "# TYPE edgelstm_active_streams gauge",
             f"edgelstm_active_streams {active_streams}",
@@ -135,3 +159,43 @@ class ServerMetrics:
             "Server-side latency of a frame request, queue to rows (recent window).",
         )
         return "\n".join(lines) + "\n"
+
+    def snapshot(self, *, active_streams: int, queued_frames: int) -> dict[str, Any]:
+        """Everything :meth:`render` shows, as plain data another worker can fold in."""
+        return {
+            "workers": 1,
+            "active_streams": active_streams,
+            "queued_frames": queued_frames,
+            **{name: getattr(self, name) for name in _COUNTERS},
+            "rejections": dict(self.rejections),
+            "batch_size": self.batch_size.snapshot(),
+            "queue_delay": self.queue_delay.snapshot(),
+            "latency": self.latency.snapshot(),
+        }
+
+    def render(self, *, active_streams: int, queued_frames: int) -> str:
+        """The exposition text of this process alone."""
+        mine = self.snapshot(active_streams=active_streams, queued_frames=queued_frames)
+        return render_snapshots([mine])
+
+
+#: The running totals every worker keeps and ``/metrics`` adds up.
+_COUNTERS = ("frames", "requests", "streams_opened", "streams_closed", "streams_evicted")
+
+
+def render_snapshots(snapshots: Sequence[Mapping[str, Any]]) -> str:
+    """The exposition text for the whole server: every worker's :meth:`ServerMetrics.snapshot`
+    added up (counters, gauges, histogram buckets; latency quantiles over all windows)."""
+    total = ServerMetrics()
+    gauges = {"workers": 0, "active_streams": 0, "queued_frames": 0}
+    for snapshot in snapshots:
+        for name in gauges:
+            gauges[name] += snapshot[name]
+        for name in _COUNTERS:
+            setattr(total, name, getattr(total, name) + snapshot[name])
+        for reason, count in snapshot["rejections"].items():
+            total.rejections[reason] = total.rejections.get(reason, 0) + count
+        total.batch_size.add(snapshot["batch_size"])
+        total.queue_delay.add(snapshot["queue_delay"])
+        total.latency.add(snapshot["latency"])
+    return total.exposition(**gauges)

@@ -40,7 +40,7 @@ __all__ = ["main", "run_point"]
 DEFAULT_SWEEP = (100, 250, 500, 750, 1000)
 #: ``edgelstm serve`` flags the harness forwards when given.
 SERVER_FLAGS = ("--max-streams", "--max-batch", "--max-delay-ms", "--idle-timeout",
-                "--max-frames", "--provider", "--threads")  # fmt: skip
+                "--max-frames", "--provider", "--threads", "--workers")  # fmt: skip
 
 
 def run_point(
@@ -101,14 +101,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _variants(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """(name, server flags): the server as asked, and with ``--baseline`` one model call per
+    """(name, server flags): the server as asked, once per ``--workers`` value of a comma
+    list (run side by side at each stream count), and with ``--baseline`` one model call per
     request (``--max-batch 1``)."""
     given = {f: getattr(args, f[2:].replace("-", "_")) for f in SERVER_FLAGS}
-    flags = [x for f, v in given.items() if v is not None for x in (f, v)]
-    baseline = [
-        x for f, v in {**given, "--max-batch": "1"}.items() if v is not None for x in (f, v)
-    ]
-    return [("batched", flags)] + [("baseline", baseline)] * args.baseline
+    workers_given = given.pop("--workers")
+    workers = workers_given.split(",") if workers_given else [None]
+
+    def flags(extra: dict[str, str | None]) -> list[str]:
+        return [x for f, v in {**given, **extra}.items() if v is not None for x in (f, v)]
+
+    variants = []
+    for count in workers:
+        suffix = f" workers={count}" if len(workers) > 1 else ""
+        variants.append((f"batched{suffix}", flags({"--workers": count})))
+        if args.baseline:
+            variants.append((f"baseline{suffix}", flags({"--workers": count, "--max-batch": "1"})))
+    return variants
 
 
 def _raise_open_files_limit(streams: int) -> None:

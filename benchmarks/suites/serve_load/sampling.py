@@ -11,13 +11,42 @@ __all__ = ["batch_sizes", "labelled", "parse_metrics", "process_usage"]
 
 
 def process_usage(pid: int) -> tuple[float, float]:
-    """(resident MiB, CPU seconds so far) of process ``pid`` (Linux /proc)."""
+    """(resident MiB, CPU seconds so far) of process ``pid`` and its children (a server with
+    ``--workers`` is a supervisor and its worker processes), from Linux /proc."""
+    rss = cpu = 0.0
+    for member in (pid, *_children(pid)):
+        try:
+            member_rss, member_cpu = _own_usage(member)
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue  # a child that just exited
+        rss, cpu = rss + member_rss, cpu + member_cpu
+    return rss, cpu
+
+
+def _own_usage(pid: int) -> tuple[float, float]:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return rss / 1024, sum(_stat_fields(pid)[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[int]:
+    """/proc/PID/stat from its state field on (the command name may hold spaces and
+    parentheses: the fields start after its ")"); the state letter is read as 0."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        # The command name may hold spaces and parentheses: the fields start after its ")".
         fields = stat.read().rpartition(")")[2].split()
-    return rss / 1024, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return [int(f) if f.lstrip("-").isdigit() else 0 for f in fields]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if _stat_fields(int(entry))[1] == pid:  # field 4, the parent's pid
+                    found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -1,0 +1,191 @@
+"""``edgelstm serve --workers N``: N server processes on one port, one supervisor over them.
+
+One Python process spends a core on HTTP, WebSocket and JSON long before the model needs
+one, so the server runs N workers, each a whole server (uvicorn, batcher, its own model
+session with one thread) accepting on the one listening socket the supervisor bound. A
+stream's state lives in the worker its id hashes to; a request that lands elsewhere is
+passed there (:mod:`.peers`). The stream limits are counted across all workers
+(:mod:`.quota`).
+
+The supervisor never half-serves: if a worker exits while the server is up (its batcher
+died, the kernel killed it), the streams it held are gone, so the supervisor stops the
+others and exits non-zero for systemd or Kubernetes to restart the whole server. SIGTERM or
+SIGINT stops every worker gracefully (in-flight requests finish) and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line
+
+__all__ = ["WorkerFailedError", "WorkerPlan", "default_workers", "serve_workers"]
+
+#: More workers than this rarely pays on an edge gateway: each holds a model session and a
+#: state table, and past a few cores the model, not request handling, is the limit.
+MAX_DEFAULT_WORKERS = 8
+
+
+class WorkerFailedError(EdgeLSTMError):
+    """A worker stopped while the server was up; the server stopped with it."""
+
+    exit_code = 1
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which containers narrow)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def default_workers(threads: int) -> int:
+    """One worker per ``threads`` usable cores, at most :data:`MAX_DEFAULT_WORKERS`: N
+    workers of T model threads each should not ask for more cores than there are."""
+    return max(1, min(MAX_DEFAULT_WORKERS, usable_cores() // max(1, threads)))
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every worker process is given (picklable: workers start fresh interpreters)."""
+
+    model: Path
+    workers: int
+    folder: Path
+    options: dict[str, Any]
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The one socket all workers accept on, bound here so a port in use fails once, in
+    one line, before any worker starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or "
+            "--host"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker_main(plan: WorkerPlan, worker: int, sock: socket.socket, counts: Any,
+                 ready: Connection) -> None:  # fmt: skip
+    """A worker process: the app for its seat, served on the shared socket."""
+    from edgelstm.runtimes.serve import run_app
+    from edgelstm.runtimes.serve.peers import WorkerSeat
+    from edgelstm.runtimes.serve.quota import StreamQuota
+
+    options = plan.options
+    limits, access = options["limits"], options["access"]
+    owners = access.owners if access is not None else ()
+    quota = StreamQuota(limits.max_streams, limits.max_streams_per_token, owners, counts)
+    seat = WorkerSeat(worker, plan.workers, plan.folder)
+    try:
+        run_app(plan.model, sockets=[sock], on_ready=ready.send, seat=seat, quota=quota,
+                **options)  # fmt: skip
+    except EdgeLSTMError as exc:  # the batcher died: say why, exit non-zero
+        print(f"error: worker {worker}: {first_line(exc)}", flush=True)
+        raise SystemExit(1) from None
+
+
+def serve_workers(
+    model: Path,
+    *,
+    workers: int,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None,
+    **options: Any,
+) -> None:
+    """Serve ``model`` from ``workers`` processes until SIGINT/SIGTERM (see the module
+    docstring); ``options`` are :func:`~edgelstm.runtimes.serve.serve`'s, for each worker."""
+    sock = _listening_socket(host, port)
+    folder = Path(tempfile.mkdtemp(prefix="edgelstm-serve-"))  # mode 0700: ours alone
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    from edgelstm.runtimes.serve.quota import StreamQuota
+
+    access = options.get("access")
+    counts = StreamQuota.shared_counts(context, access.owners if access is not None else ())
+    receive_ready, send_ready = context.Pipe(duplex=False)
+    plan = WorkerPlan(model, workers, folder, options)
+    processes = [
+        context.Process(
+            target=_worker_main,
+            args=(plan, worker, sock, counts, send_ready),
+            name=f"edgelstm-serve-{worker}",
+        )
+        for worker in range(workers)
+    ]
+    stopping: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        for process in processes:
+            process.start()
+        failed = _supervise(processes, receive_ready, stopping, on_ready)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop(processes, options.get("graceful_timeout_s", 10))
+        sock.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    if failed is not None:
+        raise WorkerFailedError(
+            f"the server stopped: its worker {failed.name} exited (code {failed.exitcode}) and "
+            "the streams it held are lost; restart it (a supervisor such as systemd with "
+            "Restart=on-failure does)"
+        )
+
+
+def _supervise(
+    processes: list[Any],
+    ready: Connection,
+    stopping: list[int],
+    on_ready: Callable[[str], None] | None,
+) -> Any:
+    """Wait until a signal (None) or a worker's unexpected exit (that worker)."""
+    waiting_for = len(processes)
+    while not stopping:
+        sentinels = [p.sentinel for p in processes]
+        for event in wait([ready, *sentinels], timeout=0.5):
+            if event is ready:
+                url = ready.recv()
+                waiting_for -= 1
+                if waiting_for == 0 and on_ready is not None:
+                    on_ready(url)
+            else:
+                return next(p for p in processes if p.sentinel == event)
+    return None
+
+
+def _stop(processes: list[Any], graceful_timeout_s: float) -> None:
+    """SIGTERM every worker still running, wait for their graceful shutdown, then kill."""
+    for process in processes:
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        if process.pid is not None:
+            process.join(graceful_timeout_s + 5)
+            if process.is_alive():
+                process.kill()
+                process.join()
