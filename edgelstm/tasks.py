@@ -70,7 +70,8 @@ def fit_normalization(values: np.ndarray) -> Normalization:
 def normalize(values: np.ndarray, norm: Normalization) -> np.ndarray:
     """Apply ``norm`` along the last axis, as float32."""
     mean, std = norm.float32_arrays
-    return ((values - mean) / std).astype(np.float32)
+    normalized: np.ndarray = ((values - mean) / std).astype(np.float32)
+    return normalized
 
 
 def denormalize(values: np.ndarray, norm: Normalization, indices: tuple[int, ...]) -> np.ndarray:

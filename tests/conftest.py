@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -382,3 +386,36 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def server_process(
+    args: list[str], log: Path, env: dict[str, str] | None = None, hang_s: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``edgelstm serve ARGS`` as a real process until the block ends (then SIGTERM and a
+    clean exit 0 is asserted, unless the block saw it exit), yielding its stderr so far once
+    it announced its address, and the process. ``hang_s`` bounds a hang, not a timing."""
+    command = [sys.executable, "-m", "edgelstm", "serve", *args]
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    with log.open("wb") as err:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=environ)
+    try:
+        for _ in range(int(hang_s / 0.05)):
+            text = " ".join(log.read_text(encoding="utf-8").split())  # unwrap rich's lines
+            assert server.poll() is None, text
+            if "serving " in text and " on http" in text:
+                break
+            time.sleep(0.05)  # the server is starting: a bounded poll, not a timing
+        else:
+            raise AssertionError("the server never announced its address")
+        yield text, server
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=hang_s)
+            stderr = log.read_text(encoding="utf-8")
+            assert server.returncode == 0, stderr
+            assert "Traceback" not in stderr, stderr
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

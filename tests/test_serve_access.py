@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
+import socket
 import ssl
 import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import pytest
-from conftest import CliRunner, assert_clean_failure, free_port, serving, single_thread
+from conftest import (
+    CliRunner,
+    assert_clean_failure,
+    free_port,
+    server_process,
+    serving,
+    single_thread,
+)
 
 from edgelstm.errors import InvalidInputError
 from edgelstm.exporters import export
@@ -267,35 +270,6 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@contextmanager
-def _server(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``edgelstm serve ARGS`` until the block ends (SIGTERM), yielding its stderr so far
-    once it announced its address; asserts a clean exit."""
-    command = [sys.executable, "-m", "edgelstm", "serve", *args]
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    with log.open("wb") as err:
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=environ)
-    try:
-        for _ in range(int(HANG_S / 0.05)):
-            text = " ".join(log.read_text(encoding="utf-8").split())  # unwrap rich's lines
-            assert server.poll() is None, text
-            if "serving " in text and " on http" in text:
-                break
-            time.sleep(0.05)  # the server is starting: a bounded poll, not a timing
-        else:
-            raise AssertionError("the server never announced its address")
-        yield text
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=HANG_S)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    stderr = log.read_text(encoding="utf-8")
-    assert server.returncode == 0, stderr
-    assert "Traceback" not in stderr, stderr
-
-
 def _ws_status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
@@ -339,7 +313,7 @@ def test_tls_and_tokens_on_a_real_server(model: Path, tmp_path: Path) -> None:
             reply = json.loads(await ws.recv())
         assert reply["rows"] == ok.json()["rows"]  # same frames, fresh stream: same rows
 
-    with _server(args, tmp_path / "serve.log") as announced:
+    with server_process(args, tmp_path / "serve.log") as (announced, _):
         assert f"on https://127.0.0.1:{port}" in announced
         assert "1 token accepted" in announced
         asyncio.run(asyncio.wait_for(main(), HANG_S))
@@ -352,7 +326,9 @@ def test_connection_and_message_bounds_leave_other_clients_served(
     from websockets.exceptions import ConnectionClosed
 
     port = free_port()
-    args = [str(model), "--port", str(port), "--max-connections", "3"]
+    # One worker: the bound is uvicorn's per process (workers split it), so which connection
+    # is refused is exact only in one process.
+    args = [str(model), "--port", str(port), "--max-connections", "3", "--workers", "1"]
     frames = np.asarray(_frames(model), dtype="<f4")
     too_big = np.zeros((ServeLimits().max_body_bytes // 4 + 64,), dtype="<f4").tobytes()
 
@@ -376,15 +352,62 @@ def test_connection_and_message_bounds_leave_other_clients_served(
         async with httpx.AsyncClient(timeout=HANG_S) as client:
             assert (await client.get(f"http://127.0.0.1:{port}/v1/model")).status_code == 200
 
-    with _server(args, tmp_path / "serve.log") as announced:
+    with server_process(args, tmp_path / "serve.log") as (announced, _):
         assert "no authentication" in announced
         asyncio.run(asyncio.wait_for(main(), HANG_S))
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (EOF, after any bytes still in flight) before the
+    bound ran out."""
+    sock.settimeout(HANG_S)
+    try:
+        while sock.recv(1024):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_a_slow_request_head_is_cut_off_and_other_clients_are_served(
+    model: Path, tmp_path: Path
+) -> None:
+    """Slowloris: connections that never finish their headers (an HTTP request, a WebSocket
+    upgrade, the second request on a kept-alive connection) are closed after
+    --header-timeout; they would otherwise hold --max-connections forever."""
+    port = free_port()
+    args = [str(model), "--port", str(port), "--header-timeout", "0.5", "--workers", "1"]
+    heads = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        b"GET /v1/streams/a/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
+    ]
+    with server_process(args, tmp_path / "serve.log"):
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in heads]
+        kept = socket.create_connection(("127.0.0.1", port))
+        try:
+            for sock, head in zip(slow, heads, strict=True):
+                sock.sendall(head)
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            kept.settimeout(HANG_S)
+            first = b""
+            while not first.endswith(b'{"status":"ok"}'):  # the whole first response
+                first += kept.recv(1024)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            kept.sendall(b"GET /healthz HTTP/1.1\r\n")  # the next head, never finished
+            # A well-behaved client meanwhile is served.
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=HANG_S).status_code == 200
+            assert [_closed_by_server(sock) for sock in [*slow, kept]] == [True, True, True]
+        finally:
+            for sock in [*slow, kept]:
+                sock.close()
 
 
 def test_insecure_no_auth_serves_with_a_warning(model: Path, tmp_path: Path) -> None:
     port = free_port()
     args = [str(model), "--host", "0.0.0.0", "--port", str(port), "--insecure-no-auth"]
-    with _server(args, tmp_path / "serve.log") as announced:
+    with server_process(args, tmp_path / "serve.log") as (announced, _):
         assert announced.startswith("warning: --host 0.0.0.0 with --insecure-no-auth")
         response = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=HANG_S)
         assert response.status_code == 200
@@ -393,7 +416,7 @@ def test_insecure_no_auth_serves_with_a_warning(model: Path, tmp_path: Path) -> 
 def test_the_environment_token_is_enough_for_an_open_port(model: Path, tmp_path: Path) -> None:
     port = free_port()
     args = [str(model), "--host", "0.0.0.0", "--port", str(port)]
-    with _server(args, tmp_path / "serve.log", env={TOKEN_ENV: TOKEN}) as announced:
+    with server_process(args, tmp_path / "serve.log", env={TOKEN_ENV: TOKEN}) as (announced, _):
         assert "warning" not in announced and "1 token accepted" in announced
         url = f"http://127.0.0.1:{port}/v1/model"
         assert httpx.get(url, timeout=HANG_S).status_code == 401

@@ -78,7 +78,8 @@ _SslKeyfile = Annotated[
     typer.Option(help="PEM private key of --ssl-certfile (unencrypted).", show_default=False),
 ]
 _MaxConnections = Annotated[
-    int, typer.Option(min=1, help="Open connections at once; more are answered 503.")
+    int,
+    typer.Option(min=1, help="Open connections at once (split over the workers); more: 503."),
 ]
 _MaxStreamsPerToken = Annotated[
     Optional[int],  # noqa: UP045

@@ -140,7 +140,8 @@ def serve(
     ``workers``: server processes on the one port (:mod:`.workers`), each stream held by
     one of them. ``on_ready`` gets one line saying where the server listens, once the port
     is bound. ``access``: the tokens clients must present; ``tls``: serve HTTPS/WSS with this
-    pair; ``max_connections``: connections (per worker) beyond it are answered 503 by uvicorn.
+    pair; ``max_connections``: connections beyond it are answered 503 by uvicorn (each
+    worker takes an equal share).
     Raises :class:`BatcherFailedError` or
     :class:`~edgelstm.runtimes.serve.workers.WorkerFailedError` (after a clean shutdown)
     when a batching loop or a worker died, so the process exits non-zero and a supervisor
@@ -149,13 +150,22 @@ def serve(
     limits = limits or ServeLimits()
     if tls is not None:
         tls.check()
-    options = {"session": session, "limits": limits, "graceful_timeout_s": graceful_timeout_s,
-               "access": access, "tls": tls, "max_connections": max_connections}  # fmt: skip
+    options: dict[str, Any] = {
+        "session": session,
+        "limits": limits,
+        "graceful_timeout_s": graceful_timeout_s,
+        "access": access,
+        "tls": tls,
+        "max_connections": max_connections,
+    }
     if workers <= 1:
         run_app(model, host=host, port=port, on_ready=on_ready, **options)
         return
     from edgelstm.runtimes.serve.app import create_app
     from edgelstm.runtimes.serve.workers import serve_workers
+
+    if max_connections is not None:  # uvicorn bounds each process: split the total evenly
+        options["max_connections"] = max(1, max_connections // workers)
 
     # Open the model once here, so a bad model or provider fails in one line before any
     # worker starts (each worker then opens its own session).

@@ -285,7 +285,7 @@ def create_app(
     async def perform_here(call: StreamCall, owner: str, stream_id: str, body: bytes) -> Reply:
         return await perform(batcher, call, owner, stream_id, body)
 
-    router = StreamRouter(perform_here, seat)
+    router = StreamRouter(perform_here, seat, batcher.metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

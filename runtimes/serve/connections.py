@@ -24,6 +24,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
     within :attr:`header_timeout_s` seconds."""
 
     header_timeout_s = 10.0
+    _header_deadline: asyncio.TimerHandle | None = None
 
     @classmethod
     def bound_to(cls, header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
@@ -39,9 +40,8 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):  # type: ignore[misc]
         self._header_deadline = self.loop.call_later(self.header_timeout_s, self._head_too_slow)
 
     def _cancel_header_deadline(self) -> None:
-        deadline: asyncio.TimerHandle | None = getattr(self, "_header_deadline", None)
-        if deadline is not None:
-            deadline.cancel()
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
             self._header_deadline = None
 
     def _head_too_slow(self) -> None:

@@ -107,6 +107,8 @@ class ServerMetrics:
         self.streams_opened = 0
         self.streams_closed = 0
         self.streams_evicted = 0
+        #: calls passed to the worker holding their stream (``--workers``)
+        self.forwarded = 0
         self.rejections: dict[str, int] = {}
         self.batch_size = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
         self.queue_delay = Histogram(
@@ -136,6 +138,9 @@ class ServerMetrics:
             "# HELP edgelstm_requests_total Frame requests received (HTTP and WebSocket).",
             "# TYPE edgelstm_requests_total counter",
             f"edgelstm_requests_total {self.requests}",
+            "# HELP edgelstm_forwarded_total Requests passed to the worker holding their stream.",
+            "# TYPE edgelstm_forwarded_total counter",
+            f"edgelstm_forwarded_total {self.forwarded}",
             "# HELP edgelstm_streams_total Streams by how they began or ended.",
             "# TYPE edgelstm_streams_total counter",
             f'edgelstm_streams_total{{event="opened"}} {self.streams_opened}',
@@ -180,7 +185,9 @@ class ServerMetrics:
 
 
 #: The running totals every worker keeps and ``/metrics`` adds up.
-_COUNTERS = ("frames", "requests", "streams_opened", "streams_closed", "streams_evicted")
+_COUNTERS = (
+    "frames", "requests", "streams_opened", "streams_closed", "streams_evicted", "forwarded"
+)  # fmt: skip
 
 
 def render_snapshots(snapshots: Sequence[Mapping[str, Any]]) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgelstm.runtimes.serve.calls import Reply, StreamCall
+from edgelstm.runtimes.serve.metrics import ServerMetrics
 
 __all__ = [
     "PeerLink",
@@ -239,8 +240,11 @@ class StreamRouter:
     """Sends each call to the worker that owns its stream: this one (``perform`` directly)
     or a peer over its :class:`PeerLink`. A single worker has no peers."""
 
-    def __init__(self, perform: Perform, seat: WorkerSeat) -> None:
+    def __init__(
+        self, perform: Perform, seat: WorkerSeat, metrics: ServerMetrics | None = None
+    ) -> None:
         self.perform = perform
+        self.metrics = metrics or ServerMetrics()
         self.worker = seat.worker
         self.workers = seat.workers
         self.folder = seat.folder
@@ -276,6 +280,7 @@ class StreamRouter:
         target = owner_worker(stream_id, self.workers)
         if target == self.worker:
             return await self.perform(call, owner, stream_id, body)
+        self.metrics.forwarded += 1
         return await self._link(target).call(call, owner, stream_id, body)
 
     async def ask_all(self, call: StreamCall, timeout_s: float = 2.0) -> list[Reply]:

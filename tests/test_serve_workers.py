@@ -1,0 +1,213 @@
+"""`edgelstm serve --workers N`: a stream's frames meet its state in order whichever worker a
+request lands on; limits, metrics and health cover the whole server; a dead worker stops it.
+
+Each test runs the real server (a supervisor and its worker processes). Requests of one
+stream go out on fresh connections, so the kernel hands them to either worker; the rows are
+checked against the offline path ``run --stream`` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import free_port, server_process, single_thread
+
+from edgelstm.exporters import export
+from edgelstm.runtimes.model_io.stream_rows import StreamRows
+from edgelstm.runtimes.model_io.streaming_session import StreamingSession
+from edgelstm.runtimes.ort.artifact import load_artifact
+from edgelstm.runtimes.serve.peers import owner_worker
+
+if TYPE_CHECKING:
+    from edgelstm.training.trainer import TrainResult
+
+#: Bounds a hang; never a timing check.
+HANG_S = 60.0
+TOKENS = ("worker-test-token-aaaaaaaaaaaaaaaa", "worker-test-token-bbbbbbbbbbbbbbbb")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    single_thread()
+
+
+@pytest.fixture(scope="module")
+def model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("workers") / "classify.stream.onnx"
+    export(trained_classify.out, path, streaming=True)
+    return path
+
+
+def _reference_rows(model: Path, chunks: list[np.ndarray]) -> list[dict[str, Any]]:
+    """One fresh stream's rows for ``chunks``, as ``run --stream --chunk K`` computes them."""
+    artifact = load_artifact(model, verify=False)
+    session, rows = StreamingSession(artifact), StreamRows(artifact.edgelstm_metadata(), model)
+    out: list[dict[str, Any]] = []
+    for chunk in chunks:
+        x = rows.model_input(chunk)
+        out += rows.rows(x, session.push(x[None])[0])
+    return out
+
+
+def _assert_rows(got: list[dict[str, Any]], want: list[dict[str, Any]], where: str) -> None:
+    assert [list(r) for r in got] == [list(r) for r in want], where
+    for row, expected in zip(got, want, strict=True):
+        for key, value in row.items():
+            if isinstance(value, float):
+                assert abs(value - expected[key]) <= 1e-5, (where, key, value, expected[key])
+            else:
+                assert value == expected[key], (where, key, value, expected[key])
+
+
+def _metrics(base: str, headers: dict[str, str] | None = None) -> dict[str, float]:
+    text = httpx.get(f"{base}/metrics", headers=headers, timeout=HANG_S).text
+    pairs = (line.rpartition(" ") for line in text.splitlines() if not line.startswith("#"))
+    return {name: float(value) for name, _, value in pairs if name}
+
+
+def _fresh_connection() -> httpx.AsyncClient:
+    """A client that opens a new connection per request: the kernel picks its worker."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.AsyncClient(limits=limits, timeout=HANG_S)
+
+
+def test_stream_ids_spread_over_the_workers_the_same_way_in_every_process() -> None:
+    owners = [owner_worker(f"sensor-{i}", 4) for i in range(400)]
+    assert sorted(set(owners)) == [0, 1, 2, 3]
+    assert min(owners.count(w) for w in range(4)) > 50  # no worker left nearly idle
+    # crc32, not Python's per-process salted hash(): every worker computes the same owner.
+    assert owner_worker("sensor-7", 4) == owner_worker("sensor-7", 4)
+    assert [owner_worker("sensor-7", 1), owner_worker("", 3)] == [0, 0]
+
+
+def test_each_streams_frames_stay_in_order_across_workers(model: Path, tmp_path: Path) -> None:
+    """Interleaved streams, each request on a new connection (so on either worker), then the
+    same streams continued over WebSocket: every stream's rows are its rows in order."""
+    from websockets.asyncio.client import connect
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    features = len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    rng = np.random.default_rng(0)
+    streams, http_chunks, ws_chunks = 12, 4, 3
+    chunks = {
+        f"s{i}": [rng.normal(size=(2, features)) for _ in range(http_chunks + ws_chunks)]
+        for i in range(streams)
+    }
+    got: dict[str, list[dict[str, Any]]] = {sid: [] for sid in chunks}
+
+    async def one_stream(sid: str) -> None:
+        async with _fresh_connection() as client:
+            for chunk in chunks[sid][:http_chunks]:
+                reply = await client.post(
+                    f"{base}/v1/streams/{sid}/frames", json={"frames": chunk.tolist()}
+                )
+                assert reply.status_code == 200, reply.text
+                got[sid] += reply.json()["rows"]
+        async with connect(f"ws://127.0.0.1:{port}/v1/streams/{sid}/ws") as socket:
+            for chunk in chunks[sid][http_chunks:]:
+                await socket.send(np.asarray(chunk, dtype="<f4").tobytes())
+                got[sid] += json.loads(await socket.recv())["rows"]
+
+    async def main() -> None:
+        await asyncio.gather(*(one_stream(sid) for sid in chunks))
+
+    with server_process([str(model), "--port", str(port), "--workers", "2"],
+                        tmp_path / "serve.log") as (announced, _):  # fmt: skip
+        assert "2 workers x 1 model thread" in announced
+        asyncio.run(asyncio.wait_for(main(), HANG_S))
+        metrics = _metrics(base)
+        assert metrics["edgelstm_workers"] == 2
+        assert metrics["edgelstm_active_streams"] == streams
+        assert metrics["edgelstm_requests_total"] == streams * (http_chunks + ws_chunks)
+        assert metrics["edgelstm_forwarded_total"] > 0  # the cross-worker path was taken
+        assert httpx.get(f"{base}/v1/model", timeout=HANG_S).json()["workers"] == 2
+        for sid in chunks:  # ends reach the owner too, from any worker
+            assert httpx.delete(f"{base}/v1/streams/{sid}", timeout=HANG_S).status_code == 200
+        assert _metrics(base)["edgelstm_active_streams"] == 0
+    for sid, stream_chunks in chunks.items():
+        # binary frames are float32: the reference reads the same float32 values
+        as_sent = [c if i < http_chunks else np.asarray(c, dtype="<f4")
+                   for i, c in enumerate(stream_chunks)]  # fmt: skip
+        _assert_rows(got[sid], _reference_rows(model, as_sent), sid)
+
+
+def test_stream_limits_hold_for_the_whole_server(model: Path, tmp_path: Path) -> None:
+    """--max-streams and --token-streams count streams on every worker together."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    token_file = tmp_path / "tokens"
+    token_file.write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    args = [str(model), "--port", str(port), "--workers", "2", "--max-streams", "3"]
+    args += ["--token-file", str(token_file), "--token-streams", "2"]
+    features = len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    body = {"frames": np.zeros((1, features)).tolist()}
+    first, second = ({"Authorization": f"Bearer {token}"} for token in TOKENS)
+
+    def post(sid: str, headers: dict[str, str]) -> tuple[int, str]:
+        reply = httpx.post(f"{base}/v1/streams/{sid}/frames", json=body, headers=headers,
+                           timeout=HANG_S)  # fmt: skip
+        return reply.status_code, reply.text
+
+    with server_process(args, tmp_path / "serve.log"):
+        assert [post(f"a{i}", first)[0] for i in range(2)] == [200, 200]
+        # The token's third stream is refused whichever worker its id hashes to.
+        for i in range(2, 6):
+            status, text = post(f"a{i}", first)
+            assert (status, "--token-streams" in text) == (429, True), text
+        assert post("b0", second)[0] == 200  # another token: the server holds 3
+        for i in range(1, 5):
+            status, text = post(f"b{i}", second)
+            assert (status, "--max-streams" in text) == (429, True), text
+        ended = httpx.delete(f"{base}/v1/streams/a0", headers=first, timeout=HANG_S)
+        assert ended.status_code == 200
+        assert post("b1", second)[0] == 200  # a freed stream is free on every worker
+        assert _metrics(base, first)["edgelstm_active_streams"] == 3
+
+
+def _worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's worker processes (its spawned children, not multiprocessing's
+    resource tracker)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if parent == supervisor and b"spawn_main" in command and b"resource_tracker" not in command:
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_worker_that_dies_stops_the_whole_server(model: Path, tmp_path: Path) -> None:
+    """The streams a dead worker held are gone: the server exits non-zero (a supervisor
+    restarts it whole) instead of serving half its streams."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with server_process([str(model), "--port", str(port), "--workers", "2"], log) as (_, server):
+        workers = _worker_pids(server.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        try:
+            server.wait(timeout=HANG_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the server kept running with a dead worker") from None
+    stderr = " ".join(log.read_text(encoding="utf-8").split())
+    assert server.returncode == 1, stderr
+    assert "error: the server stopped: its worker" in stderr and "Restart=on-failure" in stderr
+    assert "Traceback" not in stderr, stderr
+    assert _worker_pids(server.pid) == []  # the other worker was stopped, not orphaned
