@@ -13,6 +13,8 @@ import json
 import os
 import signal
 import subprocess
+import threading
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from edgelstm.exporters import export
 from edgelstm.runtimes.model_io.stream_rows import StreamRows
 from edgelstm.runtimes.model_io.streaming_session import StreamingSession
 from edgelstm.runtimes.ort.artifact import load_artifact
-from edgelstm.runtimes.serve.peers import owner_worker
+from edgelstm.runtimes.serve.directory import BUCKETS, SLACK, StreamDirectory, bucket_of
 
 if TYPE_CHECKING:
     from edgelstm.training.trainer import TrainResult
@@ -80,13 +82,38 @@ def _fresh_connection() -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=HANG_S)
 
 
-def test_stream_ids_spread_over_the_workers_the_same_way_in_every_process() -> None:
-    owners = [owner_worker(f"sensor-{i}", 4) for i in range(400)]
-    assert sorted(set(owners)) == [0, 1, 2, 3]
-    assert min(owners.count(w) for w in range(4)) > 50  # no worker left nearly idle
-    # crc32, not Python's per-process salted hash(): every worker computes the same owner.
-    assert owner_worker("sensor-7", 4) == owner_worker("sensor-7", 4)
-    assert [owner_worker("sensor-7", 1), owner_worker("", 3)] == [0, 0]
+def test_a_stream_stays_with_the_worker_that_claimed_it_until_its_bucket_empties() -> None:
+    """The directory two workers share: the first worker a stream reaches claims its bucket;
+    the bucket changes hands only once that worker holds no stream in it."""
+    table, streams, lock = [-1] * BUCKETS, [0, 0], threading.Lock()
+    first, second = (StreamDirectory(w, table, streams, lock) for w in (0, 1))
+    assert second.owner("sensor-1") == 1  # reached worker 1 first: worker 1 holds it
+    assert first.owner("sensor-1") == 1
+    second.opened("sensor-1")
+    second.opened("sensor-1")  # two streams in one bucket (ids of two tokens, say)
+    second.closed("sensor-1")
+    assert first.owner("sensor-1") == 1  # one left: the bucket stays
+    second.closed("sensor-1")
+    assert first.owner("sensor-1") == 0  # freed with its last stream, then claimed anew
+    # crc32, not Python's per-process salted hash(): every worker finds the same bucket.
+    assert bucket_of("sensor-1") == zlib.crc32(b"sensor-1") % BUCKETS
+    assert StreamDirectory.alone().owner("anything") == 0
+
+
+def test_a_worker_holding_more_than_its_share_hands_new_streams_to_the_lightest() -> None:
+    table, streams, lock = [-1] * BUCKETS, [0, 0], threading.Lock()
+    busy = StreamDirectory(0, table, streams, lock)
+    claimed = []
+    for i in range(100):  # every new stream reaches worker 0 first
+        sid = f"s{i}"
+        holder = busy.owner(sid)
+        claimed.append(holder)
+        if holder == 0:
+            busy.opened(sid)
+        else:
+            streams[1] += 1  # worker 1 opened it
+    assert claimed[: SLACK + 1] == [0] * (SLACK + 1)  # its own, while within the slack
+    assert abs(streams[0] - streams[1]) <= SLACK + 1  # then the load stays even
 
 
 def test_each_streams_frames_stay_in_order_across_workers(model: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ object belongs to one stream and sees its chunks in order.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from edgelstm.runtimes.model_io.labelling import (
 )
 from edgelstm.tasks import anomaly_scores, normalize
 
-__all__ = ["STREAMING_TASKS", "StreamRows", "class_row", "stream_columns"]
+__all__ = ["STREAMING_TASKS", "StreamRows", "batch_rows", "class_row", "stream_columns"]
 
 #: Tasks whose models can run frame by frame.
 STREAMING_TASKS = ("classify", "anomaly", "tag", "transcribe")
@@ -44,18 +45,13 @@ STREAMING_TASKS = ("classify", "anomaly", "tag", "transcribe")
 def class_row(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
     """One classification row (``label``, ``confidence``, ``prob_<class>``...), as ``run``
     writes it to CSV and ``--stream`` prints it."""
-    values = probs.tolist()
+    # numpy rounds the vector in one call (a server builds this row per frame per stream);
+    # it agrees with decimal rounding except within ~1e-10 of a half, where the two may
+    # differ in the last printed digit. Every door builds rows here, so they agree.
+    rounded = np.round(probs, PROBABILITY_DECIMALS).tolist()
     best = int(probs.argmax())
-    row: dict[str, Any] = {
-        "label": labels[best],
-        "confidence": round(values[best], PROBABILITY_DECIMALS),
-    }
-    # A server builds this row per frame per stream: the keys are made once per label set.
-    row.update(
-        zip(
-            _probability_keys(labels), [round(p, PROBABILITY_DECIMALS) for p in values], strict=True
-        )
-    )
+    row: dict[str, Any] = {"label": labels[best], "confidence": rounded[best]}
+    row.update(zip(_probability_keys(labels), rounded, strict=True))
     return row
 
 
@@ -110,17 +106,20 @@ class StreamRows:
         """
         return normalize(np.asarray(frames, dtype=np.float64), self.normalization)
 
-    def rows(self, x: np.ndarray, out: np.ndarray) -> list[dict[str, Any]]:
+    def rows(
+        self, x: np.ndarray, out: np.ndarray, *, probs: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
         """Rows for one chunk: ``x`` its normalised frames ``[k, features]``, ``out`` this
-        stream's model output for the chunk (``[classes]`` logits or ``[k, features]``)."""
+        stream's model output for the chunk (``[classes]`` logits or ``[k, features]``);
+        ``probs``: the softmax of ``out`` when already computed (see :func:`batch_rows`)."""
         rows: list[dict[str, Any]] = []
         if self.task == "classify":
-            probs = softmax(out[None])[0]
+            probs = softmax(out[None])[0] if probs is None else probs
             if not self.seen:
                 check_class_count(self.labels, len(probs))
             rows.append({"frame": self.seen + len(x) - 1, **class_row(probs, self.labels)})
         elif self.task == "tag":
-            probs = softmax(out)
+            probs = softmax(out) if probs is None else probs
             if not self.seen:
                 check_class_count(self.labels, probs.shape[-1])
             rows.extend(
@@ -164,3 +163,18 @@ class StreamRows:
         self._previous = None
         if self.task == "transcribe":
             self.decoder.reset()
+
+
+def batch_rows(
+    streams: Sequence[StreamRows], x: np.ndarray, output: np.ndarray
+) -> list[list[dict[str, Any]]]:
+    """Each stream's rows from one batched model call: stream ``i`` read ``x[i]`` and got
+    ``output[i]``. The same rows as :meth:`StreamRows.rows` one by one; classification and
+    tagging take their softmax once for the whole batch (per stream it cost more than the
+    rows themselves)."""
+    batched = bool(streams) and streams[0].task in ("classify", "tag")
+    probs = softmax(output) if batched else None
+    return [
+        stream.rows(x[i], output[i], probs=None if probs is None else probs[i])
+        for i, stream in enumerate(streams)
+    ]

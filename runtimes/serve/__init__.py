@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from edgelstm.runtimes.serve.access import ServeAccess
     from edgelstm.runtimes.serve.app import create_app
     from edgelstm.runtimes.serve.peers import WorkerSeat
-    from edgelstm.runtimes.serve.quota import StreamQuota
 
 __all__ = [
     "BatcherFailedError",
@@ -188,7 +187,6 @@ def run_app(
     tls: TlsFiles | None = None,
     max_connections: int | None = None,
     seat: WorkerSeat | None = None,
-    quota: StreamQuota | None = None,
 ) -> None:
     """One server process: the app on ``host:port`` or on ``sockets`` already listening
     (a worker's share of the supervisor's socket), until SIGINT/SIGTERM."""
@@ -209,7 +207,7 @@ def run_app(
     from edgelstm.runtimes.serve.connections import HeaderDeadlineProtocol
 
     app = create_app(model, session=session, limits=limits, on_failure=stop_on_failure,
-                     access=access, seat=seat, quota=quota)  # fmt: skip
+                     access=access, seat=seat)  # fmt: skip
     config = uvicorn.Config(
         app,
         host=host,

@@ -36,9 +36,10 @@ import numpy as np
 from edgelstm.errors import InvalidInputError, first_line
 from edgelstm.metadata import ModelMetadata
 from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, StreamContract
-from edgelstm.runtimes.model_io.stream_rows import StreamRows
+from edgelstm.runtimes.model_io.stream_rows import StreamRows, batch_rows
 from edgelstm.runtimes.model_io.stream_state import StreamState
 from edgelstm.runtimes.ort.session import OpenedSession
+from edgelstm.runtimes.serve.directory import StreamDirectory
 from edgelstm.runtimes.serve.metrics import ServerMetrics
 from edgelstm.runtimes.serve.quota import StreamQuota
 from edgelstm.runtimes.serve.rejections import RequestRejected
@@ -117,10 +118,11 @@ _FLAGS = {
 
 @dataclass(eq=False)
 class _Chunk:
-    """One request's frames (normalised) and the future its rows go to."""
+    """One request's frames (in original units, as received) and the future its rows go
+    to. Frames are normalised per batch, in one call, when the batch runs."""
 
     stream: _Stream
-    x: np.ndarray
+    frames: np.ndarray
     future: asyncio.Future[list[dict[str, Any]]]
     queued_at: float
     taken: bool = False
@@ -157,9 +159,12 @@ class SequenceBatcher:
         *,
         clock: Callable[[], float] = time.monotonic,
         quota: StreamQuota | None = None,
+        directory: StreamDirectory | None = None,
     ) -> None:
         self.contract = StreamContract.of(meta, opened.path)
-        StreamRows(meta, opened.path)  # refuses tasks that cannot stream, before serving
+        # Refuses tasks that cannot stream, before serving; normalises every batch (the
+        # statistics are the model's, the same for every stream).
+        self._model_input = StreamRows(meta, opened.path).model_input
         self.opened = opened
         self.meta = meta
         self.limits = limits
@@ -167,6 +172,8 @@ class SequenceBatcher:
         self.clock = clock
         #: streams held in total and per token (shared by the workers of one server)
         self.quota = quota or StreamQuota(limits.max_streams, limits.max_streams_per_token)
+        #: which worker holds which streams (told as this one's streams open and end)
+        self.directory = directory or StreamDirectory.alone()
         self.num_features = len(meta.feature_names) or _feature_count(opened)
         self.chunk_multiple = self.contract.chunk_multiple
         self._table = StreamState(self.contract, limits.max_streams)
@@ -329,7 +336,7 @@ class SequenceBatcher:
         now = self.clock()
         chunk = _Chunk(
             stream,
-            stream.rows.model_input(frames),
+            frames,
             asyncio.get_running_loop().create_future(),
             time.perf_counter(),
         )
@@ -355,6 +362,7 @@ class SequenceBatcher:
         stream = _Stream(stream_id, slot, StreamRows(self.meta, self.opened.path), owner)
         stream.idle.set()
         self._streams[owner, stream_id] = stream
+        self.directory.opened(stream_id)
         self.metrics.streams_opened += 1
         return stream
 
@@ -362,7 +370,7 @@ class SequenceBatcher:
         stream = chunk.stream
         if chunk in stream.queue:
             stream.queue.remove(chunk)
-            self._dequeued(stream, len(chunk.x))
+            self._dequeued(stream, len(chunk.frames))
             self.metrics.reject("client_gone")
         if not stream.queue and stream in self._ready:
             self._ready.remove(stream)
@@ -385,7 +393,7 @@ class SequenceBatcher:
         stream.closing = True
         for chunk in list(stream.queue):
             stream.queue.remove(chunk)
-            self._dequeued(stream, len(chunk.x))
+            self._dequeued(stream, len(chunk.frames))
             if not chunk.future.done():
                 chunk.future.set_exception(
                     RequestRejected(409, "stream_closing", f"stream {stream_id!r} was ended")
@@ -409,6 +417,7 @@ class SequenceBatcher:
         del self._streams[stream.owner, stream.id]
         self._free.append(stream.slot)
         self.quota.give_back(stream.owner)
+        self.directory.closed(stream.id)
         self.metrics.streams_closed += 1
 
     # ------------------------------------------------------------------ batching
@@ -436,7 +445,8 @@ class SequenceBatcher:
             for chunk in batch:
                 self.metrics.queue_delay.observe(started - chunk.queued_at)
             try:
-                results = await loop.run_in_executor(self._worker, self._compute, batch)
+                x, output = await loop.run_in_executor(self._worker, self._compute, batch)
+                results = self._rows(batch, x, output)
             except Exception as exc:  # a model failure fails this batch, not the server
                 message = f"the model failed on this batch: {first_line(exc)}"
                 results = [RequestRejected(500, "model_error", message)] * len(batch)
@@ -445,29 +455,35 @@ class SequenceBatcher:
 
     def _take_batch(self) -> list[_Chunk]:
         """Head chunks of up to ``max_batch`` ready streams with the oldest's length."""
-        length = len(self._ready[0].queue[0].x)
+        length = len(self._ready[0].queue[0].frames)
         batch: list[_Chunk] = []
         keep: deque[_Stream] = deque()
         while self._ready and len(batch) < self.limits.max_batch:
             stream = self._ready.popleft()
             if not stream.queue:
                 continue
-            if len(stream.queue[0].x) != length:
+            if len(stream.queue[0].frames) != length:
                 keep.append(stream)
                 continue
             chunk = stream.queue.popleft()
             chunk.taken = True
             stream.busy = True
-            self._dequeued(stream, len(chunk.x))
+            self._dequeued(stream, len(chunk.frames))
             batch.append(chunk)
         keep.extend(self._ready)
         self._ready = keep
         return batch
 
-    def _compute(self, batch: list[_Chunk]) -> list[Any]:
-        """Worker thread: gather state, one model call, scatter state, score each stream."""
+    def _compute(self, batch: list[_Chunk]) -> tuple[np.ndarray, np.ndarray]:
+        """Worker thread: normalise, gather state, one model call, scatter state; the
+        model's input and its task output.
+
+        Only numpy and ONNX Runtime run here (both release the GIL for their work): Python
+        work in this thread would hold the GIL against the event loop, and a thread waiting
+        for it waits up to the interpreter's 5 ms switch interval, in every request's tail.
+        """
         slots = np.fromiter((c.stream.slot for c in batch), np.int64, len(batch))
-        x = np.stack([c.x for c in batch])
+        x = self._model_input(np.stack([c.frames for c in batch]))
         outputs = self.opened.session.run(
             self._output_names, {FRAMES_INPUT: x, **self._table.gather(slots)}
         )
@@ -478,8 +494,12 @@ class SequenceBatcher:
             for name, output in zip(contract.state_names, contract.state_outputs, strict=True)
         }
         self._table.scatter(slots, new_state)
-        task_output = named[self._output_names[0]]
-        return [c.stream.rows.rows(c.x, task_output[i]) for i, c in enumerate(batch)]
+        return x, named[self._output_names[0]]
+
+    @staticmethod
+    def _rows(batch: list[_Chunk], x: np.ndarray, output: np.ndarray) -> list[Any]:
+        """Each stream's rows from its slice of the batch (on the event loop)."""
+        return batch_rows([c.stream.rows for c in batch], x, output)
 
     def _finish(self, batch: list[_Chunk], results: list[Any]) -> None:
         now = self.clock()
@@ -493,7 +513,7 @@ class SequenceBatcher:
                     chunk.future.set_exception(result)
                 else:
                     chunk.future.set_result(result)
-                    self.metrics.frames += len(chunk.x)
+                    self.metrics.frames += len(chunk.frames)
                     self.metrics.latency.observe(finished - chunk.queued_at)
             if stream.queue and not stream.closing:
                 self._ready.append(stream)

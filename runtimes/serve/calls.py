@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,16 @@ class Reply:
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    def http_body(self) -> bytes:
+        """The HTTP body: the reply's JSON, or a refusal as ``{"error": ...}``."""
+        return self.body if self.ok else orjson.dumps({"error": self.body.decode()})
+
+    def http_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers beside the JSON content type: ``Retry-After`` when the client should wait."""
+        if self.retry_after is None:
+            return []
+        return [(b"retry-after", b"%d" % max(1, math.ceil(self.retry_after)))]
 
 
 async def perform(

@@ -195,6 +195,14 @@ def render_snapshots(snapshots: Sequence[Mapping[str, Any]]) -> str:
     added up (counters, gauges, histogram buckets; latency quantiles over all windows)."""
     total = ServerMetrics()
     gauges = {"workers": 0, "active_streams": 0, "queued_frames": 0}
+    per_worker = [
+        "# HELP edgelstm_worker_streams Streams each worker holds (an even spread is the aim).",
+        "# TYPE edgelstm_worker_streams gauge",
+        *(
+            f'edgelstm_worker_streams{{worker="{worker}"}} {snapshot["active_streams"]}'
+            for worker, snapshot in enumerate(snapshots)
+        ),
+    ]
     for snapshot in snapshots:
         for name in gauges:
             gauges[name] += snapshot[name]
@@ -205,4 +213,4 @@ def render_snapshots(snapshots: Sequence[Mapping[str, Any]]) -> str:
         total.batch_size.add(snapshot["batch_size"])
         total.queue_delay.add(snapshot["queue_delay"])
         total.latency.add(snapshot["latency"])
-    return total.exposition(**gauges)
+    return total.exposition(**gauges) + "\n".join(per_worker) + "\n"

@@ -1,13 +1,12 @@
-"""Workers of one server, and the stream each of them owns.
+"""Workers of one server, and the calls they pass to each other.
 
 With ``--workers N`` the server is N processes accepting on one socket, each with its own
-batcher and state table. A stream's state lives in exactly one of them: the worker
-``crc32(stream id) % N`` (:func:`owner_worker`, the same in every process, unlike Python's
-salted ``hash``). A request that lands elsewhere (a new HTTP connection, a WebSocket the
-kernel gave to another worker) travels to the owner over a Unix socket as it came, body
-unparsed, and the owner's reply travels back encoded, so the receiving worker only moves
-bytes. One owner per stream is what keeps a stream's frames in order: the owner's batcher
-runs a stream's chunks one at a time, in the order they reached it.
+batcher and state table. A stream's state lives in exactly one of them, the one the
+:class:`~.directory.StreamDirectory` names (the worker its first request reached). A
+request that lands elsewhere (a new HTTP connection, a proxy's pooled one) travels to that
+worker over a Unix socket as it came, body unparsed, and the reply travels back encoded,
+so the receiving worker only moves bytes. One holder per stream is what keeps a stream's
+frames in order: its batcher runs a stream's chunks one at a time, in arrival order.
 
 Wire format, both ways a 4-byte little-endian length, then:
 
@@ -26,12 +25,13 @@ import asyncio
 import contextlib
 import itertools
 import struct
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgelstm.runtimes.serve.calls import Reply, StreamCall
+from edgelstm.runtimes.serve.directory import StreamDirectory
 from edgelstm.runtimes.serve.metrics import ServerMetrics
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "PeerListener",
     "StreamRouter",
     "WorkerSeat",
-    "owner_worker",
     "worker_socket",
 ]
 
@@ -52,11 +51,6 @@ CONNECT_TIMEOUT_S = 10.0
 
 #: perform(call, owner, stream id, body): the owner's side of a call
 Perform = Callable[[StreamCall, str, str, bytes], Awaitable[Reply]]
-
-
-def owner_worker(stream_id: str, workers: int) -> int:
-    """The worker (0..workers-1) that holds ``stream_id``'s state."""
-    return zlib.crc32(stream_id.encode("utf-8", "surrogatepass")) % workers if workers > 1 else 0
 
 
 def worker_socket(folder: Path, worker: int) -> Path:
@@ -225,15 +219,25 @@ class PeerListener:
 @dataclass(frozen=True)
 class WorkerSeat:
     """One process's place in the server: worker ``worker`` of ``workers``, whose peers
-    listen in ``folder`` (None for a single worker)."""
+    listen in ``folder``, and the shared memory all workers use: ``stream_counts`` (the
+    :class:`~.quota.StreamQuota`'s counts) and ``claims`` (the
+    :class:`~.directory.StreamDirectory`'s table, stream counts and lock). The default is
+    a lone worker."""
 
     worker: int = 0
     workers: int = 1
     folder: Path | None = None
+    stream_counts: Any = None
+    claims: tuple[Any, Any, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.workers > 1 and self.folder is None:
-            raise ValueError("workers > 1 need the folder of their sockets")
+        if self.workers > 1 and (self.folder is None or self.claims is None):
+            raise ValueError("workers > 1 need their sockets' folder and the shared claims")
+
+    def directory(self) -> StreamDirectory:
+        if self.claims is None:
+            return StreamDirectory.alone()
+        return StreamDirectory(self.worker, *self.claims)
 
 
 class StreamRouter:
@@ -241,10 +245,15 @@ class StreamRouter:
     or a peer over its :class:`PeerLink`. A single worker has no peers."""
 
     def __init__(
-        self, perform: Perform, seat: WorkerSeat, metrics: ServerMetrics | None = None
+        self,
+        perform: Perform,
+        seat: WorkerSeat,
+        directory: StreamDirectory,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.perform = perform
         self.metrics = metrics or ServerMetrics()
+        self.directory = directory
         self.worker = seat.worker
         self.workers = seat.workers
         self.folder = seat.folder
@@ -266,7 +275,8 @@ class StreamRouter:
         """Listen for the peers' calls (before this worker serves clients)."""
         if self.workers > 1:
             assert self.folder is not None
-            self._listener = PeerListener(worker_socket(self.folder, self.worker), self.perform)
+            path = worker_socket(self.folder, self.worker)
+            self._listener = PeerListener(path, self.answer_peer)
             await self._listener.start()
 
     async def close(self) -> None:
@@ -277,11 +287,18 @@ class StreamRouter:
 
     async def call(self, call: StreamCall, owner: str, stream_id: str, body: bytes) -> Reply:
         """Run ``call`` where ``stream_id`` lives."""
-        target = owner_worker(stream_id, self.workers)
+        target = self.directory.owner(stream_id)
         if target == self.worker:
             return await self.perform(call, owner, stream_id, body)
         self.metrics.forwarded += 1
         return await self._link(target).call(call, owner, stream_id, body)
+
+    async def answer_peer(self, call: StreamCall, owner: str, stream_id: str, body: bytes) -> Reply:
+        """A peer's call: run here, or, if the stream's bucket changed hands on the way (it
+        was freed, with its last stream, and claimed again), pass it on to the new holder."""
+        if call in (StreamCall.METRICS, StreamCall.HEALTH):
+            return await self.perform(call, owner, stream_id, body)
+        return await self.call(call, owner, stream_id, body)
 
     async def ask_all(self, call: StreamCall, timeout_s: float = 2.0) -> list[Reply]:
         """``call`` (metrics, health) on every worker, this one first; a peer that does not

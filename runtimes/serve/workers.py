@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,43 +66,68 @@ class WorkerPlan:
     options: dict[str, Any]
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """The one socket all workers accept on, bound here so a port in use fails once, in
-    one line, before any worker starts."""
+#: Linux spreads connections evenly over sockets sharing a port with SO_REUSEPORT (by a
+#: hash of each connection's addresses); one shared listening socket lets whichever worker
+#: wakes first take a burst of connects, and every stream of a WebSocket follows its
+#: connection. Elsewhere (macOS does not balance reused ports) the workers share a socket.
+SPREAD_BY_KERNEL = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _socket(host: str, port: int, *, reuse_port: bool, listen: bool) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
+        if listen:
+            sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _claim_port(host: str, port: int) -> socket.socket:
+    """The port the workers will listen on, held by this process, checked free here so a
+    port in use fails once, in one line, before any worker starts. With
+    :data:`SPREAD_BY_KERNEL` the held socket only reserves the port (it never listens, so
+    it never takes a connection); otherwise it is the listening socket the workers share."""
+    try:
+        if not SPREAD_BY_KERNEL:
+            return _socket(host, port, reuse_port=False, listen=True)
+        # First without SO_REUSEPORT: that bind fails if anything (another server of ours
+        # included, which would otherwise share this port's connections) holds the port.
+        probe = _socket(host, port, reuse_port=False, listen=False)
+        port = probe.getsockname()[1]
+        probe.close()
+        return _socket(host, port, reuse_port=True, listen=False)
     except OSError as exc:
         raise InvalidInputError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or "
             "--host"
         ) from None
-    sock.set_inheritable(True)
-    return sock
 
 
-def _worker_main(plan: WorkerPlan, worker: int, sock: socket.socket, counts: Any,
-                 ready: Connection) -> None:  # fmt: skip
-    """A worker process: the app for its seat, served on the shared socket."""
+def _worker_main(plan: WorkerPlan, seat: Any, held: socket.socket, ready: Connection) -> None:
+    """A worker process: the app for its seat, on its own socket of the held port (or on
+    the held socket itself, where the kernel does not spread connections)."""
     from edgelstm.runtimes.serve import run_app
-    from edgelstm.runtimes.serve.peers import WorkerSeat
-    from edgelstm.runtimes.serve.quota import StreamQuota
 
-    options = plan.options
-    limits, access = options["limits"], options["access"]
-    owners = access.owners if access is not None else ()
-    quota = StreamQuota(limits.max_streams, limits.max_streams_per_token, owners, counts)
-    seat = WorkerSeat(worker, plan.workers, plan.folder)
+    if SPREAD_BY_KERNEL:
+        host, port = held.getsockname()[:2]
+        sock = _socket(host, port, reuse_port=True, listen=True)
+        held.close()
+    else:
+        sock = held
     try:
-        run_app(plan.model, sockets=[sock], on_ready=ready.send, seat=seat, quota=quota,
-                **options)  # fmt: skip
+        run_app(plan.model, sockets=[sock], on_ready=ready.send, seat=seat, **plan.options)
     except EdgeLSTMError as exc:  # the batcher died: say why, exit non-zero
-        print(f"error: worker {worker}: {first_line(exc)}", flush=True)
+        print(f"error: worker {seat.worker}: {first_line(exc)}", flush=True)
         raise SystemExit(1) from None
 
 
@@ -116,19 +142,22 @@ def serve_workers(
 ) -> None:
     """Serve ``model`` from ``workers`` processes until SIGINT/SIGTERM (see the module
     docstring); ``options`` are :func:`~edgelstm.runtimes.serve.serve`'s, for each worker."""
-    sock = _listening_socket(host, port)
+    sock = _claim_port(host, port)
     folder = Path(tempfile.mkdtemp(prefix="edgelstm-serve-"))  # mode 0700: ours alone
     context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    from edgelstm.runtimes.serve.directory import StreamDirectory
+    from edgelstm.runtimes.serve.peers import WorkerSeat
     from edgelstm.runtimes.serve.quota import StreamQuota
 
     access = options.get("access")
     counts = StreamQuota.shared_counts(context, access.owners if access is not None else ())
+    claims = StreamDirectory.shared_table(context, workers)
     receive_ready, send_ready = context.Pipe(duplex=False)
     plan = WorkerPlan(model, workers, folder, options)
     processes = [
         context.Process(
             target=_worker_main,
-            args=(plan, worker, sock, counts, send_ready),
+            args=(plan, WorkerSeat(worker, workers, folder, counts, claims), sock, send_ready),
             name=f"edgelstm-serve-{worker}",
         )
         for worker in range(workers)
