@@ -17,6 +17,7 @@ import pytest
 
 from edgelstm.runtimes.serve.access import BearerTokenGate, ServeAccess
 from edgelstm.runtimes.serve.app import ROUTES
+from edgelstm.runtimes.serve.stream_routes import PATHS as STREAM_PATHS
 
 Sections = dict[str, list[list[str]]]
 
@@ -90,7 +91,8 @@ def test_every_route_of_one_stream_hashes_alike(sections: Sections) -> None:
         key("https://gw.example:8443/v1/streams/s1/frames"),  # HTTP/2 carries the authority
     }
     # the server's own routes with one id, so a new route under another prefix fails here
-    one |= {key(r.path.replace("{stream_id}", "s1")) for r in ROUTES if "{stream_id}" in r.path}
+    paths = [*(r.path for r in ROUTES), *STREAM_PATHS]
+    one |= {key(p.replace("{stream_id}", "s1")) for p in paths if "{stream_id}" in p}
     assert one == {"/v1/streams/s1"}
     assert key("/v1/streams/s2/frames") != key("/v1/streams/s1/frames")
 

@@ -12,8 +12,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,3 +240,23 @@ def test_a_worker_that_dies_stops_the_whole_server(model: Path, tmp_path: Path) 
     assert "error: the server stopped: its worker" in stderr and "Restart=on-failure" in stderr
     assert "Traceback" not in stderr, stderr
     assert _worker_pids(server.pid) == []  # the other worker was stopped, not orphaned
+
+
+def test_workers_stop_when_their_supervisor_is_killed(model: Path, tmp_path: Path) -> None:
+    """A supervisor killed outright (SIGKILL, the OOM killer) must not leave its workers
+    serving the port unsupervised: they notice and shut down."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with server_process([str(model), "--port", str(port), "--workers", "2"], log) as (_, server):
+        workers = _worker_pids(server.pid)
+        assert len(workers) == 2, workers
+        server.kill()
+        server.wait(timeout=HANG_S)
+        for _ in range(int(HANG_S / 0.1)):  # a bounded wait, not a timing check
+            if not any(os.path.exists(f"/proc/{pid}") for pid in workers):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"workers {workers} outlived their supervisor")
+    with socket.socket() as probe:  # and the port is free for a restarted server
+        probe.bind(("127.0.0.1", port))

@@ -27,9 +27,11 @@ from edgelstm.runtimes.serve.metrics import ServerMetrics
 from edgelstm.runtimes.serve.peers import StreamRouter
 from edgelstm.runtimes.serve.rejections import RequestRejected
 
-__all__ = ["StreamRoutes", "http_reply"]
+__all__ = ["PATHS", "StreamRoutes", "http_reply"]
 
 _PREFIX, _FRAMES, _SOCKET = "/v1/streams/", "/frames", "/ws"
+#: The routes served here, as Starlette would write them.
+PATHS = (f"{_PREFIX}{{stream_id}}{_FRAMES}", f"{_PREFIX}{{stream_id}}{_SOCKET}")
 
 
 def _stream_id(path: str, suffix: str) -> str | None:

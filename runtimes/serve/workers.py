@@ -23,6 +23,8 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -118,6 +120,7 @@ def _worker_main(plan: WorkerPlan, seat: Any, held: socket.socket, ready: Connec
     the held socket itself, where the kernel does not spread connections)."""
     from edgelstm.runtimes.serve import run_app
 
+    _stop_with_parent()
     if SPREAD_BY_KERNEL:
         host, port = held.getsockname()[:2]
         sock = _socket(host, port, reuse_port=True, listen=True)
@@ -129,6 +132,20 @@ def _worker_main(plan: WorkerPlan, seat: Any, held: socket.socket, ready: Connec
     except EdgeLSTMError as exc:  # the batcher died: say why, exit non-zero
         print(f"error: worker {seat.worker}: {first_line(exc)}", flush=True)
         raise SystemExit(1) from None
+
+
+def _stop_with_parent(period_s: float = 0.5) -> None:
+    """Stop this worker (SIGTERM to itself: a graceful shutdown) once its supervisor is
+    gone, however it went (SIGKILL, the OOM killer): an orphaned worker would keep serving
+    part of the streams on the port, unsupervised, and block a restarted server."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="edgelstm-parent-watch", daemon=True).start()
 
 
 def serve_workers(
@@ -172,9 +189,11 @@ def serve_workers(
             process.start()
         failed = _supervise(processes, receive_ready, stopping, on_ready)
     finally:
+        # Our handlers stay until the workers are gone: a second SIGTERM (systemd's, a
+        # terminal's second Ctrl-C) must not kill this process and orphan them.
+        _stop(processes, options.get("graceful_timeout_s", 10))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop(processes, options.get("graceful_timeout_s", 10))
         sock.close()
         shutil.rmtree(folder, ignore_errors=True)
     if failed is not None:
