@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 import pytest
-from conftest import free_port, server_process, single_thread
+from conftest import TINY_KW, free_port, server_process, single_thread, write_classify_npz
 
 from edgelstm.exporters import export
 from edgelstm.runtimes.model_io.stream_rows import StreamRows
@@ -260,3 +261,95 @@ def test_workers_stop_when_their_supervisor_is_killed(model: Path, tmp_path: Pat
             raise AssertionError(f"workers {workers} outlived their supervisor")
     with socket.socket() as probe:  # and the port is free for a restarted server
         probe.bind(("127.0.0.1", port))
+
+
+@pytest.fixture(scope="module")
+def retrained(classify_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same task, features and classes as ``model``, other weights (another seed)."""
+    from edgelstm.training.trainer import train
+
+    folder = tmp_path_factory.mktemp("retrained")
+    run = train("classify", data=classify_npz, out=folder / "run", seed=1, **TINY_KW)
+    path = folder / "classify.stream.onnx"
+    export(run.out, path, streaming=True)
+    return path
+
+
+def _export_other_features(path: Path) -> None:
+    """A streaming classifier reading 4 features (the served one reads 3)."""
+    from edgelstm.training.trainer import train
+
+    data = write_classify_npz(path.with_suffix(".npz"), features=4)
+    run = train("classify", data=data, out=path.with_suffix(".run"), seed=0, **TINY_KW)
+    export(run.out, path.with_suffix(".tmp.onnx"), streaming=True)
+    os.replace(path.with_suffix(".tmp.onnx"), path)
+
+
+def _continued_rows(first: Path, second: Path, before: np.ndarray, after: np.ndarray) -> Any:
+    """A stream's rows for ``after`` from ``second``, continuing the state ``first`` left
+    after ``before``: what a swap between the two chunks must give."""
+    old, new = (load_artifact(p, verify=False) for p in (first, second))
+    session = StreamingSession(old)
+    rows = StreamRows(old.edgelstm_metadata(), first)
+    session.push(rows.model_input(before)[None])
+    carried = StreamingSession(new)
+    carried.set_state(session.get_state())
+    rows_new = StreamRows(new.edgelstm_metadata(), second)
+    rows_new.seen = len(before)
+    x = rows_new.model_input(after)
+    return rows_new.rows(x, carried.push(x[None])[0])
+
+
+def test_sighup_swaps_the_model_and_open_streams_keep_their_state(
+    model: Path, retrained: Path, tmp_path: Path
+) -> None:
+    """Replace the file, SIGHUP: every worker loads it; a stream's next rows come from the
+    new model continuing the state the old one left. A model that cannot continue the
+    streams (other features) is refused and the old one serves on."""
+    served = tmp_path / "served.stream.onnx"
+    shutil.copy(model, served)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    features = len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    rng = np.random.default_rng(3)
+    before, after = rng.normal(size=(3, features)), rng.normal(size=(2, features))
+    log = tmp_path / "serve.log"
+
+    def post(sid: str, frames: np.ndarray) -> list[dict[str, Any]]:
+        reply = httpx.post(f"{base}/v1/streams/{sid}/frames", json={"frames": frames.tolist()},
+                           timeout=HANG_S)  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        rows: list[dict[str, Any]] = reply.json()["rows"]
+        return rows
+
+    def swaps_seen(count: float) -> None:
+        for _ in range(int(HANG_S / 0.1)):  # a bounded wait for both workers' swap
+            if _metrics(base)["edgelstm_model_swaps_total"] == count:
+                return
+            time.sleep(0.1)
+        raise AssertionError(log.read_text(encoding="utf-8"))
+
+    args = [str(served), "--port", str(port), "--workers", "2"]
+    with server_process(args, log) as (_, server):
+        streams = [f"s{i}" for i in range(6)]  # on both workers
+        for sid in streams:
+            post(sid, before)
+        shutil.copy(retrained, tmp_path / "next.onnx")
+        os.replace(tmp_path / "next.onnx", served)  # an atomic replace, as an operator would
+        server.send_signal(signal.SIGHUP)
+        swaps_seen(2)
+        want = _continued_rows(model, retrained, before, after)
+        for sid in streams:
+            _assert_rows(post(sid, after), want, sid)
+        # A model other streams could not continue on: refused, the swapped-in one serves on.
+        _export_other_features(tmp_path / "other.onnx")
+        os.replace(tmp_path / "other.onnx", served)
+        server.send_signal(signal.SIGHUP)
+        for _ in range(int(HANG_S / 0.1)):
+            if log.read_text(encoding="utf-8").count("not swapped in") == 2:
+                break
+            time.sleep(0.1)
+        assert _metrics(base)["edgelstm_model_swaps_total"] == 2
+        post("fresh", before)  # still serving
+    stderr = " ".join(log.read_text(encoding="utf-8").split())
+    assert "warning: SIGHUP:" in stderr and "features differ" in stderr, stderr

@@ -18,6 +18,7 @@ or from the shell::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
@@ -102,6 +103,12 @@ def _server_class(uvicorn: Any, on_ready: Callable[[str], None] | None) -> Any:
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
+            swap = getattr(self.config.app, "state", None)
+            if self.started and hasattr(signal, "SIGHUP") and swap is not None:
+                # SIGHUP: load the model file again (replaced in place) and swap it in.
+                loop = asyncio.get_running_loop()
+                reload = swap.reload_model
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
             if self.started and on_ready is not None:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
                 scheme = "https" if self.config.is_ssl else "http"

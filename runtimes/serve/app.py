@@ -24,7 +24,9 @@ Errors are ``{"error": "<what and the fix>"}`` with a 4xx status for the client'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edgelstm.errors import EdgeLSTMError, first_line
 from edgelstm.runtimes.model_io.features import class_names
 from edgelstm.runtimes.model_io.stream_rows import stream_columns
 from edgelstm.runtimes.ort.artifact import Artifact, load_artifact
@@ -218,4 +221,28 @@ def create_app(
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[*gates, hot])
     app.state.batcher = batcher
     app.state.router = router
+    app.state.reload_model = _reloader(batcher, artifact.path, session or SessionConfig())
     return app
+
+
+def _reloader(
+    batcher: SequenceBatcher, path: Path, session: SessionConfig
+) -> Callable[[], Awaitable[None]]:
+    """What SIGHUP runs: open the model at ``path`` again (an operator replaced the file)
+    and swap it in, streams keeping their state; a model that cannot take over is refused
+    with one line on stderr, and the old one goes on serving."""
+
+    async def reload_model() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # Opening takes a while: off the event loop, which goes on serving meanwhile.
+            artifact = await loop.run_in_executor(None, load_artifact, path)
+            opened = await loop.run_in_executor(None, open_session, artifact, session)
+            await batcher.swap_model(opened, artifact.edgelstm_metadata())
+        except EdgeLSTMError as exc:
+            refused = f"warning: SIGHUP: {first_line(exc)}; still serving the model loaded before"
+            print(refused, file=sys.stderr, flush=True)
+            return
+        print(f"swapped in {path} (SIGHUP); open streams kept their state", file=sys.stderr)
+
+    return reload_model

@@ -43,6 +43,7 @@ from edgelstm.runtimes.serve.directory import StreamDirectory
 from edgelstm.runtimes.serve.metrics import ServerMetrics
 from edgelstm.runtimes.serve.quota import StreamQuota
 from edgelstm.runtimes.serve.rejections import RequestRejected
+from edgelstm.runtimes.serve.swap import check_swappable
 
 __all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits"]
 
@@ -243,6 +244,24 @@ class SequenceBatcher:
         self._tasks = []
         if self._worker is not None:
             self._worker.shutdown(wait=True)
+
+    async def swap_model(self, opened: OpenedSession, meta: ModelMetadata) -> None:
+        """Serve ``opened`` from the next batch on, every stream keeping its state; refused
+        (InvalidInputError, nothing changes) unless its streams continue the old model's
+        (:func:`~edgelstm.runtimes.serve.swap.check_swappable`)."""
+        check_swappable(self.meta, meta, opened.path)
+        model_input = StreamRows(meta, opened.path).model_input
+        outputs = [o.name for o in opened.session.get_outputs()]
+
+        def swap() -> None:  # on the model thread: between two batches, never inside one
+            self.opened, self.meta, self._model_input = opened, meta, model_input
+            self._output_names = outputs
+
+        assert self._worker is not None, "start() the batcher first"
+        await asyncio.get_running_loop().run_in_executor(self._worker, swap)
+        for stream in self._streams.values():  # the one per-stream setting a model may change
+            stream.rows.threshold = meta.anomaly_threshold
+        self.metrics.model_swaps += 1
 
     # ------------------------------------------------------------------ requests
 

@@ -109,6 +109,8 @@ class ServerMetrics:
         self.streams_evicted = 0
         #: calls passed to the worker holding their stream (``--workers``)
         self.forwarded = 0
+        #: models swapped in (SIGHUP) while streams kept their state
+        self.model_swaps = 0
         self.rejections: dict[str, int] = {}
         self.batch_size = Histogram((1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
         self.queue_delay = Histogram(
@@ -141,6 +143,9 @@ class ServerMetrics:
             "# HELP edgelstm_forwarded_total Requests passed to the worker holding their stream.",
             "# TYPE edgelstm_forwarded_total counter",
             f"edgelstm_forwarded_total {self.forwarded}",
+            "# HELP edgelstm_model_swaps_total Models swapped in by SIGHUP (summed over workers).",
+            "# TYPE edgelstm_model_swaps_total counter",
+            f"edgelstm_model_swaps_total {self.model_swaps}",
             "# HELP edgelstm_streams_total Streams by how they began or ended.",
             "# TYPE edgelstm_streams_total counter",
             f'edgelstm_streams_total{{event="opened"}} {self.streams_opened}',
@@ -186,7 +191,8 @@ class ServerMetrics:
 
 #: The running totals every worker keeps and ``/metrics`` adds up.
 _COUNTERS = (
-    "frames", "requests", "streams_opened", "streams_closed", "streams_evicted", "forwarded"
+    "frames", "requests", "streams_opened", "streams_closed", "streams_evicted", "forwarded",
+    "model_swaps",
 )  # fmt: skip
 
 

@@ -184,6 +184,10 @@ def serve_workers(
         sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    if hasattr(signal, "SIGHUP"):  # every worker swaps the model in (see run_app)
+        previous[signal.SIGHUP] = signal.signal(
+            signal.SIGHUP, lambda signum, _frame: _signal_all(processes, signum)
+        )
     try:
         for process in processes:
             process.start()
@@ -225,12 +229,16 @@ def _supervise(
     return None
 
 
-def _stop(processes: list[Any], graceful_timeout_s: float) -> None:
-    """SIGTERM every worker still running, wait for their graceful shutdown, then kill."""
+def _signal_all(processes: list[Any], signum: int) -> None:
     for process in processes:
         if process.is_alive():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
+                os.kill(process.pid, signum)
+
+
+def _stop(processes: list[Any], graceful_timeout_s: float) -> None:
+    """SIGTERM every worker still running, wait for their graceful shutdown, then kill."""
+    _signal_all(processes, signal.SIGTERM)
     for process in processes:
         if process.pid is not None:
             process.join(graceful_timeout_s + 5)
