@@ -104,6 +104,8 @@ def _server_class(uvicorn: Any, on_ready: Callable[[str], None] | None) -> Any:
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
             swap = getattr(self.config.app, "state", None)
+            if self.started and swap is not None:
+                swap.accepting = True
             if self.started and hasattr(signal, "SIGHUP") and swap is not None:
                 # SIGHUP: load the model file again (replaced in place) and swap it in.
                 loop = asyncio.get_running_loop()
@@ -230,6 +232,7 @@ def run_app(
         ssl_certfile=str(tls.certfile) if tls else None,
         ssl_keyfile=str(tls.keyfile) if tls else None,
     )
+    app.state.accepting = False  # until the socket is bound (see Server.startup)
     server = holder["server"] = _server_class(uvicorn, on_ready)(config)
     server.run(sockets=sockets)
     if failures:

@@ -195,6 +195,8 @@ def create_app(
     )  # fmt: skip
 
     async def perform_here(call: StreamCall, owner: str, stream_id: str, body: bytes) -> Reply:
+        if call is StreamCall.HEALTH and not app.state.accepting:
+            return Reply(503, b"this worker does not accept connections yet")
         return await perform(batcher, call, owner, stream_id, body)
 
     router = StreamRouter(perform_here, seat, directory, batcher.metrics)
@@ -221,6 +223,10 @@ def create_app(
     app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[*gates, hot])
     app.state.batcher = batcher
     app.state.router = router
+    #: False while a server that runs this app has not bound its socket yet (``run_app``):
+    #: /healthz waits for every worker to listen, or a client connecting at once would
+    #: find only the first worker and load it alone.
+    app.state.accepting = True
     app.state.reload_model = _reloader(batcher, artifact.path, session or SessionConfig())
     return app
 

@@ -32,9 +32,11 @@ __all__ = ["BUCKETS", "StreamDirectory", "bucket_of"]
 #: of a thousand streams rarely do.
 BUCKETS = 1 << 16
 #: Streams a worker may hold above the least loaded one before it hands new streams over
-#: (or an eighth of that one's streams, if more: a kernel's spread of connections is even
-#: only to within a few per cent).
-SLACK = 8
+#: (or an eighth of that one's streams, if more). Wide enough for the random order in which
+#: evenly spread connections open their streams (with 8, a fifth of them were handed over
+#: and forwarded for good at 500 streams); narrow enough to catch a proxy that brings every
+#: stream through one worker's connections.
+SLACK = 32
 _FREE = -1
 
 

@@ -2,10 +2,12 @@
 
 One Python process spends a core on HTTP, WebSocket and JSON long before the model needs
 one, so the server runs N workers, each a whole server (uvicorn, batcher, its own model
-session with one thread) accepting on the one listening socket the supervisor bound. A
-stream's state lives in the worker its id hashes to; a request that lands elsewhere is
-passed there (:mod:`.peers`). The stream limits are counted across all workers
-(:mod:`.quota`).
+session with one thread) on the port the supervisor claimed (on Linux each worker listens
+on it with ``SO_REUSEPORT``, and the kernel spreads connections over them). A stream's
+state lives in the worker the :mod:`.directory` names (the one its first request reached);
+a request that lands elsewhere is passed there (:mod:`.peers`). The stream limits are
+counted across all workers (:mod:`.quota`). SIGHUP is passed to every worker (each swaps
+the model in, :mod:`.swap`).
 
 The supervisor never half-serves: if a worker exits while the server is up (its batcher
 died, the kernel killed it), the streams it held are gone, so the supervisor stops the
@@ -63,8 +65,6 @@ class WorkerPlan:
     """What every worker process is given (picklable: workers start fresh interpreters)."""
 
     model: Path
-    workers: int
-    folder: Path
     options: dict[str, Any]
 
 
@@ -170,7 +170,7 @@ def serve_workers(
     counts = StreamQuota.shared_counts(context, access.owners if access is not None else ())
     claims = StreamDirectory.shared_table(context, workers)
     receive_ready, send_ready = context.Pipe(duplex=False)
-    plan = WorkerPlan(model, workers, folder, options)
+    plan = WorkerPlan(model, options)
     processes = [
         context.Process(
             target=_worker_main,

@@ -107,7 +107,17 @@ def _server_counters(before: Mapping[str, float], after: Mapping[str, float]) ->
         "server_latency_ms": {
             q: v * 1e3 for q, v in labelled(after, quantiles, "quantile").items()
         },
+        # --workers: requests passed to their stream's worker, and how the streams spread
+        "forwarded_share": _delta(before, after, "edgelstm_forwarded_total")
+        / max(1.0, _delta(before, after, "edgelstm_requests_total")),
+        "worker_streams": [
+            int(v) for _, v in sorted(labelled(after, "edgelstm_worker_streams", "worker").items())
+        ],
     }
+
+
+def _delta(before: Mapping[str, float], after: Mapping[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
 
 
 def _memory(samples: Sequence[tuple[float, float, float]], after_load_mb: float) -> dict[str, Any]:
@@ -155,6 +165,8 @@ def _point_cells(p: Mapping[str, Any]) -> list[str]:
         (", ".join(f"{n}x{s}" for s, n in r["rejected_by_status"].items()) or "0")
         + (f" ({r['dropped']} dropped)" if r["dropped"] else ""),
         str(r["lost"]), str(r["reordered"]), "—" if mean is None else f"{mean:.1f}",
+        "/".join(map(str, p.get("worker_streams", []))) or "—",
+        f"{p.get('forwarded_share', 0.0):.0%}",
         f"{p['cpu']['server_cores']:.2f}", f"{p['cpu']['client_cores']:.2f}",
         f"{_ms(rss['start'])}/{_ms(rss['peak'])} ({rss['growth_after_1s']:+.1f})",
         f"{'ok' if p['after_load']['ok'] else 'FAILED'}, exit {p['exit_code']}",
@@ -171,6 +183,7 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
     env, load, points = doc["environment"], doc["load"], doc["points"]
     header = ["protocol", "server", "streams", "offered fr/s", "achieved fr/s", "sustained",
               "p50 ms", "p90 ms", "p99 ms", "rejected", "lost", "reordered", "mean batch",
+              "streams per worker", "forwarded",
               "server cores", "client cores", "server RSS MB start/peak (growth after 1 s)",
               "after load", "rows check"]  # fmt: skip
     bins = list(points[0]["batch_size"]["histogram"]) if points else []
