@@ -4,7 +4,9 @@ Many sensors stream frames to one gateway; calling the model once per message wa
 each call on overhead. The server keeps every stream's recurrent state in a table and runs
 frames from many streams in one batched ONNX Runtime call (:mod:`.batcher`), behind HTTP
 and WebSocket routes (:mod:`.app`) served by uvicorn. A stream's rows are exactly the rows
-``edgelstm run MODEL --stream --chunk K`` prints for the same frames.
+``edgelstm run MODEL --stream --chunk K`` prints for the same frames. With ``workers`` the
+server is one process per core (:mod:`.workers`), each stream held by one of them; SIGHUP
+swaps the model file in without losing a stream (:mod:`.swap`).
 
 Example::
 

@@ -10,11 +10,15 @@ Routes (see :func:`create_app`):
 - ``GET /v1/model``: what a client needs: task, features, classes, state shapes, limits.
 - ``POST /v1/streams/{stream_id}/frames`` ``{"frames": [[...], ...]}`` →
   ``{"stream": id, "rows": [...]}``: the rows ``edgelstm run MODEL --stream --chunk K`` prints
-  for the same frames (K = frames in the request).
+  for the same frames (K = frames in the request). Served by :mod:`.stream_routes` in front
+  of the Starlette routes, as is the WebSocket below.
 - ``DELETE /v1/streams/{stream_id}`` ends a stream; ``?reset=true`` keeps it with zero state.
 - ``/v1/streams/{stream_id}/ws``: a WebSocket carrying the same JSON, or binary frames (raw
   little-endian float32, ``[frames, features]`` row-major); each reply is the JSON above.
-- ``GET /metrics``: Prometheus text.
+- ``GET /metrics``: Prometheus text, added up over every worker.
+
+A call on a stream goes through the :class:`~.peers.StreamRouter` to the worker holding the
+stream (this one, or a peer with ``--workers``), where :func:`~.calls.perform` runs it.
 
 With tokens (:class:`~edgelstm.runtimes.serve.access.ServeAccess`), every route but
 ``/healthz`` (and ``/metrics`` when public) answers 401 without ``Authorization: Bearer``.
