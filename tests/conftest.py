@@ -240,6 +240,16 @@ def trained_classify(tmp_path_factory: pytest.TempPathFactory, classify_npz: Pat
     return train("classify", data=classify_npz, out=out, seed=0, **TINY_KW)
 
 
+@pytest.fixture(scope="session")
+def stream_model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared classify run exported for streaming (``export --streaming``), read-only."""
+    from edgelstm.exporters import export
+
+    path = tmp_path_factory.mktemp("stream") / "classify.stream.onnx"
+    export(trained_classify.out, path, streaming=True)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # the CLI, in process
 

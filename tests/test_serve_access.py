@@ -29,7 +29,6 @@ from conftest import (
 )
 
 from edgelstm.errors import InvalidInputError
-from edgelstm.exporters import export
 from edgelstm.runtimes.serve import ServeLimits, create_app
 from edgelstm.runtimes.serve.access import (
     TOKEN_ENV,
@@ -39,7 +38,7 @@ from edgelstm.runtimes.serve.access import (
 )
 
 if TYPE_CHECKING:
-    from edgelstm.training.trainer import TrainResult
+    pass
 
 TOKEN = "tok-" + "a" * 28
 OTHER = "tok-" + "b" * 28
@@ -52,22 +51,15 @@ def _one_thread() -> None:
     single_thread()
 
 
-@pytest.fixture(scope="module")
-def model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("access") / "classify.stream.onnx"
-    export(trained_classify.out, path, streaming=True)
-    return path
-
-
-def _features(model: Path) -> int:
+def _features(stream_model: Path) -> int:
     from edgelstm.runtimes.ort.artifact import load_artifact
 
-    return len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    return len(load_artifact(stream_model, verify=False).edgelstm_metadata().feature_names)
 
 
-def _frames(model: Path, steps: int = 3) -> list[list[float]]:
+def _frames(stream_model: Path, steps: int = 3) -> list[list[float]]:
     values: list[list[float]] = (
-        np.random.default_rng(0).normal(size=(steps, _features(model))).tolist()
+        np.random.default_rng(0).normal(size=(steps, _features(stream_model))).tolist()
     )
     return values
 
@@ -146,10 +138,10 @@ def _assert_unauthorized(response: httpx.Response) -> None:
 
 
 def test_without_a_token_every_route_but_healthz_is_401_and_no_stream_starts(
-    model: Path,
+    stream_model: Path,
 ) -> None:
-    app = create_app(model, access=ServeAccess.from_tokens([TOKEN, OTHER]))
-    body = {"frames": _frames(model)}
+    app = create_app(stream_model, access=ServeAccess.from_tokens([TOKEN, OTHER]))
+    body = {"frames": _frames(stream_model)}
     good = {"Authorization": f"Bearer {OTHER}"}
 
     async def main() -> None:
@@ -173,9 +165,9 @@ def test_without_a_token_every_route_but_healthz_is_401_and_no_stream_starts(
     asyncio.run(asyncio.wait_for(main(), HANG_S))
 
 
-def test_each_tokens_streams_are_its_own(model: Path) -> None:
-    app = create_app(model, access=ServeAccess.from_tokens([TOKEN, OTHER]))
-    first, second = _frames(model, 4)[:2], _frames(model, 4)[2:]
+def test_each_tokens_streams_are_its_own(stream_model: Path) -> None:
+    app = create_app(stream_model, access=ServeAccess.from_tokens([TOKEN, OTHER]))
+    first, second = _frames(stream_model, 4)[:2], _frames(stream_model, 4)[2:]
     a = {"Authorization": f"Bearer {TOKEN}"}
     b = {"Authorization": f"Bearer {OTHER}"}
 
@@ -197,10 +189,10 @@ def test_each_tokens_streams_are_its_own(model: Path) -> None:
     asyncio.run(asyncio.wait_for(main(), HANG_S))
 
 
-def test_max_streams_per_token_leaves_other_tokens_served(model: Path) -> None:
+def test_max_streams_per_token_leaves_other_tokens_served(stream_model: Path) -> None:
     limits = ServeLimits(max_streams_per_token=2)
-    app = create_app(model, limits=limits, access=ServeAccess.from_tokens([TOKEN, OTHER]))
-    body = {"frames": _frames(model)}
+    app = create_app(stream_model, limits=limits, access=ServeAccess.from_tokens([TOKEN, OTHER]))
+    body = {"frames": _frames(stream_model)}
     a = {"Authorization": f"Bearer {TOKEN}"}
     b = {"Authorization": f"Bearer {OTHER}"}
 
@@ -221,8 +213,8 @@ def test_max_streams_per_token_leaves_other_tokens_served(model: Path) -> None:
     asyncio.run(asyncio.wait_for(main(), HANG_S))
 
 
-def test_metrics_public_opens_metrics_only(model: Path) -> None:
-    app = create_app(model, access=ServeAccess.from_tokens([TOKEN], metrics_public=True))
+def test_metrics_public_opens_metrics_only(stream_model: Path) -> None:
+    app = create_app(stream_model, access=ServeAccess.from_tokens([TOKEN], metrics_public=True))
 
     async def main() -> None:
         async with serving(app) as client:
@@ -232,10 +224,10 @@ def test_metrics_public_opens_metrics_only(model: Path) -> None:
     asyncio.run(asyncio.wait_for(main(), HANG_S))
 
 
-def test_a_trickling_body_is_408_and_other_clients_are_served(model: Path) -> None:
+def test_a_trickling_body_is_408_and_other_clients_are_served(stream_model: Path) -> None:
     limits = ServeLimits(body_timeout_s=0.3)
-    app = create_app(model, limits=limits)
-    body = json.dumps({"frames": _frames(model)}).encode()
+    app = create_app(stream_model, limits=limits)
+    body = json.dumps({"frames": _frames(stream_model)}).encode()
 
     async def trickle() -> AsyncIterator[bytes]:
         yield body[:5]
@@ -275,7 +267,7 @@ def _ws_status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def test_tls_and_tokens_on_a_real_server(model: Path, tmp_path: Path) -> None:
+def test_tls_and_tokens_on_a_real_server(stream_model: Path, tmp_path: Path) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
@@ -283,10 +275,10 @@ def test_tls_and_tokens_on_a_real_server(model: Path, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{TOKEN}\n", encoding="utf-8")
     port = free_port()
-    args = [str(model), "--port", str(port), "--token-file", str(tokens)]
+    args = [str(stream_model), "--port", str(port), "--token-file", str(tokens)]
     args += ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
     context = ssl.create_default_context(cafile=str(cert))
-    frames = np.asarray(_frames(model), dtype="<f4")
+    frames = np.asarray(_frames(stream_model), dtype="<f4")
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
     async def main() -> None:
@@ -320,7 +312,7 @@ def test_tls_and_tokens_on_a_real_server(model: Path, tmp_path: Path) -> None:
 
 
 def test_connection_and_message_bounds_leave_other_clients_served(
-    model: Path, tmp_path: Path
+    stream_model: Path, tmp_path: Path
 ) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
@@ -328,8 +320,8 @@ def test_connection_and_message_bounds_leave_other_clients_served(
     port = free_port()
     # One worker: the bound is uvicorn's per process (workers split it), so which connection
     # is refused is exact only in one process.
-    args = [str(model), "--port", str(port), "--max-connections", "3", "--workers", "1"]
-    frames = np.asarray(_frames(model), dtype="<f4")
+    args = [str(stream_model), "--port", str(port), "--max-connections", "3", "--workers", "1"]
+    frames = np.asarray(_frames(stream_model), dtype="<f4")
     too_big = np.zeros((ServeLimits().max_body_bytes // 4 + 64,), dtype="<f4").tobytes()
 
     async def main() -> None:
@@ -372,13 +364,13 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 
 def test_a_slow_request_head_is_cut_off_and_other_clients_are_served(
-    model: Path, tmp_path: Path
+    stream_model: Path, tmp_path: Path
 ) -> None:
     """Slowloris: connections that never finish their headers (an HTTP request, a WebSocket
     upgrade, the second request on a kept-alive connection) are closed after
     --header-timeout; they would otherwise hold --max-connections forever."""
     port = free_port()
-    args = [str(model), "--port", str(port), "--header-timeout", "0.5", "--workers", "1"]
+    args = [str(stream_model), "--port", str(port), "--header-timeout", "0.5", "--workers", "1"]
     heads = [
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
         b"GET /v1/streams/a/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n",
@@ -404,18 +396,20 @@ def test_a_slow_request_head_is_cut_off_and_other_clients_are_served(
                 sock.close()
 
 
-def test_insecure_no_auth_serves_with_a_warning(model: Path, tmp_path: Path) -> None:
+def test_insecure_no_auth_serves_with_a_warning(stream_model: Path, tmp_path: Path) -> None:
     port = free_port()
-    args = [str(model), "--host", "0.0.0.0", "--port", str(port), "--insecure-no-auth"]
+    args = [str(stream_model), "--host", "0.0.0.0", "--port", str(port), "--insecure-no-auth"]
     with server_process(args, tmp_path / "serve.log") as (announced, _):
         assert announced.startswith("warning: --host 0.0.0.0 with --insecure-no-auth")
         response = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=HANG_S)
         assert response.status_code == 200
 
 
-def test_the_environment_token_is_enough_for_an_open_port(model: Path, tmp_path: Path) -> None:
+def test_the_environment_token_is_enough_for_an_open_port(
+    stream_model: Path, tmp_path: Path
+) -> None:
     port = free_port()
-    args = [str(model), "--host", "0.0.0.0", "--port", str(port)]
+    args = [str(stream_model), "--host", "0.0.0.0", "--port", str(port)]
     with server_process(args, tmp_path / "serve.log", env={TOKEN_ENV: TOKEN}) as (announced, _):
         assert "warning" not in announced and "1 token accepted" in announced
         url = f"http://127.0.0.1:{port}/v1/model"
@@ -441,29 +435,29 @@ def no_listening(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_listening")
 def test_cli_refusals_are_one_line_each(
-    cli: CliRunner, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, stream_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     port = ["--port", str(free_port())]
-    result = cli("serve", model, "--host", "0.0.0.0", *port)
+    result = cli("serve", stream_model, "--host", "0.0.0.0", *port)
     assert_clean_failure(result, None, "--host 0.0.0.0", "--token-file", "--insecure-no-auth")
 
     short = tmp_path / "short"
     short.write_text("abc\n", encoding="utf-8")
-    result = cli("serve", model, "--token-file", short, *port)
+    result = cli("serve", stream_model, "--token-file", short, *port)
     assert_clean_failure(result, None, str(short), "line 1", "at least 16")
 
     cert, _key = _self_signed(tmp_path)
-    result = cli("serve", model, "--token-streams", "4", *port)
+    result = cli("serve", stream_model, "--token-streams", "4", *port)
     assert_clean_failure(result, None, "--token-streams needs tokens")
 
-    result = cli("serve", model, "--ssl-certfile", cert, *port)
+    result = cli("serve", stream_model, "--ssl-certfile", cert, *port)
     assert_clean_failure(result, None, "--ssl-certfile and --ssl-keyfile")
     result = cli(
-        "serve", model, "--ssl-certfile", cert, "--ssl-keyfile", tmp_path / "no.pem", *port
+        "serve", stream_model, "--ssl-certfile", cert, "--ssl-keyfile", tmp_path / "no.pem", *port
     )
     assert_clean_failure(result, None, "--ssl-keyfile", "no such file")
-    result = cli("serve", model, "--ssl-certfile", cert, "--ssl-keyfile", short, *port)
+    result = cli("serve", stream_model, "--ssl-certfile", cert, "--ssl-keyfile", short, *port)
     assert_clean_failure(result, None, "not a matching PEM certificate")
 
 

@@ -33,7 +33,7 @@ from edgelstm.runtimes.ort.artifact import load_artifact
 from edgelstm.runtimes.serve.directory import BUCKETS, SLACK, StreamDirectory, bucket_of
 
 if TYPE_CHECKING:
-    from edgelstm.training.trainer import TrainResult
+    pass
 
 #: Bounds a hang; never a timing check.
 HANG_S = 60.0
@@ -45,17 +45,13 @@ def _one_thread() -> None:
     single_thread()
 
 
-@pytest.fixture(scope="module")
-def model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("workers") / "classify.stream.onnx"
-    export(trained_classify.out, path, streaming=True)
-    return path
-
-
-def _reference_rows(model: Path, chunks: list[np.ndarray]) -> list[dict[str, Any]]:
+def _reference_rows(stream_model: Path, chunks: list[np.ndarray]) -> list[dict[str, Any]]:
     """One fresh stream's rows for ``chunks``, as ``run --stream --chunk K`` computes them."""
-    artifact = load_artifact(model, verify=False)
-    session, rows = StreamingSession(artifact), StreamRows(artifact.edgelstm_metadata(), model)
+    artifact = load_artifact(stream_model, verify=False)
+    session, rows = (
+        StreamingSession(artifact),
+        StreamRows(artifact.edgelstm_metadata(), stream_model),
+    )
     out: list[dict[str, Any]] = []
     for chunk in chunks:
         x = rows.model_input(chunk)
@@ -119,14 +115,16 @@ def test_a_worker_holding_more_than_its_share_hands_new_streams_to_the_lightest(
     assert abs(streams[0] - streams[1]) <= SLACK + 1  # then the load stays even
 
 
-def test_each_streams_frames_stay_in_order_across_workers(model: Path, tmp_path: Path) -> None:
+def test_each_streams_frames_stay_in_order_across_workers(
+    stream_model: Path, tmp_path: Path
+) -> None:
     """Interleaved streams, each request on a new connection (so on either worker), then the
     same streams continued over WebSocket: every stream's rows are its rows in order."""
     from websockets.asyncio.client import connect
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    features = len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    features = len(load_artifact(stream_model, verify=False).edgelstm_metadata().feature_names)
     rng = np.random.default_rng(0)
     streams, http_chunks, ws_chunks = 12, 4, 3
     chunks = {
@@ -151,7 +149,7 @@ def test_each_streams_frames_stay_in_order_across_workers(model: Path, tmp_path:
     async def main() -> None:
         await asyncio.gather(*(one_stream(sid) for sid in chunks))
 
-    with server_process([str(model), "--port", str(port), "--workers", "2"],
+    with server_process([str(stream_model), "--port", str(port), "--workers", "2"],
                         tmp_path / "serve.log") as (announced, _):  # fmt: skip
         assert "2 workers x 1 model thread" in announced
         asyncio.run(asyncio.wait_for(main(), HANG_S))
@@ -168,18 +166,18 @@ def test_each_streams_frames_stay_in_order_across_workers(model: Path, tmp_path:
         # binary frames are float32: the reference reads the same float32 values
         as_sent = [c if i < http_chunks else np.asarray(c, dtype="<f4")
                    for i, c in enumerate(stream_chunks)]  # fmt: skip
-        _assert_rows(got[sid], _reference_rows(model, as_sent), sid)
+        _assert_rows(got[sid], _reference_rows(stream_model, as_sent), sid)
 
 
-def test_stream_limits_hold_for_the_whole_server(model: Path, tmp_path: Path) -> None:
+def test_stream_limits_hold_for_the_whole_server(stream_model: Path, tmp_path: Path) -> None:
     """--max-streams and --token-streams count streams on every worker together."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     token_file = tmp_path / "tokens"
     token_file.write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
-    args = [str(model), "--port", str(port), "--workers", "2", "--max-streams", "3"]
+    args = [str(stream_model), "--port", str(port), "--workers", "2", "--max-streams", "3"]
     args += ["--token-file", str(token_file), "--token-streams", "2"]
-    features = len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    features = len(load_artifact(stream_model, verify=False).edgelstm_metadata().feature_names)
     body = {"frames": np.zeros((1, features)).tolist()}
     first, second = ({"Authorization": f"Bearer {token}"} for token in TOKENS)
 
@@ -223,12 +221,15 @@ def _worker_pids(supervisor: int) -> list[int]:
     return pids
 
 
-def test_a_worker_that_dies_stops_the_whole_server(model: Path, tmp_path: Path) -> None:
+def test_a_worker_that_dies_stops_the_whole_server(stream_model: Path, tmp_path: Path) -> None:
     """The streams a dead worker held are gone: the server exits non-zero (a supervisor
     restarts it whole) instead of serving half its streams."""
     port = free_port()
     log = tmp_path / "serve.log"
-    with server_process([str(model), "--port", str(port), "--workers", "2"], log) as (_, server):
+    with server_process([str(stream_model), "--port", str(port), "--workers", "2"], log) as (
+        _,
+        server,
+    ):
         workers = _worker_pids(server.pid)
         assert len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
@@ -243,12 +244,15 @@ def test_a_worker_that_dies_stops_the_whole_server(model: Path, tmp_path: Path) 
     assert _worker_pids(server.pid) == []  # the other worker was stopped, not orphaned
 
 
-def test_workers_stop_when_their_supervisor_is_killed(model: Path, tmp_path: Path) -> None:
+def test_workers_stop_when_their_supervisor_is_killed(stream_model: Path, tmp_path: Path) -> None:
     """A supervisor killed outright (SIGKILL, the OOM killer) must not leave its workers
     serving the port unsupervised: they notice and shut down."""
     port = free_port()
     log = tmp_path / "serve.log"
-    with server_process([str(model), "--port", str(port), "--workers", "2"], log) as (_, server):
+    with server_process([str(stream_model), "--port", str(port), "--workers", "2"], log) as (
+        _,
+        server,
+    ):
         workers = _worker_pids(server.pid)
         assert len(workers) == 2, workers
         server.kill()
@@ -301,16 +305,16 @@ def _continued_rows(first: Path, second: Path, before: np.ndarray, after: np.nda
 
 
 def test_sighup_swaps_the_model_and_open_streams_keep_their_state(
-    model: Path, retrained: Path, tmp_path: Path
+    stream_model: Path, retrained: Path, tmp_path: Path
 ) -> None:
     """Replace the file, SIGHUP: every worker loads it; a stream's next rows come from the
     new model continuing the state the old one left. A model that cannot continue the
     streams (other features) is refused and the old one serves on."""
     served = tmp_path / "served.stream.onnx"
-    shutil.copy(model, served)
+    shutil.copy(stream_model, served)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    features = len(load_artifact(model, verify=False).edgelstm_metadata().feature_names)
+    features = len(load_artifact(stream_model, verify=False).edgelstm_metadata().feature_names)
     rng = np.random.default_rng(3)
     before, after = rng.normal(size=(3, features)), rng.normal(size=(2, features))
     log = tmp_path / "serve.log"
@@ -338,7 +342,7 @@ def test_sighup_swaps_the_model_and_open_streams_keep_their_state(
         os.replace(tmp_path / "next.onnx", served)  # an atomic replace, as an operator would
         server.send_signal(signal.SIGHUP)
         swaps_seen(2)
-        want = _continued_rows(model, retrained, before, after)
+        want = _continued_rows(stream_model, retrained, before, after)
         for sid in streams:
             _assert_rows(post(sid, after), want, sid)
         # A model other streams could not continue on: refused, the swapped-in one serves on.

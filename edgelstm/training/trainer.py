@@ -82,6 +82,10 @@ class TrainResult:
 
 ProgressCallback = Callable[[int, int, float, str], None]
 
+#: The training settings a caller may give over the preset, task and dataset defaults
+#: (None: not given, so the layer below stands).
+_TYPED = ("epochs", "batch_size", "learning_rate", "input_noise")
+
 
 def train(
     task: str,
@@ -138,12 +142,7 @@ def train(
     checks = QualityChecks(min_accuracy, require_baseline, dtw_budget_s)
     _refuse_before_reading(task, out, overwrite=overwrite, preset=preset, checks=checks)
     loaded = load_task_data(task, dataset, data, test, target)
-    typed = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "input_noise": input_noise,
-    }
+    typed = dict(zip(_TYPED, (epochs, batch_size, learning_rate, input_noise), strict=True))
     config = _train_config(task, preset, loaded.defaults, typed, lookback, horizon, seed)
     season = _season(season, loaded.defaults)
     prepared = prepare_task_data(task, loaded, config, target, np.random.default_rng(config.seed))

@@ -67,7 +67,7 @@ class ServeAccess:
     @property
     def owners(self) -> tuple[str, ...]:
         """Every token's fingerprint, as :meth:`owner` names it, in a fixed order."""
-        return tuple(digest[:8].hex() for digest in self.token_digests)
+        return tuple(_fingerprint(digest) for digest in self.token_digests)
 
     def is_open(self, path: str) -> bool:
         """Whether ``path`` is served without a token."""
@@ -90,11 +90,16 @@ class ServeAccess:
         for known in self.token_digests:  # every digest, so timing does not show which
             if hmac.compare_digest(digest, known):
                 matched = known
-        return None if matched is None else matched[:8].hex()  # as in owners
+        return None if matched is None else _fingerprint(matched)
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def _fingerprint(digest: bytes) -> str:
+    """A token's short public name: what its streams are keyed by, never the token."""
+    return digest[:8].hex()
 
 
 def read_tokens(token_file: Path | None, environ: Mapping[str, str] | None = None) -> list[str]:
