@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from edgelstm.cli import benchmark, export, inference, providers, serve, train
+from edgelstm.cli import benchmark, device, export, inference, providers, serve, train
 from edgelstm.cli.app import app, state
 from edgelstm.errors import EdgeLSTMError
 from edgelstm.extras import missing_dependency, missing_module
@@ -33,6 +33,8 @@ for _name, _command in (
     ("serve", serve.serve),
     ("benchmark", benchmark.benchmark),
     ("quickstart", benchmark.quickstart),
+    ("bundle", device.bundle),
+    ("verify", device.verify),
 ):
     app.command(name=_name)(_command)
 

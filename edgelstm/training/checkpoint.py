@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgelstm.config import RunRecord, from_dict, to_dict
 from edgelstm.errors import CheckpointError
-from edgelstm.fileio import atomic_folder, read_json, recover_interrupted_replace
+from edgelstm.fileio import atomic_folder, file_sha256, read_json, recover_interrupted_replace
 
 if TYPE_CHECKING:
     from edgelstm.training.models import SequenceModel
@@ -38,17 +38,6 @@ CHECKSUMS_FILE = "checksums.json"
 CHECKSUMS_SCHEMA = "edgelstm.checksums/1"
 #: Files whose bytes the manifest covers (metrics are a report, not an input).
 _CHECKED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_checksums(run_dir: Path) -> bool:

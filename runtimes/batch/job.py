@@ -11,7 +11,6 @@ reads the rows alone.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelstm.errors import InvalidInputError, OutputExistsError
-from edgelstm.fileio import read_json, write_json_atomic
+from edgelstm.fileio import file_sha256, read_json, write_json_atomic
 from edgelstm.runtimes.batch.engines import ENGINES, EngineReport, RayOptions
 from edgelstm.runtimes.batch.partitions import (
     PartitionOutcome,
@@ -281,13 +280,9 @@ def _fingerprint(
     from edgelstm.runtimes.ort.artifact import load_artifact
 
     task = batch_task(load_artifact(model).metadata, model)
-    digest = hashlib.sha256()
-    with model.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return task, {
         "model": str(model.resolve()),
-        "model_sha256": digest.hexdigest(),
+        "model_sha256": file_sha256(model),
         "task": task,
         "partition_rows": batch.partition_rows,
         "allow_nonfinite": options.allow_nonfinite,
