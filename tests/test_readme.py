@@ -15,7 +15,7 @@ def _readme_command(label: str) -> str:
     return match.group(1)
 
 
-def test_ci_runs_the_readme_lines_then_the_device_and_provider_installs() -> None:
+def test_ci_runs_the_readme_lines_then_the_device_provider_and_arm64_installs() -> None:
     lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
@@ -28,7 +28,17 @@ def test_ci_runs_the_readme_lines_then_the_device_and_provider_installs() -> Non
         _readme_command("Test"),
         "bash .ci/device-install",
         "bash .ci/providers",
+        "bash .ci/arm64",
     ]
+
+
+def test_arm64_check_installs_a_bundle_offline_and_verifies_on_two_cpus() -> None:
+    script = (REPO / ".ci" / "arm64").read_text(encoding="utf-8")
+    assert 'edgelstm" bundle' in script and "--target linux-aarch64" in script
+    assert "--variant=extract" in script and "arm64-cpuinfo" in script
+    assert 'PYTHON=$python "$bundle/install.sh"' in script  # the bundle's own installer
+    assert "QEMU_CPU=max" in script and "cortex-a72" in script
+    assert "--stream" in script and '"$arm" serve' in script
 
 
 def test_setup_line_makes_a_fresh_virtual_environment_first() -> None:

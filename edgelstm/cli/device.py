@@ -115,7 +115,7 @@ _GraphOptimization = Annotated[
     Optional[GraphOptimizationChoice],  # noqa: UP045
     typer.Option(
         help="Graph optimization level (default: each deployment's, else all).", show_default=False
-    ),  # fmt: skip
+    ),
 ]
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 

@@ -37,5 +37,5 @@ if [ ! -f "$VENV/pyvenv.cfg" ]; then
 fi
 "$VENV/bin/python" -m pip install --no-index --find-links "$here/wheelhouse" \
   --disable-pip-version-check --no-warn-script-location @REQUIREMENTS@
-"$VENV/bin/python" -m edgelstm verify "$here"
+"$VENV/bin/edgelstm" verify "$here"
 echo "installed: $VENV/bin/edgelstm (activate it with: . $VENV/bin/activate)"

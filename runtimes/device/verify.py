@@ -174,8 +174,8 @@ def verify_bundle_or_model(
     """Verify a bundle folder, or one model against its golden file (see the module doc).
 
     Each model runs with its deployment's session settings (the CPU, one thread, all graph
-    optimizations without one); ``provider`` and ``graph_optimization`` override them. Bad input (not
-    a bundle, a damaged file, a golden file of another model) raises
+    optimizations without one); ``provider`` and ``graph_optimization`` override them. Bad
+    input (not a bundle, a damaged file, a golden file of another model) raises
     :class:`~edgelstm.errors.InvalidInputError`; a mismatch is in the report, for the caller
     to print before it fails.
     """
