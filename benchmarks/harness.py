@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelstm.benchmarks.measure import Measurement, environment, measure_interleaved
+from edgelstm.benchmarks.model_inputs import row_shape
 from edgelstm.errors import InvalidInputError, MissingDependencyError, ProviderUnavailableError
 from edgelstm.extras import install_hint, is_installed
 
@@ -84,6 +85,11 @@ class BenchmarkPlan:
     isolate: bool = True
     #: timed calls are split into this many alternating slices per comparison group.
     rounds: int = 5
+    #: ``.npz`` of real inputs by input name: rows take their shape from it (not batches,
+    #: seqs); any ONNX model can be timed on them.
+    inputs: Path | None = None
+    #: sizes of named symbolic axes when inputs are synthesised (``--dim seq_len=64``).
+    dims: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.models and self.torch_run is None:
@@ -109,6 +115,11 @@ class BenchmarkPlan:
         for model in self.models:
             if not Path(model).is_file():
                 raise InvalidInputError(f"model file {model} does not exist")
+        if self.inputs is not None and self.stream:
+            raise InvalidInputError(
+                "--inputs times whole calls on the arrays given; drop --stream (streaming rows "
+                "push frames of an edgelstm streaming export)"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The plan as stored in the report (paths as strings)."""
@@ -130,6 +141,8 @@ class BenchmarkPlan:
             "cuda_graphs": self.cuda_graphs,
             "isolate": self.isolate,
             "rounds": self.rounds,
+            "inputs": None if self.inputs is None else str(self.inputs),
+            "dims": dict(self.dims),
         }
 
 
@@ -186,7 +199,17 @@ def _model_facts(path: Path) -> dict[str, Any]:
         "size_mb": size / 2**20,
         "ops": profile.op_types,
         "profile": profile,
+        "first_input": _first_input(path),
     }
+
+
+def _first_input(path: Path) -> str:
+    """The name of the model's first input that is not an initializer."""
+    from edgelstm.runtimes.ort.artifact import load_artifact
+
+    graph = load_artifact(path, verify=False).proto.graph
+    constants = {init.name for init in graph.initializer}
+    return next((i.name for i in graph.input if i.name not in constants), "")
 
 
 def _stream_chunk(chunk: int, multiple: int) -> int:
@@ -265,7 +288,8 @@ def _plan_measurements(
     }
     items: list[tuple[Measurement, dict[str, Any]]] = []
     labels: dict[str, int] = {}
-    shapes = [("sequence", s) for s in plan.seqs]
+    # With --inputs one shape, the arrays'; each model's row reads it below.
+    shapes = [("sequence", s) for s in (plan.seqs if plan.inputs is None else plan.seqs[:1])]
     if plan.stream:
         shapes += [("streaming", c) for c in plan.chunks]
     has_sequence_export = any(not f["streamable"] for f in facts.values())
@@ -284,8 +308,12 @@ def _plan_measurements(
                 steps = requested
                 if mode == "streaming":
                     steps = _stream_chunk(requested, info["chunk_multiple"])
+                batches = plan.batches
+                if plan.inputs is not None:  # the arrays given decide the shape
+                    batch_given, steps = row_shape(plan.inputs, info["first_input"])
+                    batches = (batch_given,)
                 for batch, threads, graphs in itertools.product(
-                    plan.batches, plan.threads, graph_options
+                    batches, plan.threads, graph_options
                 ):
                     if graphs and mode == "streaming":
                         continue  # streaming pushes change the state buffers every call
@@ -300,6 +328,8 @@ def _plan_measurements(
                         threads=threads,
                         fallback=plan.fallback,
                         cuda_graphs=graphs,
+                        inputs=None if plan.inputs is None else str(plan.inputs),
+                        dims=plan.dims,
                         **base,
                     )
                     items.append((m, {"label": label, "size_mb": info["size_mb"]}))

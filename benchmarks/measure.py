@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgelstm.benchmarks.stats import latency_stats, throughput
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 
@@ -74,6 +72,10 @@ class Measurement:
     cuda_graphs: bool = False
     cuda_device: int = 0
     io_binding: bool = True
+    #: ``.npz`` of the arrays to feed, by input name (onnxruntime rows; see model_inputs).
+    inputs: str | None = None
+    #: sizes of named symbolic axes for synthesised inputs (``--dim seq_len=64``).
+    dims: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,14 +117,8 @@ def _warm(prepared: Prepared, m: Measurement) -> None:
         prepared.call()
 
 
-def _inputs(batch: int, steps: int, features: int) -> np.ndarray:
-    # Same seed for every row: each runtime sees the same numbers for a given shape.
-    rng = np.random.default_rng(1234)
-    return rng.standard_normal((batch, steps, features)).astype(np.float32)
-
-
 def _onnx(m: Measurement) -> Prepared:
-    from edgelstm.runtimes.model_io.feeding import zero_state
+    from edgelstm.benchmarks.model_inputs import benchmark_feeds
     from edgelstm.runtimes.model_io.streaming_session import StreamingSession
     from edgelstm.runtimes.ort.execution import DeviceRunner
     from edgelstm.runtimes.ort.feeds import input_specs
@@ -151,15 +147,12 @@ def _onnx(m: Measurement) -> Prepared:
         opened = open_session(Path(m.model), config)
     create_ms = (time.perf_counter() - started) * 1000.0
     specs = input_specs(opened.session)
-    x_spec = specs[0]
-    if len(x_spec.shape) != 3 or not isinstance(x_spec.shape[2], int):
-        raise InvalidInputError(
-            f"{m.model}: benchmark needs a sequence input [batch, time, features] with a fixed "
-            f"feature axis; its first input is {x_spec.describe()}"
-        )
-    x = _inputs(m.batch, m.seq, x_spec.shape[2])
-    # Streaming graphs run whole sequences from zero state.
-    feeds = {x_spec.name: x, **zero_state(specs[1:], m.batch)}
+    # Streaming graphs run whole sequences from zero state; any other model runs on the
+    # user's inputs or on inputs made from its signature.
+    feeds, input_notes, _ = benchmark_feeds(
+        specs, batch=m.batch, seq=m.seq, inputs=m.inputs, dims=m.dims
+    )
+    x = feeds[specs[0].name]
     names = [o.name for o in opened.session.get_outputs()]
     # The provider that really opened decides: a fallback to the CPU has nothing to bind.
     bind = m.io_binding and opened.provider in ("cuda", "tensorrt")
@@ -188,7 +181,7 @@ def _onnx(m: Measurement) -> Prepared:
         "provider": opened.provider,
         "device": opened.device,
         "placement": dict(opened.placement),
-        "notes": list(opened.notes),
+        "notes": [*opened.notes, *input_notes],
         "io_binding": m.mode == "streaming" or bind,
     }
     return Prepared(run, info)
@@ -196,6 +189,8 @@ def _onnx(m: Measurement) -> Prepared:
 
 def _torch(m: Measurement) -> Prepared:
     import torch
+
+    from edgelstm.benchmarks.model_inputs import sequence_frames
 
     if m.cuda_graphs and (m.provider != "cuda" or m.mode != "sequence"):
         raise InvalidInputError(
@@ -207,7 +202,7 @@ def _torch(m: Measurement) -> Prepared:
     checkpoint, model, device = _torch_model(m)
     create_ms = (time.perf_counter() - started) * 1000.0
     features = checkpoint.record.model.input_size
-    x = torch.from_numpy(_inputs(m.batch, m.seq, features)).to(device)
+    x = torch.from_numpy(sequence_frames(m.batch, m.seq, features)).to(device)
     notes: list[str] = []
     run: Callable[[], object]
     if m.mode == "streaming":

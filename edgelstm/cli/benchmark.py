@@ -65,6 +65,20 @@ EvalRunOption = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--eval", help="Checkpoint folder whose test split scores every artifact."),
 ]
+InputsOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--inputs",
+        help="Real inputs for any ONNX model: .npz arrays by input name (sets batch/seq).",
+        show_default=False,
+    ),
+]
+DimOption = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--dim", help="Size of a symbolic axis for made-up inputs: NAME=SIZE.", show_default=False
+    ),
+]
 WarmupOption = Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")]
 IterationsOption = Annotated[int, typer.Option(min=1, help="Timed calls per row.")]
 DurationOption = Annotated[
@@ -131,6 +145,8 @@ def benchmark(
     frame_rate: FrameRateOption = 100.0,
     torch_run: TorchRunOption = None,
     eval_run: EvalRunOption = None,
+    inputs: InputsOption = None,
+    dims: DimOption = None,
     warmup: WarmupOption = 10,
     iterations: IterationsOption = 100,
     duration: DurationOption = None,
@@ -151,6 +167,7 @@ def benchmark(
 ) -> None:
     """Compare providers x precisions x shapes in one table, PyTorch as the baseline."""
     from edgelstm.benchmarks.harness import BenchmarkPlan
+    from edgelstm.benchmarks.model_inputs import parse_dims
     from edgelstm.benchmarks.report import load_report, write_report_files
 
     names = _provider_names(providers)
@@ -175,6 +192,8 @@ def benchmark(
         cuda_graphs=cuda_graphs,
         isolate=isolate,
         rounds=rounds,
+        inputs=inputs,
+        dims=parse_dims(dims or ()),
     )
     report = _run(plan)
     document = report.to_json()
