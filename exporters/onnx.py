@@ -10,28 +10,26 @@ error names the failing shape and the largest difference, and nothing is written
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import logging
-import sys
 import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from edgelstm.config import ModelConfig, to_dict
-from edgelstm.errors import CheckFailedError, InvalidInputError, first_line
+from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.exporters.exporter_output import captured_output, explain_export_failure
 from edgelstm.exporters.graphs import GraphSpec, build_graph
 from edgelstm.exporters.validation import (
+    ValidationCase,
     ValidationReport,
     ValidationRow,
     inspect_graph,
+    validate_cases,
     validate_sequence,
     validate_streaming,
 )
@@ -43,8 +41,13 @@ from edgelstm.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from edgelstm.training.models import SequenceModel
 from edgelstm.version import __version__
 
+if TYPE_CHECKING:
+    from edgelstm.exporters.user_inputs import UserInputs
+
 #: Tried in this order; the first candidate that validates is kept.
 EXPORTERS = ("torchscript", "dynamo")
+#: ``export(exporter=...)``: try both in order, or only one.
+EXPORTER_CHOICES = ("auto", *EXPORTERS)
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
 #: protobuf cannot serialise a single message over 2 GiB.
@@ -64,6 +67,8 @@ class ExportResult:
     rejected: tuple[tuple[str, str], ...]
     size_bytes: int
     external_data: bool = False
+    #: facts worth knowing that do not make the model wrong (``note:`` lines on stderr).
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The result and its validation as plain JSON values (``export --json``)."""
@@ -75,6 +80,7 @@ class ExportResult:
             "size_bytes": self.size_bytes,
             "external_data": self.external_data,
             "rejected": [list(r) for r in self.rejected],
+            "notes": list(self.notes),
             "validation": self.report.to_json(),
         }
 
@@ -98,6 +104,17 @@ class _Source:
     example: tuple[torch.Tensor, ...]
     metadata: ModelMetadata
     zoo_model: SequenceModel | None
+    #: a module edgelstm did not build: its checks, with PyTorch's outputs already recorded.
+    cases: tuple[ValidationCase, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    """Why an exporter's candidate was not kept: one line, and the whole story for --debug."""
+
+    reason: str
+    details: str = ""
 
 
 def export(
@@ -105,16 +122,24 @@ def export(
     out: Path | str,
     *,
     streaming: bool = False,
-    input_shape: tuple[int, int, int] | None = None,
+    input_shape: tuple[int, ...] | None = None,
     opset: int = DEFAULT_OPSET,
     atol: float = DEFAULT_ATOL,
     overwrite: bool = False,
+    inputs: UserInputs | None = None,
+    exporter: str = "auto",
 ) -> ExportResult:
     """Export a checkpoint folder or a module to a validated, self-contained ``.onnx`` file.
 
     ``source`` is an edgelstm checkpoint folder (``edgelstm train --out``), a model built by
-    :func:`edgelstm.build_model`, or any ``nn.Module`` taking ``x [batch, time, features]``
-    (then ``input_shape`` gives the example ``(batch, time, features)``).
+    :func:`edgelstm.build_model`, or any ``nn.Module``: then ``input_shape`` gives one
+    example input's shape (any rank; ``(batch, time, features)`` varies in batch and time,
+    other ranks in batch), or ``inputs`` (:func:`~edgelstm.exporters.user_inputs.
+    resolve_inputs`) gives several inputs, real examples and the axes that vary.
+    ``exporter`` is ``auto`` (TorchScript, then torch.export), ``torchscript`` or ``dynamo``.
+
+    When no candidate passes, the :class:`CheckFailedError` carries each exporter's whole
+    output and ONNX Runtime's whole messages as exception notes (shown by ``--debug``).
 
     Example:
         >>> from edgelstm.exporters import export
@@ -129,20 +154,22 @@ def export(
         raise InvalidInputError(f"--opset {opset} is too old; recurrent layouts need opset >= 14")
     if atol <= 0:
         raise InvalidInputError(f"--atol must be > 0, got {atol}")
+    if exporter not in EXPORTER_CHOICES:
+        raise InvalidInputError(f"--exporter {exporter!r}: use {', '.join(EXPORTER_CHOICES)}")
     check_output_path(out, overwrite=overwrite, kind="file")
-    prepared = _prepare_source(source, streaming, input_shape)
-    rejected: list[tuple[str, str]] = []
+    prepared = _prepare_source(source, streaming, input_shape, inputs)
+    rejected: list[tuple[str, _Rejected]] = []
     with atomic_file(out, overwrite=overwrite) as tmp:
-        for exporter in EXPORTERS:
-            outcome = _try_exporter(exporter, prepared, opset, atol, tmp, out)
-            if isinstance(outcome, str):
-                rejected.append((exporter, outcome))
+        for name in EXPORTERS if exporter == "auto" else (exporter,):
+            outcome = _try_exporter(name, prepared, opset, atol, tmp, out)
+            if isinstance(outcome, _Rejected):
+                rejected.append((name, outcome))
                 continue
             report, used_opset, external = outcome
+            kept = name
             break
         else:
-            details = "; ".join(f"{name}: {why}" for name, why in rejected)
-            raise CheckFailedError(f"no exporter produced a valid model for {out} ({details})")
+            raise _no_valid_model(out, rejected)
     stray = out.with_name(out.name + ".data")
     if not external and stray.exists() and overwrite:
         # A self-contained model next to an old external-data file would mislead anyone
@@ -151,13 +178,25 @@ def export(
     return ExportResult(
         out=out,
         variant=prepared.spec.variant,
-        exporter=exporter,
+        exporter=kept,
         opset=used_opset,
         report=report,
-        rejected=tuple(rejected),
+        rejected=tuple((n, why.reason) for n, why in rejected),
         size_bytes=out.stat().st_size + (stray.stat().st_size if external else 0),
         external_data=external,
+        notes=prepared.notes,
     )
+
+
+def _no_valid_model(out: Path, rejected: list[tuple[str, _Rejected]]) -> CheckFailedError:
+    """One line for the user; each exporter's captured output and ONNX Runtime's whole
+    messages ride along as exception notes, which ``--debug``'s traceback prints."""
+    reasons = "; ".join(f"{name}: {why.reason}" for name, why in rejected)
+    error = CheckFailedError(f"no exporter produced a valid model for {out} ({reasons})")
+    for name, why in rejected:
+        if why.details:
+            error.add_note(f"--- {name} exporter ---\n{why.details}")
+    return error
 
 
 def _source_hash(run_dir: Path) -> str:
@@ -176,7 +215,10 @@ def _output_labels(labels: tuple[str, ...], cfg: ModelConfig) -> dict[str, Any]:
 
 
 def _prepare_source(
-    source: nn.Module | Path | str, streaming: bool, input_shape: tuple[int, int, int] | None
+    source: nn.Module | Path | str,
+    streaming: bool,
+    input_shape: tuple[int, ...] | None,
+    inputs: UserInputs | None = None,
 ) -> _Source:
     variant = "streaming" if streaming else "sequence"
     record = None
@@ -197,16 +239,20 @@ def _prepare_source(
                 "--streaming needs an edgelstm model (its recurrent state is known); export "
                 "this module as a sequence model"
             )
-        if input_shape is None:
-            raise InvalidInputError(
-                "--input-shape B,T,F is required for a module edgelstm did not build"
-            )
-        return _user_source(model, input_shape)
+        if inputs is None:
+            if input_shape is None:
+                raise InvalidInputError(
+                    "--input-shape B,T,F is required for a module edgelstm did not build"
+                )
+            from edgelstm.exporters.user_inputs import inputs_from_shapes
+
+            inputs = inputs_from_shapes([tuple(input_shape)])
+        return _user_source(model, inputs)
     cfg = model.config
-    if input_shape is not None and input_shape[2] != cfg.input_size:
+    if input_shape is not None and (len(input_shape) != 3 or input_shape[2] != cfg.input_size):
         raise InvalidInputError(
-            f"--input-shape has {input_shape[2]} features but the model takes "
-            f"{cfg.input_size}; use B,T,{cfg.input_size}"
+            f"--input-shape {input_shape} does not fit the model, which takes x [batch, time, "
+            f"{cfg.input_size} features]; use B,T,{cfg.input_size}"
         )
     module, spec = build_graph(model, variant)
     batch = input_shape[0] if input_shape else 2
@@ -256,50 +302,26 @@ def _prepare_source(
     return _Source(module, spec, example, metadata, model)
 
 
-def _run_user_module(model: nn.Module, shape: tuple[int, int, int]) -> tuple[torch.Tensor, ...]:
-    x = torch.zeros(shape).normal_(generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            result = model(x)
-    except Exception as exc:
-        raise InvalidInputError(
-            f"the model fails on an input of shape {shape}: {type(exc).__name__}: {exc}; "
-            "check --input-shape"
-        ) from None
-    outputs = (result,) if isinstance(result, torch.Tensor) else tuple(result)
-    if not outputs or not all(isinstance(o, torch.Tensor) for o in outputs):
-        raise InvalidInputError("the model must return a tensor or a tuple of tensors")
-    return outputs
+def _user_source(model: nn.Module, inputs: UserInputs) -> _Source:
+    from edgelstm.exporters.user_graph import probe_user_graph
 
+    model = model.eval()
+    graph = probe_user_graph(model, inputs)
 
-def _user_source(model: nn.Module, input_shape: tuple[int, int, int]) -> _Source:
-    batch, steps, features = input_shape
-    x = torch.zeros(batch, steps, features).normal_(generator=torch.Generator().manual_seed(0))
-    outputs = _run_user_module(model, input_shape)
-    # Which output axes follow batch or time is learned by running a second shape: an axis
-    # that merely equals the example's length (12 classes at time 12) must stay fixed.
-    probe = _run_user_module(model, (batch + 1, steps + 3, features))
-    if len(probe) != len(outputs):
-        raise InvalidInputError("the model returns a different number of outputs per input shape")
-    names = ("output",) if len(outputs) == 1 else tuple(f"output_{i}" for i in range(len(outputs)))
-    axes: dict[str, dict[int, str]] = {"x": {0: "batch", 1: "time"}}
-    for name, value, other in zip(names, outputs, probe, strict=True):
-        axes[name] = {}
-        for axis in range(value.dim()):
-            grown = other.shape[axis] - value.shape[axis] if axis < other.dim() else 0
-            if grown == 1:
-                axes[name][axis] = "batch"
-            elif grown == 3:
-                axes[name][axis] = "time"
-            elif grown:
-                axes[name][axis] = f"{name}_dim{axis}"
+    def shape(name: str, array: Any) -> str:
+        axes = inputs.dynamic_axes.get(name, {})
+        return ", ".join(axes.get(a, str(n)) for a, n in enumerate(array.shape))
+
     spec = GraphSpec(
         variant="sequence",
-        input_names=("x",),
-        output_names=names,
-        dynamic_axes=axes,
-        inputs_meaning={"x": "model input [batch, time, features]"},
-        outputs_meaning={n: "model output" for n in names},
+        input_names=inputs.names,
+        output_names=graph.output_names,
+        dynamic_axes=graph.dynamic_axes,
+        inputs_meaning={
+            n: f"model input [{shape(n, a)}]"
+            for n, a in zip(inputs.names, inputs.examples, strict=True)
+        },
+        outputs_meaning={n: "model output" for n in graph.output_names},
         state_shapes={},
     )
     metadata = ModelMetadata(
@@ -311,35 +333,32 @@ def _user_source(model: nn.Module, input_shape: tuple[int, int, int]) -> _Source
         inputs=spec.inputs_meaning,
         outputs=spec.outputs_meaning,
     )
-    return _Source(model.eval(), spec, (x,), metadata, None)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # Exporters print progress to stdout and warn about their own deprecations; stdout is
-    # reserved for results, and those warnings are not the user's to act on.
-    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registration.level
-    registration.setLevel(logging.ERROR)  # "torchvision is not installed" is noise here
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        registration.setLevel(level)
+    example = tuple(torch.from_numpy(a) for a in inputs.examples)
+    return _Source(model, spec, example, metadata, None, graph.cases, graph.notes)
 
 
 def _torch_export(source: _Source, path: Path, **options: Any) -> None:
-    """torch.onnx.export with the graph's names; ``options`` pick and tune the exporter."""
-    with _quiet():
-        torch.onnx.export(
-            source.module,
-            source.example,
-            str(path),
-            input_names=list(source.spec.input_names),
-            output_names=list(source.spec.output_names),
-            **options,
-        )
+    """torch.onnx.export with the graph's names; ``options`` pick and tune the exporter.
+
+    On failure, what the exporter printed is added to the exception as a note.
+    """
+    failure: Exception | None = None
+    with captured_output() as printed:
+        try:
+            torch.onnx.export(
+                source.module,
+                source.example,
+                str(path),
+                input_names=list(source.spec.input_names),
+                output_names=list(source.spec.output_names),
+                **options,
+            )
+        except Exception as exc:  # kept until the capture ends, so the note is complete
+            failure = exc
+    if failure is not None:
+        if printed.getvalue().strip():
+            failure.add_note(f"the exporter printed:\n{printed.getvalue().rstrip()}")
+        raise failure
 
 
 def _export_torchscript(source: _Source, path: Path, opset: int) -> int:
@@ -436,9 +455,14 @@ def _declare_state_outputs(model: Any, spec: GraphSpec) -> None:
                 dim.dim_param = size
 
 
+def _whole(exc: BaseException) -> str:
+    """An exception's whole text with its notes (what the exporter printed)."""
+    return "\n".join([f"{type(exc).__name__}: {exc}", *getattr(exc, "__notes__", [])])
+
+
 def _try_exporter(
     exporter: str, source: _Source, opset: int, atol: float, dst: Path, out: Path
-) -> tuple[ValidationReport, int, bool] | str:
+) -> tuple[ValidationReport, int, bool] | _Rejected:
     """Export, inspect and validate one candidate; write it to ``dst`` when it passes.
 
     Returns the report, the opset used and whether external data was needed, or the
@@ -454,8 +478,7 @@ def _try_exporter(
             else:
                 used = _export_dynamo(source, candidate, opset)
         except Exception as exc:  # exporters raise many types; the reason is what matters
-            first = first_line(exc)
-            return f"export failed ({type(exc).__name__}: {first})"
+            return _Rejected(explain_export_failure(exporter, exc), _whole(exc))
         proto = onnx.load(str(candidate))
         _declare_state_outputs(proto, source.spec)
         problems, recurrent = inspect_graph(proto, source.spec)
@@ -475,12 +498,12 @@ def _try_exporter(
         try:
             rows = [] if problems else _validate_candidate(final, source, atol)
         except InvalidInputError as exc:  # ONNX Runtime could not even load the candidate
-            return str(exc)
+            return _Rejected(str(exc), _whole(exc))
         report = ValidationReport(
             rows=tuple(rows), problems=tuple(problems), recurrent_nodes=tuple(recurrent), atol=atol
         )
         if not report.passed:
-            return report.summary()
+            return _Rejected(report.summary(), "\n".join([*problems, *report.errors()]))
         if external:
             (Path(work) / data_name).replace(out.with_name(data_name))
         final.replace(dst)
@@ -491,6 +514,8 @@ def _validate_candidate(path: Path, source: _Source, atol: float) -> list[Valida
     if source.spec.variant == "streaming":
         assert source.zoo_model is not None
         return validate_streaming(path, source.zoo_model, source.spec, atol=atol)
+    if source.cases:
+        return validate_cases(path, source.spec, source.cases, atol=atol)
     example = source.example[0]
     return validate_sequence(
         path,

@@ -40,6 +40,18 @@ class ValidationRow:
     max_abs: float
     max_rel: float
     passed: bool
+    #: ONNX Runtime's whole message when the run failed (``output`` holds its head); shown
+    #: under ``--debug``, left out of JSON.
+    error: str = field(default="", repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ValidationCase:
+    """One check of a module edgelstm did not build: named inputs and PyTorch's outputs."""
+
+    check: str
+    feeds: dict[str, np.ndarray]
+    expected: tuple[np.ndarray, ...]
 
 
 @dataclass(frozen=True)
@@ -78,8 +90,12 @@ class ValidationReport:
             "atol": self.atol,
             "problems": list(self.problems),
             "recurrent_nodes": list(self.recurrent_nodes),
-            "rows": [r.__dict__ for r in self.rows],
+            "rows": [{k: v for k, v in r.__dict__.items() if k != "error"} for r in self.rows],
         }
+
+    def errors(self) -> tuple[str, ...]:
+        """ONNX Runtime's whole message for each check it failed to run."""
+        return tuple(f"{r.check}: {r.error}" for r in self.rows if r.error)
 
 
 def inspect_graph(model: onnx.ModelProto, spec: GraphSpec) -> tuple[list[str], list[str]]:
@@ -188,15 +204,38 @@ def validate_sequence(
         try:
             got = session.run(list(spec.output_names), {"x": x})
         except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
-            first = first_line(exc, limit=200)
-            rows.append(
-                ValidationRow(check, f"run failed: {first}", float("inf"), float("inf"), False)
-            )
+            rows.append(_run_failed(check, exc))
             continue
         want = _torch_outputs(module, [x])
         rows.extend(
             _compare(check, name, g, w, atol)
             for name, g, w in zip(spec.output_names, got, want, strict=True)
+        )
+    return rows
+
+
+def _run_failed(check: str, exc: Exception) -> ValidationRow:
+    # The row keeps the head for the one-line error; the whole text is for --debug.
+    first = first_line(exc, limit=200)
+    inf = float("inf")
+    return ValidationRow(check, f"run failed: {first}", inf, inf, False, error=str(exc).strip())
+
+
+def validate_cases(
+    path: Path, spec: GraphSpec, cases: tuple[ValidationCase, ...], *, atol: float
+) -> list[ValidationRow]:
+    """Run ONNX Runtime on each case's inputs and compare with PyTorch's recorded outputs."""
+    session = cpu_session(path)
+    rows = []
+    for case in cases:
+        try:
+            got = session.run(list(spec.output_names), case.feeds)
+        except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidArgument types
+            rows.append(_run_failed(case.check, exc))
+            continue
+        rows.extend(
+            _compare(case.check, name, g, w, atol)
+            for name, g, w in zip(spec.output_names, got, case.expected, strict=True)
         )
     return rows
 

@@ -42,8 +42,51 @@ WeightsOption = Annotated[
     typer.Option(help="With --model: .safetensors or .pt state dict."),
 ]
 InputShapeOption = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="With --model: example input shape B,T,F."),
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        metavar="SHAPE",
+        help="With --model: example input shape, once per forward() input, any rank "
+        "(B,T,F or 1,1,64,256).",
+        show_default=False,
+    ),
+]
+ExampleOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        help="With --model, instead of --input-shape: .npz of real inputs keyed by forward() "
+        "argument names (or arr_0, arr_1, ... in order).",
+        show_default=False,
+    ),
+]
+DynamicAxesOption = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        metavar="NAME=AXES",
+        help="With --model: axes that vary, once per input: x=0,3 or x=0:batch,3:time "
+        "\\[default: batch,time of one B,T,F input, else batch].",
+        show_default=False,
+    ),
+]
+ValidateShapesOption = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        metavar="CHECK",
+        help="With --model: one validation check, batch=1,time=8 or a whole shape; "
+        "repeat it \\[default: from the dynamic axes].",
+        show_default=False,
+    ),
+]
+
+
+class ExporterChoice(str, Enum):
+    auto = "auto"
+    torchscript = "torchscript"
+    dynamo = "dynamo"
+
+
+ExporterOption = Annotated[
+    ExporterChoice,
+    typer.Option(help="auto: TorchScript, then torch.export (dynamo) if it fails."),
 ]
 #: ``--overwrite`` of the commands that write one file (``export``, ``quantize``).
 OverwriteFileOption = Annotated[bool, typer.Option(help="Replace an existing --out file.")]
@@ -61,19 +104,27 @@ def export(
     model: UserModelOption = None,
     weights: WeightsOption = None,
     input_shape: InputShapeOption = None,
+    example: ExampleOption = None,
+    dynamic_axes: DynamicAxesOption = None,
+    validate_shapes: ValidateShapesOption = None,
+    exporter: ExporterOption = ExporterChoice.auto,
     overwrite: OverwriteFileOption = False,
     json_output: ExportJsonOption = False,
 ) -> None:
     """Export to ONNX, validated against PyTorch at several shapes before anything is written."""
-    from edgelstm.cli.console import stdout_console
+    from edgelstm.cli.app import print_notes
+    from edgelstm.cli.console import stderr_console, stdout_console
 
     if out is None:
         raise InvalidInputError("--out MODEL.onnx is required")
     if model is not None:
         if run_dir is not None:
             raise InvalidInputError("give either RUN_DIR or --model, not both")
-        if weights is None or input_shape is None:
-            raise InvalidInputError("--model needs --weights W and --input-shape B,T,F")
+        if weights is None or (not input_shape and example is None):
+            raise InvalidInputError(
+                "--model needs --weights W and --input-shape B,T,F (once per input) or "
+                "--example inputs.npz"
+            )
         from edgelstm.exporters.user_models import export_user_model
 
         result = export_user_model(
@@ -85,17 +136,32 @@ def export(
             opset=opset,
             atol=atol,
             overwrite=overwrite,
+            example=example,
+            dynamic_axes=dynamic_axes or (),
+            validate_shapes=validate_shapes or (),
+            exporter=exporter.value,
         )
     else:
         if run_dir is None:
             raise InvalidInputError("give a checkpoint folder RUN_DIR or --model file.py:factory")
-        if weights is not None or input_shape is not None:
-            raise InvalidInputError("--weights and --input-shape apply only to --model")
+        given = (weights, input_shape, example, dynamic_axes, validate_shapes)
+        if any(value is not None for value in given):
+            raise InvalidInputError(
+                "--weights, --input-shape, --example, --dynamic-axes and --validate-shapes "
+                "apply only to --model"
+            )
         from edgelstm.exporters.onnx import export as export_model
 
         result = export_model(
-            run_dir, out, streaming=streaming, opset=opset, atol=atol, overwrite=overwrite
+            run_dir,
+            out,
+            streaming=streaming,
+            opset=opset,
+            atol=atol,
+            overwrite=overwrite,
+            exporter=exporter.value,
         )
+    print_notes(stderr_console(), result.notes)
     if json_output:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
