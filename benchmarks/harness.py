@@ -57,7 +57,8 @@ class BenchmarkPlan:
     ``providers`` are short names, or ``("all",)`` for every provider that really runs here
     (probed; the others are listed in the report's ``skipped``). ``stream`` adds streaming
     rows (``chunks`` frames per push, for models with state inputs) to the sequence rows.
-    ``torch_run`` adds PyTorch eager FP32 and dynamic-INT8 baselines from a checkpoint;
+    ``torch_run`` adds PyTorch eager FP32 and dynamic-INT8 baselines from a checkpoint, or
+    from a user module ``FILE.py:FACTORY`` (with ``torch_weights``) fed the first model's inputs;
     ``eval_run`` scores every artifact on that checkpoint's test split.
     ``frame_rate`` (Hz) turns streaming per-frame latency into a real-time factor.
     With ``stream`` and a sequence export among the models, streaming exports get only
@@ -90,6 +91,8 @@ class BenchmarkPlan:
     inputs: Path | None = None
     #: sizes of named symbolic axes when inputs are synthesised (``--dim seq_len=64``).
     dims: tuple[tuple[str, int], ...] = ()
+    #: weights of a user module given as ``torch_run`` (``FILE.py:FACTORY``).
+    torch_weights: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.models and self.torch_run is None:
@@ -115,6 +118,21 @@ class BenchmarkPlan:
         for model in self.models:
             if not Path(model).is_file():
                 raise InvalidInputError(f"model file {model} does not exist")
+        if self.torch_run is not None and not self.torch_run.is_dir():
+            if ":" not in str(self.torch_run):
+                raise InvalidInputError(
+                    f"--torch {self.torch_run}: give a checkpoint folder (edgelstm train --out) "
+                    "or your module as FILE.py:FACTORY (with --weights)"
+                )
+            if not self.models:
+                raise InvalidInputError(
+                    f"--torch {self.torch_run}: PyTorch rows of your module are fed what an "
+                    "ONNX model's rows get; give its export too (benchmark MODEL.onnx --torch ...)"
+                )
+        elif self.torch_weights is not None:
+            raise InvalidInputError(
+                "--weights goes with --torch FILE.py:FACTORY; a checkpoint folder has its own"
+            )
         if self.inputs is not None and self.stream:
             raise InvalidInputError(
                 "--inputs times whole calls on the arrays given; drop --stream (streaming rows "
@@ -143,6 +161,7 @@ class BenchmarkPlan:
             "rounds": self.rounds,
             "inputs": None if self.inputs is None else str(self.inputs),
             "dims": dict(self.dims),
+            "torch_weights": None if self.torch_weights is None else str(self.torch_weights),
         }
 
 
@@ -334,32 +353,57 @@ def _plan_measurements(
                     )
                     items.append((m, {"label": label, "size_mb": info["size_mb"]}))
     if plan.torch_run is not None:
-        # PyTorch runs on CUDA only where the CUDA provider really runs (not via --fallback).
-        torch_devices = ["cpu"] + [p for p in providers if p == "cuda" and p not in unusable]
-        # PyTorch streams the chunks the ONNX streaming rows beside it were timed at.
-        multiple = max((f["chunk_multiple"] for f in facts.values() if f["streamable"]), default=1)
-        for precision in ("fp32", "int8"):
-            for device in torch_devices:
-                if precision == "int8" and device != "cpu":
-                    continue
-                for mode, steps in shapes:
-                    for batch in plan.batches:
-                        for threads in plan.threads:
-                            m = Measurement(
-                                model=str(plan.torch_run),
-                                runtime="torch",
-                                provider=device,
-                                precision=precision,
-                                mode=mode,
-                                batch=batch,
-                                seq=_stream_chunk(steps, multiple)
-                                if mode == "streaming"
-                                else steps,
-                                threads=threads,
-                                **base,
-                            )
-                            label = f"pytorch eager {precision}"
-                            items.append((m, {"label": label, "size_mb": None}))
+        items += _torch_measurements(plan, providers, facts, shapes, base, unusable)
+    return items
+
+
+def _torch_measurements(
+    plan: BenchmarkPlan,
+    providers: list[str],
+    facts: dict[Path, dict[str, Any]],
+    shapes: list[tuple[str, int]],
+    base: dict[str, Any],
+    unusable: frozenset[str],
+) -> list[tuple[Measurement, dict[str, Any]]]:
+    """PyTorch eager rows (FP32 and dynamic INT8) of ``--torch``: a checkpoint, or a user
+    module (``FILE.py:FACTORY``) fed the arrays the first ONNX model's rows get."""
+    assert plan.torch_run is not None
+    user_module = not plan.torch_run.is_dir()
+    # PyTorch runs on CUDA only where the CUDA provider really runs (not via --fallback).
+    torch_devices = ["cpu"] + [p for p in providers if p == "cuda" and p not in unusable]
+    # PyTorch streams the chunks the ONNX streaming rows beside it were timed at.
+    multiple = max((f["chunk_multiple"] for f in facts.values() if f["streamable"]), default=1)
+    feeds_from = str(plan.models[0]) if user_module and plan.models else None
+    batches, given = plan.batches, None
+    if plan.inputs is not None and plan.models:
+        given = row_shape(plan.inputs, facts[plan.models[0]]["first_input"])
+        batches = (given[0],)
+    items: list[tuple[Measurement, dict[str, Any]]] = []
+    for precision, device, (mode, steps), batch, threads in itertools.product(
+        ("fp32", "int8"), torch_devices, shapes, batches, plan.threads
+    ):
+        if (precision == "int8" and device != "cpu") or (user_module and mode == "streaming"):
+            continue
+        if mode == "streaming":
+            steps = _stream_chunk(steps, multiple)
+        elif given is not None:
+            steps = given[1]
+        m = Measurement(
+            model=str(plan.torch_run),
+            runtime="torch",
+            provider=device,
+            precision=precision,
+            mode=mode,
+            batch=batch,
+            seq=steps,
+            threads=threads,
+            inputs=None if plan.inputs is None else str(plan.inputs),
+            dims=plan.dims,
+            weights=None if plan.torch_weights is None else str(plan.torch_weights),
+            feeds_from=feeds_from,
+            **base,
+        )
+        items.append((m, {"label": f"pytorch eager {precision}", "size_mb": None}))
     return items
 
 
@@ -382,7 +426,7 @@ def _scores(plan: BenchmarkPlan) -> tuple[str | None, dict[str, float]]:
 
     data = EvaluationData.from_run(plan.eval_run)
     scores = {str(path): evaluate_onnx(path, data) for path in plan.models}
-    if plan.torch_run is not None:
+    if plan.torch_run is not None and plan.torch_run.is_dir():  # a user module is not scored
         from edgelstm.training.checkpoint import load_checkpoint
         from edgelstm.training.trainer import torch_predictor
 

@@ -76,6 +76,10 @@ class Measurement:
     inputs: str | None = None
     #: sizes of named symbolic axes for synthesised inputs (``--dim seq_len=64``).
     dims: tuple[tuple[str, int], ...] = ()
+    #: torch rows of a user module (``model`` is ``FILE.py:FACTORY``): its weights file, and
+    #: the ONNX export whose inputs it is fed (the same arrays as that export's rows).
+    weights: str | None = None
+    feeds_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,8 +194,6 @@ def _onnx(m: Measurement) -> Prepared:
 def _torch(m: Measurement) -> Prepared:
     import torch
 
-    from edgelstm.benchmarks.model_inputs import sequence_frames
-
     if m.cuda_graphs and (m.provider != "cuda" or m.mode != "sequence"):
         raise InvalidInputError(
             f"cuda_graphs for torch captures a whole-sequence forward on CUDA; this row is "
@@ -201,8 +203,7 @@ def _torch(m: Measurement) -> Prepared:
     started = time.perf_counter()
     checkpoint, model, device = _torch_model(m)
     create_ms = (time.perf_counter() - started) * 1000.0
-    features = checkpoint.record.model.input_size
-    x = torch.from_numpy(sequence_frames(m.batch, m.seq, features)).to(device)
+    x = _torch_inputs(m, checkpoint, device)
     notes: list[str] = []
     run: Callable[[], object]
     if m.mode == "streaming":
@@ -237,21 +238,48 @@ def _torch(m: Measurement) -> Prepared:
     return prepared
 
 
+def _torch_inputs(m: Measurement, checkpoint: Any, device: Any) -> Any:
+    """What the row feeds: seeded frames for a checkpoint; for a user module, the arrays the
+    ONNX rows of ``m.feeds_from`` get, in its input order (the order of ``forward()``)."""
+    import torch
+
+    from edgelstm.benchmarks.model_inputs import benchmark_feeds, sequence_frames
+
+    if checkpoint is not None:
+        frames = sequence_frames(m.batch, m.seq, checkpoint.record.model.input_size)
+        return torch.from_numpy(frames).to(device)
+    from edgelstm.runtimes.ort.feeds import input_specs
+    from edgelstm.runtimes.ort.session import open_session
+
+    if m.feeds_from is None:
+        raise InvalidInputError(
+            f"--torch {m.model}: PyTorch rows of your module are fed what an ONNX model's rows "
+            "get; give its export beside it (edgelstm benchmark MODEL.onnx --torch ...)"
+        )
+    specs = input_specs(open_session(Path(m.feeds_from)).session)
+    feeds, _, _ = benchmark_feeds(specs, batch=m.batch, seq=m.seq, inputs=m.inputs, dims=m.dims)
+    return tuple(torch.from_numpy(feeds[s.name]).to(device) for s in specs)
+
+
 def _torch_model(m: Measurement) -> tuple[Any, Any, Any]:
-    """(checkpoint, the model as the row times it, its torch device): the checkpoint's
-    model in eval mode, dynamically quantized for an ``int8`` row, moved to a CUDA row's
-    device."""
+    """(checkpoint or None, the model as the row times it, its torch device): a checkpoint's
+    model, or a user module (``FILE.py:FACTORY`` with ``weights``), in eval mode, dynamically
+    quantized for an ``int8`` row, moved to a CUDA row's device."""
     import warnings
 
     import torch
 
-    from edgelstm.training.checkpoint import load_checkpoint
+    checkpoint: Any = None
+    if Path(m.model).is_dir():
+        from edgelstm.training.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(Path(m.model))
-    model = checkpoint.model.eval()
-    if m.mode == "streaming":
-        # The export's rule: a row must not time a streaming mode no export could have.
-        model.config.check_streamable()
+        checkpoint = load_checkpoint(Path(m.model))
+        model = checkpoint.model.eval()
+        if m.mode == "streaming":
+            # The export's rule: a row must not time a streaming mode no export could have.
+            model.config.check_streamable()
+    else:
+        model = _user_module(m).eval()
     if m.precision == "int8":
         if m.provider != "cpu":
             raise InvalidInputError("PyTorch dynamic INT8 runs on the CPU only")
@@ -267,6 +295,21 @@ def _torch_model(m: Measurement) -> tuple[Any, Any, Any]:
         device = torch.device("cuda", m.cuda_device)
         model = model.to(device)
     return checkpoint, model, device
+
+
+def _user_module(m: Measurement) -> Any:
+    """``FILE.py:FACTORY`` built and its weights loaded as ``export --model`` loads them."""
+    from edgelstm.exporters.user_models import load_user_factory
+    from edgelstm.exporters.user_weights import load_weights
+
+    if m.mode == "streaming":
+        raise InvalidInputError(
+            f"--torch {m.model}: streaming rows need an edgelstm checkpoint (its step function)"
+        )
+    module, loader = load_user_factory(m.model)
+    if m.weights is not None:
+        load_weights(module, Path(m.weights), loader)
+    return module
 
 
 def _synchronize(device: Any) -> None:
@@ -301,12 +344,15 @@ def _torch_step(trained: Any, model: Any, x: Any, device: Any, batch: int) -> Ca
 
 
 def _torch_forward(model: Any, x: Any, device: Any) -> Callable[[], object]:
-    """One eager whole-sequence forward of ``x`` per call."""
+    """One eager whole-sequence forward of ``x`` (a tensor, or a tuple of a user module's
+    inputs) per call."""
     import torch
+
+    args = x if isinstance(x, tuple) else (x,)
 
     def forward() -> object:
         with torch.no_grad():
-            result = model(x)
+            result = model(*args)
         _synchronize(device)
         return result
 

@@ -104,3 +104,76 @@ def test_edgelstm_sequence_models_keep_their_frames(tmp_path: Path) -> None:
     np.testing.assert_array_equal(feeds["x"], sequence_frames(2, 7, 3))
     assert feeds["h"].shape == (1, 2, 5) and not feeds["h"].any()
     assert notes == [] and shape == (2, 7)
+
+
+_MODULE = """
+import torch
+from torch import nn
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.head(y)
+
+
+def make():
+    torch.manual_seed(0)
+    return Tagger()
+"""
+
+
+@pytest.fixture(scope="module")
+def user_module(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Path]:
+    """A GRU tagger of the user's own (FILE.py:FACTORY), its weights and its export."""
+    from safetensors.torch import save_file
+
+    from edgelstm.exporters import export
+    from edgelstm.exporters.user_models import load_user_module
+
+    folder = tmp_path_factory.mktemp("user-module")
+    (folder / "tagger.py").write_text(_MODULE)
+    reference = f"{folder / 'tagger.py'}:make"
+    module = load_user_module(reference)
+    weights = folder / "tagger.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(weights))
+    onnx_path = folder / "tagger.onnx"
+    export(module, onnx_path, input_shape=(1, 20, 4))
+    return reference, weights, onnx_path
+
+
+def test_torch_rows_for_a_user_module_sit_beside_its_export(
+    user_module: tuple[str, Path, Path], tmp_path: Path, cli: CliRunner
+) -> None:
+    """`--torch` wanted a training folder; a FILE.py:FACTORY module with --weights now gets
+    PyTorch eager FP32 and INT8 rows, fed the arrays the export's rows get."""
+    reference, weights, onnx_path = user_module
+    report = tmp_path / "r.json"
+    result = cli("benchmark", onnx_path, "--torch", reference, "--weights", weights,
+                 *FAST, "--seq", "20", "--json", report)  # fmt: skip
+    assert result.code == 0, result.err
+    rows = json.loads(report.read_text())["rows"]
+    torch_rows = [r for r in rows if r["runtime"] == "torch"]
+    assert sorted(r["precision"] for r in torch_rows) == ["fp32", "int8"]
+    assert all((r["batch"], r["seq"]) == (1, 20) for r in rows)
+    onnx_row = next(r for r in rows if r["runtime"] == "onnxruntime")
+    assert onnx_row["vs_torch_fp32"] > 0  # the ratio to the module's own PyTorch row
+
+
+def test_torch_module_refusals_name_the_fix(
+    user_module: tuple[str, Path, Path], tmp_path: Path, cli: CliRunner
+) -> None:
+    reference, weights, onnx_path = user_module
+    alone = cli("benchmark", "--torch", reference, "--weights", weights, *FAST)
+    assert_clean_failure(alone, None, "give its export too")
+    neither = cli("benchmark", onnx_path, "--torch", tmp_path / "nothing", *FAST)
+    assert_clean_failure(neither, None, "checkpoint folder", "FILE.py:FACTORY")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    stray = cli("benchmark", onnx_path, "--torch", folder, "--weights", weights, *FAST)
+    assert_clean_failure(stray, None, "--weights goes with --torch FILE.py:FACTORY")

@@ -35,8 +35,11 @@ def stream_model(trained_classify: TrainResult, tmp_path_factory: pytest.TempPat
 
 
 def _run(model: Path, out: Path, *extra: str) -> dict[str, Any]:
+    # A minute for p99: these tests check what was served, lost, refused and in what order,
+    # never how fast (a busy CI machine took a tiny load's p99 past the 50 ms default).
     argv = ["--model", str(model), "--name", "tiny", "--out", str(out), "--streams", "3",
-            "--rate", "20", "--frames-per-request", "2", "--duration", "1", *extra]  # fmt: skip
+            "--rate", "20", "--frames-per-request", "2", "--duration", "1",
+            "--p99-limit-ms", "60000", *extra]  # fmt: skip
     assert main(argv) == 0
     document: dict[str, Any] = json.loads((out / "serve_load_tiny.json").read_text())
     return document
@@ -89,7 +92,7 @@ def test_streams_past_max_streams_are_refused_cleanly_and_the_server_serves_afte
     assert baseline["batch_size"]["histogram"]["1"] == baseline["batch_size"]["calls"]
     assert batched["protocol"] == "ws-json"
     assert document["saturation"]["ws-json/batched"] == {
-        "streams": None, "first_failure": 3, "why": ["1 rejected"], "limit_ms": 50.0,
+        "streams": None, "first_failure": 3, "why": ["1 rejected"], "limit_ms": 60000.0,
     }  # fmt: skip
 
 

@@ -59,7 +59,15 @@ FrameRateOption = Annotated[
 ]
 TorchRunOption = Annotated[
     Optional[Path],  # noqa: UP045
-    typer.Option("--torch", help="Checkpoint folder: add PyTorch eager baseline rows."),
+    typer.Option(
+        "--torch", help="Checkpoint folder, or FILE.py:FACTORY: add PyTorch eager baseline rows."
+    ),
+]
+TorchWeightsOption = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--weights", help="Weights of a --torch FILE.py:FACTORY module.", show_default=False
+    ),
 ]
 EvalRunOption = Annotated[
     Optional[Path],  # noqa: UP045
@@ -144,6 +152,7 @@ def benchmark(
     chunk: ChunkOption = "1",
     frame_rate: FrameRateOption = 100.0,
     torch_run: TorchRunOption = None,
+    torch_weights: TorchWeightsOption = None,
     eval_run: EvalRunOption = None,
     inputs: InputsOption = None,
     dims: DimOption = None,
@@ -183,6 +192,7 @@ def benchmark(
         stream=stream,
         chunks=_int_list(chunk, "--chunk"),
         torch_run=torch_run,
+        torch_weights=torch_weights,
         eval_run=eval_run,
         warmup=warmup,
         iterations=iterations,
