@@ -31,6 +31,9 @@ Pooling = Literal["last", "mean"]
 #: ``conv``: a strided causal Conv1d that shortens the sequence before the recurrent layers.
 Frontend = Literal["none", "conv"]
 TASKS: tuple[str, ...] = get_args(Task)
+#: What an ONNX model's metadata may say it does: the trained tasks, plus ``raw`` for a model
+#: adopted from elsewhere (``edgelstm adopt``), whose rows are its outputs as they are.
+MODEL_TASKS: tuple[str, ...] = (*TASKS, "raw")
 ARCHS: tuple[str, ...] = get_args(Arch)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 FRONTENDS: tuple[str, ...] = get_args(Frontend)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from edgelstm.config import TASKS, from_dict, to_dict
+from edgelstm.config import MODEL_TASKS, from_dict, to_dict
 from edgelstm.errors import InvalidInputError
 from edgelstm.version import __version__
 
@@ -52,6 +52,9 @@ class ModelMetadata:
     #: streaming only: every chunk must hold a multiple of this many frames (a conv front end
     #: with stride > 1 reads one step per that many frames); 1 for any chunk.
     stream_chunk_multiple: int = 1
+    #: streaming only: every call takes exactly this many frames (1 for a model adopted
+    #: with "one window per call"); None: any multiple of ``stream_chunk_multiple``.
+    stream_frames_per_call: int | None = None
     task: str | None = None
     arch: str | None = None
     feature_names: tuple[str, ...] = ()
@@ -166,10 +169,10 @@ def metadata_from_props(props: Mapping[str, str], *, where: str = "model") -> Mo
         # from_dict names the field as "<mark>.<field>[.<item>]: <problem>".
         key, _, problem = str(exc).removeprefix(_KEY_MARK + ".").partition(": ")
         raise corrupt(key, problem) from None
-    if meta.task is not None and meta.task not in TASKS:
+    if meta.task is not None and meta.task not in MODEL_TASKS:
         raise InvalidInputError(
             f"{where}: the model's task is {meta.task[:40]!r}, which edgelstm {__version__} does "
-            f"not know (it knows {', '.join(TASKS)}); upgrade edgelstm to run it"
+            f"not know (it knows {', '.join(MODEL_TASKS)}); upgrade edgelstm to run it"
         )
     if meta.task == "transcribe" and (not meta.tokens or meta.blank_index != len(meta.tokens)):
         raise corrupt(

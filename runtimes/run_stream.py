@@ -178,7 +178,13 @@ def stream_model(
     streamer = StreamingSession(model, session=session)
     meta, where = streamer.metadata, streamer.path
     multiple = streamer.chunk_multiple
-    chunk = multiple if chunk is None else chunk
+    per_call = streamer.contract.frames_per_call
+    chunk = (per_call or multiple) if chunk is None else chunk
+    if per_call is not None and chunk != per_call:
+        raise InvalidInputError(
+            f"--chunk {chunk}: {where.name} reads exactly {per_call} frame(s) (window(s)) per "
+            f"call; use --chunk {per_call} or leave it out"
+        )
     if chunk < 1 or chunk % multiple:
         raise InvalidInputError(
             f"--chunk must be a positive multiple of {multiple} frames for {where.name} (its "

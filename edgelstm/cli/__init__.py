@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from edgelstm.cli import benchmark, device, export, inference, providers, serve, train
+from edgelstm.cli import adopt, benchmark, device, export, inference, providers, serve, train
 from edgelstm.cli.app import app, state
 from edgelstm.errors import EdgeLSTMError
 from edgelstm.extras import missing_dependency, missing_module
@@ -28,6 +28,7 @@ for _name, _command in (
     ("train", train.train),
     ("export", export.export),
     ("quantize", export.quantize),
+    ("adopt", adopt.adopt),
     ("providers", providers.providers),
     ("run", inference.run_command),
     ("serve", serve.serve),

@@ -197,7 +197,7 @@ def _record_cases(artifact: Artifact, opened: OpenedSession, seed: int) -> list[
     if meta is None or meta.variant != "streaming":
         return [GoldenCase(f, _run(opened, f)) for f in _sequence_feeds(specs, multiple, rng)]
     contract = StreamContract.of(meta, artifact.path)
-    time = _STREAM_STEPS * multiple
+    time = contract.frames_per_call or _STREAM_STEPS * multiple
     state = {
         n: np.zeros(contract.state_shape(n, _STREAMS), np.float32) for n in contract.state_names
     }

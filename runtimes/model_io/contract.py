@@ -50,6 +50,8 @@ class StreamContract:
 
     shapes: Mapping[str, tuple[int | str, ...]]
     chunk_multiple: int = 1
+    #: every call takes exactly this many frames (a model adopted with one window per call)
+    frames_per_call: int | None = None
 
     def __post_init__(self) -> None:
         for name, shape in self.shapes.items():
@@ -71,7 +73,7 @@ class StreamContract:
                 "`edgelstm export RUN_DIR --streaming` to stream it"
             )
         shapes = {name: tuple(_dim(d) for d in shape) for name, shape in meta.state.items()}
-        return cls(shapes, meta.stream_chunk_multiple)
+        return cls(shapes, meta.stream_chunk_multiple, meta.stream_frames_per_call)
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -91,10 +93,19 @@ class StreamContract:
         """The concrete shape of state ``name`` for ``streams`` streams side by side."""
         return tuple(d if isinstance(d, int) else streams for d in self.shapes[name])
 
+    def check_frames_per_call(self, frames: int) -> None:
+        """Refuse a chunk of another size than a one-window-per-call model takes."""
+        if self.frames_per_call is not None and frames != self.frames_per_call:
+            raise InvalidInputError(
+                f"a chunk of {frames} frames: this model reads exactly {self.frames_per_call} "
+                f"frame(s) (window(s)) per call; send {self.frames_per_call} per push or request"
+            )
+
     def check_chunk(self, frames: int) -> None:
         """Refuse a chunk the graph cannot take: empty, or not a multiple of its stride."""
         if frames < 1:
             raise InvalidInputError("a chunk needs at least one frame")
+        self.check_frames_per_call(frames)
         if frames % self.chunk_multiple:
             raise InvalidInputError(
                 f"a chunk of {frames} frames: this model reads one step per "

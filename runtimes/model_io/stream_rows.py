@@ -39,7 +39,7 @@ from edgelstm.tasks import anomaly_scores, normalize
 __all__ = ["STREAMING_TASKS", "StreamRows", "batch_rows", "class_row", "stream_columns"]
 
 #: Tasks whose models can run frame by frame.
-STREAMING_TASKS = ("classify", "anomaly", "tag", "transcribe")
+STREAMING_TASKS = ("classify", "anomaly", "tag", "transcribe", "raw")
 
 
 def class_row(probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
@@ -71,6 +71,8 @@ def stream_columns(meta: ModelMetadata, *, beam: int = 1) -> list[str]:
         return ["frame", "label", "confidence", *[f"prob_{c}" for c in class_names(meta)]]
     if meta.task == "transcribe":
         return ["frame", "tokens", "token_frames", "text", *(["partial"] if beam > 1 else [])]
+    if meta.task == "raw":
+        return ["frame", *meta.target_names]
     return ["frame", "score", *(["anomaly"] if meta.anomaly_threshold is not None else [])]
 
 
@@ -93,6 +95,8 @@ class StreamRows:
             self.stride = frames_per_step(meta)
             self.decoder = stream_decoder(meta, beam=beam, prune=prune)
         self.threshold = meta.anomaly_threshold
+        #: raw: the column of each output value
+        self.columns = meta.target_names if meta.task == "raw" else ()
         self.normalization = stored_normalization(meta, where)
         #: frames seen so far; the next chunk's first frame has this index
         self.seen = 0
@@ -127,6 +131,8 @@ class StreamRows:
             )
         elif self.task == "transcribe":
             rows.append(self._transcript_row(self.decoder.feed(out), self.seen + len(x) - 1))
+        elif self.task == "raw":
+            rows.extend(self._raw_rows(x, out))
         else:
             scores = anomaly_scores(x, out, previous=self._previous)
             self._previous = out[-1]
@@ -137,6 +143,26 @@ class StreamRows:
                 rows.append(row)
         self.seen += len(x)
         return rows
+
+    def _raw_rows(self, x: np.ndarray, out: np.ndarray) -> list[dict[str, Any]]:
+        """An adopted model's output as it is: one row per call (output ``[values]``), or
+        one per frame (``[frames, values]``), a column per value (float32 printed exactly)."""
+        values = np.asarray(out, dtype=np.float64)
+        if values.ndim <= 1:
+            flat = values.reshape(1, -1)
+            first = self.seen + len(x) - 1
+        else:
+            flat = values.reshape(values.shape[0], -1)
+            first = self.seen
+        if flat.shape[1] != len(self.columns):
+            raise InvalidInputError(
+                f"the model gave {flat.shape[1]} value(s) per row, its metadata names "
+                f"{len(self.columns)} ({', '.join(self.columns)}); adopt it again"
+            )
+        return [
+            {"frame": first + k, **dict(zip(self.columns, row, strict=True))}
+            for k, row in enumerate(flat.tolist())
+        ]
 
     def _transcript_row(self, final: list[tuple[int, int]], frame: int) -> dict[str, Any]:
         row: dict[str, Any] = {

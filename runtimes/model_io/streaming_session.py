@@ -132,6 +132,7 @@ class StreamingSession:
             )
         if x.shape[1] == 0:
             raise InvalidInputError("push() got zero frames; send at least one")
+        self.contract.check_frames_per_call(x.shape[1])
         if x.shape[1] % self.chunk_multiple and not final:
             raise InvalidInputError(
                 f"push() got {x.shape[1]} frames, but {self.path} reads one step per "
@@ -170,6 +171,7 @@ class StreamingSession:
             and x.shape[2] == self.num_features
             and x.shape[1] > 0
             and x.shape[1] % self.chunk_multiple == 0
+            and self.contract.frames_per_call in (None, x.shape[1])
             and x.flags.c_contiguous
             and np.isfinite(x.sum())
         ):

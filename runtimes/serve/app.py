@@ -80,6 +80,7 @@ def model_description(batcher: SequenceBatcher, *, workers: int = 1) -> dict[str
         "columns": stream_columns(meta),
         "state": {name: list(shape) for name, shape in meta.state.items()},
         "frames_multiple": batcher.chunk_multiple,
+        "frames_per_request": batcher.contract.frames_per_call,
         "anomaly_threshold": meta.anomaly_threshold,
         "provider": batcher.opened.provider,
         "limits": {

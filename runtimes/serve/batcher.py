@@ -300,6 +300,13 @@ class SequenceBatcher:
                 f"{k} frames in one request; send at most {self.limits.max_frames_per_request} "
                 "per request",
             )  # fmt: skip
+        per_call = self.contract.frames_per_call
+        if per_call is not None and k != per_call:
+            raise RequestRejected(
+                422, "bad_chunk",
+                f"{k} frames: this model reads exactly {per_call} frame(s) (window(s)) per "
+                f"call, send {per_call} per request",
+            )  # fmt: skip
         if k % self.chunk_multiple:
             raise RequestRejected(
                 422, "bad_chunk",
