@@ -258,3 +258,18 @@ def test_a_state_without_a_batch_axis_is_refused_with_the_reason(
     out = tmp_path / "a.onnx"
     result = cli("adopt", fixed, "--out", out, "--state", "state=state_next")
     assert_clean_failure(result, out, "state `state`", "one symbolic (batch) axis")
+
+
+def test_benchmark_times_an_adopted_window_model_one_window_per_call(
+    vad: dict[str, Path], tmp_path: Path, cli: CliRunner
+) -> None:
+    import json
+
+    report = tmp_path / "r.json"
+    result = cli("benchmark", vad["adopted"], "--stream", "--chunk", "1,10", "--seq", "100",
+                 "--no-isolate", "--warmup", "1", "--iterations", "3", "--json", report)  # fmt: skip
+    assert result.code == 0, result.err
+    rows = json.loads(report.read_text())["rows"]
+    assert sorted((r["mode"], r.get("chunk") or r["seq"]) for r in rows) == [
+        ("sequence", 1), ("streaming", 1),
+    ]  # fmt: skip
