@@ -66,3 +66,17 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
         'MemoryError'
     """
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
+def add_details(exc: BaseException, text: str) -> BaseException:
+    """Attach ``text`` (a whole error message, an exporter's output) to ``exc`` for
+    ``--debug``, whose traceback prints it under the one-line message; returns ``exc``.
+
+    Exception notes print from Python 3.11 on; on 3.10 they are kept in ``__notes__`` (where
+    3.11 keeps them) without being printed, rather than failing on a missing ``add_note``.
+    """
+    if hasattr(exc, "add_note"):
+        exc.add_note(text)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), text]  # type: ignore[attr-defined]
+    return exc

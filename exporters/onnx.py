@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from edgelstm.config import ModelConfig, to_dict
-from edgelstm.errors import CheckFailedError, InvalidInputError
+from edgelstm.errors import CheckFailedError, InvalidInputError, add_details
 from edgelstm.exporters.exporter_output import captured_output, explain_export_failure
 from edgelstm.exporters.graphs import GraphSpec, build_graph
 from edgelstm.exporters.validation import (
@@ -195,7 +195,7 @@ def _no_valid_model(out: Path, rejected: list[tuple[str, _Rejected]]) -> CheckFa
     error = CheckFailedError(f"no exporter produced a valid model for {out} ({reasons})")
     for name, why in rejected:
         if why.details:
-            error.add_note(f"--- {name} exporter ---\n{why.details}")
+            add_details(error, f"--- {name} exporter ---\n{why.details}")
     return error
 
 
@@ -357,7 +357,7 @@ def _torch_export(source: _Source, path: Path, **options: Any) -> None:
             failure = exc
     if failure is not None:
         if printed.getvalue().strip():
-            failure.add_note(f"the exporter printed:\n{printed.getvalue().rstrip()}")
+            add_details(failure, f"the exporter printed:\n{printed.getvalue().rstrip()}")
         raise failure
 
 

@@ -1525,3 +1525,32 @@ def test_run_model_takes_an_artifact_read_once(
         from_artifact.predictions.arrays["probabilities"],
         from_path.predictions.arrays["probabilities"],
     )
+
+
+def test_onnx_runtime_whole_message_is_kept_for_debug(tmp_path: Path, cli: CliRunner) -> None:
+    """ORT's messages were cut at 300 characters even with --debug, losing the cause that
+    sits past them (inside an If branch); the one line stays, the whole text rides along."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    marker = "THE_CAUSE_IS_HERE"
+    name = "n" * 400 + marker  # the node's name is in ORT's message, past 300 characters
+    shape = numpy_helper.from_array(np.array([5, 7], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"], name=name)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.ones((2, 3), np.float32))
+    out = tmp_path / "out.npz"
+    plain = cli("run", path, "--input", inputs, "--output", out)
+    assert_clean_failure(plain, out, "ONNX Runtime failed")
+    assert marker not in plain.err
+    with pytest.raises(InvalidInputError) as caught:
+        cli("--debug", "run", path, "--input", inputs, "--output", out)
+    assert any(marker in note for note in getattr(caught.value, "__notes__", []))

@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgelstm.errors import InvalidInputError, ProviderUnavailableError, first_line
+from edgelstm.errors import (
+    InvalidInputError,
+    ProviderUnavailableError,
+    add_details,
+    first_line,
+)
 from edgelstm.runtimes.ort.artifact import Artifact, ModelProfile, load_artifact
 from edgelstm.runtimes.ort.measured_choice import measured_choice
 from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
@@ -408,11 +413,14 @@ def _try_open(
                 session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile/RuntimeException
         message = first_line(exc)
+        whole = f"ONNX Runtime's whole message:\n{exc}"  # for --debug
         if spec.name == "cpu" or _is_model_error(message):
-            raise InvalidInputError(f"ONNX Runtime cannot load {path}: {message}") from None
-        raise ProviderUnavailableError(
+            failure = InvalidInputError(f"ONNX Runtime cannot load {path}: {message}")
+            raise add_details(failure, whole) from None
+        unusable = ProviderUnavailableError(
             f"{spec.name}: failed to initialise ({message}); check: {spec.install}"
-        ) from None
+        )
+        raise add_details(unusable, whole) from None
     used = [str(p) for p in session.get_providers()]
     if spec.ep_name not in used:
         raise ProviderUnavailableError(
