@@ -266,8 +266,9 @@ def test_benchmark_times_an_adopted_window_model_one_window_per_call(
     import json
 
     report = tmp_path / "r.json"
+    fast = ("--no-isolate", "--warmup", "1", "--iterations", "3")
     result = cli("benchmark", vad["adopted"], "--stream", "--chunk", "1,10", "--seq", "100",
-                 "--no-isolate", "--warmup", "1", "--iterations", "3", "--json", report)  # fmt: skip
+                 *fast, "--json", report)  # fmt: skip
     assert result.code == 0, result.err
     rows = json.loads(report.read_text())["rows"]
     assert sorted((r["mode"], r.get("chunk") or r["seq"]) for r in rows) == [
