@@ -361,6 +361,25 @@ def _metadata(
     )
 
 
+def _drop_sequence_metadata(proto: Any, source: Path) -> list[str]:
+    """A whole-sequence export of ``export --model`` (a step with its state as inputs) is
+    adopted like any model, its edgelstm metadata replaced; a streaming model is refused."""
+    from edgelstm.metadata import metadata_from_props
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    meta = metadata_from_props(props, where=str(source))
+    if meta is None:
+        return []
+    if meta.variant == "streaming":
+        raise InvalidInputError(
+            f"{source} already streams (an edgelstm streaming model); use it as it is"
+        )
+    kept = [p for p in proto.metadata_props if not p.key.startswith("edgelstm.")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    return [f"{source.name}: its whole-sequence edgelstm metadata is replaced by the contract"]
+
+
 def adopt(model: Path | str, out: Path | str, options: AdoptOptions) -> AdoptResult:
     """Write ``out``: a copy of ``model`` carrying the declared streaming contract (see the
     module docstring), checked by running it. ``model`` is never modified."""
@@ -375,8 +394,7 @@ def adopt(model: Path | str, out: Path | str, options: AdoptOptions) -> AdoptRes
         proto = onnx.load(str(source))
     except Exception as exc:
         raise InvalidInputError(f"{source} is not a readable ONNX model ({exc})") from None
-    if any(p.key.startswith("edgelstm.") for p in proto.metadata_props):
-        raise InvalidInputError(f"{source} is already an edgelstm model; use it as it is")
+    notes = _drop_sequence_metadata(proto, source)
     graph, where = proto.graph, str(source)
     _check_names(graph, options, where)
     _bake_constants(graph, options.constants, where)
@@ -384,7 +402,8 @@ def adopt(model: Path | str, out: Path | str, options: AdoptOptions) -> AdoptRes
     features = _rename_frames(graph, frames, window)
     shapes = _state_shapes(graph, options.states, where)
     row = _name_outputs(graph, options, where)
-    columns, checked, notes = _probe(proto, row, options, shapes, features, window)
+    columns, checked, probed = _probe(proto, row, options, shapes, features, window)
+    notes += probed
     meta = _metadata(source, proto, options, shapes, features, window, row, columns)
     for key, value in meta.to_props().items():
         proto.metadata_props.add(key=key, value=value)

@@ -201,8 +201,10 @@ def _load_example(
                 f"--example {path} skips a forward() argument: it has {present} of {list(params)}"
             )
         ordered = [arrays[p] for p in present]
-    for key, array in zip(positional, ordered, strict=True):
-        if array.dtype.kind not in "biuf" or array.ndim == 0:
+    # Name inputs as forward() does (a positional arr_1 is the second argument), and take
+    # 0-d arrays as they are: a sample rate or a flag is a scalar input.
+    for key, array in zip(params, ordered, strict=False):
+        if array.dtype.kind not in "biuf":
             raise InvalidInputError(
                 f"--example {path}: input {key} is {array.dtype} of shape {array.shape}; "
                 "inputs must be numeric arrays"

@@ -238,7 +238,7 @@ def test_adopt_refusals_name_the_fix(vad: dict[str, Path], tmp_path: Path, cli: 
     for args, words in cases:
         assert_clean_failure(cli("adopt", original, "--out", out, *args), out, *words)
     again = cli("adopt", vad["adopted"], "--out", out, "--state", "h=h_out")
-    assert_clean_failure(again, out, "already an edgelstm model")
+    assert_clean_failure(again, out, "already streams")
     same = cli("adopt", original, "--out", original, "--state", "h=hn")
     assert_clean_failure(same, None, "never modifies")
 

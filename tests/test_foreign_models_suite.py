@@ -63,7 +63,12 @@ def test_the_page_quotes_commands_and_every_refusal(suite: tuple[dict[str, Any],
     document, page = suite
     assert "edgelstm export --model edgelstm.benchmarks.suites.foreign_models.models:crnn" in page
     assert "--torch edgelstm.benchmarks.suites.foreign_models.models:vad" in page
-    assert "edgelstm adopt vad.onnx --out vad.stream.onnx --state h=hn --state c=cn" in page
+    # edgelstm's own export of the VAD is adopted (outputs output_0..2 by position)
+    assert (
+        "edgelstm adopt vad.onnx --out vad.stream.onnx --state h=output_1 --state c=output_2"
+        in page
+    )
+    assert not document["findings"]  # every model went through edgelstm's own commands
     assert "edgelstm-foreign-" not in page  # commands read as typed in the work folder
     assert document["machine"]["onnxruntime"] and document["machine"]["torch"]
     for finding in document["findings"]:  # a refusal is quoted with its command, never hidden

@@ -70,7 +70,8 @@ class StreamContract:
         if meta.variant != "streaming" or not meta.state:
             raise InvalidInputError(
                 f"{where} is a {meta.variant} model without state inputs; export it with "
-                "`edgelstm export RUN_DIR --streaming` to stream it"
+                "`edgelstm export RUN_DIR --streaming` to stream it, or, for a model with its "
+                "state as inputs and outputs, declare them: `edgelstm adopt MODEL --state IN=OUT`"
             )
         shapes = {name: tuple(_dim(d) for d in shape) for name, shape in meta.state.items()}
         return cls(shapes, meta.stream_chunk_multiple, meta.stream_frames_per_call)

@@ -186,11 +186,13 @@ def reference_rows(spec: StreamSpec, model: Path) -> np.ndarray:
     }
     constants = {n: np.array(int(v), np.int64) for n, v in spec.constants}
     frame_name = next(n for n in spec.input_names if n not in state_names and n not in constants)
+    # edgelstm's export names the outputs output_0, output_1, ...: the maker's, by position.
+    renamed = dict(zip(spec.output_names, output_names(model), strict=False))
     rows = []
     for window in spec.windows:
         outs = ort_outputs(model, {frame_name: window[None], **constants, **state_names})
-        rows.append(np.asarray(outs[spec.output_names[0]]).reshape(-1))
-        state_names = {inp: outs[out] for inp, out in spec.states}
+        rows.append(np.asarray(outs[renamed[spec.output_names[0]]]).reshape(-1))
+        state_names = {inp: outs[renamed[out]] for inp, out in spec.states}
     return np.stack(rows)
 
 
