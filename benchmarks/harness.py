@@ -223,6 +223,8 @@ def _model_facts(path: Path) -> dict[str, Any]:
         "frames_per_call": (
             profile.metadata.stream_frames_per_call if profile.metadata is not None else None
         ),
+        # ... and one whose state has no batch axis, at one stream per call
+        "max_batch": profile.metadata.stream_max_batch if profile.metadata is not None else None,
     }
 
 
@@ -338,6 +340,8 @@ def _plan_measurements(
                     continue  # two requested lengths that time the same (one window per call)
                 planned.add((path, provider, mode, steps))
                 batches = plan.batches
+                if info["max_batch"] is not None:
+                    batches = tuple(b for b in batches if b <= info["max_batch"]) or (1,)
                 if plan.inputs is not None:  # the arrays given decide the shape
                     batch_given, steps = row_shape(plan.inputs, info["first_input"])
                     batches = (batch_given,)

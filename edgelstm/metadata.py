@@ -55,6 +55,9 @@ class ModelMetadata:
     #: streaming only: every call takes exactly this many frames (1 for a model adopted
     #: with "one window per call"); None: any multiple of ``stream_chunk_multiple``.
     stream_frames_per_call: int | None = None
+    #: streaming only: at most this many streams per call (1 for a model adopted whose
+    #: state has no batch axis: one stream per call); None: any number.
+    stream_max_batch: int | None = None
     task: str | None = None
     arch: str | None = None
     feature_names: tuple[str, ...] = ()

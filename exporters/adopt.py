@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,20 +193,31 @@ def _rename_frames(graph: Any, info: Any, window: bool) -> int:
 
 def _state_shapes(
     graph: Any, states: tuple[tuple[str, str], ...], where: str
-) -> dict[str, list[Any]]:
+) -> tuple[dict[str, list[Any]], bool]:
+    """Each state's shape with its stream axis named ``batch``, and whether the model runs
+    one stream per call: a state without a symbolic axis has its size-1 stream axis (axis 1
+    of ``[layers, 1, hidden]``, axis 0 of ``[1, hidden]``) stand for the one stream."""
     inputs = _value_info(graph)
     shapes: dict[str, list[Any]] = {}
+    one_stream = False
     for name, _ in states:
         shape = _shape(inputs[name])
         symbolic = [i for i, d in enumerate(shape) if isinstance(d, str)]
-        if len(symbolic) != 1:
+        axis = symbolic[0] if len(symbolic) == 1 else _stream_axis(shape)
+        if len(symbolic) > 1 or axis is None:
             raise InvalidInputError(
-                f"{where}: state `{name}` is {shape}; adopt needs exactly one symbolic (batch) "
-                "axis in it, so streams can share a call (export the model with a dynamic batch "
-                "axis on its state)"
+                f"{where}: state `{name}` is {shape}; adopt needs one stream axis in it: one "
+                "symbolic (batch) axis, or a size-1 axis 1 of [layers, 1, hidden] (0 of "
+                "[1, hidden]) for a model that runs one stream per call"
             )
-        shapes[name] = ["batch" if isinstance(d, str) else d for d in shape]
-    return shapes
+        one_stream = one_stream or not symbolic
+        shapes[name] = ["batch" if i == axis else d for i, d in enumerate(shape)]
+    return shapes, one_stream
+
+
+def _stream_axis(shape: list[int | str]) -> int | None:
+    axis = {3: 1, 2: 0}.get(len(shape))
+    return axis if axis is not None and shape[axis] == 1 else None
 
 
 def _name_outputs(graph: Any, options: AdoptOptions, where: str) -> str:
@@ -275,12 +287,12 @@ def _run(
 
 def _probe(
     model: Any, row: str, options: AdoptOptions, shapes: dict[str, list[Any]], features: int,
-    window: bool,
+    window: bool, one_stream: bool,
 ) -> tuple[tuple[str, ...], list[str], list[str]]:  # fmt: skip
     """(row columns, what was checked, notes) from running the adopted graph."""
     session = _session(model)
     rng = np.random.default_rng(0)
-    streams = 2
+    streams = 1 if one_stream else 2
 
     def zeros() -> dict[str, np.ndarray]:
         return {
@@ -400,11 +412,14 @@ def adopt(model: Path | str, out: Path | str, options: AdoptOptions) -> AdoptRes
     _bake_constants(graph, options.constants, where)
     frames, window = _frames_input(graph, options, where)
     features = _rename_frames(graph, frames, window)
-    shapes = _state_shapes(graph, options.states, where)
+    shapes, one_stream = _state_shapes(graph, options.states, where)
     row = _name_outputs(graph, options, where)
-    columns, checked, probed = _probe(proto, row, options, shapes, features, window)
+    columns, checked, probed = _probe(proto, row, options, shapes, features, window, one_stream)
     notes += probed
     meta = _metadata(source, proto, options, shapes, features, window, row, columns)
+    if one_stream:
+        meta = dataclasses.replace(meta, stream_max_batch=1)
+        notes.append("the state has no batch axis: one stream per call (serve runs them in turn)")
     for key, value in meta.to_props().items():
         proto.metadata_props.add(key=key, value=value)
     record_weights_sha256(proto)

@@ -243,21 +243,70 @@ def test_adopt_refusals_name_the_fix(vad: dict[str, Path], tmp_path: Path, cli: 
     assert_clean_failure(same, None, "never modifies")
 
 
-def test_a_state_without_a_batch_axis_is_refused_with_the_reason(
-    tmp_path: Path, cli: CliRunner
-) -> None:
+def _fixed_batch(original: Path, path: Path, dims: dict[str, list[int]]) -> Path:
+    """``original`` with the given inputs' and outputs' shapes fixed (a model exported at
+    batch 1, as many are)."""
     import onnx
 
-    original = _export_encoder(tmp_path / "encoder.onnx")
     proto = onnx.load(str(original))
     for value in (*proto.graph.input, *proto.graph.output):
-        if value.name in ("state", "state_next"):
-            value.type.tensor_type.shape.dim[1].dim_value = 1  # batch fixed at 1
-    fixed = tmp_path / "fixed.onnx"
-    onnx.save(proto, str(fixed))
+        for axis, size in enumerate(dims.get(value.name, [])):
+            if size:
+                value.type.tensor_type.shape.dim[axis].dim_value = size
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_a_state_without_a_batch_axis_runs_one_stream_per_call(
+    tmp_path: Path, cli: CliRunner
+) -> None:
+    """State [1, 1, 8] fixed: its size-1 axis stands for the one stream of each call; run
+    --stream, serve (two streams, served in turn) and bundle golden files all hold."""
+    import onnxruntime as ort
+
+    from edgelstm.runtimes.ort.artifact import load_artifact
+    from edgelstm.runtimes.serve import ServeLimits, create_app
+
+    original = _export_encoder(tmp_path / "encoder.onnx")
+    fixed = _fixed_batch(original, tmp_path / "fixed.onnx",
+                         {"state": [1, 1, 8], "state_next": [1, 1, 8], "frames": [1]})  # fmt: skip
+    adopted = tmp_path / "fixed.stream.onnx"
+    result = cli("adopt", fixed, "--out", adopted, "--state", "state=state_next")
+    assert result.code == 0, result.err
+    assert "one stream per call" in result.err
+    frames = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
+    whole = ort.InferenceSession(str(original)).run(
+        None, {"frames": frames[None], "state": np.zeros((1, 1, 8), np.float32)}
+    )[0][0]
+
+    async def scenario() -> None:
+        app = create_app(load_artifact(adopted), limits=ServeLimits(max_batch=16))
+        async with serving(app) as client:
+            replies = await asyncio.gather(*(
+                client.post(f"/v1/streams/s{i}/frames", json={"frames": frames.tolist()})
+                for i in range(2)
+            ))  # fmt: skip
+            for reply in replies:
+                assert reply.status_code == 200, reply.text
+                got = [[r["logits_0"], r["logits_1"]] for r in reply.json()["rows"]]
+                np.testing.assert_allclose(got, whole, atol=1e-5)
+
+    asyncio.run(scenario())
+    from edgelstm.runtimes.device.golden import record_golden
+
+    golden = record_golden(adopted, tmp_path / "g.npz")
+    assert all(c.feeds["state"].shape == (1, 1, 8) for c in golden.cases)
+
+
+def test_a_state_without_any_stream_axis_is_refused_with_the_reason(
+    tmp_path: Path, cli: CliRunner
+) -> None:
+    original = _export_encoder(tmp_path / "encoder.onnx")
+    proto_path = _fixed_batch(original, tmp_path / "two.onnx",
+                              {"state": [1, 2, 8], "state_next": [1, 2, 8]})  # fmt: skip
     out = tmp_path / "a.onnx"
-    result = cli("adopt", fixed, "--out", out, "--state", "state=state_next")
-    assert_clean_failure(result, out, "state `state`", "one symbolic (batch) axis")
+    result = cli("adopt", proto_path, "--out", out, "--state", "state=state_next")
+    assert_clean_failure(result, out, "state `state`", "one stream axis")
 
 
 def test_benchmark_times_an_adopted_window_model_one_window_per_call(

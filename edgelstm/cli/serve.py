@@ -144,6 +144,7 @@ def serve(
     from edgelstm.runtimes.ort.session_config import SessionConfig, parse_provider_list
     from edgelstm.runtimes.serve import ServeLimits
     from edgelstm.runtimes.serve import serve as run_server
+    from edgelstm.runtimes.serve.batcher import limits_for_model
 
     session = SessionConfig(
         providers=parse_provider_list(provider),
@@ -168,6 +169,8 @@ def serve(
         header_timeout_s=header_timeout,
         max_streams_per_token=max_streams_per_token,
     )
+    limits, capped = limits_for_model(model, limits)
+    notes = (*notes, *([capped] if capped else []))
     access, warning = _access(
         token_file, host, metrics_public=metrics_public, insecure_no_auth=insecure_no_auth
     )

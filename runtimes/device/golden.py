@@ -198,13 +198,14 @@ def _record_cases(artifact: Artifact, opened: OpenedSession, seed: int) -> list[
         return [GoldenCase(f, _run(opened, f)) for f in _sequence_feeds(specs, multiple, rng)]
     contract = StreamContract.of(meta, artifact.path)
     time = contract.frames_per_call or _STREAM_STEPS * multiple
+    streams = min(_STREAMS, contract.max_streams_per_call or _STREAMS)
     state = {
-        n: np.zeros(contract.state_shape(n, _STREAMS), np.float32) for n in contract.state_names
+        n: np.zeros(contract.state_shape(n, streams), np.float32) for n in contract.state_names
     }
     cases = []
     for _ in range(_STREAM_CHUNKS):
         feeds = {
-            s.name: _sample(s, _dims(s, _STREAMS, time), rng, time)
+            s.name: _sample(s, _dims(s, streams, time), rng, time)
             for s in specs
             if s.name not in state
         }

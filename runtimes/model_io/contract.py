@@ -52,6 +52,9 @@ class StreamContract:
     chunk_multiple: int = 1
     #: every call takes exactly this many frames (a model adopted with one window per call)
     frames_per_call: int | None = None
+    #: at most this many streams share a call (1: a model adopted whose state has no batch
+    #: axis; its size-1 axis stands for one stream)
+    max_streams_per_call: int | None = None
 
     def __post_init__(self) -> None:
         for name, shape in self.shapes.items():
@@ -74,7 +77,9 @@ class StreamContract:
                 "state as inputs and outputs, declare them: `edgelstm adopt MODEL --state IN=OUT`"
             )
         shapes = {name: tuple(_dim(d) for d in shape) for name, shape in meta.state.items()}
-        return cls(shapes, meta.stream_chunk_multiple, meta.stream_frames_per_call)
+        return cls(
+            shapes, meta.stream_chunk_multiple, meta.stream_frames_per_call, meta.stream_max_batch
+        )
 
     @property
     def state_names(self) -> tuple[str, ...]:

@@ -80,6 +80,12 @@ class StreamingSession:
         contract = StreamContract.of(meta, path)
         if streams < 1:
             raise InvalidInputError(f"streams must be >= 1, got {streams}")
+        cap = contract.max_streams_per_call
+        if cap is not None and streams > cap:
+            raise InvalidInputError(
+                f"{path} runs {cap} stream(s) per call (its state has no batch axis); open a "
+                f"session per stream instead of streams={streams}"
+            )
         self.path = path
         self.metadata = meta
         self.contract = contract
