@@ -80,3 +80,13 @@ def add_details(exc: BaseException, text: str) -> BaseException:
     else:
         exc.__notes__ = [*getattr(exc, "__notes__", []), text]  # type: ignore[attr-defined]
     return exc
+
+
+def more_details(exc: BaseException, cause: BaseException) -> BaseException:
+    """``exc`` with ``cause``'s whole message attached for ``--debug`` (see
+    :func:`add_details`) when it says more than its first line, which ``exc`` already
+    carries; returns ``exc``."""
+    whole = str(cause).strip()
+    if whole and whole != first_line(cause):
+        add_details(exc, f"the whole message:\n{whole}")
+    return exc

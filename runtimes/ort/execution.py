@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgelstm.errors import EdgeLSTMError, InvalidInputError, add_details, first_line
+from edgelstm.errors import EdgeLSTMError, InvalidInputError, first_line, more_details
 from edgelstm.runtimes.ort.feeds import numpy_dtype
 from edgelstm.runtimes.ort.onnxruntime_import import import_onnxruntime
 
@@ -72,8 +72,8 @@ def run_interruptible(
             raise error
         failure = InvalidInputError(f"ONNX Runtime failed on {where}: {first_line(error)}")
         # The head is the one line; the whole message (an If branch's cause sits past 300
-        # characters) is kept for --debug.
-        raise add_details(failure, f"ONNX Runtime's whole message:\n{error}") from None
+        # characters) is kept for --debug when there is more of it.
+        raise more_details(failure, error) from None
     outputs: list[Any] = outcome["outputs"]
     return outputs
 

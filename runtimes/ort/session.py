@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from edgelstm.errors import (
     InvalidInputError,
     ProviderUnavailableError,
-    add_details,
     first_line,
+    more_details,
 )
 from edgelstm.runtimes.ort.artifact import Artifact, ModelProfile, load_artifact
 from edgelstm.runtimes.ort.measured_choice import measured_choice
@@ -413,14 +413,13 @@ def _try_open(
                 session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # ORT raises Fail/InvalidGraph/NoSuchFile/RuntimeException
         message = first_line(exc)
-        whole = f"ONNX Runtime's whole message:\n{exc}"  # for --debug
         if spec.name == "cpu" or _is_model_error(message):
             failure = InvalidInputError(f"ONNX Runtime cannot load {path}: {message}")
-            raise add_details(failure, whole) from None
+            raise more_details(failure, exc) from None
         unusable = ProviderUnavailableError(
             f"{spec.name}: failed to initialise ({message}); check: {spec.install}"
         )
-        raise add_details(unusable, whole) from None
+        raise more_details(unusable, exc) from None
     used = [str(p) for p in session.get_providers()]
     if spec.ep_name not in used:
         raise ProviderUnavailableError(
