@@ -201,40 +201,29 @@ class BenchmarkReport:
 
 def _model_facts(path: Path) -> dict[str, Any]:
     """Precision, streaming capability, feature count and label of one ONNX artifact."""
-    from edgelstm.runtimes.ort.artifact import model_profile
+    from edgelstm.runtimes.ort.artifact import load_artifact
 
-    profile = model_profile(path)
+    artifact = load_artifact(path, verify=False)  # the graph, read once
+    profile, meta, graph = artifact.profile, artifact.metadata, artifact.proto.graph
     size = path.stat().st_size
     data = path.with_name(path.name + ".data")
     if data.is_file():
         size += data.stat().st_size
+    constants = {init.name for init in graph.initializer}
     return {
         "precision": profile.precision,
         "streamable": profile.streaming,
         # a strided front end streams whole strides only (see _stream_chunk)
-        "chunk_multiple": (
-            profile.metadata.stream_chunk_multiple if profile.metadata is not None else 1
-        ),
+        "chunk_multiple": meta.stream_chunk_multiple if meta is not None else 1,
         "size_mb": size / 2**20,
         "ops": profile.op_types,
         "profile": profile,
-        "first_input": _first_input(path),
-        # an adopted model that reads one window per call is timed at that, in either mode
-        "frames_per_call": (
-            profile.metadata.stream_frames_per_call if profile.metadata is not None else None
-        ),
-        # ... and one whose state has no batch axis, at one stream per call
-        "max_batch": profile.metadata.stream_max_batch if profile.metadata is not None else None,
+        "first_input": next((i.name for i in graph.input if i.name not in constants), ""),
+        # an adopted model that reads one window per call is timed at that, in either mode,
+        # and one whose state has no batch axis at one stream per call
+        "frames_per_call": meta.stream_frames_per_call if meta is not None else None,
+        "max_batch": meta.stream_max_batch if meta is not None else None,
     }
-
-
-def _first_input(path: Path) -> str:
-    """The name of the model's first input that is not an initializer."""
-    from edgelstm.runtimes.ort.artifact import load_artifact
-
-    graph = load_artifact(path, verify=False).proto.graph
-    constants = {init.name for init in graph.initializer}
-    return next((i.name for i in graph.input if i.name not in constants), "")
 
 
 def _stream_chunk(chunk: int, multiple: int) -> int:

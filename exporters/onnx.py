@@ -234,20 +234,7 @@ def _prepare_source(
         model = source
     model = model.eval()
     if not isinstance(model, SequenceModel):
-        if streaming:
-            raise InvalidInputError(
-                "--streaming needs an edgelstm model (its recurrent state is known); export "
-                "this module as a sequence model"
-            )
-        if inputs is None:
-            if input_shape is None:
-                raise InvalidInputError(
-                    "--input-shape B,T,F is required for a module edgelstm did not build"
-                )
-            from edgelstm.exporters.user_inputs import inputs_from_shapes
-
-            inputs = inputs_from_shapes([tuple(input_shape)])
-        return _user_source(model, inputs)
+        return _foreign_source(model, streaming, input_shape, inputs)
     cfg = model.config
     if input_shape is not None and (len(input_shape) != 3 or input_shape[2] != cfg.input_size):
         raise InvalidInputError(
@@ -255,24 +242,7 @@ def _prepare_source(
             f"{cfg.input_size} features]; use B,T,{cfg.input_size}"
         )
     module, spec = build_graph(model, variant)
-    batch = input_shape[0] if input_shape else 2
-    if input_shape:
-        steps = input_shape[1]
-    elif record is not None and "lookback" in record.dataset.details:
-        steps = int(record.dataset.details["lookback"])
-    else:
-        steps = 16
-    if streaming:
-        steps = -(-steps // cfg.stride) * cfg.stride  # a chunk the streaming graph accepts
-    x = torch.zeros(batch, steps, cfg.input_size).normal_(
-        generator=torch.Generator().manual_seed(0)
-    )
-    example: tuple[torch.Tensor, ...] = (x,)
-    if streaming:
-        example += tuple(
-            torch.zeros([batch if isinstance(d, str) else d for d in shape])
-            for shape in spec.state_shapes.values()
-        )
+    example = _example(cfg, spec, record, input_shape, streaming)
     metadata = ModelMetadata(
         variant=variant,
         exporter="",
@@ -300,6 +270,59 @@ def _prepare_source(
         run_record=to_dict(record) if record else {"model": to_dict(cfg)},
     )
     return _Source(module, spec, example, metadata, model)
+
+
+def _foreign_source(
+    model: nn.Module,
+    streaming: bool,
+    input_shape: tuple[int, ...] | None,
+    inputs: UserInputs | None,
+) -> _Source:
+    """A module edgelstm did not build: exported as a sequence model on the inputs given."""
+    if streaming:
+        raise InvalidInputError(
+            "--streaming needs an edgelstm model (its recurrent state is known); export "
+            "this module as a sequence model"
+        )
+    if inputs is None:
+        if input_shape is None:
+            raise InvalidInputError(
+                "--input-shape B,T,F is required for a module edgelstm did not build"
+            )
+        from edgelstm.exporters.user_inputs import inputs_from_shapes
+
+        inputs = inputs_from_shapes([tuple(input_shape)])
+    return _user_source(model, inputs)
+
+
+def _example(
+    cfg: Any,
+    spec: GraphSpec,
+    record: Any,
+    input_shape: tuple[int, ...] | None,
+    streaming: bool,
+) -> tuple[torch.Tensor, ...]:
+    """The export's example: seeded frames of the given (or the data's lookback, else 16)
+    length, and zero state for a streaming graph."""
+    batch = input_shape[0] if input_shape else 2
+    if input_shape:
+        steps = input_shape[1]
+    elif record is not None and "lookback" in record.dataset.details:
+        steps = int(record.dataset.details["lookback"])
+    else:
+        steps = 16
+    if streaming:
+        steps = -(-steps // cfg.stride) * cfg.stride  # a chunk the streaming graph accepts
+    x = torch.zeros(batch, steps, cfg.input_size).normal_(
+        generator=torch.Generator().manual_seed(0)
+    )
+    example: tuple[torch.Tensor, ...] = (x,)
+    if streaming:
+        example += tuple(
+            torch.zeros([batch if isinstance(d, str) else d for d in shape])
+            for shape in spec.state_shapes.values()
+        )
+    return example
 
 
 def _user_source(model: nn.Module, inputs: UserInputs) -> _Source:

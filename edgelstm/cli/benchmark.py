@@ -207,14 +207,12 @@ def benchmark(
     )
     report = _run(plan)
     document = report.to_json()
-    chosen = None
-    if outputs.tune_out is not None:
-        chosen = _tune(
-            report, document, outputs.tune_out, stream, max_degradation, overwrite=overwrite
-        )
-    comparison = None
-    if old is not None:
-        comparison = _compare(document, old, regression_threshold)
+    chosen = (
+        _tune(report, document, outputs.tune_out, stream, max_degradation, overwrite=overwrite)
+        if outputs.tune_out is not None
+        else None
+    )
+    comparison = _compare(document, old, regression_threshold) if old is not None else None
     write_report_files(
         document, json_path=json_path, markdown_path=markdown, plot_path=plot, overwrite=overwrite
     )

@@ -144,33 +144,26 @@ def serve(
     from edgelstm.runtimes.ort.session_config import SessionConfig, parse_provider_list
     from edgelstm.runtimes.serve import ServeLimits
     from edgelstm.runtimes.serve import serve as run_server
-    from edgelstm.runtimes.serve.batcher import limits_for_model
+    from edgelstm.runtimes.serve.call_limits import limits_for_model
 
     session = SessionConfig(
-        providers=parse_provider_list(provider),
-        fallback=fallback,
-        intra_op_threads=threads or None,
+        providers=parse_provider_list(provider), fallback=fallback, intra_op_threads=threads or None
     )
-    notes: tuple[str, ...] = ()
-    if config_path is not None:
-        if model is not None:
-            raise InvalidInputError("give either MODEL or --config (which names the model)")
-        model, session, notes = _from_deployment(ctx, config_path, session)
-    elif model is None:
-        raise InvalidInputError("give the streaming MODEL.onnx to serve (or --config)")
-    limits = ServeLimits(
-        max_streams=max_streams,
-        max_batch=max_batch,
-        max_delay_ms=max_delay_ms,
-        idle_timeout_s=idle_timeout,
-        max_frames_per_request=max_frames,
-        max_queued_frames_per_stream=max(4 * max_frames, 4000),
-        body_timeout_s=body_timeout,
-        header_timeout_s=header_timeout,
-        max_streams_per_token=max_streams_per_token,
+    model, session, notes = _model_and_session(ctx, model, config_path, session)
+    limits, capped = limits_for_model(
+        model,
+        ServeLimits(
+            max_streams=max_streams,
+            max_batch=max_batch,
+            max_delay_ms=max_delay_ms,
+            idle_timeout_s=idle_timeout,
+            max_frames_per_request=max_frames,
+            max_queued_frames_per_stream=max(4 * max_frames, 4000),
+            body_timeout_s=body_timeout,
+            header_timeout_s=header_timeout,
+            max_streams_per_token=max_streams_per_token,
+        ),
     )
-    limits, capped = limits_for_model(model, limits)
-    notes = (*notes, *([capped] if capped else []))
     access, warning = _access(
         token_file, host, metrics_public=metrics_public, insecure_no_auth=insecure_no_auth
     )
@@ -181,7 +174,7 @@ def serve(
     tls = _tls_files(ssl_certfile, ssl_keyfile)
     processes, crowding = _workers(workers, threads)
     err = stderr_console()
-    print_notes(err, notes)
+    print_notes(err, (*notes, *([capped] if capped else [])))
     for line in (warning, crowding):
         if line is not None:
             err.print(f"warning: {line}", highlight=False, markup=False)
@@ -197,6 +190,20 @@ def serve(
         tls=tls,
         max_connections=max_connections,
     )
+
+
+def _model_and_session(
+    ctx: typer.Context, model: Path | None, config_path: Path | None, session: Any
+) -> tuple[Path, Any, tuple[str, ...]]:
+    """MODEL, or the model and session a deployment config names (with the notes saying
+    what the flags beside it overrode)."""
+    if config_path is not None:
+        if model is not None:
+            raise InvalidInputError("give either MODEL or --config (which names the model)")
+        return _from_deployment(ctx, config_path, session)
+    if model is None:
+        raise InvalidInputError("give the streaming MODEL.onnx to serve (or --config)")
+    return model, session, ()
 
 
 def _workers(workers: int | None, threads: int) -> tuple[int, str | None]:

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,13 +39,14 @@ from edgelstm.runtimes.model_io.contract import FRAMES_INPUT, StreamContract
 from edgelstm.runtimes.model_io.stream_rows import StreamRows, batch_rows
 from edgelstm.runtimes.model_io.stream_state import StreamState
 from edgelstm.runtimes.ort.session import OpenedSession
+from edgelstm.runtimes.serve.call_limits import capped_limits
 from edgelstm.runtimes.serve.directory import StreamDirectory
 from edgelstm.runtimes.serve.metrics import ServerMetrics
 from edgelstm.runtimes.serve.quota import StreamQuota
 from edgelstm.runtimes.serve.rejections import RequestRejected
 from edgelstm.runtimes.serve.swap import check_swappable
 
-__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits", "capped_limits", "limits_for_model"]
+__all__ = ["RequestRejected", "SequenceBatcher", "ServeLimits"]
 
 #: Longest stream id accepted: ids are kept per stream, so their size is bounded too.
 MAX_STREAM_ID = 128
@@ -117,30 +116,6 @@ _FLAGS = {
     "max_queued_frames": "--max-queued-frames",
     "max_body_bytes": "--max-body-bytes",
 }
-
-
-def capped_limits(limits: ServeLimits, contract: StreamContract) -> tuple[ServeLimits, str | None]:
-    """``limits`` with ``max_batch`` lowered to what the model takes per call, and a note
-    saying so (a model adopted with no batch axis on its state runs one stream per call)."""
-    cap = contract.max_streams_per_call
-    if cap is None or limits.max_batch <= cap:
-        return limits, None
-    note = (
-        f"the model runs {cap} stream(s) per call (its state has no batch axis): batches of "
-        f"{cap}, not {limits.max_batch}"
-    )
-    return dataclasses.replace(limits, max_batch=cap), note
-
-
-def limits_for_model(model: Path, limits: ServeLimits) -> tuple[ServeLimits, str | None]:
-    """:func:`capped_limits` for the model file (its metadata only; a model that cannot
-    stream is left to the server's own refusal)."""
-    from edgelstm.runtimes.ort.artifact import load_artifact
-
-    meta = load_artifact(model, verify=False).metadata
-    if meta is None or meta.variant != "streaming" or not meta.state:
-        return limits, None
-    return capped_limits(limits, StreamContract.of(meta, model))
 
 
 @dataclass(eq=False)
