@@ -102,6 +102,9 @@ class StreamingSession:
         self.num_features = features
         #: a strided conv front end reads one step per this many frames: chunks hold multiples
         self.chunk_multiple = contract.chunk_multiple
+        #: an adopted one-window-per-call model takes exactly this many frames per push (read
+        #: once: the per-frame fast path checks it; _frames refuses other sizes with a message)
+        self._frames_per_call = contract.frames_per_call
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._output_types = {o.name: numpy_dtype(o.type) for o in self._session.get_outputs()}
         # The state lives in preallocated buffers bound to the session (IO binding): a push
@@ -177,7 +180,7 @@ class StreamingSession:
             and x.shape[2] == self.num_features
             and x.shape[1] > 0
             and x.shape[1] % self.chunk_multiple == 0
-            and self.contract.frames_per_call in (None, x.shape[1])
+            and (self._frames_per_call is None or x.shape[1] == self._frames_per_call)
             and x.flags.c_contiguous
             and np.isfinite(x.sum())
         ):
