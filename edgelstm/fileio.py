@@ -81,6 +81,14 @@ def recover_interrupted_replace(path: Path) -> bool:
     return True
 
 
+#: The fix for an existing output, in both spellings: the CLI's commands and the library's
+#: functions (train, export, quantize ...) share this check, and a Python caller has no flag.
+#: "another path", not "--out": the outputs checked here include --output, --json, --markdown.
+_REPLACE_OR_MOVE = (
+    "pass --overwrite (overwrite=True from Python) to replace it, or choose another path"
+)
+
+
 def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> None:
     """Refuse an existing output unless ``overwrite``, or a parent path that is a file.
 
@@ -95,16 +103,13 @@ def check_output_path(path: Path, *, overwrite: bool, kind: str = "file") -> Non
             raise InvalidInputError(f"output {path} is a folder; give a file path")
         if any(path.iterdir()) and not overwrite:
             raise OutputExistsError(
-                f"output folder {path} exists and is not empty; "
-                "pass --overwrite to replace it or choose another --out"
+                f"output folder {path} exists and is not empty; {_REPLACE_OR_MOVE}"
             )
     elif path.exists():
         if kind == "folder":
             raise InvalidInputError(f"output {path} is a file; give a folder path")
         if not overwrite:
-            raise OutputExistsError(
-                f"output file {path} exists; pass --overwrite to replace it or choose another --out"
-            )
+            raise OutputExistsError(f"output file {path} exists; {_REPLACE_OR_MOVE}")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

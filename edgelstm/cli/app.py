@@ -55,6 +55,19 @@ app = typer.Typer(
 #: ``--overwrite`` of the commands that write a folder (``train``, ``quickstart``).
 OverwriteFolderOption = Annotated[bool, typer.Option(help="Replace an existing --out folder.")]
 
+
+def above_zero(value: float | None) -> float | None:
+    """Option callback for a float that must be > 0 (or left out).
+
+    typer's ``min=`` is inclusive and has no open bound, so ``min=0.0`` showed ``x>=0.0`` in
+    ``--help`` for options the library then refused at 0; the parser refuses 0 here instead,
+    with a usage error (exit 2) that matches the help's "must be > 0". NaN fails ``> 0`` too.
+    """
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be > 0, got {value:g}")
+    return value
+
+
 #: Set by the root callback and main(): ``debug`` (show tracebacks) and ``argv`` (the
 #: arguments main() got, recorded in reports so a run can be repeated).
 state: dict[str, Any] = {"debug": False, "argv": []}

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgelstm.cli.app import above_zero
 from edgelstm.errors import InvalidInputError
 
 RunDirArgument = Annotated[
@@ -29,7 +30,11 @@ StreamingOption = Annotated[
 ]
 OpsetOption = Annotated[int, typer.Option(min=14, help="ONNX opset.")]
 AtolOption = Annotated[
-    float, typer.Option(min=0.0, help="Max abs difference from PyTorch allowed in validation.")
+    float,
+    typer.Option(
+        callback=above_zero,
+        help="Max abs difference from PyTorch allowed in validation; must be > 0.",
+    ),
 ]
 UserModelOption = Annotated[
     Optional[str],  # noqa: UP045

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from edgelstm.cli.app import print_notes, print_warnings, typed_on_command_line
+from edgelstm.cli.app import above_zero, print_notes, print_warnings, typed_on_command_line
 from edgelstm.errors import InvalidInputError
 
 
@@ -177,8 +177,9 @@ _Workers = Annotated[
 _CpusPerWorker = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(
-        help="--engine ray: logical CPUs each actor reserves \\[default: --threads, less "
-        "if the pool would claim every CPU].",
+        callback=above_zero,
+        help="--engine ray: logical CPUs each actor reserves; must be > 0 "
+        "\\[default: --threads, less if the pool would claim every CPU].",
         show_default=False,
     ),
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from edgelstm.cli.app import OverwriteFolderOption, print_notes, print_warnings
+from edgelstm.cli.app import OverwriteFolderOption, above_zero, print_notes, print_warnings
 from edgelstm.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -36,6 +36,14 @@ class ArchChoice(str, Enum):
 class FrontendChoice(str, Enum):
     none = "none"
     conv = "conv"
+
+
+class PresetChoice(str, Enum):
+    """The names of :data:`edgelstm.config.TRAIN_PRESETS` (not imported here, so ``--help``
+    stays light; a test keeps the two in step)."""
+
+    default = "default"
+    smoke = "smoke"
 
 
 class PoolingChoice(str, Enum):
@@ -141,11 +149,21 @@ PoolingOption = Annotated[
         show_default=False,
     ),
 ]
+PresetOption = Annotated[
+    PresetChoice,
+    typer.Option(
+        help="Training settings: default, or smoke (2 epochs, seconds: to try a command, not "
+        "a model to deploy). Flags given beside it override it."
+    ),
+]
 EpochsOption = Annotated[
     Optional[int], typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")  # noqa: UP045
 ]
 BatchSizeOption = Annotated[Optional[int], typer.Option(min=1, help="Batch size.")]  # noqa: UP045
-LearningRateOption = Annotated[Optional[float], typer.Option(min=0.0, help="Learning rate.")]  # noqa: UP045
+LearningRateOption = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(callback=above_zero, help="Learning rate; must be > 0."),
+]
 LookbackOption = Annotated[
     Optional[int], typer.Option(min=2, help="forecast/anomaly: input window length.")  # noqa: UP045
 ]
@@ -223,6 +241,7 @@ def train(
     horizon: HorizonOption = None,
     season: SeasonOption = None,
     seed: SeedOption = 0,
+    preset: PresetOption = PresetChoice.default,
     min_accuracy: MinAccuracyOption = None,
     require_baseline: RequireBaselineOption = False,
     dtw_budget: DtwBudgetOption = 60.0,
@@ -267,6 +286,7 @@ def train(
             horizon=horizon,
             season=season,
             seed=seed,
+            preset=preset.value,
             overwrite=overwrite,
             progress=progress,
             min_accuracy=min_accuracy,

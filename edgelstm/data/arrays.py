@@ -1,9 +1,10 @@
 """.npy and .npz files: loaded safely (no pickle) and within a memory budget.
 
-This module owns reading NumPy files into a dict of arrays: refusing object (pickled)
-arrays, and checking every array header against the file's real size and the machine's
-memory before NumPy allocates anything, so a forged or truncated file cannot take the
-machine down. What the arrays mean for each task is decided in :mod:`edgelstm.data.readers`.
+This module owns reading NumPy files into a dict of arrays: refusing files of other formats
+under a NumPy name (a CSV saved as ``.npz``) and object (pickled) arrays, and checking every
+array header against the file's real size and the machine's memory before NumPy allocates
+anything, so a forged or truncated file cannot take the machine down. What the arrays mean
+for each task is decided in :mod:`edgelstm.data.readers`.
 
 Example::
 
@@ -140,6 +141,54 @@ def _check_declared_sizes(path: Path) -> None:
         )
 
 
+#: What ``np.load`` recognises a file by: a zip archive (``.npz``; an empty one starts with
+#: its end record) or the ``.npy`` header. It unpickles anything else, so without this check
+#: a CSV saved as ``.npz`` met the pickle refusal and was called an object array.
+_NPZ_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _refuse_other_formats(path: Path) -> None:
+    """Refuse a file that is neither an ``.npy`` nor an ``.npz`` by its first bytes, saying
+    what it looks like; either format under either suffix is left to ``np.load``, which
+    reads both whatever the name."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return  # np.load reports the unreadable file
+    if head.startswith((_NPY_MAGIC, *_NPZ_MAGICS)):
+        return
+    suffix = path.suffix.lower()
+    save = "np.savez(path, X=X, y=y)" if suffix == ".npz" else "np.save(path, X)"
+    what, advice = _looks_like(head)
+    fix = f"{advice}, or save the arrays with {save}" if advice else f"save the arrays with {save}"
+    raise InvalidInputError(f"{path}: is not a NumPy {suffix} file: {what}; {fix}")
+
+
+def _looks_like(head: bytes) -> tuple[str, str]:
+    """What a file that is not NumPy's seems to be, from its first bytes, and what to do if
+    it is that (empty when saving it again is the only fix)."""
+    if not head:
+        return "it is empty", ""
+    if head.startswith(b"\x80"):  # pickle protocols 2+
+        return "it is a Python pickle, which edgelstm never loads", ""
+    if head.startswith(b"PAR1"):
+        return "it is a Parquet file", "rename it to .parquet"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed", "decompress it if it holds a NumPy file"
+    # A multi-byte character cut at the end of the 512 bytes is not a sign of binary data.
+    text = head.decode("utf-8", errors="replace")
+    if "\x00" in text or text.count("\ufffd") > 1:
+        return "its first bytes are neither a zip archive's (.npz) nor NumPy's header (.npy)", ""
+    first = text.lstrip().split("\n", 1)[0].strip()[:60]
+    if first.startswith("@") or "@problemname" in text.lower():  # sktime/aeon's header
+        return f"it starts with text ({first!r}), like a .ts file", "rename it to .ts if it is one"
+    if any(sep in first for sep in ",;\t"):
+        return f"it starts with text ({first!r}), like a CSV", "rename it to .csv if it is one"
+    return f"it starts with text ({first!r})", ""
+
+
 def _size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -153,7 +202,8 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Load a ``.npy`` (as ``{"X": array}``) or ``.npz`` file into a dict of arrays.
 
     Pickle is never allowed: an object array in a file someone sent you could run arbitrary
-    code when loaded, so such files are refused with an explanation.
+    code when loaded, so such files are refused with an explanation, and so is a file of
+    another format under a NumPy name (``np.load`` would try it as a pickle).
 
     Example::
 
@@ -162,6 +212,7 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
     require_file(path)
     if path.suffix.lower() not in (".npy", ".npz"):
         raise InvalidInputError(f"{path}: expected a .npy or .npz file, got {path.suffix!r}")
+    _refuse_other_formats(path)
     _check_declared_sizes(path)
     try:
         # We own the file handle: np.load(path) leaks it when the zip is corrupt.
