@@ -253,6 +253,20 @@ def test_a_broken_example_fails_the_suite(tmp_path: Path) -> None:
         read_examples("```\nedgelstm quickstart\n```\n")
 
 
+def test_renaming_a_flag_in_the_real_readme_fails_at_that_example(tmp_path: Path) -> None:
+    """The worked path's first block with ``--dataset`` misspelt, as a rename would leave
+    it: the CLI refuses the flag before it trains, and the runner names the README line."""
+    text = README.read_text(encoding="utf-8")
+    command = "edgelstm train --task classify --dataset JapaneseVowels --out runs/jv"
+    assert command in text
+    broken = text.replace(command, command.replace("--dataset", "--data-set"))
+    block = next(e for e in read_examples(broken) if "--data-set" in e.code)
+    line = next(i for i, row in enumerate(broken.splitlines(), 1) if "--data-set" in row)
+    assert block.lang == "bash" and block.not_run is None and block.line < line
+    with pytest.raises(AssertionError, match=rf"README.md:{block.line}: .*exited with 2"):
+        ReadmeRunner.in_folder(tmp_path).run(block)
+
+
 def test_shown_output_matches_labels_and_counts_not_timings() -> None:
     shown = ["wrote preds.csv: 370 sequences; provider cpu; accuracy 0.9757", '{"label":"9",...}']
     printed = (
