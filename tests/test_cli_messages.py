@@ -247,3 +247,16 @@ def test_train_preset_is_a_choice(
     assert_clean_failure(result, tmp_path / "run", "--preset")
     row = _help_row(cli, monkeypatch, "train", "--preset")
     assert "default|smoke" in row.replace(" ", "") and "smoke (2 epochs" in row, row
+
+
+def test_log_and_result_lines_stay_whole_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside a terminal rich would wrap at 80 columns, splitting a note mid-sentence in a
+    log file; each message stays one line there (tables keep their own layout)."""
+    from edgelstm.cli.console import stderr_console, stdout_console
+
+    message = "note: " + "word " * 40
+    stderr_console().print(message)
+    stdout_console(min_width=120).print(message)
+    captured = capsys.readouterr()
+    assert captured.err.strip() == message.strip()
+    assert captured.out.strip() == message.strip()

@@ -14,9 +14,13 @@ if TYPE_CHECKING:
 
 
 def stderr_console() -> Console:
+    """Logs on stderr: wrapped to a terminal's width, but one line per message in a pipe or a
+    log file (rich would wrap at 80 columns there, splitting a line mid-sentence for grep)."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def stdout_console(*, min_width: int | None = None) -> Console:
@@ -26,6 +30,7 @@ def stdout_console(*, min_width: int | None = None) -> Console:
     console = Console()
     if min_width is not None and not console.is_terminal and console.width < min_width:
         console = Console(width=min_width)
+    console.soft_wrap = not console.is_terminal  # a line of text stays one line in a file
     return console
 
 
