@@ -109,7 +109,7 @@ class ReadmeRunner:
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONUNBUFFERED"] = "1"
-        env["COLUMNS"] = "200"  # a wide terminal: rich wraps piped output at 80 columns
+        env["COLUMNS"] = "200"  # a wide terminal: tables in a pipe are otherwise cut to 80 columns
         env.pop("PYTHONPATH", None)
         return env
 
