@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelstm.data.arrays import read_arrays
 from edgelstm.errors import InvalidInputError
 from edgelstm.runtimes.ort.feeds import InputSpec, validate_feeds
 
@@ -77,13 +78,10 @@ def read_input_arrays(path: Path | str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"--inputs {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except Exception as exc:  # not a zip, object arrays, damage: one message
-        raise InvalidInputError(
-            f"--inputs {path} is not a readable .npz of arrays keyed by input name ({exc})"
-        ) from None
+    try:  # the one NumPy reader: no pickles, and a CSV under an .npz name is called that
+        return read_arrays(path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--inputs {exc} (arrays keyed by input name)") from None
 
 
 def _size(dim: int | str | None, position: int, axes: dict[str, int], batch: int, seq: int,

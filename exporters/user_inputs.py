@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgelstm.data.arrays import read_arrays
 from edgelstm.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -178,13 +179,10 @@ def _load_example(
 ) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
     if not path.is_file():
         raise InvalidInputError(f"--example file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"--example {path} is not a readable .npz ({exc})") from None
-    if not arrays:
-        raise InvalidInputError(f"--example {path} holds no arrays")
+    try:  # the one NumPy reader: no pickles, and a CSV under an .npz name is called that
+        arrays = read_arrays(path)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"--example {exc}") from None
     positional = [f"arr_{i}" for i in range(len(arrays))]
     if sorted(arrays) == sorted(positional):
         ordered = [arrays[key] for key in positional]  # np.savez(path, a, b): forward() order

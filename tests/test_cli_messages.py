@@ -260,3 +260,23 @@ def test_log_and_result_lines_stay_whole_in_a_pipe(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert captured.err.strip() == message.strip()
     assert captured.out.strip() == message.strip()
+
+
+def test_example_and_inputs_files_are_read_by_the_one_numpy_reader(tmp_path: Path) -> None:
+    """--example (export) and --inputs (benchmark) refuse a CSV under an .npz name as what it
+    is, and an object array as a pickle, like every other NumPy input."""
+    from edgelstm.benchmarks.model_inputs import read_input_arrays
+    from edgelstm.exporters.user_inputs import _load_example
+
+    text = tmp_path / "frames.npz"
+    text.write_text("a,b\n1,2\n")
+    with pytest.raises(InvalidInputError, match=r"--inputs .*frames.npz: is not a NumPy .npz"):
+        read_input_arrays(text)
+    with pytest.raises(InvalidInputError, match=r"--example .*frames.npz: is not a NumPy .npz"):
+        _load_example(text, ("x",))
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InvalidInputError, match=r"object \(pickled\) array"):
+        read_input_arrays(pickled)
+    np.savez(tmp_path / "good.npz", x=np.ones((1, 3, 2), np.float32))
+    assert read_input_arrays(tmp_path / "good.npz")["x"].shape == (1, 3, 2)

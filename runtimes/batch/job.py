@@ -318,8 +318,9 @@ def _prepare_output(
         return []
     if not batch.resume:
         raise OutputExistsError(
-            f"--output {target} holds an earlier run ({earlier.get('state')}); add --resume to "
-            "keep its complete partitions and run the rest, or --overwrite to start again"
+            f"--output {target} holds an earlier run ({earlier.get('state')}); add --resume "
+            "(resume=True from Python) to keep its complete partitions and run the rest, or "
+            "--overwrite (overwrite=True) to start again"
         )
     changed = [k for k in _MATCHED if earlier.get(k) != fingerprint[k]]
     if changed:
