@@ -1,7 +1,7 @@
 """Measure one benchmark configuration, optionally in a fresh process.
 
 A :class:`Measurement` is one model x runtime x provider x shape x thread count. Running each
-in its own spawned process (the default) gives every row a clean heap, its own thread pools
+in its own fresh Python process (the default) gives every row a clean heap, its own thread pools
 and a true peak resident memory (``ru_maxrss`` of that process: the interpreter, the runtime
 library and the session, which is what a deployment pays); in-process runs are faster to
 start and leave ``peak_rss_mb`` empty.
@@ -12,7 +12,6 @@ thread counts are fixed per row, and every timed call is kept (outliers included
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgelstm.benchmarks.stats import latency_stats, throughput
+from edgelstm.benchmarks.worker_process import WorkerProcess
 from edgelstm.errors import EdgeLSTMError, InvalidInputError
 
 __all__ = [
@@ -388,7 +388,7 @@ def _describe_error(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, EdgeLSTMError) else f"{type(exc).__name__}: {exc}"
 
 
-def _worker(connection: Any, m: Measurement) -> None:
+def time_in_worker(connection: Any, m: Measurement) -> None:
     """Worker process: prepare ``m``, then time calls on request until told to finish."""
     try:
         prepared = prepare(m)
@@ -427,12 +427,13 @@ class _Runner:
         if not isolate:
             self.local = prepare(m)
             return
-        context = multiprocessing.get_context("spawn")
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, m), daemon=True)
-        self.process.start()
-        child.close()
-        self._receive("ready")
+        self.process = WorkerProcess("edgelstm.benchmarks.measure:time_in_worker", m)
+        self.connection = self.process.connection
+        try:
+            self._receive("ready")
+        except BaseException:
+            self.close()  # the caller never holds a runner that failed to start
+            raise
 
     def _receive(self, expected: str) -> Any:
         m = self.m
@@ -473,10 +474,7 @@ class _Runner:
     def close(self) -> None:
         if self.process is None:
             return
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.connection.close()
+        self.process.close()
         self.process = None
 
 
@@ -518,7 +516,7 @@ def measure_interleaved(
 
 
 def measure_isolated(m: Measurement, timeout_s: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
-    """Time ``m`` alone in a fresh spawned process (fills ``peak_rss_mb``)."""
+    """Time ``m`` alone in a fresh Python process (fills ``peak_rss_mb``)."""
     return measure_interleaved([m], rounds=1, isolate=True, timeout_s=timeout_s)[0]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -690,6 +692,28 @@ def test_isolated_measurement_of_a_broken_model_raises(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"broken\.onnx") as info:
         measure_isolated(m, timeout_s=120)
     assert "took longer" not in str(info.value)
+
+
+def test_a_script_without_a_main_guard_times_in_isolation_and_runs_once(
+    artifacts: Artifacts, tmp_path: Path
+) -> None:
+    # A worker must not run the caller's script again (multiprocessing's spawn does: each
+    # worker would retrain before timing), and a script read from stdin must work too.
+    script = (
+        "from edgelstm.benchmarks.measure import Measurement, measure_isolated\n"
+        "print('script body ran', flush=True)\n"
+        f"m = Measurement(model={str(artifacts.seq)!r}, runtime='onnxruntime', provider='cpu',"
+        " precision='fp32', mode='sequence', batch=1, seq=4, threads=1, warmup=0, iterations=2)\n"
+        "print('count', measure_isolated(m, timeout_s=120)['count'])\n"
+    )
+    (tmp_path / "time_it.py").write_text(script, encoding="utf-8")
+    for argv, stdin in (([str(tmp_path / "time_it.py")], None), (["-"], script)):
+        done = subprocess.run(
+            [sys.executable, *argv], input=stdin, capture_output=True, text=True, timeout=180,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["script body ran", "count 2"], done.stdout
 
 
 # --------------------------------------------------------------------------------------------
