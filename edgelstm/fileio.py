@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -164,6 +165,35 @@ def _exchange(first: Path, second: Path) -> bool:
     return bool(status == 0)
 
 
+def _process_umask() -> int:
+    """This process's umask. Linux reports it; elsewhere it can only be read by setting it,
+    which is briefly wrong for other threads creating files."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_usual_mode(tmp: Path, path: Path) -> None:
+    """Give a finished temporary file or folder the mode its final name should have.
+
+    ``mkstemp``/``mkdtemp`` make them private (0600/0700) while they are written, which is
+    right then; kept, a service user could not read a deploy.json or predictions another user
+    wrote. A replaced output keeps its mode; a new one gets what ``open``/``mkdir`` would give.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = (0o777 if tmp.is_dir() else 0o666) & ~_process_umask()
+    os.chmod(tmp, mode)
+
+
 def _make_parent(path: Path) -> Path:
     # Missing parent folders are created (`--out runs/jv` on a fresh clone should just work).
     parent = path.parent if str(path.parent) else Path(".")
@@ -183,6 +213,7 @@ def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         _kill_point("write")
+        _give_usual_mode(tmp, path)
         _fsync(tmp)
         os.replace(tmp, path)
         _kill_point("rename")
@@ -221,6 +252,7 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
         for item in sorted(tmp.rglob("*")):
             if item.is_file():
                 _fsync(item)
+        _give_usual_mode(tmp, path)
         _fsync_folder(tmp)
         if not path.exists():
             os.replace(tmp, path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -280,3 +282,31 @@ def test_recovery_leaves_alone_what_is_not_an_interrupted_replace(tmp_path: Path
     ]
     assert recover_interrupted_replace(tmp_path / "gone") is True
     assert (tmp_path / "gone").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)]
+)
+def test_outputs_get_the_mode_an_ordinary_write_would(
+    tmp_path: Path, umask: int, file_mode: int, folder_mode: int
+) -> None:
+    # The temporary siblings are private while written; a finished output must not stay
+    # so (a service user could not read deploy.json), nor be wider than the umask allows.
+    previous = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "deploy.json", "{}")
+        with atomic_folder(tmp_path / "run") as tmp:
+            (tmp / "metrics.json").write_text("{}", encoding="utf-8")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "deploy.json").stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == folder_mode
+
+
+def test_a_replaced_output_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text("old", encoding="utf-8")
+    path.chmod(0o640)
+    write_text_atomic(path, "new", overwrite=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert path.read_text(encoding="utf-8") == "new"
