@@ -37,6 +37,11 @@ QUICKSTART_DATASETS: dict[str, str] = {
     "transcribe": "DigitStrings",
 }
 
+#: Steps 1-3's record in the quickstart folder: settings, metrics, notes and each file's
+#: sha256, so ``reuse`` can tell that what it keeps is what was made.
+STEPS_FILE = "steps.json"
+STEPS_SCHEMA = "edgelstm.quickstart-steps/1"
+
 #: ``stage(message)``: one line per pipeline step, for the terminal.
 Stage = Callable[[str], None]
 
@@ -67,14 +72,20 @@ def quickstart(
     warmup: int = 20,
     isolate: bool = True,
     overwrite: bool = False,
+    reuse: bool = False,
     stage: Stage | None = None,
     train_progress: Any = None,
     bench_progress: Any = None,
     command: str = "edgelstm quickstart",
 ) -> QuickstartResult:
-    """Run the pipeline into ``out``; see the module docstring. Returns the report and paths."""
+    """Run the pipeline into ``out``; see the module docstring. Returns the report and paths.
+
+    ``reuse`` keeps steps 1-3 (the trained model and the exported and quantized files) of an
+    existing ``out`` made with the same task, dataset, preset and model size, checked against
+    the hashes its ``steps.json`` recorded, and runs the benchmark and the report again; with
+    no ``out`` yet, everything runs. The old folder stays whole until the new one is complete.
+    """
     from edgelstm.benchmarks.harness import BenchmarkPlan
-    from edgelstm.training.trainer import train
 
     say = stage or (lambda message: None)
     final = Path(out)
@@ -87,15 +98,22 @@ def quickstart(
     # latency grows (the exported graphs take any length).
     lengths = sweep_lengths(split.train.lengths)
     longest = int(split.train.lengths.max())
-    notes: list[str] = []
-    with atomic_folder(final, overwrite=overwrite) as tmp:
+    settings = {"task": task, "dataset": dataset, "preset": preset, "hidden": hidden,
+                "layers": layers}  # fmt: skip
+    reusing = reuse and final.is_dir() and any(final.iterdir())
+    with atomic_folder(final, overwrite=overwrite or reusing) as tmp:
         run_dir = tmp / "run"
-        say(f"1/5 train: LSTM {layers}x{hidden} on {dataset} ({preset} settings)")
-        trained = train(task, dataset=dataset, out=run_dir, hidden=hidden, layers=layers,
-                        preset=preset, progress=train_progress)  # fmt: skip
-        accuracy = _accuracy_summary(run_dir, float(trained.metrics[headline.key]))
-        say(f"    test {headline.label} {accuracy}")
-        models = _export_and_quantize(run_dir, tmp, say, notes, headline.label)
+        if reusing:
+            steps = _reuse_steps(final, tmp, settings)
+            say(f"1-3/5 reuse: the model trained on {dataset} ({preset} settings) and "
+                f"{', '.join(steps.models)}, from {final}")  # fmt: skip
+        else:
+            steps = _train_export_quantize(tmp, settings, say, train_progress)
+        notes = list(steps.notes)
+        accuracy = _accuracy_summary(run_dir, float(steps.metrics[headline.key]))
+        if reusing:
+            say(f"    test {headline.label} {accuracy}")
+        models = steps.models
         say("4/5 benchmark: every usable provider, PyTorch eager as the baseline")
         plan = BenchmarkPlan(
             models=tuple(models.values()), providers=("all",), batches=batches, seqs=(longest,),
@@ -125,10 +143,92 @@ def quickstart(
         out=final,
         report=document,
         files=tuple(final / f.relative_to(tmp) for f in files),
-        train_metrics=dict(trained.metrics),
+        train_metrics=dict(steps.metrics),
         deployment=deployments.get("sequence"),
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What steps 1-3 leave for the benchmark: the models by file name (in the folder being
+    built), the training metrics and the notes those steps wrote."""
+
+    models: dict[str, Path]
+    metrics: dict[str, Any]
+    notes: tuple[str, ...]
+
+
+def _train_export_quantize(
+    tmp: Path, settings: dict[str, Any], say: Stage, train_progress: Any
+) -> _Steps:
+    """Steps 1-3 from scratch into ``tmp``, recorded in ``steps.json`` for a later reuse."""
+    from edgelstm.fileio import file_sha256, write_json_atomic
+    from edgelstm.training.trainer import train
+
+    run_dir, headline = tmp / "run", headline_metric(settings["task"])
+    say(f"1/5 train: LSTM {settings['layers']}x{settings['hidden']} on {settings['dataset']} "
+        f"({settings['preset']} settings)")  # fmt: skip
+    trained = train(settings["task"], dataset=settings["dataset"], out=run_dir,
+                    hidden=settings["hidden"], layers=settings["layers"],
+                    preset=settings["preset"], progress=train_progress)  # fmt: skip
+    accuracy = _accuracy_summary(run_dir, float(trained.metrics[headline.key]))
+    say(f"    test {headline.label} {accuracy}")
+    notes: list[str] = []
+    models = _export_and_quantize(run_dir, tmp, say, notes, headline.label)
+    files = sorted([*(p for p in run_dir.rglob("*") if p.is_file()), *models.values()])
+    write_json_atomic(
+        tmp / STEPS_FILE,
+        {
+            "schema": STEPS_SCHEMA,
+            "settings": settings,
+            "metrics": trained.metrics,
+            "models": list(models),
+            "notes": notes,
+            "sha256": {p.relative_to(tmp).as_posix(): file_sha256(p) for p in files},
+        },
+    )
+    return _Steps(models, dict(trained.metrics), tuple(notes))
+
+
+def _reuse_steps(final: Path, tmp: Path, settings: dict[str, Any]) -> _Steps:
+    """Steps 1-3 copied from the finished quickstart in ``final`` into ``tmp``, after checking
+    they were made with ``settings`` and are byte for byte what that run wrote."""
+    import shutil
+
+    from edgelstm.fileio import file_sha256, read_json
+
+    start_again = "; run the quickstart with --overwrite instead to start again"
+    if not (final / STEPS_FILE).is_file():
+        raise InvalidInputError(
+            f"--reuse: {final} holds no {STEPS_FILE}, so it is not a quickstart folder (or one "
+            f"from an older edgelstm){start_again}"
+        )
+    record = read_json(final / STEPS_FILE, what="--reuse: the quickstart record", fix=start_again)
+    if not isinstance(record, dict) or record.get("schema") != STEPS_SCHEMA:
+        raise InvalidInputError(
+            f"--reuse: {final / STEPS_FILE} is not a quickstart record ({STEPS_SCHEMA})"
+            f"{start_again}"
+        )
+    made = record.get("settings", {})
+    differ = [f"{k} {made.get(k)!r} (now {v!r})" for k, v in settings.items() if made.get(k) != v]
+    if differ:
+        raise InvalidInputError(
+            f"--reuse: {final} was made with {', '.join(differ)}; give the same settings to "
+            f"reuse its trained model{start_again}"
+        )
+    for name, digest in record["sha256"].items():
+        source, copy = final / name, tmp / name
+        if not source.is_file() or file_sha256(source) != digest:
+            raise InvalidInputError(
+                f"--reuse: {source} is missing or changed since the quickstart wrote it"
+                f"{start_again}"
+            )
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
+    shutil.copy2(final / STEPS_FILE, tmp / STEPS_FILE)
+    models = {name: tmp / name for name in record["models"]}
+    return _Steps(models, dict(record["metrics"]), tuple(record["notes"]))
 
 
 def _tour_dataset(task: str, dataset: str | None) -> DatasetSplit:

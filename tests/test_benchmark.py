@@ -1572,6 +1572,78 @@ def test_quickstart_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
 
 
+def _quick_copy(quick: Quick, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "qs"
+    shutil.copytree(quick.out, copy)
+    return copy
+
+
+def _tree_digests(folder: Path) -> dict[str, str]:
+    from edgelstm.fileio import file_sha256
+
+    return {str(p.relative_to(folder)): file_sha256(p) for p in folder.rglob("*") if p.is_file()}
+
+
+QUICK_SETTINGS: dict[str, Any] = {
+    "dataset": "JapaneseVowels", "preset": "smoke", "hidden": 8, "layers": 1,
+}  # fmt: skip
+
+
+def test_quickstart_reuse_keeps_the_trained_models_and_times_them_again(
+    quick: Quick, tmp_path: Path
+) -> None:
+    out = _quick_copy(quick, tmp_path)
+    kept = {name: digest for name, digest in _tree_digests(out).items()
+            if name.startswith("run") or name.startswith("model")}  # fmt: skip
+    assert {"run/model.safetensors", "model.onnx", "model.stream.int8.onnx"} <= set(kept)
+    stages: list[str] = []
+    result = quickstart(
+        out, **QUICK_SETTINGS, batches=(1,), iterations=3, warmup=0, isolate=False,
+        reuse=True, stage=stages.append,
+    )  # fmt: skip
+    assert not any(s.startswith(("1/5", "2/5", "3/5")) for s in stages), stages
+    assert stages[0].startswith("1-3/5 reuse: the model trained on JapaneseVowels (smoke")
+    assert "model.onnx, model.stream.onnx, model.int8.onnx, model.stream.int8.onnx" in stages[0]
+    after = _tree_digests(out)
+    assert {name: after[name] for name in kept} == kept  # the same bytes, not retrained
+    assert result.train_metrics == quick.result.train_metrics
+    doc = load_report(out / "report.json")
+    assert doc["plan"]["iterations"] == 3  # the benchmark did run again
+    assert doc["summary"]["test accuracy"] == quick.result.report["summary"]["test accuracy"]
+    assert all(Path(row["path"]).exists() for row in doc["rows"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qs"]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"preset": "default"}, "preset 'smoke' (now 'default')"),
+        ({"hidden": 16}, "hidden 8 (now 16)"),
+        ("tamper", "model.int8.onnx is missing or changed"),
+        ("no record", "holds no steps.json, so it is not a quickstart folder"),
+    ],
+)
+def test_quickstart_reuse_refuses_what_it_cannot_vouch_for(
+    quick: Quick, tmp_path: Path, change: Any, needle: str
+) -> None:
+    out = _quick_copy(quick, tmp_path)
+    settings = dict(QUICK_SETTINGS)
+    if change == "tamper":
+        (out / "model.int8.onnx").write_bytes(b"not the model the quickstart made")
+    elif change == "no record":
+        (out / "steps.json").unlink()
+    else:
+        settings.update(change)
+    before = _tree_digests(out)
+    with pytest.raises(InvalidInputError, match="--reuse") as info:
+        quickstart(out, **settings, iterations=1, isolate=False, reuse=True)
+    assert needle in str(info.value) and "--overwrite" in str(info.value)
+    assert _tree_digests(out) == before  # nothing lost, nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qs"]
+
+
 def test_cli_quickstart_passes_its_options_and_prints_the_report(
     cli: CliRunner, quick: Quick, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1600,7 +1672,11 @@ def test_cli_quickstart_passes_its_options_and_prints_the_report(
     (out / "keep.txt").write_text("mine", encoding="utf-8")
     result = cli("quickstart", "--out", out, "--preset", "smoke")
     _assert_one_error(result, needle="--overwrite")
+    assert "--reuse keeps its trained model" in result.err
     assert len(calls) == 1  # refused before the pipeline started
+    result = cli("quickstart", "--out", out, "--preset", "smoke", "--reuse")
+    assert result.code == 0, result.err
+    assert calls[-1]["reuse"] is True and calls[0]["reuse"] is False
 
 
 @pytest.mark.slow

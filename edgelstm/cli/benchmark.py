@@ -362,6 +362,13 @@ PresetOption = Annotated[
 QuickstartIterationsOption = Annotated[
     int, typer.Option(min=1, help="Timed calls per benchmark row.")
 ]
+ReuseOption = Annotated[
+    bool,
+    typer.Option(
+        help="Keep the trained and exported models of an existing --out made with the same "
+        "task, dataset and preset; benchmark and report again."
+    ),
+]
 
 
 def quickstart(
@@ -371,6 +378,7 @@ def quickstart(
     preset: PresetOption = "default",
     iterations: QuickstartIterationsOption = 200,
     overwrite: OverwriteFolderOption = False,
+    reuse: ReuseOption = False,
 ) -> None:
     """Train, export, quantize and benchmark in one go; writes a report to --out."""
     from edgelstm.benchmarks.quickstart import quickstart as run_quickstart
@@ -381,9 +389,15 @@ def quickstart(
         stdout_console,
         training_progress,
     )
+    from edgelstm.errors import OutputExistsError
     from edgelstm.fileio import check_output_path
 
-    check_output_path(out, overwrite=overwrite, kind="folder")
+    try:
+        check_output_path(out, overwrite=overwrite or reuse, kind="folder")
+    except OutputExistsError as exc:
+        raise OutputExistsError(
+            f"{exc}; --reuse keeps its trained model and times it again"
+        ) from None
     err = stderr_console()
 
     def stage(message: str) -> None:
@@ -397,6 +411,7 @@ def quickstart(
             preset=preset,
             iterations=iterations,
             overwrite=overwrite,
+            reuse=reuse,
             stage=stage,
             train_progress=train_progress,
             bench_progress=None if bench is None else (lambda d, t, _label: bench(d, t)),
