@@ -85,8 +85,13 @@ def quickstart(
     the hashes its ``steps.json`` recorded, and runs the benchmark and the report again; with
     no ``out`` yet, everything runs. The old folder stays whole until the new one is complete.
     """
+    from importlib import import_module
+
     from edgelstm.benchmarks.harness import BenchmarkPlan
 
+    # Every step needs torch (training, export, the PyTorch rows), reuse included: without it
+    # that is the one missing extra to report, before the dataset reader (another) is tried.
+    import_module("edgelstm.training.trainer")
     say = stage or (lambda message: None)
     final = Path(out)
     split = _tour_dataset(task, dataset)
