@@ -109,20 +109,15 @@ def quickstart(
     with atomic_folder(final, overwrite=overwrite or reusing) as tmp:
         run_dir = tmp / "run"
         if reusing:
-            steps = _reuse_steps(final, tmp, settings)
-            say(f"1-3/5 reuse: the model trained on {dataset} ({preset} settings) and "
-                f"{', '.join(steps.models)}, from {final}")  # fmt: skip
+            steps = _reuse_steps(final, tmp, settings, say)
         else:
             steps = _train_export_quantize(tmp, settings, say, train_progress)
         notes = list(steps.notes)
-        accuracy = _accuracy_summary(run_dir, float(steps.metrics[headline.key]))
-        if reusing:
-            say(f"    test {headline.label} {accuracy}")
-        models = steps.models
         say("4/5 benchmark: every usable provider, PyTorch eager as the baseline")
         plan = BenchmarkPlan(
-            models=tuple(models.values()), providers=("all",), batches=batches, seqs=(longest,),
-            threads=(1,), stream=True, chunks=(1,), torch_run=run_dir, eval_run=run_dir,
+            models=tuple(steps.models.values()), providers=("all",), batches=batches,
+            seqs=(longest,), threads=(1,), stream=True, chunks=(1,), torch_run=run_dir,
+            eval_run=run_dir,
             warmup=warmup, iterations=iterations, isolate=isolate,
         )  # fmt: skip
         measured, document = _benchmark(plan, lengths, say, bench_progress, command)
@@ -131,17 +126,8 @@ def quickstart(
         deployments = _deployments(measured, batches[0], longest, (tmp, final), notes)
         if deployments:
             document["deployment"] = deployments
-        # Speed only means something for a model that is any good: its accuracy comes first.
-        document["summary"] = {
-            f"test {headline.label}": accuracy,
-            **_summary(document["rows"], longest),
-        }
-        if "length_sweep" in document:
-            document["summary"]["sequence lengths"] = (
-                f"{', '.join(map(str, lengths))} steps at batch {batches[0]} for the "
-                f"whole-sequence artifacts (typical and longest in {dataset}, and 4x the "
-                f"longest); every other row at {longest}"
-            )
+        document["summary"] = _summary(document, f"test {headline.label}", steps.accuracy,
+                                       lengths, (batches[0], longest), dataset)  # fmt: skip
         files = _write_report(document, tmp, notes)
         files += [tmp / str(d["file"]) for d in deployments.values()]
     return QuickstartResult(
@@ -162,6 +148,8 @@ class _Steps:
     models: dict[str, Path]
     metrics: dict[str, Any]
     notes: tuple[str, ...]
+    #: the headline test metric beside the run's baselines (:func:`_accuracy_summary`)
+    accuracy: str
 
 
 def _train_export_quantize(
@@ -193,10 +181,10 @@ def _train_export_quantize(
             "sha256": {p.relative_to(tmp).as_posix(): file_sha256(p) for p in files},
         },
     )
-    return _Steps(models, dict(trained.metrics), tuple(notes))
+    return _Steps(models, dict(trained.metrics), tuple(notes), accuracy)
 
 
-def _reuse_steps(final: Path, tmp: Path, settings: dict[str, Any]) -> _Steps:
+def _reuse_steps(final: Path, tmp: Path, settings: dict[str, Any], say: Stage) -> _Steps:
     """Steps 1-3 copied from the finished quickstart in ``final`` into ``tmp``, after checking
     they were made with ``settings`` and are byte for byte what that run wrote."""
     import shutil
@@ -233,7 +221,13 @@ def _reuse_steps(final: Path, tmp: Path, settings: dict[str, Any]) -> _Steps:
         shutil.copy2(source, copy)
     shutil.copy2(final / STEPS_FILE, tmp / STEPS_FILE)
     models = {name: tmp / name for name in record["models"]}
-    return _Steps(models, dict(record["metrics"]), tuple(record["notes"]))
+    metrics = dict(record["metrics"])
+    headline = headline_metric(settings["task"])
+    accuracy = _accuracy_summary(tmp / "run", float(metrics[headline.key]))
+    say(f"1-3/5 reuse: the model trained on {settings['dataset']} ({settings['preset']} "
+        f"settings) and {', '.join(models)}, from {final}")  # fmt: skip
+    say(f"    test {headline.label} {accuracy}")
+    return _Steps(models, metrics, tuple(record["notes"]), accuracy)
 
 
 def _tour_dataset(task: str, dataset: str | None) -> DatasetSplit:
@@ -436,7 +430,29 @@ def _accuracy_summary(run_dir: Path, accuracy: float) -> str:
     return f"{accuracy:.4f}; {baselines.line()}; {verdict}"
 
 
-def _summary(rows: list[dict[str, Any]], seq: int) -> dict[str, str]:
+def _summary(
+    document: dict[str, Any],
+    headline: str,
+    accuracy: str,
+    lengths: tuple[int, ...],
+    shape: tuple[int, int],
+    dataset: str,
+) -> dict[str, str]:
+    """The report's summary: the trained model's ``headline`` metric first (speed only means
+    something for a model that is any good), then the speed ratios at ``shape`` (batch,
+    longest training sequence), then the lengths the sweep timed."""
+    batch, longest = shape
+    summary = {headline: accuracy, **_speed_summary(document["rows"], longest)}
+    if "length_sweep" in document:
+        summary["sequence lengths"] = (
+            f"{', '.join(map(str, lengths))} steps at batch {batch} for the whole-sequence "
+            f"artifacts (typical and longest in {dataset}, and 4x the longest); every other "
+            f"row at {longest}"
+        )
+    return summary
+
+
+def _speed_summary(rows: list[dict[str, Any]], seq: int) -> dict[str, str]:
     """Headline ratios at batch 1 and the deployment length: each ONNX artifact against
     PyTorch eager FP32."""
     lines: dict[str, str] = {}
